@@ -1,0 +1,146 @@
+"""Typed settings for every kseg process, read from the environment and an optional `.env`.
+
+One `Settings` object is built per process (`get_settings()`), and every component takes what it needs
+from it, in the manner of lsst-sqre/kafka-aggregator: the config is the single source of truth.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SEGMENT_US_ENDPOINT = "https://api.segment.io"
+SEGMENT_EU_ENDPOINT = "https://events.eu1.segmentapis.com"
+
+
+class Settings(BaseSettings):
+    """All kseg settings. Names are the environment variables, listed in the README."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port,...). Unset: `kseg run` starts the embedded broker.",
+    )
+    kafka_enable_idempotence: bool | None = Field(
+        default=None,
+        description="Idempotent producer. Default: on for a real cluster, off for the embedded Tansu broker.",
+    )
+    kseg_embedded_broker: bool = Field(
+        default=False,
+        description="Set by `kseg run` when the bootstrap servers are the embedded Tansu broker.",
+    )
+    kseg_embedded_broker_port: int = Field(default=0, description="Embedded broker port (0: a free port).")
+    kseg_app_id: str = Field(default="kseg", description="Prefix of every topic and the consumer group id.")
+    kseg_topic_partitions: int = Field(default=8, ge=1, description="Partitions of every kseg topic.")
+    kseg_topic_replication: int = Field(default=1, ge=1, description="Replication factor of kseg topics.")
+    kseg_session_timeout: float = Field(
+        default=60.0, gt=0, description="Consumer session timeout in seconds (Tansu joins take half of it)."
+    )
+    kseg_producer_max_batch_bytes: int | None = Field(
+        default=None,
+        description="Producer batch size in bytes. Default 16384; 1 on the embedded broker (see README).",
+    )
+
+    # --- Receiver ------------------------------------------------------------------------------
+    kseg_http_host: str = Field(default="127.0.0.1", description="Receiver bind address.")
+    kseg_http_port: int = Field(default=8080, description="Receiver port.")
+    kseg_postback_tokens: str = Field(default="", description="Comma-separated accepted postback tokens.")
+    kseg_max_body_bytes: int = Field(default=64 * 1024, description="Largest accepted request body.")
+    kseg_max_pending_produces: int = Field(
+        default=2000, ge=1, description="Produces awaiting a Kafka ack before the receiver answers 503."
+    )
+    kseg_produce_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a Kafka ack.")
+    kseg_retry_after_seconds: int = Field(default=5, ge=1, description="Retry-After sent with a 503.")
+
+    # --- Worker --------------------------------------------------------------------------------
+    kseg_data_dir: Path = Field(default=Path("./var"), description="Dry-run outbox, table state, exports.")
+    kseg_worker_id: str = Field(default="worker-1", description="Names this worker's RocksDB data directory.")
+    kseg_worker_web_port: int = Field(default=6066, description="Worker /metrics, /healthz and /readyz port.")
+    kseg_dedupe_ttl_hours: float = Field(default=24.0, gt=0, description="Dedupe window for repeated postbacks.")
+    kseg_mapping_dir: Path | None = Field(default=None, description="Extra mapping profiles (YAML).")
+    kseg_default_profile: str = Field(default="kochava-default", description="Profile used when none is named.")
+    kseg_token_profiles: str = Field(
+        default="", description="Profile per postback token: `token1=profile-a,token2=profile-b`."
+    )
+    kseg_namespace: str = Field(
+        default="kseg", description="Deployment namespace folded into every Segment messageId."
+    )
+
+    # --- Identity ------------------------------------------------------------------------------
+    segment_webhook_secret: str | None = Field(default=None, description="Shared secret of the Segment webhook.")
+    kseg_shared_device_threshold: int = Field(
+        default=2, ge=1, description="A device seen with more than this many userIds is shared: never merges."
+    )
+    kseg_max_ids_per_profile: int = Field(default=5, ge=1, description="Device ids kept per type and profile.")
+    kseg_allow_raw_email_trait: bool = Field(default=False, description="Send raw email as a trait (else hashed).")
+
+    # --- Segment -------------------------------------------------------------------------------
+    segment_write_key: str | None = Field(default=None, description="Segment source write key; unset: dry run.")
+    segment_endpoint: str = Field(default=SEGMENT_US_ENDPOINT, description="Segment API host, or `us`/`eu`.")
+    segment_max_requests_per_second: float = Field(default=500.0, gt=0, description="Request-rate ceiling.")
+    segment_batch_max_messages: int = Field(default=500, ge=1, le=2500)
+    segment_batch_max_bytes: int = Field(default=450_000, ge=1024, le=500_000)
+    segment_request_timeout: float = Field(default=15.0, gt=0)
+    segment_gzip: bool = True
+    segment_batch_linger: float = Field(default=0.5, gt=0, description="Seconds to wait to fill a batch.")
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("segment_endpoint")
+    @classmethod
+    def _resolve_region(cls, value: str) -> str:
+        aliases = {"us": SEGMENT_US_ENDPOINT, "eu": SEGMENT_EU_ENDPOINT}
+        return aliases.get(value.lower(), value).rstrip("/")
+
+    # --- Derived -------------------------------------------------------------------------------
+    @property
+    def postback_tokens(self) -> list[str]:
+        return [t.strip() for t in self.kseg_postback_tokens.split(",") if t.strip()]
+
+    @property
+    def token_profiles(self) -> dict[str, str]:
+        pairs = (p.split("=", 1) for p in self.kseg_token_profiles.split(",") if "=" in p)
+        return {k.strip(): v.strip() for k, v in pairs}
+
+    @property
+    def bootstrap(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise RuntimeError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set. Use `kseg run` to start the embedded broker, "
+                "or point KAFKA_BOOTSTRAP_SERVERS at your Kafka cluster."
+            )
+        return self.kafka_bootstrap_servers
+
+    @property
+    def idempotence(self) -> bool:
+        if self.kafka_enable_idempotence is not None:
+            return self.kafka_enable_idempotence
+        return not self.kseg_embedded_broker
+
+    @property
+    def producer_max_batch_bytes(self) -> int:
+        """Tansu reports a partition's high watermark as the base offset of its last batch + 1, so
+        multi-record batches make end offsets lag (breaking faust's recovery check and lag metrics).
+        One record per batch keeps them exact on the embedded broker."""
+        if self.kseg_producer_max_batch_bytes is not None:
+            return self.kseg_producer_max_batch_bytes
+        return 1 if self.kseg_embedded_broker else 16384
+
+    @property
+    def dry_run(self) -> bool:
+        return not self.segment_write_key
+
+    def topic(self, name: str) -> str:
+        """Full Kafka topic name for one of kseg's logical topics."""
+        return f"{self.kseg_app_id}.{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

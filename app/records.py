@@ -1,0 +1,199 @@
+"""The records that travel between kseg's stages: the contract between receiver, agents and sinks.
+
+Every Kafka value is one of these, serialised with orjson. Keys are plain UTF-8 strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+JSONDict = dict[str, Any]
+
+
+def utc_now_iso() -> str:
+    """ISO-8601 UTC with milliseconds and a `Z`, the form Segment and the warehouse expect."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def loads(raw: bytes | str) -> Any:
+    return orjson.loads(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Receiver → postbacks.raw
+# ---------------------------------------------------------------------------------------------
+
+#: Parameters never folded into the event id: they change between deliveries of one postback.
+VOLATILE_PARAMS = frozenset({"token"})
+
+#: Device id parameters, in the order used to pick the partition key.
+DEVICE_KEY_PARAMS = ("kochava_device_id", "idfa", "idfv", "adid", "gaid", "android_id")
+
+
+def postback_event_id(params: dict[str, Any]) -> str:
+    """Deterministic id of one postback: the same request retried by Kochava gives the same id.
+
+    Kochava retries replay the identical URL, so a hash of every (non-volatile) parameter is stable
+    across retries and different for two distinct events even when they carry no timestamp.
+    """
+    stable = {k: params[k] for k in sorted(params) if k not in VOLATILE_PARAMS}
+    return hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+class RawPostback(BaseModel):
+    """A postback exactly as received, plus what the receiver stamped on it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: Literal["postback"] = "postback"
+    event_id: str
+    received_at: str
+    source: Literal["get", "post_json", "post_form", "replay"] = "get"
+    profile: str | None = None
+    params: JSONDict
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Mapping output: one canonical event, independent of Segment and warehouse shapes
+# ---------------------------------------------------------------------------------------------
+
+EventKind = Literal["install", "reinstall", "event", "purchase", "conversion"]
+
+
+class DeviceIds(BaseModel):
+    """Device identifiers after junk filtering: a field is None when absent or not a usable id."""
+
+    kochava_device_id: str | None = None
+    idfa: str | None = None
+    idfv: str | None = None
+    adid: str | None = None
+    android_id: str | None = None
+
+    def typed(self) -> list[str]:
+        """`type:value` strings for every usable id, the keys of the identity index."""
+        return [f"{k}:{v}" for k, v in self.model_dump().items() if v]
+
+
+class Attribution(BaseModel):
+    """Where a device came from, in Kochava's hierarchy (campaign > segment > tracker)."""
+
+    network: str | None = None
+    campaign: str | None = None
+    ad_group: str | None = None
+    creative: str | None = None
+    site: str | None = None
+    sub_site: str | None = None
+    tracker: str | None = None
+    click_id: str | None = None
+    country: str | None = None
+    attribution_type: str | None = None
+    attributed_at: str | None = None
+
+    def is_empty(self) -> bool:
+        return not any(v for k, v in self.model_dump().items() if k != "attributed_at")
+
+
+class CanonicalEvent(BaseModel):
+    """One Kochava event after the mapping profile: every later stage reads this, never raw params."""
+
+    event_id: str
+    message_id: str
+    kind: EventKind
+    reengagement: bool = False
+    kochava_event_name: str
+    segment_event_name: str
+    timestamp: str
+    received_at: str
+    devices: DeviceIds
+    device_type: Literal["ios", "android"] | None = None
+    ad_tracking_enabled: bool | None = None
+    attribution: Attribution = Field(default_factory=Attribution)
+    revenue: float | None = None
+    currency: str | None = None
+    order_id: str | None = None
+    products: list[JSONDict] | None = None
+    conversion_name: str | None = None
+    original_install_id: str | None = None
+    install_id: str | None = None
+    properties: JSONDict = Field(default_factory=dict)
+    ip: str | None = None
+    user_agent: str | None = None
+    user_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    profile: str
+    profile_version: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity: what the resolver hands to the output builders
+# ---------------------------------------------------------------------------------------------
+
+ResolvedVia = Literal["user_id", "link", "email", "phone", "anonymous"]
+
+
+class ResolvedIdentity(BaseModel):
+    user_id: str | None = None
+    anonymous_id: str
+    via: ResolvedVia = "anonymous"
+    email_hash: str | None = None
+    phone_hash: str | None = None
+    email: str | None = None  # raw, only when KSEG_ALLOW_RAW_EMAIL_TRAIT is on
+
+
+class AttributionProfile(BaseModel):
+    """Per-device state kept in the profiles table: first and last touch, value, conversion."""
+
+    anonymous_id: str | None = None
+    user_id: str | None = None
+    aliased_user_id: str | None = None
+    anonymous_events: int = 0
+    first_touch: Attribution | None = None
+    last_touch: Attribution | None = None
+    install_id: str | None = None
+    lifetime_revenue: float = 0.0
+    purchase_count: int = 0
+    converted: bool = False
+    converted_at: str | None = None
+    conversion_name: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Dead letters
+# ---------------------------------------------------------------------------------------------
+
+DeadLetterStage = Literal["receiver", "mapping", "identity", "segment", "warehouse"]
+
+
+class DeadLetter(BaseModel):
+    """One event that could not go on, with everything needed to understand and replay it."""
+
+    kind: Literal["dead_letter"] = "dead_letter"
+    stage: DeadLetterStage
+    reason: str
+    error: str
+    event_id: str | None = None
+    profile: str | None = None
+    profile_version: str | None = None
+    http_status: int | None = None
+    attempts: int = 1
+    first_seen: str = Field(default_factory=utc_now_iso)
+    last_seen: str = Field(default_factory=utc_now_iso)
+    payload: JSONDict
