@@ -1,0 +1,150 @@
+"""The `kseg` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+DESCRIPTION = """\
+kseg moves Kochava attribution postbacks into Segment in real time.
+
+Kochava postbacks arrive over HTTP at the receiver, which makes each one durable in Kafka
+before answering 200. The worker maps them to Segment's spec with a versioned mapping
+profile, resolves identity, and delivers identify/track/alias calls to Segment's batch API,
+plus one flat row per event to the warehouse topic.
+
+Start here:  kseg run      (embedded broker + receiver + worker; Ctrl-C stops all)
+Settings come from environment variables or a .env file; see README.md.
+"""
+
+EPILOG = """\
+examples:
+  kseg run
+  kseg mapping try 'event_name=Purchase&kochava_device_id=KI1&event_value=9.99&currency=USD'
+  kseg mapping check my-profile.yaml
+  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 kseg dlq list --reason invalid_revenue --since 2h
+  kseg loadgen --rate 500 --duration 30 --spike 10x@10s+10s
+"""
+
+
+def _settings() -> Any:
+    from app.config import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"kseg: invalid settings: {problems}") from exc
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from app.supervisor import run
+
+    settings = _settings()
+    _logging(settings.log_level)
+    return run(settings)
+
+
+def cmd_receiver(args: argparse.Namespace) -> int:
+    from app.receiver.server import serve
+
+    settings = _settings()
+    _logging(settings.log_level)
+    serve(settings)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.worker.main import run_worker
+
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        raise SystemExit(
+            "kseg worker: KAFKA_BOOTSTRAP_SERVERS is not set. Point it at your Kafka cluster, "
+            "or use `kseg run`, which starts an embedded broker."
+        )
+    _logging(settings.log_level)
+    run_worker(settings)
+    return 0
+
+
+def cmd_mapping_check(args: argparse.Namespace) -> int:
+    from app.mapping.cli import cmd_check
+
+    return cmd_check(args.file)
+
+
+def cmd_mapping_try(args: argparse.Namespace) -> int:
+    from app.mapping.cli import cmd_try
+
+    text = args.input if args.input != "-" else sys.stdin.read()
+    return cmd_try(text, args.profile, _settings())
+
+
+def _with_kafka_settings(command: Any, args: argparse.Namespace) -> int:
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        raise SystemExit(
+            "kseg dlq: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
+            "(the embedded broker) or your cluster's."
+        )
+    result: int = command(args, settings)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kseg", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run broker (if needed), receiver and worker together")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("receiver", help="run only the HTTP receiver (needs KSEG_POSTBACK_TOKENS)")
+    p.set_defaults(func=cmd_receiver)
+    p = sub.add_parser("worker", help="run only the faust worker (needs KAFKA_BOOTSTRAP_SERVERS)")
+    p.set_defaults(func=cmd_worker)
+
+    mapping = sub.add_parser("mapping", help="check or try mapping profiles")
+    msub = mapping.add_subparsers(dest="mapping_command", required=True, metavar="{check,try}")
+    p = msub.add_parser("check", help="validate a profile file and report every problem with its line")
+    p.add_argument("file", help="a mapping profile (YAML)")
+    p.set_defaults(func=cmd_mapping_check)
+    p = msub.add_parser("try", help="show the Segment calls and warehouse row a postback would produce")
+    p.add_argument("input", help="a query string (event_name=...&...) or a JSON object; - reads stdin")
+    p.add_argument("--profile", help="profile name (default: KSEG_DEFAULT_PROFILE)")
+    p.set_defaults(func=cmd_mapping_try)
+
+    from app.dlq.cli import add_parser as add_dlq
+
+    add_dlq(sub, _with_kafka_settings)
+
+    from app.loadgen.cli import build_parser as add_loadgen
+
+    add_loadgen(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

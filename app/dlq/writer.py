@@ -1,0 +1,23 @@
+"""Writing dead letters: one typed record per event, awaited before the source offset may be acked."""
+
+from __future__ import annotations
+
+import logging
+
+from app.metrics import Counter
+from app.records import DeadLetter, dumps
+
+log = logging.getLogger(__name__)
+
+
+async def send_dead_letters(topic: object, letters: list[DeadLetter], counter: Counter | None = None) -> None:
+    """Produce each dead letter to the faust `topic` and wait for every ack."""
+    futures = []
+    for letter in letters:
+        key = (letter.event_id or letter.reason).encode()
+        futures.append(await topic.send(key=key, value=dumps(letter)))  # type: ignore[attr-defined]
+        if counter is not None:
+            counter.inc(stage=letter.stage, reason=letter.reason)
+        log.warning("dead letter (%s/%s) %s: %s", letter.stage, letter.reason, letter.event_id, letter.error)
+    for fut in futures:
+        await fut

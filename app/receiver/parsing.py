@@ -1,0 +1,94 @@
+"""Turning an HTTP request into postback parameters, with a precise client error for every bad input."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import web
+
+from app.identity.ids import clean_id
+from app.records import DEVICE_KEY_PARAMS
+
+
+@dataclass
+class ClientError(Exception):
+    """A 4xx answer: status, a machine-readable code and a sentence saying what to do."""
+
+    status: int
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+    def response(self) -> web.Response:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.details:
+            body.update(self.details)
+        return web.json_response(body, status=self.status, dumps=lambda v: orjson.dumps(v).decode())
+
+
+def check_token(request: web.Request, tokens: list[str]) -> str:
+    """The matching token, compared in constant time; 401 when missing or wrong."""
+    supplied = request.query.get("token")
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        supplied = auth[7:].strip()
+    if not supplied:
+        raise ClientError(401, "missing_token", "Pass the token as ?token=... or `Authorization: Bearer ...`.")
+    matched = None
+    for token in tokens:
+        if hmac.compare_digest(supplied.encode(), token.encode()):
+            matched = token
+    if matched is None:
+        raise ClientError(401, "invalid_token", "The token is not one of KSEG_POSTBACK_TOKENS.")
+    return matched
+
+
+async def read_params(request: web.Request, max_body: int) -> tuple[dict[str, Any], str]:
+    """Postback parameters and their source: the query string for GET, a JSON or form body for POST."""
+    query = {k: v for k, v in parse_qsl(request.query_string, keep_blank_values=True)}
+    if request.method == "GET":
+        return query, "get"
+    if request.content_length is not None and request.content_length > max_body:
+        raise ClientError(413, "body_too_large", f"The body is over {max_body} bytes.", {"limit": max_body})
+    body = await request.content.read(max_body + 1)
+    if len(body) > max_body:
+        raise ClientError(413, "body_too_large", f"The body is over {max_body} bytes.", {"limit": max_body})
+    ctype = request.content_type
+    if not body.strip():
+        return query, "post_form"
+    if ctype == "application/json" or (ctype not in ("application/x-www-form-urlencoded",) and body[:1] in b"{["):
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
+        if not isinstance(data, dict):
+            raise ClientError(400, "invalid_json", "The JSON body must be an object of postback fields.")
+        return {**query, **data}, "post_json"
+    if ctype in ("application/x-www-form-urlencoded", "text/plain", "application/octet-stream", ""):
+        try:
+            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
+        except UnicodeDecodeError as exc:
+            raise ClientError(400, "invalid_encoding", "The form body is not UTF-8.") from exc
+        return {**query, **form}, "post_form"
+    raise ClientError(
+        415, "unsupported_media_type", "Send a GET query string, a JSON body or a form-encoded body."
+    )
+
+
+def partition_key(params: dict[str, Any], device_keys: tuple[str, ...] = DEVICE_KEY_PARAMS) -> str:
+    """The Kafka key: the Kochava device id, else the first other usable device id; 400 if none."""
+    for name in device_keys:
+        value = clean_id(params.get(name)) if isinstance(params.get(name), str | int) else None
+        if value:
+            return value if name == "kochava_device_id" else f"{name}:{value}"
+    raise ClientError(
+        400,
+        "missing_device_id",
+        "The postback carries no usable device identifier. Add one of these keys with its Kochava macro "
+        "to the postback URL (all-zero or placeholder values do not count).",
+        {"expected_any_of": list(device_keys)},
+    )

@@ -1,0 +1,103 @@
+"""Durable publishing for HTTP inputs: a record counts as accepted only once Kafka acked it (acks=all).
+
+The number of produces awaiting an ack is bounded; past the bound, or while the broker is unreachable,
+`publish` raises `PublishUnavailable` and the handler answers 503 + Retry-After. Nothing is buffered
+behind a 200 (stream-design-notes §1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from app.config import Settings
+from app.kafka import producer_config
+
+log = logging.getLogger(__name__)
+
+
+class PublishUnavailable(Exception):
+    """Kafka cannot take the record now; the client should retry later."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Publisher:
+    """One aiokafka producer with a bounded number of in-flight produces and a readiness signal."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.max_pending = settings.kseg_max_pending_produces
+        self.timeout = settings.kseg_produce_timeout
+        self.pending = 0
+        self.producer: AIOKafkaProducer | None = None
+        self.last_failure: float | None = None
+        self.last_success: float | None = None
+        self._connector: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Connected, not saturated, and the last produce did not fail (or succeeded since)."""
+        if self.producer is None or self.pending >= self.max_pending:
+            return False
+        if self.last_failure is None:
+            return True
+        return self.last_success is not None and self.last_success > self.last_failure
+
+    async def start(self) -> None:
+        self._connector = asyncio.create_task(self._connect_forever())
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while self.producer is None:
+            producer = AIOKafkaProducer(**producer_config(self.settings))
+            try:
+                await producer.start()
+            except (KafkaError, OSError) as exc:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                log.warning("Kafka not reachable at %s (%s); retrying", self.settings.bootstrap, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.producer = producer
+            log.info("producer connected to %s", self.settings.bootstrap)
+
+    async def stop(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def publish(self, topic: str, key: str | None, value: bytes) -> float:
+        """Produce and wait for the ack; returns the produce latency in seconds."""
+        producer = self.producer
+        if producer is None:
+            raise PublishUnavailable("kafka_not_connected")
+        if self.pending >= self.max_pending:
+            raise PublishUnavailable("backpressure")
+        self.pending += 1
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(
+                producer.send_and_wait(topic, value=value, key=key.encode() if key else None),
+                timeout=self.timeout,
+            )
+        except (KafkaError, TimeoutError, OSError) as exc:
+            self.last_failure = time.monotonic()
+            log.warning("produce to %s failed: %r", topic, exc)
+            raise PublishUnavailable("kafka_unavailable") from exc
+        finally:
+            self.pending -= 1
+        self.last_success = time.monotonic()
+        return time.perf_counter() - started

@@ -1,0 +1,172 @@
+"""The receiver: authenticates Kochava postbacks and makes them durable in Kafka before answering.
+
+Handler budget: parse, stamp, produce, answer. All mapping and enrichment happen in the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from app.config import Settings
+from app.metrics import Registry
+from app.receiver.parsing import ClientError, check_token, partition_key, read_params
+from app.receiver.publisher import Publisher, PublishUnavailable
+from app.records import postback_event_id, utc_now_iso
+from app.topics import RAW
+
+log = logging.getLogger(__name__)
+
+SUCCESS = orjson.dumps({"message": "success"})
+POSTBACK_PATH = "/v1/kochava/postbacks"
+
+PUBLISHER = web.AppKey("publisher", Publisher)
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", "ReceiverMetrics")
+
+
+class ReceiverMetrics:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.received = registry.counter("kseg_receiver_requests_total", "Requests received, by route.")
+        self.accepted = registry.counter("kseg_receiver_accepted_total", "Records acked by Kafka, by route.")
+        self.rejected = registry.counter("kseg_receiver_rejected_total", "Requests answered 4xx/5xx, by reason.")
+        self.produce_latency = registry.histogram(
+            "kseg_receiver_produce_seconds", "Time from produce to Kafka ack."
+        )
+
+
+def unavailable(settings: Settings, reason: str) -> web.Response:
+    return web.json_response(
+        {"error": reason, "message": "Kafka cannot accept the record now; retry later."},
+        status=503,
+        headers={"Retry-After": str(settings.kseg_retry_after_seconds)},
+    )
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error is JSON with a reason; client mistakes are 4xx, never 500."""
+    metrics = request.app[METRICS]
+    try:
+        return await handler(request)
+    except ClientError as err:
+        metrics.rejected.inc(reason=err.code)
+        return err.response()
+    except web.HTTPRequestEntityTooLarge:
+        metrics.rejected.inc(reason="body_too_large")
+        return ClientError(413, "body_too_large", "The body is too large.").response()
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            metrics.rejected.inc(reason=f"http_{exc.status}")
+            return web.json_response({"error": exc.reason, "message": exc.text or exc.reason}, status=exc.status)
+        raise
+    except PublishUnavailable as exc:
+        metrics.rejected.inc(reason=exc.reason)
+        return unavailable(request.app[SETTINGS], exc.reason)
+
+
+async def postback(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    metrics = request.app[METRICS]
+    metrics.received.inc(route="postback")
+    token = check_token(request, settings.postback_tokens)
+    params, source = await read_params(request, settings.kseg_max_body_bytes)
+    key = partition_key(params)
+    profile = request.query.get("profile") or settings.token_profiles.get(token)
+    params.pop("token", None)
+    params.pop("profile", None)
+    record = {
+        "kind": "postback",
+        "event_id": postback_event_id(params),
+        "received_at": utc_now_iso(),
+        "source": source,
+        "profile": profile,
+        "params": params,
+        "ip": request.remote,
+        "user_agent": request.headers.get("User-Agent"),
+    }
+    latency = await request.app[PUBLISHER].publish(settings.topic(RAW), key, orjson.dumps(record))
+    metrics.produce_latency.observe(latency)
+    metrics.accepted.inc(route="postback")
+    return web.Response(body=SUCCESS, content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    publisher = request.app[PUBLISHER]
+    body = {"ready": publisher.ready, "pending_produces": publisher.pending, "max": publisher.max_pending}
+    return web.json_response(body, status=200 if publisher.ready else 503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS].registry.render(), content_type="text/plain")
+
+
+RouteInstaller = Callable[[web.Application, Publisher, ReceiverMetrics], None]
+
+
+def build_app(settings: Settings, extra_routes: list[RouteInstaller] | None = None) -> web.Application:
+    """The receiver's aiohttp application; `extra_routes` add other authenticated inputs."""
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.kseg_max_body_bytes)
+    publisher = Publisher(settings)
+    registry = Registry()
+    metrics = ReceiverMetrics(registry)
+    registry.gauge("kseg_receiver_pending_produces", "Produces awaiting a Kafka ack.", fn=lambda: {(): publisher.pending})
+    registry.gauge("kseg_receiver_ready", "1 when the receiver can produce.", fn=lambda: {(): float(publisher.ready)})
+    app[SETTINGS] = settings
+    app[PUBLISHER] = publisher
+    app[METRICS] = metrics
+    app.router.add_route("GET", POSTBACK_PATH, postback)
+    app.router.add_route("POST", POSTBACK_PATH, postback)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    for install in extra_routes or []:
+        install(app, publisher, metrics)
+
+    async def on_startup(_: web.Application) -> None:
+        await publisher.start()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await publisher.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the receiver until SIGINT/SIGTERM."""
+    if not settings.postback_tokens:
+        raise SystemExit(
+            "kseg receiver: KSEG_POSTBACK_TOKENS is empty. Set it to one or more comma-separated tokens "
+            "and put one of them in the Kochava postback URL (?token=...)."
+        )
+    import asyncio
+
+    from app.topics import ensure_topics
+
+    try:
+        asyncio.run(ensure_topics(settings))
+    except RuntimeError as exc:
+        log.warning("%s; the receiver starts anyway and answers 503 until Kafka is reachable", exc)
+    app = build_app(settings, extra_routes=_extra_routes())
+    log.info("receiver listening on http://%s:%s%s", settings.kseg_http_host, settings.kseg_http_port, POSTBACK_PATH)
+    web.run_app(app, host=settings.kseg_http_host, port=settings.kseg_http_port, print=None, access_log=None)
+
+
+def _extra_routes() -> list[RouteInstaller]:
+    try:
+        from app.identity.routes import install_identity_routes
+    except ImportError:
+        return []
+    return [install_identity_routes]

@@ -1,0 +1,79 @@
+"""The Segment sink agent: outbox → Segment /v1/batch, acking Kafka offsets only after 2xx or dead letter.
+
+With no SEGMENT_WRITE_KEY it runs dry: the exact batch bodies go to KSEG_DATA_DIR/segment-outbox.jsonl.
+A 401/403 stops delivery (offsets stay uncommitted), marks the worker not ready and says why; fix the
+key and restart the worker to resume from the last committed offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from app.dlq.writer import send_dead_letters
+from app.records import DeadLetter, loads
+from app.sinks.segment.client import SegmentHttpClient
+from app.sinks.segment.dryrun import DryRunWriter
+from app.sinks.segment.policy import SegmentAuthError
+from app.sinks.segment.ratelimit import AdaptiveRateLimiter
+from app.sinks.segment.sender import SegmentSender
+from app.worker import channels
+from app.worker import metrics as m
+from app.worker.faust_app import app, settings
+from app.worker.health import health
+
+log = logging.getLogger(__name__)
+
+
+async def _dead_letter(letters: list[DeadLetter]) -> None:
+    await send_dead_letters(channels.deadletter, letters, m.dead_letters)
+
+
+def build_deliverer() -> SegmentSender | DryRunWriter:
+    if settings.dry_run:
+        return DryRunWriter(settings.kseg_data_dir / "segment-outbox.jsonl")
+    client = SegmentHttpClient(
+        settings.segment_write_key or "",
+        settings.segment_endpoint,
+        timeout=settings.segment_request_timeout,
+        gzip=settings.segment_gzip,
+    )
+    limiter = AdaptiveRateLimiter(rate=settings.segment_max_requests_per_second)
+    return SegmentSender(
+        client,
+        limiter,
+        dead_letter=_dead_letter,
+        max_messages=settings.segment_batch_max_messages,
+        max_bytes=settings.segment_batch_max_bytes,
+    )
+
+
+deliverer = build_deliverer()
+
+
+@app.agent(channels.outbox, name="segment-sink")
+async def segment_sink(stream: Any) -> None:
+    s = stream.noack()
+    async for events in s.noack_take(settings.segment_batch_max_messages, within=settings.segment_batch_linger):
+        messages: list[dict[str, Any]] = []
+        for event in events:
+            try:
+                messages.append(loads(event.value))
+            except Exception as exc:
+                raw = bytes(event.value or b"").decode("utf-8", "replace")
+                await _dead_letter(
+                    [DeadLetter(stage="segment", reason="undecodable_message", error=repr(exc), payload={"raw": raw})]
+                )
+        try:
+            await deliverer.deliver(messages)
+        except SegmentAuthError as exc:
+            health.block("segment", f"Segment answered {exc.status}: check SEGMENT_WRITE_KEY, then restart")
+            log.error(
+                "Segment rejected the write key (HTTP %s). Delivery is stopped and no offset is committed; "
+                "fix SEGMENT_WRITE_KEY (and SEGMENT_ENDPOINT's region) and restart the worker.",
+                exc.status,
+            )
+            await asyncio.Event().wait()  # hold the batch: nothing acked, nothing dead-lettered
+        for event in events:
+            await s.ack(event)

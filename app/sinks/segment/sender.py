@@ -1,0 +1,272 @@
+"""Offset-safe delivery of one Kafka batch's Segment messages (segment.md §4, stream-design-notes §3–5).
+
+`SegmentSender.deliver()` returns only when every message is either accepted (2xx) or dead-lettered
+(and the dead-letter callback has been awaited), so the caller may then ack the Kafka offsets.
+Transient failures are retried forever: Kafka holds the backlog, and lag is the alert signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from app.records import DeadLetter, utc_now_iso
+from app.sinks.segment.batching import chunk
+from app.sinks.segment.client import HttpResult, SegmentHttpClient
+from app.sinks.segment.policy import (
+    Backoff,
+    Outcome,
+    SegmentAuthError,
+    SegmentTransportError,
+    SinkStopped,
+    classify_status,
+    retry_wait_from_headers,
+)
+from app.sinks.segment.ratelimit import AdaptiveRateLimiter, sleep_or_stop
+from app.sinks.segment.validation import message_size, problems, reason_for
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+DeadLetterFn = Callable[[list[DeadLetter]], Awaitable[None]]
+T = TypeVar("T")
+
+
+@dataclass
+class SinkStats:
+    """Cumulative counters of one sink, for the worker's Prometheus text (stream-design-notes §8)."""
+
+    requests_by_status: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    retry_after_waits: int = 0
+    retry_after_seconds: float = 0.0
+    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
+    bisections: int = 0
+    delivered: int = 0
+    auth_failures: int = 0
+    rate: float = 0.0
+    #: Wall-clock time since which the current chunk keeps failing (None when healthy): alert on its age.
+    failing_since: float | None = None
+
+
+@dataclass
+class DeliveryReport:
+    """What one `deliver()` call did."""
+
+    delivered: int = 0
+    requests: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    bisections: int = 0
+    status_counts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Part:
+    """A slice of a chunk, with how many POSTs its messages already went through and when first tried."""
+
+    messages: list[Message]
+    attempts: int = 0
+    first_seen: str | None = None
+
+
+class SegmentSender:
+    """Validates, batches, rate-limits, posts, retries, bisects and dead-letters Segment messages."""
+
+    def __init__(
+        self,
+        client: SegmentHttpClient,
+        limiter: AdaptiveRateLimiter,
+        *,
+        dead_letter: DeadLetterFn,
+        metrics: SinkStats | None = None,
+        max_messages: int = 500,
+        max_bytes: int = 450_000,
+        backoff: Backoff | None = None,
+        event_id_of: Callable[[Message], str | None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.limiter = limiter
+        self._dead_letter = dead_letter
+        self.stats = metrics if metrics is not None else SinkStats()
+        self.stats.rate = limiter.rate
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.backoff = backoff or Backoff()
+        self._event_id_of = event_id_of
+        self._rng = rng or random.Random()
+        self._stop = asyncio.Event()
+
+    # ---- public ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Abort every wait (limiter, backoff, in-flight POST) promptly; `deliver` raises `SinkStopped`."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    async def close(self) -> None:
+        self.stop()
+        await self.client.close()
+
+    async def deliver(self, messages: list[Message]) -> DeliveryReport:
+        """Deliver or dead-letter every message; safe to ack the Kafka offsets once this returns.
+
+        Raises `SegmentAuthError` on 401/403 (nothing dead-lettered; do not ack) and `SinkStopped`
+        after `stop()`. Dead letters are written once, at the end, so an auth failure or a stop leaves
+        none behind for a batch that will be redelivered anyway.
+        """
+        if self.stopped:
+            raise SinkStopped("sink is stopped")
+        report = DeliveryReport()
+        dead: list[DeadLetter] = []
+        valid: list[Message] = []
+        sizes: list[int] = []
+        for message in messages:
+            found = problems(message)
+            if found:
+                dead.append(self._dead(message, reason_for(found), "; ".join(found), None, 0, None))
+            else:
+                valid.append(message)
+                sizes.append(message_size(message))
+        for batch in chunk(valid, self.max_messages, self.max_bytes, sizes=sizes):
+            await self._deliver_chunk(batch, report, dead)
+        if dead:
+            await self._dead_letter(dead)
+            for letter in dead:
+                self.stats.dead_letters_by_reason[letter.reason] += 1
+            report.dead_lettered = len(dead)
+        return report
+
+    # ---- internals ---------------------------------------------------------------------------
+    async def _deliver_chunk(self, batch: list[Message], report: DeliveryReport, dead: list[DeadLetter]) -> None:
+        """Post the chunk; on a non-retryable 4xx split it in two until the offenders stand alone."""
+        stack = [_Part(batch)]
+        while stack:
+            part = stack.pop()
+            result = await self._post_until_answered(part, report)
+            outcome = classify_status(result.status)
+            if outcome is Outcome.SUCCESS:
+                report.delivered += len(part.messages)
+                self.stats.delivered += len(part.messages)
+                continue
+            # Outcome.REJECT: this part holds at least one message Segment refuses.
+            if len(part.messages) == 1:
+                reason = f"segment_rejected_{result.status}"
+                dead.append(
+                    self._dead(part.messages[0], reason, result.text, result.status, part.attempts, part.first_seen)
+                )
+                log.warning("Segment rejected message %s with %s: %s", _mid(part.messages[0]), result.status,
+                            result.text[:300])
+                continue
+            report.bisections += 1
+            self.stats.bisections += 1
+            mid = len(part.messages) // 2
+            left = _Part(part.messages[:mid], part.attempts, part.first_seen)
+            right = _Part(part.messages[mid:], part.attempts, part.first_seen)
+            stack.extend((right, left))  # left first: keeps delivery order
+
+    async def _post_until_answered(self, part: _Part, report: DeliveryReport) -> HttpResult:
+        """POST until Segment gives a non-retryable answer (2xx or reject); raise on 401/403."""
+        failures = 0
+        while True:
+            await self.limiter.acquire(self._stop)
+            part.attempts += 1
+            if part.first_seen is None:
+                part.first_seen = utc_now_iso()
+            report.requests += 1
+            wait: float | None = None
+            try:
+                result = await self._until_stopped(self.client.post_batch(part.messages))
+            except SegmentTransportError as exc:
+                label, detail = exc.kind, str(exc)
+                outcome = Outcome.RETRY
+            else:
+                label, detail = str(result.status), result.text[:300]
+                outcome = classify_status(result.status)
+                if outcome is Outcome.RETRY:
+                    wait = retry_wait_from_headers(result.headers)
+            report.status_counts[label] += 1
+            self.stats.requests_by_status[label] += 1
+
+            if outcome is Outcome.AUTH:
+                self.stats.auth_failures += 1
+                log.critical("Segment refused the write key (%s); stopping delivery", label)
+                raise SegmentAuthError(result.status, result.text)
+            if outcome is not Outcome.RETRY:
+                if outcome is Outcome.SUCCESS:
+                    self.limiter.on_success()
+                self.stats.rate = self.limiter.rate
+                self.stats.failing_since = None
+                return result
+
+            failures += 1
+            report.retries += 1
+            self.stats.retries += 1
+            if self.stats.failing_since is None:
+                self.stats.failing_since = time.time()
+            if label == "429" and self.limiter.on_rate_limited():
+                log.info("Segment answered 429: request rate lowered to %.1f/s", self.limiter.rate)
+            self.stats.rate = self.limiter.rate
+            if failures in (1, 5) or failures % 20 == 0:
+                log.warning("Segment batch of %d failed (%s, attempt %d), retrying: %s",
+                            len(part.messages), label, failures, detail)
+            if wait is not None:
+                # Retry-After pauses the whole sink (every sender sharing the limiter), not just this request.
+                self.stats.retry_after_waits += 1
+                self.stats.retry_after_seconds += wait
+                self.limiter.pause_for(wait)
+            else:
+                await sleep_or_stop(self.backoff.delay(failures, self._rng), self._stop)
+
+    async def _until_stopped(self, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable`, cancelling it and raising `SinkStopped` as soon as `stop()` is called."""
+        if self.stopped:
+            raise SinkStopped("sink is stopped")
+        task = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise SinkStopped("sink stopped during a request")
+        return task.result()
+
+    def _dead(
+        self,
+        message: Message,
+        reason: str,
+        error: str,
+        status: int | None,
+        attempts: int,
+        first_seen: str | None,
+    ) -> DeadLetter:
+        payload = message if isinstance(message, dict) else {"invalid_message": repr(message)[:2000]}
+        letter = DeadLetter(
+            stage="segment",
+            reason=reason,
+            error=error[:2000],
+            event_id=self._event_id_of(payload) if self._event_id_of else None,
+            http_status=status,
+            attempts=attempts,
+            payload=payload,
+        )
+        if first_seen is not None:
+            letter.first_seen = first_seen
+        return letter
+
+
+def _mid(message: Message) -> str:
+    return str(message.get("messageId")) if isinstance(message, dict) else "?"

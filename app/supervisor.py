@@ -1,0 +1,132 @@
+"""`kseg run`: the embedded broker (when needed), one receiver and one worker, stopped together.
+
+Children are separate processes (a crash in one shows up as its exit, and SIGKILL tests stay honest),
+started with PDEATHSIG so that even a SIGKILLed `kseg run` leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from app.broker.embedded import EmbeddedBroker, die_with_parent
+from app.config import Settings
+
+BANNER = """
+kseg is running
+  receiver   http://{host}:{port}/v1/kochava/postbacks   (metrics: /metrics, readiness: /readyz)
+  worker     http://{host}:{wport}/metrics
+  kafka      {bootstrap}{embedded}
+  segment    {segment}
+
+Try it:
+  curl '{curl}'
+
+Ctrl-C stops everything.
+"""
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    if embedded:
+        env["KSEG_EMBEDDED_BROKER"] = "true"
+        # Tansu makes a group join wait half the session timeout: keep it short for a dev broker.
+        env.setdefault("KSEG_SESSION_TIMEOUT", "10")
+    if not settings.postback_tokens:
+        env["KSEG_POSTBACK_TOKENS"] = "dev"
+    return env
+
+
+def spawn(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", role], env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
+    )
+
+
+def stop_all(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run(settings: Settings) -> int:
+    broker: EmbeddedBroker | None = None
+    embedded = not settings.kafka_bootstrap_servers
+    if embedded:
+        log_path = Path(settings.kseg_data_dir) / "embedded-broker.log"
+        broker = EmbeddedBroker(port=settings.kseg_embedded_broker_port, log_path=log_path).start()
+        bootstrap = broker.bootstrap_servers
+    else:
+        bootstrap = settings.bootstrap
+    if not settings.postback_tokens:
+        _say("!" * 78)
+        _say("!! KSEG_POSTBACK_TOKENS is not set: accepting the development token `dev`.            !!")
+        _say("!! Anyone who can reach this port can post data. Set KSEG_POSTBACK_TOKENS for real use. !!")
+        _say("!" * 78)
+    env = child_env(settings, bootstrap, embedded)
+    token = (env.get("KSEG_POSTBACK_TOKENS") or "dev").split(",")[0].strip()
+    host, port = settings.kseg_http_host, settings.kseg_http_port
+    curl = (
+        f"http://{host}:{port}/v1/kochava/postbacks?token={token}&event_name=_install"
+        "&kochava_device_id=KI1234&idfa=6D92078A-8246-4BA4-AE5B-76104861E7DC&network_name=ExampleNetwork"
+        "&campaign_name=Spring&site_id=site_42&creative_id=cr_99&country=US&timestamp=1735689600"
+    )
+    segment = (
+        f"dry run: batches go to {Path(settings.kseg_data_dir).resolve() / 'segment-outbox.jsonl'}"
+        if settings.dry_run
+        else settings.segment_endpoint
+    )
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    exit_code = 0
+    try:
+        children = [spawn("receiver", env), spawn("worker", env)]
+        _say(
+            BANNER.format(
+                host=host,
+                port=port,
+                wport=settings.kseg_worker_web_port,
+                bootstrap=bootstrap,
+                embedded=" (embedded Tansu, memory only: data is lost when kseg stops)" if embedded else "",
+                segment=segment,
+                curl=curl,
+            )
+        )
+        while not stopping:
+            for child, role in zip(children, ("receiver", "worker"), strict=True):
+                if child.poll() is not None:
+                    _say(f"kseg run: the {role} exited with code {child.returncode}; stopping everything")
+                    exit_code = child.returncode or 1
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        _say("kseg run: stopping receiver and worker ...")
+        stop_all(children)
+        if broker is not None:
+            broker.stop()
+        _say("kseg run: stopped")
+    return exit_code

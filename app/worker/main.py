@@ -1,0 +1,70 @@
+"""Worker entry point: imports every agent, adds the HTTP pages, and runs the faust worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from app.config import Settings
+from app.metrics import label_key
+
+log = logging.getLogger(__name__)
+
+
+def _register_pages() -> None:
+    from faust.web import Request, Response, View
+
+    from app.identity.metrics import identity_metrics
+    from app.worker import metrics as m
+    from app.worker.faust_app import app
+    from app.worker.health import health
+
+    def lag() -> dict[Any, float]:
+        consumer = app.consumer
+        out = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            position = consumer._last_offset_for(tp) if hasattr(consumer, "_last_offset_for") else None
+            if highwater is not None:
+                committed = position if position is not None else -1
+                out[label_key(topic=tp.topic, partition=str(tp.partition))] = max(0, highwater - committed - 1)
+        return out
+
+    m.lag.fn = lag
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            text = m.registry.render() + identity_metrics.registry.render()
+            return self.text(text, content_type="text/plain")
+
+    @app.page("/healthz")
+    class Healthz(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "alive"})
+
+    @app.page("/readyz")
+    class Readyz(View):
+        async def get(self, request: Request) -> Response:
+            ready = health.ready and bool(app.consumer.assignment())
+            body = {"ready": ready, "blocked": health.blocked_reasons, "partitions": len(app.consumer.assignment())}
+            return self.json(body, status=200 if ready else 503)
+
+
+def run_worker(settings: Settings) -> None:
+    from app.topics import ensure_topics
+
+    asyncio.run(ensure_topics(settings))
+    import app.identity.agents  # noqa: F401  (registers agents)
+    import app.pipeline.process  # noqa: F401
+    import app.sinks.segment.agent  # noqa: F401
+    import app.sinks.warehouse.agent  # noqa: F401
+    from app.worker.faust_app import app as faust_app
+
+    _register_pages()
+    from faust.worker import Worker
+
+    level = {"warning": "warn", "error": "error", "debug": "debug"}.get(settings.log_level, "info")
+    worker = Worker(faust_app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
