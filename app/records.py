@@ -173,6 +173,13 @@ class AttributionProfile(BaseModel):
     converted: bool = False
     converted_at: str | None = None
     conversion_name: str | None = None
+    # Identity state (app.identity): typed ids already announced to the device index, capped per type;
+    # persons (user id / email / phone hashes) already linked from postbacks; the sticky shared flag.
+    known_ids: list[str] = Field(default_factory=list)
+    linked_persons: list[str] = Field(default_factory=list)
+    device_shared: bool = False
+    email_hash: str | None = None
+    phone_hash: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,11 +110,11 @@ async def run_load(
         slot = 0  # schedule slots passed so far (sent + saturated)
         exhausted = False
         try:
-            while not exhausted:
+            while True:
                 now = loop.time() - start
-                if now >= duration or (max_requests is not None and report.sent >= max_requests):
-                    break
-                while schedule.time_of(slot) <= now:
+                # Issue every slot due by now; slots due before the end are sent even if the wake-up
+                # came late, so a run of rate r and duration d tries exactly ceil(r * d) slots.
+                while (due := schedule.time_of(slot)) <= now and due < duration:
                     if max_requests is not None and report.sent >= max_requests:
                         break
                     slot += 1
@@ -131,6 +131,9 @@ async def run_load(
                     task = asyncio.create_task(one(session, postback))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                done = max_requests is not None and report.sent >= max_requests
+                if exhausted or done or now >= duration:
+                    break
                 wake = min(schedule.time_of(slot), duration)
                 await asyncio.sleep(max(0.0, wake - (loop.time() - start)))
             report.send_seconds = min(loop.time() - start, duration)

@@ -6,6 +6,7 @@ payload and the profile version, so it can be inspected and replayed after the p
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import ipaddress
 import json
@@ -19,7 +20,15 @@ import orjson
 
 from app.identity.ids import clean_id, is_zero_ad_id, message_id_for, normalise_email, normalise_phone
 from app.mapping.profile import MappingProfile
-from app.records import Attribution, CanonicalEvent, DeadLetter, DeviceIds, EventKind, RawPostback, utc_now_iso
+from app.records import (
+    Attribution,
+    CanonicalEvent,
+    DeadLetter,
+    DeviceIds,
+    EventKind,
+    RawPostback,
+    utc_now_iso,
+)
 
 #: Every reason code `map_postback` can put on a dead letter (stage "mapping").
 DEAD_LETTER_REASONS = frozenset({
@@ -525,10 +534,8 @@ def _properties(p: _Params, profile: MappingProfile) -> dict[str, Any]:
     if data_hit is not None:
         data = data_hit[1]
         if isinstance(data, str):
-            try:
+            with contextlib.suppress(ValueError, RecursionError):
                 data = json_safe(json.loads(data))
-            except (ValueError, RecursionError):
-                pass
         if isinstance(data, dict):
             props.update({k: v for k, v in data.items()
                           if not _dropped(k, profile.drop_params) and not is_unfilled(v)})

@@ -223,7 +223,9 @@ def semantic_issues(shape: ProfileShape) -> list[tuple[tuple[str | int, ...], st
     for source in shape.event_names:
         low = source.strip().lower()
         if low in seen:
-            issues.append((("event_names", source), f"{source!r} duplicates {seen[low]!r} (names ignore case)"))
+            issues.append(
+                (("event_names", source), f"{source!r} duplicates {seen[low]!r} (names ignore case)")
+            )
         seen[low] = source
     return issues
 
@@ -279,8 +281,8 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
                     nxt = value_node
                     line = key_node.start_mark.line + 1
                     break
-        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(current.value):
-            nxt = current.value[part]
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
+            nxt = current.value[part] if 0 <= part < len(current.value) else None
         if nxt is None:
             break
         current = nxt

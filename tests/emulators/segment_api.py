@@ -164,9 +164,8 @@ def message_problem(msg: Any, *, require_timestamp: bool = True) -> str | None:
         return "messageId must be a non-empty string"
     if len(mid) > MAX_MESSAGE_ID_CHARS:
         return f"messageId must be shorter than 100 characters ({len(mid)})"
-    if "timestamp" in msg or require_timestamp:
-        if not _is_iso8601(msg.get("timestamp")):
-            return "timestamp must be an ISO-8601 string"
+    if ("timestamp" in msg or require_timestamp) and not _is_iso8601(msg.get("timestamp")):
+        return "timestamp must be an ISO-8601 string"
     for key in ("userId", "anonymousId"):
         if msg.get(key) is not None and not isinstance(msg[key], str):
             return f"id_not_string: {key} must be a string"
@@ -380,7 +379,9 @@ class SegmentEmulator:
         return None
 
     # ---- HTTP handlers -----------------------------------------------------------------------
-    def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    def _error(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         self.requests_by_status[status] += 1
         return web.json_response({"code": code, "message": message}, status=status, headers=headers)
 
@@ -448,7 +449,8 @@ class SegmentEmulator:
         try:
             batch, sent_at = self._parse(request, raw, single)
         except _Reject as rej:
-            self.requests.append(RequestRecord(request.path, rej.status, [], _gz(request), None, len(raw), _t()))
+            record = RequestRecord(request.path, rej.status, [], _gz(request), None, len(raw), _t())
+            self.requests.append(record)
             return self._error(rej.status, rej.code, rej.message)
         ids = [m["messageId"] for m in batch]
         self.requests.append(RequestRecord(request.path, 200, ids, _gz(request), sent_at, len(raw), _t()))
@@ -464,7 +466,9 @@ class SegmentEmulator:
             request.transport.close()
         raise asyncio.CancelledError  # aiohttp then writes nothing: the client sees a disconnect
 
-    def _parse(self, request: web.Request, raw: bytes, single: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    def _parse(
+        self, request: web.Request, raw: bytes, single: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -570,7 +574,9 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.emulators.segment_api", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.emulators.segment_api", description="Strict local Segment Tracking API."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on stdout)")
     parser.add_argument("--write-key", required=True)

@@ -75,7 +75,7 @@ class DryRunWriter:
         """Validate and chunk like `SegmentSender`, then append one line per would-be request."""
         if not self._announced:
             self._announced = True
-            log.warning("Segment DRY RUN (no SEGMENT_WRITE_KEY): batches are written to %s", self.path.resolve())
+            log.warning("Segment DRY RUN (no SEGMENT_WRITE_KEY): batches go to %s", self.path.resolve())
         report = DeliveryReport()
         dead: list[DeadLetter] = []
         valid: list[dict[str, Any]] = []

@@ -107,7 +107,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def retry_wait_from_headers(headers: Mapping[str, str]) -> float | None:
-    """`Retry-After` first; else `X-RateLimit-Reset` read as delta seconds (or an epoch, if it looks like one)."""
+    """`Retry-After` first; else `X-RateLimit-Reset` as delta seconds (or an epoch, if it looks like one)."""
     wait = parse_retry_after(headers.get("Retry-After"))
     if wait is not None:
         return wait

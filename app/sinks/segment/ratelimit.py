@@ -9,6 +9,7 @@ The bucket is per process: with N worker processes, give each `ceiling / N`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -29,10 +30,8 @@ async def sleep_or_stop(delay: float, stop: asyncio.Event | None) -> None:
         if stop is None:
             await asyncio.sleep(step)
         else:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=step)
-            except TimeoutError:
-                pass
 
 
 class AdaptiveRateLimiter:

@@ -1,4 +1,4 @@
-"""Offset-safe delivery of one Kafka batch's Segment messages (segment.md §4, stream-design-notes §3–5).
+"""Offset-safe delivery of one Kafka batch's Segment messages (segment.md §4, stream-design-notes §3-5).
 
 `SegmentSender.deliver()` returns only when every message is either accepted (2xx) or dead-lettered
 (and the dead-letter callback has been awaited), so the caller may then ack the Kafka offsets.
@@ -147,7 +147,9 @@ class SegmentSender:
         return report
 
     # ---- internals ---------------------------------------------------------------------------
-    async def _deliver_chunk(self, batch: list[Message], report: DeliveryReport, dead: list[DeadLetter]) -> None:
+    async def _deliver_chunk(
+        self, batch: list[Message], report: DeliveryReport, dead: list[DeadLetter]
+    ) -> None:
         """Post the chunk; on a non-retryable 4xx split it in two until the offenders stand alone."""
         stack = [_Part(batch)]
         while stack:
@@ -160,12 +162,13 @@ class SegmentSender:
                 continue
             # Outcome.REJECT: this part holds at least one message Segment refuses.
             if len(part.messages) == 1:
+                message = part.messages[0]
                 reason = f"segment_rejected_{result.status}"
-                dead.append(
-                    self._dead(part.messages[0], reason, result.text, result.status, part.attempts, part.first_seen)
+                status = result.status
+                dead.append(self._dead(message, reason, result.text, status, part.attempts, part.first_seen))
+                log.warning(
+                    "Segment rejected message %s with %s: %s", _mid(message), result.status, result.text[:300]
                 )
-                log.warning("Segment rejected message %s with %s: %s", _mid(part.messages[0]), result.status,
-                            result.text[:300])
                 continue
             report.bisections += 1
             self.stats.bisections += 1

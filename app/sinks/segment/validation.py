@@ -52,7 +52,7 @@ def problems(message: Any) -> list[str]:
     if kind not in MESSAGE_TYPES:
         found.append(f"type {kind!r} is not one of {sorted(MESSAGE_TYPES)}")
     mid = message.get("messageId")
-    if not _nonempty_str(mid):
+    if not isinstance(mid, str) or not mid.strip():
         found.append("messageId must be a non-empty string")
     elif len(mid) > MAX_MESSAGE_ID_CHARS:
         found.append(f"messageId is {len(mid)} characters; Segment drops ids of 100 or more")

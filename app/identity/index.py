@@ -1,0 +1,139 @@
+"""The device index's state transitions (pure): one `DeviceRecord` per typed device id.
+
+The agent feeds every `DeviceIndexUpdate` through `apply_update` and sends the returned notices to
+the device keys before writing the record back, so a crash in between re-sends (harmless: notices
+are idempotent) instead of losing them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from app.config import Settings
+from app.identity.records import DeviceIndexUpdate, DeviceLinked, DeviceRecord, LinkRequest
+
+
+@dataclass
+class IndexOutcome:
+    """What one update did: the new record, the notices to send, and merges refused (by reason)."""
+
+    record: DeviceRecord
+    notices: list[DeviceLinked] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def _older(at: str, than: str | None) -> bool:
+    """True when `at` is strictly before `than` (ISO-8601; unparsable times never count as older)."""
+    if than is None:
+        return False
+    try:
+        return datetime.fromisoformat(at.replace("Z", "+00:00")) < datetime.fromisoformat(
+            than.replace("Z", "+00:00")
+        )
+    except ValueError:
+        return False
+
+
+def max_users(settings: Settings) -> int:
+    """User ids kept per device: one past the shared threshold is all the decision needs."""
+    return settings.kseg_shared_device_threshold + 1
+
+
+def _notice(record: DeviceRecord, device: str, device_key: str, at: str) -> DeviceLinked:
+    return DeviceLinked(
+        device_key=device_key,
+        user_id=record.user_id,
+        email_hash=record.email_hash,
+        phone_hash=record.phone_hash,
+        via=device,
+        linked_at=record.linked_at or at,
+    )
+
+
+def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, settings: Settings) -> IndexOutcome:
+    """Record one observation or link for one typed device id.
+
+    - observed: remember the device key; a new key of a linked device is told who it belongs to.
+    - link: remember the user; past `kseg_shared_device_threshold` distinct users the device is
+      shared: every key is told so and nothing merges. Otherwise the newest link (by time) is the
+      current user and every key is told.
+    """
+    rec = record.model_copy(deep=True) if record else DeviceRecord()
+    out = IndexOutcome(record=rec)
+    device = update.device
+
+    key_new = False
+    key = update.device_key
+    if key and key not in rec.device_keys:
+        if len(rec.device_keys) >= settings.kseg_max_ids_per_profile:
+            out.refused.append("cap")  # too many devices behind one id: never fan a link out to them
+        else:
+            rec.device_keys.append(key)
+            key_new = True
+
+    if rec.shared:
+        if update.kind == "link" and (update.user_id or update.email_hash or update.phone_hash):
+            rec.conflicts += 1
+            out.refused.append("shared_device")
+        return out
+
+    changed = False
+    if update.kind == "link":
+        user = update.user_id
+        if user and user not in rec.user_ids:
+            rec.user_ids.append(user)
+            if len(rec.user_ids) > settings.kseg_shared_device_threshold:
+                rec.shared = True
+                rec.user_id = rec.email_hash = rec.phone_hash = None
+                rec.user_ids = rec.user_ids[: max_users(settings)]
+                rec.conflicts += 1
+                out.refused.append("shared_device")
+                out.notices = [
+                    DeviceLinked(device_key=k, via=device, linked_at=update.at, shared=True)
+                    for k in rec.device_keys
+                ]
+                return out
+        stale = _older(update.at, rec.linked_at)
+        if user and user != rec.user_id and not stale:
+            rec.user_id, rec.linked_at, changed = user, update.at, True
+        for name in ("email_hash", "phone_hash"):
+            value = getattr(update, name)
+            if value and value != getattr(rec, name) and not stale:
+                setattr(rec, name, value)
+                changed = True
+        if rec.linked_at is None and changed:
+            rec.linked_at = update.at
+
+    if not (rec.user_id or rec.email_hash or rec.phone_hash):
+        return out
+    if changed:
+        out.notices = [_notice(rec, device, k, update.at) for k in rec.device_keys]
+    elif key_new and key:
+        out.notices = [_notice(rec, device, key, update.at)]
+    return out
+
+
+def link_updates(link: LinkRequest) -> list[DeviceIndexUpdate]:
+    """Fan-out of one link: one index update per typed device id of the link.
+
+    For `kochava_device_id:<k>` the device key is `k` itself, so the index can tell that device
+    right away instead of waiting for its next postback.
+    """
+    updates = []
+    for typed in link.typed_devices():
+        id_kind, _, value = typed.partition(":")
+        updates.append(
+            DeviceIndexUpdate(
+                kind="link",
+                device=typed,
+                device_key=value if id_kind == "kochava_device_id" else None,
+                user_id=link.user_id,
+                email_hash=link.email_hash,
+                phone_hash=link.phone_hash,
+                source=link.source,
+                at=link.requested_at,
+                ref=link.link_id,
+            )
+        )
+    return updates

@@ -1,0 +1,128 @@
+"""Identity records on kseg's identity topics: links, index updates, device notices, index state.
+
+Every value is orjson of `model_dump(mode="json")`; `kind` tells records apart on shared streams
+(the processing agent reads `DeviceLinked` next to postbacks on one device-keyed stream).
+Only hashes of emails and phones travel through Kafka, never the raw values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, Field, field_validator
+
+from app.identity.ids import clean_id
+from app.records import DeviceIds, utc_now_iso
+
+LinkSource = Literal["api", "segment_webhook", "postback"]
+
+#: Device id types of the index, in fan-out order. GAID is `adid`.
+DEVICE_ID_TYPES = ("kochava_device_id", "idfa", "idfv", "adid", "android_id")
+AD_ID_TYPES = frozenset({"idfa", "adid"})
+_KEY_ALIASES = {"gaid": "adid"}
+
+
+def to_bytes(model: BaseModel) -> bytes:
+    """The Kafka value of one identity record."""
+    return orjson.dumps(model.model_dump(mode="json"))
+
+
+def typed_device_key(device_key: str) -> str:
+    """The index key of a device key: `kochava_device_id:<key>`, or the key itself when already typed.
+
+    The receiver keys postbacks without a Kochava id as `idfa:<v>`, `gaid:<v>`...; those are ids of
+    their own type (`gaid` is the index's `adid`), not Kochava ids.
+    """
+    prefix, sep, rest = device_key.partition(":")
+    if sep and (prefix in DEVICE_ID_TYPES or prefix in _KEY_ALIASES) and rest:
+        return f"{_KEY_ALIASES.get(prefix, prefix)}:{rest}"
+    return f"kochava_device_id:{device_key}"
+
+
+def id_type(typed_id: str) -> str:
+    return typed_id.partition(":")[0]
+
+
+class LinkRequest(BaseModel):
+    """One person ↔ device(s) link from the links API or the Segment webhook, before fan-out."""
+
+    kind: Literal["link_request"] = "link_request"
+    link_id: str
+    source: LinkSource
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    email_hash: str | None = None
+    phone_hash: str | None = None
+    devices: DeviceIds = Field(default_factory=DeviceIds)
+    requested_at: str = Field(default_factory=utc_now_iso)
+    message_id: str | None = None  # the Segment messageId, for webhook links
+
+    @field_validator("user_id", "anonymous_id")
+    @classmethod
+    def _no_junk(cls, value: str | None) -> str | None:
+        return clean_id(value)
+
+    @field_validator("devices")
+    @classmethod
+    def _clean_devices(cls, value: DeviceIds) -> DeviceIds:
+        """Junk ids never become identifiers, even in a record produced by someone else."""
+        return DeviceIds(**{k: clean_id(v) for k, v in value.model_dump().items()})
+
+    def typed_devices(self) -> list[str]:
+        return self.devices.typed()
+
+    def problem(self) -> str | None:
+        """Why the link cannot be used (a reason code), or None when it is valid."""
+        if not (self.user_id or self.email_hash or self.phone_hash):
+            return "no_person_id"
+        if not self.typed_devices():
+            return "no_device_id"
+        return None
+
+    @staticmethod
+    def make_id(source: str, content: Any) -> str:
+        """Deterministic link id: a retried request or webhook delivery gives the same id."""
+        raw = orjson.dumps([source, content], option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(raw).hexdigest()[:32]
+
+
+class DeviceIndexUpdate(BaseModel):
+    """One fact about one typed device id, keyed by that id on `identity.device-index`."""
+
+    kind: Literal["observed", "link"]
+    device: str
+    device_key: str | None = None
+    user_id: str | None = None
+    email_hash: str | None = None
+    phone_hash: str | None = None
+    source: LinkSource = "postback"
+    at: str = Field(default_factory=utc_now_iso)
+    ref: str | None = None  # event_id or link_id the fact came from
+
+
+class DeviceLinked(BaseModel):
+    """Notice to one device key (on `identity.device-events`): who it belongs to now, or that it is shared."""
+
+    kind: Literal["device_linked"] = "device_linked"
+    device_key: str
+    user_id: str | None = None
+    email_hash: str | None = None
+    phone_hash: str | None = None
+    via: str
+    linked_at: str = Field(default_factory=utc_now_iso)
+    shared: bool = False
+
+
+class DeviceRecord(BaseModel):
+    """Value of the `devices` table, keyed by typed device id."""
+
+    device_keys: list[str] = Field(default_factory=list)
+    user_ids: list[str] = Field(default_factory=list)
+    user_id: str | None = None
+    linked_at: str | None = None
+    shared: bool = False
+    email_hash: str | None = None
+    phone_hash: str | None = None
+    conflicts: int = 0

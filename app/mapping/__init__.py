@@ -1,0 +1,44 @@
+"""Declarative, versioned mapping from Kochava postbacks to canonical events, Segment calls and
+warehouse rows. Profiles are YAML (see docs/mapping.md); everything here is pure and never touches
+Kafka, so the worker, the CLI preview and the tests share one code path."""
+
+from app.mapping.mapper import (
+    DEAD_LETTER_REASONS,
+    dead_letter_unknown_profile,
+    map_postback,
+    parse_revenue,
+    parse_timestamp,
+)
+from app.mapping.preview import anonymous_identity, parse_try_input, preview
+from app.mapping.profile import (
+    MappingProfile,
+    ProfileError,
+    ProfileProblem,
+    ProfileRegistry,
+    UnknownProfile,
+    check_profile_file,
+    load_profile_file,
+)
+from app.mapping.segment import build_segment_calls
+from app.mapping.warehouse import WAREHOUSE_COLUMNS, build_warehouse_row
+
+__all__ = [
+    "DEAD_LETTER_REASONS",
+    "WAREHOUSE_COLUMNS",
+    "MappingProfile",
+    "ProfileError",
+    "ProfileProblem",
+    "ProfileRegistry",
+    "UnknownProfile",
+    "anonymous_identity",
+    "build_segment_calls",
+    "build_warehouse_row",
+    "check_profile_file",
+    "dead_letter_unknown_profile",
+    "load_profile_file",
+    "map_postback",
+    "parse_revenue",
+    "parse_timestamp",
+    "parse_try_input",
+    "preview",
+]

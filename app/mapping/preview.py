@@ -1,0 +1,86 @@
+"""`kseg mapping try`: show what one postback would become, without Kafka or any state.
+
+The preview runs the real mapper and builders with an anonymous identity and an empty device
+profile, so what it prints is exactly what a first-seen device would produce.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from app.attribution import apply_event
+from app.identity.ids import anonymous_id_for, sha256_hex
+from app.mapping.mapper import dead_letter_unknown_profile, map_postback
+from app.mapping.profile import ProfileRegistry, UnknownProfile
+from app.mapping.segment import build_segment_calls
+from app.mapping.warehouse import build_warehouse_row
+from app.records import AttributionProfile, CanonicalEvent, DeadLetter, RawPostback, ResolvedIdentity
+
+DEFAULT_PROFILE = "kochava-default"
+
+
+def anonymous_identity(event: CanonicalEvent, namespace: str) -> ResolvedIdentity:
+    """The identity a device gets before any link: anonymousId from its first device id."""
+    device_key = next((v for v in event.devices.model_dump().values() if v), None)
+    key = device_key or f"user:{event.user_id}"
+    return ResolvedIdentity(
+        user_id=event.user_id,
+        anonymous_id=anonymous_id_for(namespace, key),
+        via="user_id" if event.user_id else "anonymous",
+        email_hash=sha256_hex(event.email) if event.email else None,
+        phone_hash=sha256_hex(event.phone) if event.phone else None,
+    )
+
+
+def _dead(letter: DeadLetter) -> dict[str, Any]:
+    return {"dead_letter": letter.model_dump(mode="json")}
+
+
+def preview(raw: RawPostback, registry: ProfileRegistry, namespace: str,
+            profile_name: str | None = None) -> dict[str, Any]:
+    """{"segment": [...], "warehouse": {...}} for a mappable postback, else {"dead_letter": {...}}."""
+    name = profile_name or raw.profile or DEFAULT_PROFILE
+    try:
+        profile = registry.get(name)
+    except UnknownProfile:
+        return _dead(dead_letter_unknown_profile(raw, name))
+    result = map_postback(raw, profile, namespace)
+    if isinstance(result, DeadLetter):
+        return _dead(result)
+    identity = anonymous_identity(result, namespace)
+    state, first_install = apply_event(AttributionProfile(anonymous_id=identity.anonymous_id), result)
+    return {
+        "segment": build_segment_calls(result, identity, state, first_install=first_install),
+        "warehouse": build_warehouse_row(result, identity, state),
+    }
+
+
+def parse_try_input(text: str) -> dict[str, Any]:
+    """Params from what an operator pastes: a JSON object, a query string (with or without `?`),
+    or a whole URL / path with its query. Raw whitespace is dropped from query strings so a URL
+    copied across several lines still parses (real spaces are encoded as `+` or `%20`)."""
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("empty input: paste a query string, a postback URL or a JSON object")
+    if stripped.startswith(("{", "[")):
+        try:
+            value = json.loads(stripped)
+        except ValueError as exc:
+            raise ValueError(f"invalid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError("JSON input must be an object of postback parameters")
+        return value
+    compact = "".join(stripped.split())
+    if "?" in compact:
+        query = compact.split("?", 1)[1]
+    elif "://" in compact or compact.startswith("/"):
+        query = urlsplit(compact).query
+    else:
+        query = compact
+    query = query.split("#", 1)[0]
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    if not params:
+        raise ValueError("no key=value parameters found in the input")
+    return params

@@ -1,0 +1,210 @@
+"""Real-process test harness: a broker, receiver and worker processes, and HTTP helpers.
+
+Nothing of kseg is mocked: each test gets its own app id (so its own topics and consumer group) on the
+session's broker, and real `kseg receiver` / `kseg worker` processes configured through environment
+variables, exactly as an operator would run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from app.broker.embedded import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-token"
+
+
+async def wait_for(
+    predicate: Callable[[], Any] | Callable[[], Awaitable[Any]], timeout: float, what: str, interval: float = 0.1
+) -> Any:
+    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+class Pipeline:
+    """One kseg deployment under test: its env, its processes and its ports."""
+
+    def __init__(self, bootstrap: str, data_dir: Path, segment_url: str | None, **env: str) -> None:
+        self.app_id = f"t{uuid.uuid4().hex[:10]}"
+        self.http_port = free_port()
+        self.worker_ports: dict[str, int] = {}
+        self.data_dir = data_dir
+        self.bootstrap = bootstrap
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KSEG_EMBEDDED_BROKER": os.environ.get("KSEG_TEST_EMBEDDED", "true"),
+            "KSEG_APP_ID": self.app_id,
+            "KSEG_HTTP_PORT": str(self.http_port),
+            "KSEG_POSTBACK_TOKENS": TOKEN,
+            "KSEG_DATA_DIR": str(data_dir),
+            "KSEG_SESSION_TIMEOUT": "4",
+            "KSEG_TOPIC_PARTITIONS": "4",
+            "KSEG_NAMESPACE": "test",
+            "SEGMENT_BATCH_LINGER": "0.2",
+            "LOG_LEVEL": "info",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if segment_url:
+            self.env["SEGMENT_WRITE_KEY"] = "test-write-key"
+            self.env["SEGMENT_ENDPOINT"] = segment_url
+        else:
+            self.env.pop("SEGMENT_WRITE_KEY", None)
+        self.env.update(env)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.app_id}.{name}"
+
+    def _spawn(self, name: str, role: str, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = self.data_dir / f"{name}.log"
+        self.logs[name] = log
+        out = log.open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", role],
+            cwd=ROOT,
+            env={**self.env, **extra},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        out.close()
+        self.procs[name] = proc
+        return proc
+
+    async def start_receiver(self) -> None:
+        self._spawn("receiver", "receiver", {})
+        await wait_for(lambda: self._ready(f"{self.url}/readyz", "receiver"), 30, "receiver /readyz")
+
+    async def start_worker(self, name: str = "worker-1", wait_ready: bool = True, **extra: str) -> None:
+        port = self.worker_ports.setdefault(name, free_port())
+        self._spawn(name, "worker", {"KSEG_WORKER_ID": name, "KSEG_WORKER_WEB_PORT": str(port), **extra})
+        if wait_ready:
+            await self.wait_worker_ready(name)
+
+    async def wait_worker_ready(self, name: str = "worker-1", timeout: float = 60) -> None:
+        url = f"http://127.0.0.1:{self.worker_ports[name]}/readyz"
+        await wait_for(lambda: self._ready(url, name), timeout, f"{name} /readyz")
+
+    async def _ready(self, url: str, name: str) -> bool:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
+        try:
+            async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                return r.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+
+    def tail(self, name: str, lines: int = 60) -> str:
+        path = self.logs.get(name)
+        if path is None or not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(30)
+
+    async def stop(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    # ---- traffic ------------------------------------------------------------------------------
+    async def get(self, params: dict[str, Any] | str, token: str | None = TOKEN, path: str = "/v1/kochava/postbacks",
+                  headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        query = params if isinstance(params, str) else urlencode(params)
+        if token is not None:
+            query = f"{query}&token={token}" if query else f"token={token}"
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}{path}?{query}", headers=headers) as r:
+            return r.status, await _json(r), dict(r.headers)
+
+    async def post(self, path: str, body: bytes | dict[str, Any] | list[Any], token: str | None = TOKEN,
+                   content_type: str = "application/json", headers: dict[str, str] | None = None,
+                   ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+        hdrs = {"Content-Type": content_type, **(headers or {})}
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        async with aiohttp.ClientSession() as session, session.post(f"{self.url}{path}", data=data, headers=hdrs) as r:
+            return r.status, await _json(r), dict(r.headers)
+
+    async def worker_metrics(self, name: str = "worker-1") -> str:
+        url = f"http://127.0.0.1:{self.worker_ports[name]}/metrics"
+        async with aiohttp.ClientSession() as session, session.get(url) as r:
+            return await r.text()
+
+
+async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    text = await response.read()
+    with contextlib.suppress(orjson.JSONDecodeError):
+        value = orjson.loads(text)
+        return value if isinstance(value, dict) else {"value": value}
+    return {"raw": text.decode("utf-8", "replace")}
+
+
+async def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple[bytes | None, Any]]:
+    """Every record currently in `topic` (beginning to the end offsets at call time), decoded."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[tuple[bytes | None, Any]] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            batch = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, records in batch.items():
+                for rec in records:
+                    out.append((rec.key, orjson.loads(rec.value)))
+                    if rec.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()

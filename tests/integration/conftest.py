@@ -1,0 +1,74 @@
+"""Fixtures for integration tests: one real broker per session, a fresh kseg deployment per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.broker.embedded import EmbeddedBroker
+from tests.emulators.segment_api import SegmentEmulator
+from tests.harness import Pipeline
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers: the embedded Tansu broker, or Apache Kafka in Docker with KSEG_TEST_BROKER=kafka."""
+    if os.environ.get("KSEG_TEST_BROKER") == "kafka":
+        if not shutil.which("docker"):
+            pytest.fail("KSEG_TEST_BROKER=kafka needs Docker (testcontainers); unset it to use the embedded broker")
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as kafka:
+            os.environ["KSEG_TEST_EMBEDDED"] = "false"
+            yield kafka.get_bootstrap_server()
+        return
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as embedded:
+        yield embedded.bootstrap_servers
+
+
+@pytest.fixture
+async def segment() -> AsyncIterator[SegmentEmulator]:
+    async with SegmentEmulator(write_key="test-write-key") as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def make_pipeline(broker: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """Factory: `await make_pipeline(segment_url, **env)` → a Pipeline; all are stopped after the test."""
+    created: list[Pipeline] = []
+
+    def factory(segment_url: str | None, **env: str) -> Pipeline:
+        data = tmp_path / f"kseg-{len(created)}"
+        data.mkdir()
+        pipeline = Pipeline(broker, data, segment_url, **env)
+        created.append(pipeline)
+        return pipeline
+
+    yield factory
+    for pipeline in created:
+        await pipeline.stop()
+
+
+@pytest.fixture
+def dump_logs(request: pytest.FixtureRequest) -> Iterator[list[Pipeline]]:
+    """Register pipelines whose logs should be printed if the test fails."""
+    pipelines: list[Pipeline] = []
+    yield pipelines
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for p in pipelines:
+            for name in p.logs:
+                print(f"----- {name} log -----\n{p.tail(name, 120)}")
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{rep.when}", rep)
