@@ -64,6 +64,10 @@ def resolve(
         if state.device_shared:
             identity_metrics.merges_refused.inc(reason="shared_device")
         else:
+            if state.user_id and state.user_id != explicit:
+                # Reassigned: the previous user's hashes stay with the previous user.
+                new.email_hash, new.phone_hash = event_email_hash, event_phone_hash
+                hashed_email, hashed_phone = event_email_hash, event_phone_hash
             new.user_id = explicit  # the newest link wins for this device's next events
     elif state.user_id and not state.device_shared:
         user_id, via = state.user_id, "link"
@@ -88,7 +92,10 @@ def resolve(
 
 
 def event_device_ids(event: CanonicalEvent, device_key: str) -> list[str]:
-    """Typed ids of the event: the device key first, then the event's ids (ad ids only when tracking is allowed)."""
+    """Typed ids of the event: the device key first, then the event's ids.
+
+    Ad ids are weak and dropped when the event says ad tracking is limited.
+    """
     ids = [typed_device_key(device_key)]
     for typed in event.devices.typed():
         if event.ad_tracking_enabled is False and id_type(typed) in AD_ID_TYPES:

@@ -60,12 +60,13 @@ _MS_THRESHOLD = Decimal(100_000_000_000)
 #: An absurd single revenue value; above it the number is a unit or parsing mistake.
 MAX_REVENUE = 1e12
 
-_MACRO_RE = re.compile(r"^\{[^{}]*\}$")
+_MACRO_RE = re.compile(r"^\{[A-Za-z0-9_.]+\}$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _EPOCH_RE = re.compile(r"^\d+(\.\d+)?$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # A `+02:00` offset whose `+` became a space when an unencoded query string was decoded.
 _LOST_PLUS_RE = re.compile(r"^(\S+[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
+_PLACEHOLDERS = frozenset({"null", "none", "nil", "undefined", "n/a"})
 _FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
 _TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t"})
 _REENGAGEMENT_WORDS = frozenset({"reengagement", "re-engagement", "re_engagement"})
@@ -183,12 +184,15 @@ def parse_revenue(value: Any) -> float:
 
 
 def is_unfilled(value: Any) -> bool:
-    """Empty, or an unfilled Kochava macro such as `{idfa}`: carries no data."""
+    """Empty, a placeholder word, or an unfilled Kochava macro such as `{idfa}`: carries no data.
+
+    `na` is deliberately not a placeholder: `NA` is Namibia's country code.
+    """
     if value is None:
         return True
     if isinstance(value, str):
         text = value.strip()
-        return not text or bool(_MACRO_RE.match(text))
+        return not text or text.lower() in _PLACEHOLDERS or bool(_MACRO_RE.match(text))
     return False
 
 

@@ -80,7 +80,7 @@ def parse_try_input(text: str) -> dict[str, Any]:
     else:
         query = compact
     query = query.split("#", 1)[0]
-    params = dict(parse_qsl(query, keep_blank_values=True))
+    params = dict(parse_qsl(query, keep_blank_values=True)) if "=" in query else {}
     if not params:
         raise ValueError("no key=value parameters found in the input")
     return params

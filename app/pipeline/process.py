@@ -8,6 +8,7 @@ from it, so every write for a key comes from one partition.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -39,12 +40,15 @@ registry = ProfileRegistry.load(settings.kseg_mapping_dir)
 profiles = app.Table("profiles", default=None, partitions=settings.kseg_topic_partitions)
 
 _ttl = timedelta(hours=settings.kseg_dedupe_ttl_hours)
-#: event ids seen in the last window; tumbling windows of the TTL, checked this and the previous one.
+_ttl_seconds = _ttl.total_seconds()
+#: Event ids seen recently: tumbling windows one TTL wide, expiring after two, keyed by wall-clock time
+#: (not record timestamps, which brokers may leave unset). A lookup checks this window and the previous.
 dedupe = (
     app.Table("dedupe", default=int, partitions=settings.kseg_topic_partitions)
     .tumbling(_ttl, expires=_ttl * 2)
-    .relative_to_now()
+    .relative_to(lambda event=None: time.time())
 )
+dedupe_previous = dedupe.relative_to(lambda event=None: time.time() - _ttl_seconds)
 
 
 def _profile(device_key: str) -> AttributionProfile:
@@ -53,8 +57,7 @@ def _profile(device_key: str) -> AttributionProfile:
 
 
 def _seen(event_id: str) -> bool:
-    window = dedupe[event_id]
-    return bool(window.current() or window.delta(_ttl))
+    return bool(dedupe[event_id].value() or dedupe_previous[event_id].value())
 
 
 async def _send_all(sends: list[tuple[Any, bytes, bytes]]) -> None:

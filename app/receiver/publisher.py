@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from app.config import Settings
 from app.kafka import producer_config
+from app.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Publisher:
         self.last_failure: float | None = None
         self.last_success: float | None = None
         self._connector: asyncio.Task[None] | None = None
+        self._ensurer: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -70,7 +72,21 @@ class Publisher:
             self.producer = producer
             log.info("producer connected to %s", self.settings.bootstrap)
 
+    def _recreate_topics_soon(self) -> None:
+        """After a failure, make sure the topics exist again (a restarted memory broker has none)."""
+        if self._ensurer is not None and not self._ensurer.done():
+            return
+
+        async def ensure() -> None:
+            with contextlib.suppress(Exception):
+                await ensure_topics(self.settings, timeout=self.timeout)
+            await asyncio.sleep(2.0)  # at most one attempt every few seconds
+
+        self._ensurer = asyncio.create_task(ensure())
+
     async def stop(self) -> None:
+        if self._ensurer is not None:
+            self._ensurer.cancel()
         if self._connector is not None:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -96,6 +112,7 @@ class Publisher:
         except (KafkaError, TimeoutError, OSError) as exc:
             self.last_failure = time.monotonic()
             log.warning("produce to %s failed: %r", topic, exc)
+            self._recreate_topics_soon()
             raise PublishUnavailable("kafka_unavailable") from exc
         finally:
             self.pending -= 1

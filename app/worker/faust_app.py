@@ -24,6 +24,7 @@ def state_dir(settings: Settings) -> Path:
 
 def create_app(settings: Settings) -> faust.App:
     session = settings.kseg_session_timeout
+    state_dir(settings).parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.kseg_app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers or "127.0.0.1:9092"),

@@ -3,9 +3,9 @@
 Why: it is the ceiling for receiver throughput on this machine. Comparing the real receiver with this
 baseline (same loadgen, same rate) isolates what the Kafka produce with acks=all costs.
 
-Handling mirrors the receiver: GET query string (or POST JSON / form body) → dict, token check,
-stable event id, orjson dump of the record — then the record is dropped and 200
-`{"message":"success"}` returned.
+Handling reuses the receiver's own functions (app.receiver.parsing, app.records): token check,
+GET query string (or POST JSON / form body) → dict, partition key, stable event id, orjson dump of
+the record — then the record is dropped and 200 `{"message":"success"}` returned.
 
     python bench/baselines/bare_receiver.py --port 8090 [--tokens dev]
 """
@@ -13,35 +13,25 @@ stable event id, orjson dump of the record — then the record is dropped and 20
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections import Counter
-from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
 
 import orjson
 from aiohttp import web
 
-ROUTE = "/v1/kochava/postbacks"
+try:
+    from app.receiver.parsing import ClientError, check_token, partition_key, read_params
+    from app.records import postback_event_id, utc_now_iso
+except ImportError:  # run as a script from a checkout without the editable install
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from app.receiver.parsing import ClientError, check_token, partition_key, read_params
+    from app.records import postback_event_id, utc_now_iso
+
+ROUTE = "/v1/kochava/postbacks"  # app.receiver.server.POSTBACK_PATH
 SUCCESS_BODY = b'{"message":"success"}'
-MAX_BODY_BYTES = 64 * 1024
-_VOLATILE = frozenset({"token"})  # as app.records.VOLATILE_PARAMS
+MAX_BODY_BYTES = 64 * 1024  # Settings.kseg_max_body_bytes default
 STATS = web.AppKey("stats", Counter)  # "records": how many the receiver would have produced
-
-
-def event_id(params: dict[str, Any]) -> str:
-    """Same recipe as app.records.postback_event_id (copied so this script has no app import)."""
-    stable = {k: params[k] for k in sorted(params) if k not in _VOLATILE}
-    return hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _json_error(status: int, message: str) -> web.Response:
-    body = orjson.dumps({"message": message})
-    return web.Response(status=status, body=body, content_type="application/json")
 
 
 def make_app(tokens: frozenset[str] = frozenset({"dev"})) -> web.Application:
@@ -49,42 +39,36 @@ def make_app(tokens: frozenset[str] = frozenset({"dev"})) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     stats: Counter[str] = Counter()
     app[STATS] = stats
+    token_list = sorted(tokens)
 
     async def postback(request: web.Request) -> web.Response:
-        params: dict[str, Any] = dict(request.query)
-        source = "get"
-        if request.method == "POST" and request.can_read_body:
-            try:
-                if request.content_type == "application/json":
-                    body = orjson.loads(await request.read())
-                    if not isinstance(body, dict):
-                        return _json_error(400, "body must be a JSON object")
-                    params.update(body)
-                    source = "post_json"
-                else:
-                    params.update(dict(await request.post()))
-                    source = "post_form"
-            except (orjson.JSONDecodeError, ValueError):
-                return _json_error(400, "unreadable body")
-        token = params.get("token") or request.headers.get("X-Kseg-Token")
-        if token not in tokens:
-            return _json_error(401, "invalid token")
+        # Same steps as app.receiver.server.postback, minus metrics and the Kafka produce.
+        try:
+            check_token(request, token_list)
+            params, source = await read_params(request, MAX_BODY_BYTES)
+            key = partition_key(params)
+        except ClientError as err:
+            return err.response()
+        profile = request.query.get("profile")
+        params.pop("token", None)
+        params.pop("profile", None)
         record = {
             "kind": "postback",
-            "event_id": event_id(params),
-            "received_at": _now_iso(),
+            "event_id": postback_event_id(params),
+            "received_at": utc_now_iso(),
             "source": source,
-            "profile": None,
+            "profile": profile,
             "params": params,
             "ip": request.remote,
             "user_agent": request.headers.get("User-Agent"),
         }
-        orjson.dumps(record)  # what the receiver would hand to the producer; dropped here
+        key.encode()
+        orjson.dumps(record)  # what the receiver hands to the producer; dropped here
         stats["records"] += 1
         return web.Response(body=SUCCESS_BODY, content_type="application/json")
 
-    app.router.add_get(ROUTE, postback)  # also answers HEAD
-    app.router.add_post(ROUTE, postback)
+    app.router.add_route("GET", ROUTE, postback)
+    app.router.add_route("POST", ROUTE, postback)
     return app
 
 

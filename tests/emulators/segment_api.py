@@ -68,8 +68,8 @@ FaultKind = Literal["status", "slow", "drop"]
 class Fault:
     """One injected fault, applied to the next `count` requests or to every request for `duration` s.
 
-    - ``status``: answer `status` (429/503 carry `Retry-After` when `retry_after` is set, 429 always
-      carries `X-RateLimit-Reset`), without recording anything;
+    - ``status``: answer `status` without recording anything; with `retry_after` set the answer
+      carries `Retry-After` (and, for 429, `X-RateLimit-Reset`), without it neither header;
     - ``slow``: sleep `delay` seconds, then process the request normally (or answer `status` if set);
     - ``drop``: close the connection without any response; with `after_accept` the messages are
       recorded first (Segment got them, the client never learns it).
@@ -115,7 +115,9 @@ class Fault:
 
 @dataclass
 class RequestRecord:
-    """What one request looked like, for assertions (e.g. sentAt changes per attempt)."""
+    """What one request looked like, for assertions (e.g. sentAt changes per attempt).
+
+    `status` is None when no answer was sent (dropped or abandoned connection)."""
 
     path: str
     status: int | None
@@ -160,7 +162,7 @@ def message_problem(msg: Any, *, require_timestamp: bool = True) -> str | None:
     if kind not in MESSAGE_TYPES:
         return f"type must be one of {sorted(MESSAGE_TYPES)}, got {kind!r}"
     mid = msg.get("messageId")
-    if not _nonempty_str(mid):
+    if not isinstance(mid, str) or not mid.strip():
         return "messageId must be a non-empty string"
     if len(mid) > MAX_MESSAGE_ID_CHARS:
         return f"messageId must be shorter than 100 characters ({len(mid)})"
@@ -201,9 +203,11 @@ def message_problem(msg: Any, *, require_timestamp: bool = True) -> str | None:
 
 
 def _is_poison(msg: Any) -> bool:
-    return isinstance(msg, dict) and isinstance(msg.get("properties"), dict) and msg["properties"].get(
-        "poison"
-    ) is True
+    return (
+        isinstance(msg, dict)
+        and isinstance(msg.get("properties"), dict)
+        and msg["properties"].get("poison") is True
+    )
 
 
 class SegmentEmulator:
@@ -389,8 +393,8 @@ class SegmentEmulator:
         headers: dict[str, str] = {}
         if retry_after is not None:
             headers["Retry-After"] = _fmt_seconds(retry_after)
-        if status == 429:
-            headers["X-RateLimit-Reset"] = _fmt_seconds(retry_after if retry_after is not None else 1)
+            if status == 429:
+                headers["X-RateLimit-Reset"] = _fmt_seconds(retry_after)
         return self._error(status, "injected_fault", f"injected {status}", headers)
 
     def _authorized(self, request: web.Request, body: Any) -> bool:
@@ -433,6 +437,8 @@ class SegmentEmulator:
             raw = await self._read_body(request)
         except _Reject as rej:
             return self._error(rej.status, rej.code, rej.message)
+        record = _peek(request, raw)
+        self.requests.append(record)
         if fault is not None and fault.kind == "slow":
             try:
                 await asyncio.sleep(fault.delay)
@@ -443,17 +449,16 @@ class SegmentEmulator:
                 self.abandoned += 1
                 raise asyncio.CancelledError
         if fault is not None and fault.status is not None and fault.kind != "drop":
+            record.status = fault.status
             return self._fault_response(fault.status, fault.retry_after)
         if fault is not None and fault.kind == "drop" and not fault.after_accept:
             return self._drop(request)
         try:
-            batch, sent_at = self._parse(request, raw, single)
+            batch, _ = self._parse(request, raw, single)
         except _Reject as rej:
-            record = RequestRecord(request.path, rej.status, [], _gz(request), None, len(raw), _t())
-            self.requests.append(record)
+            record.status = rej.status
             return self._error(rej.status, rej.code, rej.message)
-        ids = [m["messageId"] for m in batch]
-        self.requests.append(RequestRecord(request.path, 200, ids, _gz(request), sent_at, len(raw), _t()))
+        record.status = 200
         self._accept(batch)
         if fault is not None and fault.kind == "drop":
             return self._drop(request)
@@ -539,6 +544,20 @@ class SegmentEmulator:
 def _fmt_seconds(value: float) -> str:
     """Integer seconds when whole (the HTTP form), else a decimal so tests can use sub-second waits."""
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _peek(request: web.Request, raw: bytes) -> RequestRecord:
+    """Best-effort record of a request before any check (status filled in later; None = no answer)."""
+    ids: list[str] = []
+    sent_at = None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        body = orjson.loads(raw)
+        if isinstance(body, dict):
+            sent_at = body.get("sentAt") if isinstance(body.get("sentAt"), str) else None
+            batch = body.get("batch")
+            items: list[Any] = batch if isinstance(batch, list) else [body]
+            ids = [str(m.get("messageId")) for m in items if isinstance(m, dict)]
+    return RequestRecord(request.path, None, ids, _gz(request), sent_at, len(raw), _t())
 
 
 def _gz(request: web.Request) -> bool:

@@ -21,7 +21,12 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.emulators.segment_api import MAX_BATCH_ITEMS, SegmentEmulator
+# Bare `pytest` puts tests/unit (no __init__.py) on sys.path, not the repo root; `tests.*` needs the root.
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.emulators.segment_api import MAX_BATCH_ITEMS, SegmentEmulator  # noqa: E402
 
 KEY = "emu-key"
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +127,9 @@ async def test_single_message_endpoints(emu: SegmentEmulator, http: aiohttp.Clie
     [{}, basic("wrong-key"), basic(KEY, "not-empty"), {"Authorization": "Bearer " + KEY}],
     ids=["none", "wrong-key", "password", "bearer"],
 )
-async def test_auth_refused(emu: SegmentEmulator, http: aiohttp.ClientSession, headers: dict[str, str]) -> None:
+async def test_auth_refused(
+    emu: SegmentEmulator, http: aiohttp.ClientSession, headers: dict[str, str]
+) -> None:
     status, _, body = await post(http, emu, {"batch": [msg()]}, headers=headers)
     assert status == 401
     assert set(body) == {"code", "message"}
@@ -156,8 +163,16 @@ async def test_request_over_500kb_after_decompression_is_400(
 async def test_batch_over_2500_items_is_400_in_strict_mode(
     emu: SegmentEmulator, http: aiohttp.ClientSession
 ) -> None:
-    items = [{"type": "track", "event": "e", "userId": "u", "messageId": str(i), "timestamp": "2024-05-01T00:00:00Z"}
-             for i in range(MAX_BATCH_ITEMS + 1)]
+    items = [
+        {
+            "type": "track",
+            "event": "e",
+            "userId": "u",
+            "messageId": str(i),
+            "timestamp": "2024-05-01T00:00:00Z",
+        }
+        for i in range(MAX_BATCH_ITEMS + 1)
+    ]
     status, _, body = await post(http, emu, {"batch": items})
     assert status == 400 and body["code"] == "batch_too_large"
     status, _, _ = await post(http, emu, {"batch": items[:MAX_BATCH_ITEMS]})
@@ -210,7 +225,9 @@ async def test_lenient_mode_answers_200_and_drops_silently(http: aiohttp.ClientS
 # ---- fault injection ---------------------------------------------------------------------------
 
 
-async def test_429_fault_carries_retry_after_and_reset(emu: SegmentEmulator, http: aiohttp.ClientSession) -> None:
+async def test_429_fault_carries_retry_after_and_reset(
+    emu: SegmentEmulator, http: aiohttp.ClientSession
+) -> None:
     emu.fail_next(2, status=429, retry_after=3)
     for _ in range(2):
         status, headers, body = await post(http, emu, {"batch": [msg()]})
@@ -252,8 +269,12 @@ async def test_slow_fault_abandoned_by_client_is_not_recorded(
 ) -> None:
     emu.slow_next(1, delay=0.5)
     with pytest.raises(asyncio.TimeoutError):
-        async with http.post(emu.url + "/v1/batch", data=orjson.dumps({"batch": [msg()]}), headers=basic(),
-                             timeout=aiohttp.ClientTimeout(total=0.1)):
+        async with http.post(
+            emu.url + "/v1/batch",
+            data=orjson.dumps({"batch": [msg()]}),
+            headers=basic(),
+            timeout=aiohttp.ClientTimeout(total=0.1),
+        ):
             pass
     await asyncio.sleep(0.6)
     assert emu.stats()["abandoned"] == 1 and emu.stats()["messages"] == 0
@@ -321,9 +342,21 @@ async def test_faults_via_control_endpoint(emu: SegmentEmulator, http: aiohttp.C
 async def test_runs_as_subprocess_and_records_to_file(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     record = tmp_path / "accepted.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulators.segment_api", "--port", "0", "--write-key", KEY,
-         "--record", str(record)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "tests.emulators.segment_api",
+            "--port",
+            "0",
+            "--write-key",
+            KEY,
+            "--record",
+            str(record),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None

@@ -85,8 +85,13 @@ class DryRunWriter:
             if found:
                 payload = message if isinstance(message, dict) else {"invalid_message": repr(message)[:2000]}
                 dead.append(
-                    DeadLetter(stage="segment", reason=reason_for(found), error="; ".join(found), attempts=0,
-                               payload=payload)
+                    DeadLetter(
+                        stage="segment",
+                        reason=reason_for(found),
+                        error="; ".join(found),
+                        attempts=0,
+                        payload=payload,
+                    )
                 )
             else:
                 valid.append(message)

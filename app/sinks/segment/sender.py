@@ -220,9 +220,14 @@ class SegmentSender:
                 log.info("Segment answered 429: request rate lowered to %.1f/s", self.limiter.rate)
             self.stats.rate = self.limiter.rate
             if failures in (1, 5) or failures % 20 == 0:
-                log.warning("Segment batch of %d failed (%s, attempt %d), retrying: %s",
-                            len(part.messages), label, failures, detail)
-            if wait is not None:
+                log.warning(
+                    "Segment batch of %d failed (%s, attempt %d), retrying: %s",
+                    len(part.messages),
+                    label,
+                    failures,
+                    detail,
+                )
+            if wait:  # a `Retry-After: 0` must not turn into a tight loop: back off instead
                 # Retry-After pauses the whole sink (every sender sharing the limiter), not just this request.
                 self.stats.retry_after_waits += 1
                 self.stats.retry_after_seconds += wait

@@ -80,8 +80,10 @@ def problems(message: Any) -> list[str]:
         device = context.get("device")
         if device is not None and not isinstance(device, dict):
             found.append("context.device is not an object")
-        elif isinstance(device, dict) and "advertisingId" in device and not isinstance(
-            device["advertisingId"], str
+        elif (
+            isinstance(device, dict)
+            and "advertisingId" in device
+            and not isinstance(device["advertisingId"], str)
         ):
             found.append("context.device.advertisingId is not a string")
     try:

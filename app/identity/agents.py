@@ -1,0 +1,127 @@
+"""Identity agents: links fan out to the device index; the index tells device keys who they belong to.
+
+links (keyed by link) → `links_agent` → device-index (keyed by typed id) → `device_index_agent`
+(+ `devices` table, co-partitioned with device-index) → device-events (keyed by device key), which
+the processing agent reads next to postbacks.
+
+Every send is awaited until Kafka acked it before the next step (at-least-once: a replay re-sends,
+and every consumer of these records is idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from app.identity.index import apply_update, link_updates
+from app.identity.metrics import identity_metrics
+from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
+from app.records import DeadLetter
+from app.worker import channels
+from app.worker.faust_app import app, settings
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[bytes | None, bytes], Awaitable[None]]
+
+#: typed device id (bytes) → orjson of a DeviceRecord. Keyed exactly like identity.device-index.
+devices = app.Table(
+    "identity-devices",
+    default=None,
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.kseg_topic_partitions,
+    help="Device index: device keys, users and shared flag per typed device id.",
+)
+
+
+def _topic_sender(topic: Any) -> Send:
+    async def send(key: bytes | None, value: bytes) -> None:
+        fut = await topic.send(key=key, value=value)
+        await fut
+
+    return send
+
+
+def _payload(value: bytes | None) -> dict[str, Any]:
+    try:
+        data = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return {"raw": (value or b"").decode("utf-8", errors="replace")}
+    return data if isinstance(data, dict) else {"raw": data}
+
+
+async def dead_letter(
+    send: Send, reason: str, error: str, value: bytes | None, ref: str | None = None
+) -> None:
+    letter = DeadLetter(
+        stage="identity", reason=reason, error=error[:2000], event_id=ref, payload=_payload(value)
+    )
+    await send(ref.encode() if ref else None, to_bytes(letter))
+
+
+async def handle_link(value: bytes | None, send_index: Send, send_deadletter: Send) -> int:
+    """Validate one link and fan it out; returns the number of index updates sent."""
+    try:
+        link = LinkRequest.model_validate(orjson.loads(value or b""))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        identity_metrics.links_rejected.inc(reason="invalid_record")
+        await dead_letter(send_deadletter, "invalid_link", str(exc), value)
+        return 0
+    problem = link.problem()
+    if problem:
+        identity_metrics.links_rejected.inc(reason=problem)
+        await dead_letter(send_deadletter, problem, f"link {link.link_id} has {problem}", value, link.link_id)
+        return 0
+    updates = link_updates(link)
+    for update in updates:
+        await send_index(update.device.encode(), to_bytes(update))
+    identity_metrics.links_accepted.inc(source=link.source, stage="worker")
+    return len(updates)
+
+
+async def handle_index_update(
+    key: bytes | None,
+    value: bytes | None,
+    table: MutableMapping[bytes, Any],
+    send_event: Send,
+    send_deadletter: Send,
+) -> int:
+    """Apply one index update to the table; notices are sent before the record is written back, so a
+    crash in between re-sends them on replay instead of losing them. Returns the notices sent."""
+    try:
+        update = DeviceIndexUpdate.model_validate(orjson.loads(value or b""))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        await dead_letter(send_deadletter, "invalid_index_update", str(exc), value)
+        return 0
+    table_key = key or update.device.encode()
+    stored = table.get(table_key)
+    record = DeviceRecord.model_validate(orjson.loads(stored)) if stored else None
+    outcome = apply_update(record, update, settings)
+    for reason in outcome.refused:
+        identity_metrics.merges_refused.inc(reason=reason)
+    for notice in outcome.notices:
+        await send_event(notice.device_key.encode(), to_bytes(notice))
+    if record is None or outcome.record != record:
+        table[table_key] = to_bytes(outcome.record)  # assigned, never mutated in place: writes the changelog
+    return len(outcome.notices)
+
+
+@app.agent(channels.links, name="identity-links")
+async def links_agent(stream: Any) -> None:
+    """Fan each link out to the device index, one update per device id."""
+    send_index, send_dlq = _topic_sender(channels.device_index), _topic_sender(channels.deadletter)
+    async for value in stream:
+        await handle_link(value, send_index, send_dlq)
+
+
+@app.agent(channels.device_index, name="identity-device-index")
+async def device_index_agent(stream: Any) -> None:
+    """Keep the device index and tell device keys when they are linked or found shared."""
+    send_event, send_dlq = _topic_sender(channels.device_events), _topic_sender(channels.deadletter)
+    async for event in stream.events():
+        await handle_index_update(event.key, event.value, devices, send_event, send_dlq)

@@ -1,0 +1,167 @@
+"""Late authentication: a device that was anonymous is linked to a userId (pure functions).
+
+The first link of a device with anonymous history yields one `alias` (anonymousId → userId) and one
+`identify` carrying the install attribution, so destinations that merge by alias (Mixpanel style)
+and Unify both tie the anonymous installs to the user. messageIds derive from (device key, userId),
+so replays and repeated notices collapse in Segment's dedupe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.config import Settings
+from app.identity.ids import anonymous_id_for, message_id_for
+from app.identity.metrics import identity_metrics
+from app.identity.records import DeviceLinked, id_type
+from app.records import Attribution, AttributionProfile
+
+LIBRARY = {"name": "kseg"}
+
+#: Attribution fields copied into identify traits, as `kochava_<name>`.
+_TRAIT_FIELDS = ("network", "campaign", "ad_group", "creative", "site", "tracker", "click_id", "country")
+
+
+def attribution_traits(first_touch: Attribution | None) -> dict[str, Any]:
+    """The install attribution as flat `kochava_*` traits (absent values left out)."""
+    if first_touch is None:
+        return {}
+    traits: dict[str, Any] = {
+        f"kochava_{name}": getattr(first_touch, name) for name in _TRAIT_FIELDS if getattr(first_touch, name)
+    }
+    if first_touch.attributed_at:
+        traits["kochava_install_time"] = first_touch.attributed_at
+    return traits
+
+
+def device_context(known_ids: list[str]) -> dict[str, Any]:
+    """`context.device` from the ids the profile knows: id (IDFV / Android id), advertisingId, type."""
+    ids: dict[str, str] = {}
+    for typed in known_ids:
+        ids.setdefault(id_type(typed), typed.partition(":")[2])
+    device: dict[str, Any] = {}
+    if "idfv" in ids or "idfa" in ids:
+        device["type"] = "ios"
+        device_id, ad_id = ids.get("idfv"), ids.get("idfa")
+    elif "android_id" in ids or "adid" in ids:
+        device["type"] = "android"
+        device_id, ad_id = ids.get("android_id"), ids.get("adid")
+    else:
+        return {}
+    if device_id:
+        device["id"] = device_id
+    if ad_id:
+        device["advertisingId"] = ad_id
+    return device
+
+
+def _context(state: AttributionProfile, with_device: bool) -> dict[str, Any]:
+    context: dict[str, Any] = {"library": dict(LIBRARY)}
+    device = device_context(state.known_ids) if with_device else {}
+    if device:
+        context["device"] = device
+    return context
+
+
+def _link_event_id(device_key: str, user_id: str) -> str:
+    return f"link:{device_key}:{user_id}"
+
+
+def alias_message(
+    state: AttributionProfile,
+    anonymous_id: str,
+    user_id: str,
+    device_key: str,
+    timestamp: str,
+    settings: Settings,
+) -> dict[str, Any]:
+    return {
+        "type": "alias",
+        "previousId": anonymous_id,
+        "userId": user_id,
+        "messageId": message_id_for(settings.kseg_namespace, _link_event_id(device_key, user_id), "alias"),
+        "timestamp": timestamp,
+        "context": _context(state, with_device=True),
+    }
+
+
+def identify_message(
+    state: AttributionProfile,
+    anonymous_id: str | None,
+    user_id: str,
+    device_key: str,
+    timestamp: str,
+    settings: Settings,
+    email_hash: str | None = None,
+    phone_hash: str | None = None,
+) -> dict[str, Any]:
+    """Identify with the install attribution; without `anonymous_id` it carries no device ids either,
+    so nothing in it can tie this user to another user's anonymous history."""
+    traits = attribution_traits(state.first_touch)
+    if email_hash:
+        traits["email_sha256"] = email_hash
+    if phone_hash:
+        traits["phone_sha256"] = phone_hash
+    message: dict[str, Any] = {
+        "type": "identify",
+        "userId": user_id,
+        "traits": traits,
+        "messageId": message_id_for(settings.kseg_namespace, _link_event_id(device_key, user_id), "identify"),
+        "timestamp": timestamp,
+        "context": _context(state, with_device=anonymous_id is not None),
+    }
+    if anonymous_id is not None:
+        message["anonymousId"] = anonymous_id
+    return message
+
+
+def apply_link(
+    state: AttributionProfile, notice: DeviceLinked, device_key: str, settings: Settings
+) -> tuple[AttributionProfile, list[dict[str, Any]]]:
+    """Apply one `DeviceLinked` notice to a device's profile; returns the Segment messages to send.
+
+    - shared notice: the device stops resolving to anyone, nothing merges (sticky);
+    - first link of a device with anonymous events: one alias + one identify;
+    - same user again: nothing;
+    - another user (reassigned device): the new user wins for future events and gets an identify
+      without the anonymousId; the anonymous history stays with the first user (no second alias).
+    """
+    new = state.model_copy(deep=True)
+    anonymous_id = state.anonymous_id or anonymous_id_for(settings.kseg_namespace, device_key)
+    new.anonymous_id = anonymous_id
+
+    if notice.shared:
+        new.device_shared = True
+        new.user_id = new.email_hash = new.phone_hash = None
+        return new, []
+    if state.device_shared:
+        identity_metrics.merges_refused.inc(reason="shared_device")
+        return new, []
+
+    new.email_hash = notice.email_hash or state.email_hash
+    new.phone_hash = notice.phone_hash or state.phone_hash
+    user_id = notice.user_id
+    if not user_id:
+        return new, []
+    new.user_id = user_id
+
+    first_link = (
+        state.aliased_user_id is None and state.anonymous_events > 0 and state.user_id in (None, user_id)
+    )
+    if first_link:
+        new.aliased_user_id = user_id
+        hashes = (new.email_hash, new.phone_hash)
+        identity_metrics.aliases_emitted.inc()
+        return new, [
+            alias_message(new, anonymous_id, user_id, device_key, notice.linked_at, settings),
+            identify_message(new, anonymous_id, user_id, device_key, notice.linked_at, settings, *hashes),
+        ]
+    if state.user_id in (None, user_id):
+        return new, []  # same user again, or a device linked before it said anything
+    # Reassigned: the previous user's email/phone hashes must not follow the device to the new user.
+    new.email_hash, new.phone_hash = notice.email_hash, notice.phone_hash
+    return new, [
+        identify_message(
+            new, None, user_id, device_key, notice.linked_at, settings, new.email_hash, new.phone_hash
+        )
+    ]

@@ -1,0 +1,218 @@
+"""HTTP inputs of identity links: the Segment webhook and the links API, installed on the receiver.
+
+Both answer 200 only once every accepted link is durable in Kafka (`identity.links`); Kafka trouble
+becomes 503 + Retry-After through the receiver's middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from app import topics
+from app.config import Settings
+from app.identity.ids import clean_id, normalise_email, normalise_phone, sha256_hex
+from app.identity.metrics import identity_metrics
+from app.identity.records import LinkRequest, to_bytes
+from app.identity.webhook import links_from_payload, verify_signature
+from app.metrics import Counter, Registry
+from app.receiver.parsing import ClientError, check_token
+from app.receiver.publisher import Publisher
+from app.records import DeviceIds, utc_now_iso
+
+WEBHOOK_PATH = "/v1/segment/webhook"
+LINKS_PATH = "/v1/identity/links"
+
+#: Actions webhooks batch up to 4,000 calls; a 413 would make Segment discard them, so allow more
+#: than postbacks need.
+WEBHOOK_MAX_BYTES = 8 * 1024 * 1024
+
+DEVICE_FIELDS = ("kochava_device_id", "idfa", "idfv", "adid", "android_id")
+_FIELD_ALIASES = {"gaid": "adid"}
+LINK_FIELDS = frozenset({"user_id", "anonymous_id", "email", "phone", *DEVICE_FIELDS, *_FIELD_ALIASES})
+
+
+class RouteMetrics(Protocol):
+    """The receiver's counters the identity routes share (`ReceiverMetrics`)."""
+
+    registry: Registry
+    received: Counter
+    accepted: Counter
+    rejected: Counter
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body up to `limit` bytes (read ourselves so the webhook can exceed the postback limit)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ClientError(413, "body_too_large", f"The body is over {limit} bytes.", {"limit": limit})
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise ClientError(413, "body_too_large", f"The body is over {limit} bytes.", {"limit": limit})
+    return body
+
+
+async def publish_links(publisher: Publisher, settings: Settings, links: list[LinkRequest]) -> None:
+    """Make every link durable (keyed by its first device id); any failure fails the whole request."""
+    topic = settings.topic(topics.LINKS)
+    results = await asyncio.gather(
+        *(publisher.publish(topic, link.typed_devices()[0], to_bytes(link)) for link in links),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]]:
+    """A valid `LinkRequest` from the links API body, and the names of ignored fields; 400 otherwise."""
+    if not isinstance(data, dict):
+        raise ClientError(400, "invalid_json", "The JSON body must be an object of link fields.")
+    ignored = sorted(k for k in data if k not in LINK_FIELDS)
+    values: dict[str, str] = {}
+    for name in LINK_FIELDS & data.keys():
+        value = data[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ClientError(400, "invalid_field", f"`{name}` must be a string.", {"field": name})
+        values[_FIELD_ALIASES.get(name, name)] = str(value)
+
+    email_hash = phone_hash = None
+    if "email" in values:
+        email = normalise_email(values["email"])
+        if email is None:
+            raise ClientError(400, "invalid_email", "`email` is not an email address.", {"field": "email"})
+        email_hash = sha256_hex(email)
+    if "phone" in values:
+        phone = normalise_phone(values["phone"])
+        if phone is None:
+            raise ClientError(
+                400, "invalid_phone", "`phone` must be E.164: + and 8 to 15 digits.", {"field": "phone"}
+            )
+        phone_hash = sha256_hex(phone)
+    user_id = clean_id(values.get("user_id"))
+    if "user_id" in values and user_id is None:
+        identity_metrics.junk_ids_blocked.inc(id_type="user_id")
+    devices: dict[str, str | None] = {}
+    for name in DEVICE_FIELDS:
+        devices[name] = clean_id(values.get(name))
+        if name in values and devices[name] is None:
+            identity_metrics.junk_ids_blocked.inc(id_type=name)
+
+    anonymous_id = clean_id(values.get("anonymous_id"))
+    content = {"user_id": user_id, "email_hash": email_hash, "phone_hash": phone_hash, "devices": devices}
+    link = LinkRequest(
+        link_id=LinkRequest.make_id("api", content),
+        source="api",
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        email_hash=email_hash,
+        phone_hash=phone_hash,
+        devices=DeviceIds(**devices),
+        requested_at=received_at,
+    )
+    problem = link.problem()
+    if problem == "no_person_id":
+        raise ClientError(
+            400,
+            problem,
+            "A link needs a person: `user_id`, `email` or `phone` (placeholder values do not count).",
+        )
+    if problem == "no_device_id":
+        raise ClientError(
+            400,
+            problem,
+            "A link needs at least one usable device id (all-zero or placeholder values do not count).",
+            {"expected_any_of": [*DEVICE_FIELDS, "gaid"]},
+        )
+    return link, ignored
+
+
+def install_identity_routes(app: web.Application, publisher: Publisher, metrics: RouteMetrics) -> None:
+    """Add the Segment webhook and the links API to the receiver, and expose the identity counters.
+
+    Settings come from the publisher (the receiver builds it from the same `Settings`).
+    """
+    settings = publisher.settings
+    registry = metrics.registry
+    for counter in identity_metrics.counters:
+        if counter not in registry.metrics:
+            registry.metrics.append(counter)
+
+    async def segment_webhook(request: web.Request) -> web.Response:
+        metrics.received.inc(route="segment_webhook")
+        if not settings.segment_webhook_secret:
+            metrics.rejected.inc(reason="webhook_not_configured")
+            return web.json_response(
+                {
+                    "error": "webhook_not_configured",
+                    "message": "Set SEGMENT_WEBHOOK_SECRET to the webhook's shared secret "
+                    "to accept Segment calls.",
+                },
+                status=503,
+            )
+        raw = await read_body(request, max(settings.kseg_max_body_bytes, WEBHOOK_MAX_BYTES))
+        signature = request.headers.get("X-Signature")
+        if not signature:
+            identity_metrics.links_rejected.inc(reason="missing_signature")
+            raise ClientError(401, "missing_signature", "The X-Signature header is missing.")
+        if not verify_signature(raw, signature, settings.segment_webhook_secret):
+            identity_metrics.links_rejected.inc(reason="invalid_signature")
+            raise ClientError(
+                401, "invalid_signature", "X-Signature does not match the body and the shared secret."
+            )
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            identity_metrics.links_rejected.inc(reason="invalid_json")
+            raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
+        links, reasons = links_from_payload(payload, utc_now_iso())
+        for reason in reasons:
+            identity_metrics.links_rejected.inc(reason=reason)
+        if not links:
+            # 200, not 4xx: Segment discards 4xx silently and retries nothing; this call simply links nobody.
+            reason = reasons[0] if len(set(reasons)) == 1 else "nothing_linkable"
+            return web.json_response({"message": "ignored", "reason": reason, "calls": len(reasons)})
+        await publish_links(publisher, settings, links)
+        identity_metrics.links_accepted.inc(len(links), source="segment_webhook")
+        metrics.accepted.inc(len(links), route="segment_webhook")
+        return web.json_response(
+            {
+                "message": "success",
+                "accepted": len(links),
+                "ignored": len(reasons),
+                "link_ids": [x.link_id for x in links],
+            }
+        )
+
+    async def identity_links(request: web.Request) -> web.Response:
+        metrics.received.inc(route="identity_links")
+        check_token(request, settings.postback_tokens)
+        raw = await read_body(request, settings.kseg_max_body_bytes)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            identity_metrics.links_rejected.inc(reason="invalid_json")
+            raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
+        try:
+            link, ignored = parse_link_body(data, utc_now_iso())
+        except ClientError as err:
+            identity_metrics.links_rejected.inc(reason=err.code)
+            raise
+        await publish_links(publisher, settings, [link])
+        identity_metrics.links_accepted.inc(source="api")
+        metrics.accepted.inc(route="identity_links")
+        body: dict[str, Any] = {
+            "message": "success",
+            "link_id": link.link_id,
+            "devices": link.typed_devices(),
+        }
+        if ignored:
+            body["ignored_fields"] = ignored
+        return web.json_response(body)
+
+    app.router.add_post(WEBHOOK_PATH, segment_webhook)
+    app.router.add_post(LINKS_PATH, identity_links)

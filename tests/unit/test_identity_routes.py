@@ -1,0 +1,224 @@
+"""The two link inputs over HTTP, against a real embedded Kafka broker: auth, validation, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer
+
+from app import topics
+from app.broker.embedded import EmbeddedBroker
+from app.config import Settings
+from app.identity.records import LinkRequest
+from app.identity.routes import LINKS_PATH, WEBHOOK_PATH, install_identity_routes
+from app.receiver.server import PUBLISHER, build_app
+
+SECRET = "s"
+AUTH = {"Authorization": "Bearer t1"}
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as b:
+        yield b
+
+
+def make_settings(broker: EmbeddedBroker, **kw: Any) -> Settings:
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": broker.bootstrap_servers,
+        "kseg_embedded_broker": True,
+        "kseg_app_id": f"t-identity-{uuid.uuid4().hex[:8]}",
+        "kseg_postback_tokens": "t1",
+        "segment_webhook_secret": SECRET,
+        "kseg_topic_partitions": 2,
+        **kw,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def settings(broker: EmbeddedBroker) -> Settings:
+    s = make_settings(broker)
+    await topics.ensure_topics(s)
+    return s
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient]:
+    app = build_app(settings, extra_routes=[install_identity_routes])
+    async with TestClient(TestServer(app)) as c:
+        publisher = app[PUBLISHER]
+        for _ in range(200):
+            if publisher.ready:
+                break
+            await asyncio.sleep(0.05)
+        assert publisher.ready
+        yield c
+
+
+async def consume_links(
+    settings: Settings, expected: int, timeout: float = 10.0
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every record on the links topic, waiting until `expected` arrived (and a little longer for extras)."""
+    consumer = AIOKafkaConsumer(
+        settings.topic(topics.LINKS),
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[tuple[str, dict[str, Any]]] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        settle = None
+        while asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for msgs in batch.values():
+                records += [(m.key.decode() if m.key else "", orjson.loads(m.value)) for m in msgs]
+            if len(records) >= expected:
+                settle = settle or asyncio.get_running_loop().time() + 1.0
+                if asyncio.get_running_loop().time() > settle:
+                    break
+    finally:
+        await consumer.stop()
+    return records
+
+
+def signed(body: bytes, signature_of: bytes | None = None) -> dict[str, str]:
+    sig = hmac.new(SECRET.encode(), signature_of or body, hashlib.sha1).hexdigest()
+    return {"X-Signature": sig, "Content-Type": "application/json"}
+
+
+# --- links API -----------------------------------------------------------------------------------------
+
+
+async def test_links_api_auth_validation_and_durable_publish(client: TestClient, settings: Settings) -> None:
+    good = {"user_id": "u1", "email": "A@B.co", "idfa": "IDFA-1", "gaid": "G-1", "nickname": "x"}
+
+    resp = await client.post(LINKS_PATH, json=good)
+    assert resp.status == 401
+    resp = await client.post(LINKS_PATH, json=good, headers={"Authorization": "Bearer nope"})
+    assert resp.status == 401
+
+    resp = await client.post(LINKS_PATH, data=b"{oops", headers=AUTH)
+    assert (resp.status, (await resp.json())["error"]) == (400, "invalid_json")
+    resp = await client.post(
+        LINKS_PATH, json={"user_id": "u1", "idfa": "00000000-0000-0000-0000-000000000000"}, headers=AUTH
+    )
+    assert (resp.status, (await resp.json())["error"]) == (400, "no_device_id")
+    resp = await client.post(LINKS_PATH, json={"user_id": "null", "idfa": "IDFA-1"}, headers=AUTH)
+    assert (resp.status, (await resp.json())["error"]) == (400, "no_person_id")
+    resp = await client.post(LINKS_PATH, json={"email": "nope", "idfa": "IDFA-1"}, headers=AUTH)
+    assert (resp.status, (await resp.json())["error"]) == (400, "invalid_email")
+    resp = await client.post(LINKS_PATH, json={"user_id": ["u"], "idfa": "IDFA-1"}, headers=AUTH)
+    assert (resp.status, (await resp.json())["error"]) == (400, "invalid_field")
+
+    resp = await client.post(LINKS_PATH, json=good, headers=AUTH)
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["devices"] == ["idfa:IDFA-1", "adid:G-1"]
+    assert body["ignored_fields"] == ["nickname"]
+
+    records = await consume_links(settings, expected=1)
+    assert len(records) == 1  # none of the rejected requests reached Kafka
+    key, value = records[0]
+    link = LinkRequest.model_validate(value)
+    assert key == "idfa:IDFA-1"
+    assert (link.link_id, link.user_id, link.source) == (body["link_id"], "u1", "api")
+    assert link.email_hash == hashlib.sha256(b"a@b.co").hexdigest()
+    assert b"A@B.co" not in orjson.dumps(value)
+
+
+# --- Segment webhook -----------------------------------------------------------------------------------
+
+
+IDENTIFY = {
+    "type": "identify",
+    "messageId": "m-1",
+    "userId": "u1",
+    "anonymousId": "a-1",
+    "traits": {"email": "x@y.co"},
+    "context": {"device": {"type": "ios", "advertisingId": "IDFA-1", "id": "IDFV-1"}},
+}
+
+
+async def test_webhook_signature_and_durable_publish(client: TestClient, settings: Settings) -> None:
+    body = orjson.dumps(IDENTIFY)
+    resp = await client.post(WEBHOOK_PATH, data=body, headers={"Content-Type": "application/json"})
+    assert (resp.status, (await resp.json())["error"]) == (401, "missing_signature")
+    tampered = body.replace(b"u1", b"u9")
+    resp = await client.post(WEBHOOK_PATH, data=tampered, headers=signed(body))
+    assert (resp.status, (await resp.json())["error"]) == (401, "invalid_signature")
+
+    resp = await client.post(WEBHOOK_PATH, data=b"{bad json", headers=signed(b"{bad json"))
+    assert resp.status == 400
+    track = orjson.dumps({"type": "track", "event": "x", "anonymousId": "a"})
+    resp = await client.post(WEBHOOK_PATH, data=track, headers=signed(track))
+    assert resp.status == 200
+    assert await resp.json() == {"message": "ignored", "reason": "no_user_id", "calls": 1}
+
+    resp = await client.post(WEBHOOK_PATH, data=body, headers=signed(body))
+    result = await resp.json()
+    assert resp.status == 200, result
+    assert result["accepted"] == 1
+
+    # Actions batch: only element 0's raw text is signed.
+    second = {
+        **IDENTIFY,
+        "messageId": "m-2",
+        "userId": "u2",
+        "context": {"device": {"type": "android", "id": "AID"}},
+    }
+    first_raw = orjson.dumps({**IDENTIFY, "messageId": "m-3"})
+    batch = b"[" + first_raw + b", " + orjson.dumps(second) + b"]"
+    resp = await client.post(WEBHOOK_PATH, data=batch, headers=signed(batch, signature_of=first_raw))
+    assert resp.status == 200 and (await resp.json())["accepted"] == 2
+    resp = await client.post(WEBHOOK_PATH, data=batch, headers=signed(batch))
+    assert resp.status == 401
+
+    records = await consume_links(settings, expected=3)
+    got = sorted(
+        (key, LinkRequest.model_validate(v).message_id, LinkRequest.model_validate(v).user_id)
+        for key, v in records
+    )
+    assert got == [
+        ("android_id:AID", "m-2", "u2"),
+        ("idfa:IDFA-1", "m-1", "u1"),
+        ("idfa:IDFA-1", "m-3", "u1"),
+    ]
+
+
+async def test_webhook_without_secret_answers_503(broker: EmbeddedBroker) -> None:
+    s = make_settings(broker, segment_webhook_secret=None)
+    app = build_app(s, extra_routes=[install_identity_routes])
+    async with TestClient(TestServer(app)) as c:
+        body = orjson.dumps(IDENTIFY)
+        resp = await c.post(WEBHOOK_PATH, data=body, headers=signed(body))
+        assert resp.status == 503
+        assert "SEGMENT_WEBHOOK_SECRET" in (await resp.json())["message"]
+
+
+async def test_links_api_answers_503_when_kafka_is_not_connected(broker: EmbeddedBroker) -> None:
+    s = make_settings(broker)
+    app = build_app(s, extra_routes=[install_identity_routes])
+    app.on_startup.clear()  # the producer never connects
+    async with TestClient(TestServer(app)) as c:
+        resp = await c.post(LINKS_PATH, json={"user_id": "u1", "idfv": "V"}, headers=AUTH)
+        assert resp.status == 503
+        assert resp.headers["Retry-After"]
+
+
+async def test_identity_counters_are_on_the_receiver_metrics(client: TestClient) -> None:
+    resp = await client.post(LINKS_PATH, json={"user_id": "u1"}, headers=AUTH)
+    assert resp.status == 400
+    text = await (await client.get("/metrics")).text()
+    assert 'kseg_identity_links_rejected_total{reason="no_device_id"}' in text

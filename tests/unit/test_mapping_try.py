@@ -1,0 +1,84 @@
+"""`kseg mapping try`: input parsing, the preview, and the command body."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.identity.ids import anonymous_id_for
+from app.mapping import ProfileRegistry, parse_try_input, preview
+from app.mapping.cli import cmd_try
+from app.records import RawPostback
+
+REGISTRY = ProfileRegistry.load(None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "event_name=Purchase&idfa=X&event_value=9.99",
+        "?event_name=Purchase&idfa=X&event_value=9.99",
+        "/kochava/postback?event_name=Purchase&idfa=X&event_value=9.99",
+        "https://kseg.example.com/kochava/postback?event_name=Purchase&idfa=X&event_value=9.99#frag",
+        "GET /kochava/postback?event_name=Purchase&idfa=X\n    &event_value=9.99",
+        '  {"event_name": "Purchase", "idfa": "X", "event_value": "9.99"}  ',
+    ],
+)
+def test_parse_try_input_forms(text: str) -> None:
+    assert parse_try_input(text) == {"event_name": "Purchase", "idfa": "X", "event_value": "9.99"}
+
+
+def test_parse_try_input_decodes_and_keeps_blanks() -> None:
+    assert parse_try_input("event_name=Level%20Complete&campaign=A+B&empty=") == {
+        "event_name": "Level Complete", "campaign": "A B", "empty": ""}
+
+
+def test_parse_try_input_keeps_json_types() -> None:
+    assert parse_try_input('{"event_name": "X", "n": 1, "items": [1]}') == {"event_name": "X", "n": 1, "items": [1]}
+
+
+@pytest.mark.parametrize("text", ["", "   ", "[1, 2]", "{not json", "justaword", "/path/only"])
+def test_parse_try_input_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_try_input(text)
+
+
+def _raw(**params: str) -> RawPostback:
+    return RawPostback(event_id="e1", received_at="2025-03-01T00:00:00.000Z", params=params)
+
+
+def test_preview_maps_with_anonymous_identity() -> None:
+    out = preview(_raw(event_name="_install", kochava_device_id="KI1", idfa="6D92078A-8246-4BA4-AE5B-76104861E7DC"),
+                  REGISTRY, "ns")
+    assert set(out) == {"segment", "warehouse"}
+    anon = anonymous_id_for("ns", "KI1")
+    assert {c["anonymousId"] for c in out["segment"]} == {anon}
+    assert out["warehouse"]["anonymous_id"] == anon and out["warehouse"]["event_type"] == "install"
+    assert any(c["type"] == "identify" and "kochava_install_time" in c["traits"] for c in out["segment"])
+
+
+def test_preview_dead_letters() -> None:
+    assert preview(_raw(event_name="X"), REGISTRY, "ns")["dead_letter"]["reason"] == "no_identifier"
+    unknown = preview(_raw(event_name="X", idfa="A"), REGISTRY, "ns", "nope")["dead_letter"]
+    assert (unknown["reason"], unknown["profile"]) == ("unknown_profile", "nope")
+
+
+def test_cmd_try_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cmd_try("event_name=Purchase&kochava_device_id=KI1&event_value=9.99&currency=USD", None, Settings())
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["segment"][0]["event"] == "Order Completed"
+    assert out["warehouse"]["revenue"] == 9.99
+
+
+def test_cmd_try_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cmd_try("event_name=Purchase", None, Settings()) == 1
+    assert json.loads(capsys.readouterr().out)["dead_letter"]["reason"] == "no_identifier"
+    assert cmd_try("", None, Settings()) == 2
+    assert "error" in capsys.readouterr().err
+    assert cmd_try("event_name=X&idfa=A", "missing-profile", Settings()) == 1
+    capsys.readouterr()
+    assert cmd_try("event_name=X&idfa=A", None, Settings(kseg_mapping_dir=tmp_path / "absent")) == 2
