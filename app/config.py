@@ -62,9 +62,13 @@ class Settings(BaseSettings):
     kseg_data_dir: Path = Field(default=Path("./var"), description="Dry-run outbox, table state, exports.")
     kseg_worker_id: str = Field(default="worker-1", description="Names this worker's RocksDB data directory.")
     kseg_worker_web_port: int = Field(default=6066, description="Worker /metrics, /healthz and /readyz port.")
-    kseg_dedupe_ttl_hours: float = Field(default=24.0, gt=0, description="Dedupe window for repeated postbacks.")
+    kseg_dedupe_ttl_hours: float = Field(
+        default=24.0, gt=0, description="Dedupe window for repeated postbacks."
+    )
     kseg_mapping_dir: Path | None = Field(default=None, description="Extra mapping profiles (YAML).")
-    kseg_default_profile: str = Field(default="kochava-default", description="Profile used when none is named.")
+    kseg_default_profile: str = Field(
+        default="kochava-default", description="Profile used when none is named."
+    )
     kseg_token_profiles: str = Field(
         default="", description="Profile per postback token: `token1=profile-a,token2=profile-b`."
     )
@@ -73,15 +77,23 @@ class Settings(BaseSettings):
     )
 
     # --- Identity ------------------------------------------------------------------------------
-    segment_webhook_secret: str | None = Field(default=None, description="Shared secret of the Segment webhook.")
+    segment_webhook_secret: str | None = Field(
+        default=None, description="Shared secret of the Segment webhook."
+    )
     kseg_shared_device_threshold: int = Field(
         default=2, ge=1, description="A device seen with more than this many userIds is shared: never merges."
     )
-    kseg_max_ids_per_profile: int = Field(default=5, ge=1, description="Device ids kept per type and profile.")
-    kseg_allow_raw_email_trait: bool = Field(default=False, description="Send raw email as a trait (else hashed).")
+    kseg_max_ids_per_profile: int = Field(
+        default=5, ge=1, description="Device ids kept per type and profile."
+    )
+    kseg_allow_raw_email_trait: bool = Field(
+        default=False, description="Send raw email as a trait (else hashed)."
+    )
 
     # --- Segment -------------------------------------------------------------------------------
-    segment_write_key: str | None = Field(default=None, description="Segment source write key; unset: dry run.")
+    segment_write_key: str | None = Field(
+        default=None, description="Segment source write key; unset: dry run."
+    )
     segment_endpoint: str = Field(default=SEGMENT_US_ENDPOINT, description="Segment API host, or `us`/`eu`.")
     segment_max_requests_per_second: float = Field(default=500.0, gt=0, description="Request-rate ceiling.")
     segment_batch_max_messages: int = Field(default=500, ge=1, le=2500)

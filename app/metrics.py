@@ -21,7 +21,9 @@ def _fmt(key: LabelKey, extra: Iterable[tuple[str, str]] = ()) -> str:
     items = list(key) + list(extra)
     if not items:
         return ""
-    body = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in items)
+    body = ",".join(
+        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in items
+    )
     return "{" + body + "}"
 
 
@@ -48,7 +50,9 @@ class Counter:
 
 
 class Gauge:
-    def __init__(self, name: str, help_text: str, fn: Callable[[], dict[LabelKey, float]] | None = None) -> None:
+    def __init__(
+        self, name: str, help_text: str, fn: Callable[[], dict[LabelKey, float]] | None = None
+    ) -> None:
         self.name, self.help, self.fn = name, help_text, fn
         self.values: dict[LabelKey, float] = {}
 
@@ -96,7 +100,9 @@ class Registry:
         self.metrics.append(metric)
         return metric
 
-    def gauge(self, name: str, help_text: str, fn: Callable[[], dict[LabelKey, float]] | None = None) -> Gauge:
+    def gauge(
+        self, name: str, help_text: str, fn: Callable[[], dict[LabelKey, float]] | None = None
+    ) -> Gauge:
         metric = Gauge(name, help_text, fn)
         self.metrics.append(metric)
         return metric

@@ -31,7 +31,10 @@ TOKEN = "test-token"
 
 
 async def wait_for(
-    predicate: Callable[[], Any] | Callable[[], Awaitable[Any]], timeout: float, what: str, interval: float = 0.1
+    predicate: Callable[[], Any] | Callable[[], Awaitable[Any]],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
 ) -> Any:
     """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -121,9 +124,12 @@ class Pipeline:
         if proc.poll() is not None:
             raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
         try:
-            async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r,
+            ):
                 return r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return False
 
     def tail(self, name: str, lines: int = 60) -> str:
@@ -139,7 +145,7 @@ class Pipeline:
             proc.wait(30)
 
     async def stop(self) -> None:
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
@@ -150,22 +156,38 @@ class Pipeline:
                 proc.wait()
 
     # ---- traffic ------------------------------------------------------------------------------
-    async def get(self, params: dict[str, Any] | str, token: str | None = TOKEN, path: str = "/v1/kochava/postbacks",
-                  headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    async def get(
+        self,
+        params: dict[str, Any] | str,
+        token: str | None = TOKEN,
+        path: str = "/v1/kochava/postbacks",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         query = params if isinstance(params, str) else urlencode(params)
         if token is not None:
             query = f"{query}&token={token}" if query else f"token={token}"
-        async with aiohttp.ClientSession() as session, session.get(f"{self.url}{path}?{query}", headers=headers) as r:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.url}{path}?{query}", headers=headers) as r,
+        ):
             return r.status, await _json(r), dict(r.headers)
 
-    async def post(self, path: str, body: bytes | dict[str, Any] | list[Any], token: str | None = TOKEN,
-                   content_type: str = "application/json", headers: dict[str, str] | None = None,
-                   ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    async def post(
+        self,
+        path: str,
+        body: bytes | dict[str, Any] | list[Any],
+        token: str | None = TOKEN,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         data = body if isinstance(body, bytes) else orjson.dumps(body)
         hdrs = {"Content-Type": content_type, **(headers or {})}
         if token is not None:
             hdrs["Authorization"] = f"Bearer {token}"
-        async with aiohttp.ClientSession() as session, session.post(f"{self.url}{path}", data=data, headers=hdrs) as r:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{self.url}{path}", data=data, headers=hdrs) as r,
+        ):
             return r.status, await _json(r), dict(r.headers)
 
     async def worker_metrics(self, name: str = "worker-1") -> str:

@@ -80,7 +80,9 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"embedded broker exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(
+                    f"embedded broker exited with {self.process.returncode}; see {self.log_path}"
+                )
             with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.5):
                 log.info("embedded Tansu broker listening on %s", self.bootstrap_servers)
                 return self

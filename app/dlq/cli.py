@@ -1,4 +1,4 @@
-"""`kseg dlq list` and `kseg dlq replay`: read the dead-letter topic and put letters back through the pipeline.
+"""`kseg dlq list` and `kseg dlq replay`: read the dead-letter topic, put letters back into the pipeline.
 
 Replay is idempotent: a replayed postback keeps its event id and so every Segment messageId; a replayed
 Segment message keeps its messageId. Segment drops the repeats of anything that already arrived.
@@ -35,7 +35,9 @@ def parse_since(text: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-async def read_dead_letters(settings: Settings, reason: str | None, since: datetime | None) -> list[DeadLetter]:
+async def read_dead_letters(
+    settings: Settings, reason: str | None, since: datetime | None
+) -> list[DeadLetter]:
     """Every dead letter currently in the topic (from the beginning to the end offsets at start)."""
     topic = settings.topic(DEADLETTER)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
@@ -58,9 +60,9 @@ async def read_dead_letters(settings: Settings, reason: str | None, since: datet
             for tp, records in batch.items():
                 for record in records:
                     letter = DeadLetter.model_validate(loads(record.value))
-                    if reason and letter.reason != reason:
-                        pass
-                    elif since and datetime.fromisoformat(letter.last_seen.replace("Z", "+00:00")) < since:
+                    if (reason and letter.reason != reason) or (
+                        since and datetime.fromisoformat(letter.last_seen.replace("Z", "+00:00")) < since
+                    ):
                         pass
                     else:
                         letters.append(letter)
@@ -107,7 +109,9 @@ async def replay(settings: Settings, letters: list[DeadLetter]) -> tuple[int, in
 
 def _row(letter: DeadLetter) -> str:
     status = str(letter.http_status or "")
-    return f"{letter.last_seen:24} {letter.stage:9} {letter.reason:28} {status:4} {letter.event_id or '-':32} {letter.error[:80]}"
+    event_id = letter.event_id or "-"
+    when, stage, reason, error = letter.last_seen, letter.stage, letter.reason, letter.error[:80]
+    return f"{when:24} {stage:9} {reason:28} {status:4} {event_id:32} {error}"
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,4 +156,3 @@ def add_parser(subparsers: Any, runner: Any) -> None:
             p.add_argument("--limit", type=int, default=0, help="show only the newest N")
             p.add_argument("--json", action="store_true", help="one JSON dead letter per line")
         p.set_defaults(func=lambda args, command=func: runner(command, args))
-

@@ -88,8 +88,12 @@ def build_parser(subparsers: Any) -> argparse.ArgumentParser:
     add("--rate", type=_positive_float, default=200.0, help="requests per second (default 200)")
     add("--duration", type=_positive_float, default=10.0, help="seconds to send (default 10)")
     add("--concurrency", type=_positive_int, default=64, help="max in-flight requests (default 64)")
-    add("--spike", type=_spike_arg, default=None,
-        help="rate spike, e.g. 10x@30s+30s = 10x the rate from t=30 s for 30 s")
+    add(
+        "--spike",
+        type=_spike_arg,
+        default=None,
+        help="rate spike, e.g. 10x@30s+30s = 10x the rate from t=30 s for 30 s",
+    )
     add("--max-requests", type=_positive_int, default=None, help="stop after this many sent")
     add("--seed", type=int, default=0, help="generator seed (default 0)")
     add("--devices", type=_positive_int, default=5000, help="device population (default 5000)")

@@ -57,8 +57,18 @@ _REENGAGEMENT_EVENTS: Final = ("_Deeplink", "Purchase", "Level Complete", "Subsc
 _NETWORKS: Final = ("Google Ads", "Meta", "TikTok", "Unity Ads", "AppLovin", "ironSource", "Snapchat")
 _RETARGETERS: Final = ("RetargetCo", "Liftoff", "Moloco", "Remerge")
 _COUNTRIES: Final = ("US", "US", "US", "GB", "DE", "FR", "BR", "JP", "IN", "CA", "MX", "AU")
-_CURRENCIES: Final = {"US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "BR": "BRL", "JP": "JPY",
-                      "IN": "INR", "CA": "CAD", "MX": "MXN", "AU": "AUD"}
+_CURRENCIES: Final = {
+    "US": "USD",
+    "GB": "GBP",
+    "DE": "EUR",
+    "FR": "EUR",
+    "BR": "BRL",
+    "JP": "JPY",
+    "IN": "INR",
+    "CA": "CAD",
+    "MX": "MXN",
+    "AU": "AUD",
+}
 _PRICES: Final = (0.99, 1.99, 2.99, 4.99, 9.99, 14.99, 19.99, 49.99, 99.99)
 _IOS_VERSIONS: Final = ("16_7", "17_4", "17_5", "18_0", "18_1")
 _ANDROID_MODELS: Final = ("Pixel 8", "SM-S918B", "SM-A546B", "moto g84", "2201117TG")
@@ -126,8 +136,12 @@ class PostbackGenerator(Iterator[Postback]):
             raise ValueError("devices must be >= 1")
         if events_per_second < 1:
             raise ValueError("events_per_second must be >= 1")
-        for name, value in (("retry_rate", retry_rate), ("zero_idfa_rate", zero_idfa_rate),
-                            ("ios_share", ios_share), ("user_id_rate", user_id_rate)):
+        for name, value in (
+            ("retry_rate", retry_rate),
+            ("zero_idfa_rate", zero_idfa_rate),
+            ("ios_share", ios_share),
+            ("user_id_rate", user_id_rate),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
         self.mix = normalise_mix(mix)
@@ -217,14 +231,18 @@ class PostbackGenerator(Iterator[Postback]):
         if rng.random() < self._ios_share:
             idfa = ZERO_IDFA if rng.random() < self._zero_idfa_rate else self._uuid().upper()
             ad_ids = {"idfa": idfa, "idfv": self._uuid().upper()}
-            ua = (f"Mozilla/5.0 (iPhone; CPU iPhone OS {rng.choice(_IOS_VERSIONS)} like Mac OS X) "
-                  "AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148")
+            ua = (
+                f"Mozilla/5.0 (iPhone; CPU iPhone OS {rng.choice(_IOS_VERSIONS)} like Mac OS X) "
+                "AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
+            )
             platform: Literal["ios", "android"] = "ios"
         else:
             ad_ids = {"adid": self._uuid(), "android_id": f"{rng.getrandbits(64):016x}"}
-            ua = (f"Mozilla/5.0 (Linux; Android {rng.choice(_ANDROID_VERSIONS)}; "
-                  f"{rng.choice(_ANDROID_MODELS)}) AppleWebKit/537.36 (KHTML, like Gecko) "
-                  "Chrome/126.0.0.0 Mobile Safari/537.36")
+            ua = (
+                f"Mozilla/5.0 (Linux; Android {rng.choice(_ANDROID_VERSIONS)}; "
+                f"{rng.choice(_ANDROID_MODELS)}) AppleWebKit/537.36 (KHTML, like Gecko) "
+                "Chrome/126.0.0.0 Mobile Safari/537.36"
+            )
             platform = "android"
         network = rng.choice(_NETWORKS)
         return _Device(

@@ -119,8 +119,11 @@ class LoadReport:
         others = ", ".join(f"{k}: {v}" for k, v in sorted(self.other_statuses.items())) or "-"
         errs = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items())) or "-"
         rows = [
-            ("target", f"{self.target_rate:g} req/s for {self.duration:g} s, concurrency {self.concurrency}"
-             + (f", spike {self.spike}" if self.spike else "")),
+            (
+                "target",
+                f"{self.target_rate:g} req/s for {self.duration:g} s, concurrency {self.concurrency}"
+                + (f", spike {self.spike}" if self.spike else ""),
+            ),
             ("sent", str(self.sent)),
             ("accepted (200)", str(self.accepted)),
             ("503", str(self.rejected_503)),

@@ -67,7 +67,10 @@ async def run_load(
         raise SpikeSpecError(f"spike {spike} starts at {spike.start:g} s, after the {duration:g} s run ends")
     schedule = Schedule(rate, spike)  # validates rate
     report = LoadReport(
-        url=url, target_rate=rate, duration=duration, concurrency=concurrency,
+        url=url,
+        target_rate=rate,
+        duration=duration,
+        concurrency=concurrency,
         spike=None if spike is None else str(spike),
     )
     prefix = build_url_prefix(url, token)
@@ -104,9 +107,7 @@ async def run_load(
     timeout = aiohttp.ClientTimeout(total=request_timeout, connect=connect_timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         start = loop.time()
-        progress_task = (
-            asyncio.create_task(_progress(report, start, tasks, stream)) if progress else None
-        )
+        progress_task = asyncio.create_task(_progress(report, start, tasks, stream)) if progress else None
         slot = 0  # schedule slots passed so far (sent + saturated)
         exhausted = False
         try:

@@ -31,17 +31,19 @@ from app.records import (
 )
 
 #: Every reason code `map_postback` can put on a dead letter (stage "mapping").
-DEAD_LETTER_REASONS = frozenset({
-    "unparseable_timestamp",
-    "invalid_revenue",
-    "invalid_currency",
-    "no_identifier",
-    "missing_event_name",
-    "unknown_profile",
-    "invalid_products",
-    "oversize",
-    "mapping_error",
-})
+DEAD_LETTER_REASONS = frozenset(
+    {
+        "unparseable_timestamp",
+        "invalid_revenue",
+        "invalid_currency",
+        "no_identifier",
+        "missing_event_name",
+        "unknown_profile",
+        "invalid_products",
+        "oversize",
+        "mapping_error",
+    }
+)
 
 #: Longer device ids are not real ids (IDFA/GAID are 36 chars, Kochava ids ~35).
 MAX_ID_CHARS = 128
@@ -236,8 +238,14 @@ def _scalar_text(value: Any) -> str | None:
     return None
 
 
-def dead_letter(raw: RawPostback, profile: MappingProfile | None, reason: str, message: str,
-                *, profile_name: str | None = None) -> DeadLetter:
+def dead_letter(
+    raw: RawPostback,
+    profile: MappingProfile | None,
+    reason: str,
+    message: str,
+    *,
+    profile_name: str | None = None,
+) -> DeadLetter:
     """A mapping-stage dead letter carrying the raw postback and the profile it was mapped with."""
     try:
         payload = json_safe(raw.model_dump())
@@ -310,8 +318,9 @@ def _map(raw: RawPostback, profile: MappingProfile, namespace: str) -> Canonical
     adid, adid_present, adid_zero = _device_id(p, f.adid)
     android_id, android_present, _ = _device_id(p, f.android_id)
     user_id, _, _ = _device_id(p, f.user_id, MAX_USER_ID_CHARS)
-    devices = DeviceIds(kochava_device_id=kochava_device_id, idfa=idfa, idfv=idfv, adid=adid,
-                        android_id=android_id)
+    devices = DeviceIds(
+        kochava_device_id=kochava_device_id, idfa=idfa, idfv=idfv, adid=adid, android_id=android_id
+    )
     if not devices.typed() and not user_id:
         raise Reject("no_identifier", "no usable device id (after junk filtering) and no user id")
 
@@ -448,8 +457,9 @@ def _device_type(ios_ids: bool, android_ids: bool, platform: str) -> Any:
     return None
 
 
-def _ad_tracking(device_type: str | None, idfa: str | None, idfa_zero: bool,
-                 adid: str | None, adid_zero: bool) -> bool | None:
+def _ad_tracking(
+    device_type: str | None, idfa: str | None, idfa_zero: bool, adid: str | None, adid_zero: bool
+) -> bool | None:
     """True with a usable ad id, False with a zeroed one (LAT/ATT opt-out), None when unknown."""
     if device_type == "ios":
         return True if idfa else (False if idfa_zero else None)
@@ -541,8 +551,9 @@ def _properties(p: _Params, profile: MappingProfile) -> dict[str, Any]:
             with contextlib.suppress(ValueError, RecursionError):
                 data = json_safe(json.loads(data))
         if isinstance(data, dict):
-            props.update({k: v for k, v in data.items()
-                          if not _dropped(k, profile.drop_params) and not is_unfilled(v)})
+            props.update(
+                {k: v for k, v in data.items() if not _dropped(k, profile.drop_params) and not is_unfilled(v)}
+            )
         else:
             props[data_hit[0]] = data
     for key, value in p.params.items():

@@ -38,8 +38,9 @@ def _dead(letter: DeadLetter) -> dict[str, Any]:
     return {"dead_letter": letter.model_dump(mode="json")}
 
 
-def preview(raw: RawPostback, registry: ProfileRegistry, namespace: str,
-            profile_name: str | None = None) -> dict[str, Any]:
+def preview(
+    raw: RawPostback, registry: ProfileRegistry, namespace: str, profile_name: str | None = None
+) -> dict[str, Any]:
     """{"segment": [...], "warehouse": {...}} for a mappable postback, else {"dead_letter": {...}}."""
     name = profile_name or raw.profile or DEFAULT_PROFILE
     try:

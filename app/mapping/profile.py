@@ -22,9 +22,27 @@ _KEY_RE = re.compile(r"^[^\s{}]{1,128}$")
 #: Never copied into properties: credentials (the receiver's token) and identifiers that belong in
 #: `context`/identity, not in analytics properties. Shell-style patterns, matched ignoring case.
 DEFAULT_DROP_PARAMS = (
-    "token", "*token*", "*secret*", "*password*", "*api_key*", "auth*", "signature", "sig",
-    "*idfa*", "*idfv*", "*gaid*", "adid", "adid_*", "*android_id*", "oaid", "*device_id*",
-    "*email*", "*phone*", "ip", "*_ip", "ip_*",
+    "token",
+    "*token*",
+    "*secret*",
+    "*password*",
+    "*api_key*",
+    "auth*",
+    "signature",
+    "sig",
+    "*idfa*",
+    "*idfv*",
+    "*gaid*",
+    "adid",
+    "adid_*",
+    "*android_id*",
+    "oaid",
+    "*device_id*",
+    "*email*",
+    "*phone*",
+    "ip",
+    "*_ip",
+    "ip_*",
 )
 
 
@@ -216,8 +234,11 @@ def semantic_issues(shape: ProfileShape) -> list[tuple[tuple[str | int, ...], st
             issues.append((("conversion_events", i), f"{name!r} is both a purchase and a conversion event"))
     for i, name in enumerate(shape.purchase_events + shape.conversion_events):
         if name.strip().lower() == shape.install_event.strip().lower():
-            where = ("purchase_events", i) if i < len(shape.purchase_events) else (
-                "conversion_events", i - len(shape.purchase_events))
+            where = (
+                ("purchase_events", i)
+                if i < len(shape.purchase_events)
+                else ("conversion_events", i - len(shape.purchase_events))
+            )
             issues.append((where, f"{name!r} is the install event"))
     seen: dict[str, str] = {}
     for source in shape.event_names:
@@ -383,9 +404,15 @@ class ProfileRegistry:
             for file in _profile_files(directory):
                 profile = load_profile_file(file)
                 if profile.name in from_here:
-                    raise ProfileError([ProfileProblem(
-                        str(file), 1, f"profile {profile.name!r} is also defined in {from_here[profile.name]}"
-                    )])
+                    raise ProfileError(
+                        [
+                            ProfileProblem(
+                                str(file),
+                                1,
+                                f"profile {profile.name!r} is also defined in {from_here[profile.name]}",
+                            )
+                        ]
+                    )
                 from_here[profile.name] = file
                 profiles[profile.name] = profile
         return cls(profiles)

@@ -55,12 +55,14 @@ def _context(event: CanonicalEvent) -> dict[str, Any]:
     # A usable id is never sent next to adTrackingEnabled=false, and a zeroed one is never sent.
     if event.ad_tracking_enabled is False:
         ad_id = None
-    device = _compact({
-        "id": device_id,
-        "advertisingId": ad_id,
-        "adTrackingEnabled": event.ad_tracking_enabled,
-        "type": event.device_type,
-    })
+    device = _compact(
+        {
+            "id": device_id,
+            "advertisingId": ad_id,
+            "adTrackingEnabled": event.ad_tracking_enabled,
+            "type": event.device_type,
+        }
+    )
     context: dict[str, Any] = {}
     if device:
         context["device"] = device
@@ -69,12 +71,14 @@ def _context(event: CanonicalEvent) -> dict[str, Any]:
     if event.user_agent:
         context["userAgent"] = event.user_agent
     context["library"] = {"name": "kseg"}
-    context["kseg"] = _compact({
-        "profile": event.profile,
-        "profile_version": event.profile_version,
-        "event_id": event.event_id,
-        "kochava_device_id": ids.kochava_device_id,
-    })
+    context["kseg"] = _compact(
+        {
+            "profile": event.profile,
+            "profile_version": event.profile_version,
+            "event_id": event.event_id,
+            "kochava_device_id": ids.kochava_device_id,
+        }
+    )
     return context
 
 
@@ -91,8 +95,9 @@ def _base(event: CanonicalEvent, identity: ResolvedIdentity, call_type: str, par
     return msg
 
 
-def _track(event: CanonicalEvent, identity: ResolvedIdentity, name: str, props: dict[str, Any],
-           part: str) -> dict[str, Any]:
+def _track(
+    event: CanonicalEvent, identity: ResolvedIdentity, name: str, props: dict[str, Any], part: str
+) -> dict[str, Any]:
     msg = _base(event, identity, "track", part)
     msg["event"] = name
     msg["properties"] = props
@@ -101,28 +106,32 @@ def _track(event: CanonicalEvent, identity: ResolvedIdentity, name: str, props: 
 
 def _attribution_details(touch: Attribution) -> dict[str, Any]:
     """Kochava fields the campaign object has no slot for, kept flat so nothing is lost."""
-    return _compact({
-        "site_id": touch.site,
-        "sub_site_id": touch.sub_site,
-        "tracker": touch.tracker,
-        "click_id": touch.click_id,
-        "country": touch.country,
-        "attribution_type": touch.attribution_type,
-    })
+    return _compact(
+        {
+            "site_id": touch.site,
+            "sub_site_id": touch.sub_site,
+            "tracker": touch.tracker,
+            "click_id": touch.click_id,
+            "country": touch.country,
+            "attribution_type": touch.attribution_type,
+        }
+    )
 
 
 def _install_fields(first: Attribution | None) -> dict[str, Any]:
     """First-touch (install) attribution on value events, so ROAS can be computed per campaign."""
     if first is None:
         return {}
-    return _compact({
-        "install_network": first.network,
-        "install_campaign": first.campaign,
-        "install_ad_group": first.ad_group,
-        "install_creative": first.creative,
-        "install_site": first.site,
-        "install_time": first.attributed_at,
-    })
+    return _compact(
+        {
+            "install_network": first.network,
+            "install_campaign": first.campaign,
+            "install_ad_group": first.ad_group,
+            "install_creative": first.creative,
+            "install_site": first.site,
+            "install_time": first.attributed_at,
+        }
+    )
 
 
 def _value_fields(event: CanonicalEvent) -> dict[str, Any]:
@@ -137,15 +146,18 @@ def _event_campaign(event: CanonicalEvent, profile: AttributionProfile) -> dict[
 
 def _identity_traits(identity: ResolvedIdentity) -> dict[str, Any]:
     """Hashed email/phone only; a raw email only when the identity stage was allowed to keep it."""
-    return _compact({
-        "email": identity.email,
-        "email_sha256": identity.email_hash,
-        "phone_sha256": identity.phone_hash,
-    })
+    return _compact(
+        {
+            "email": identity.email,
+            "email_sha256": identity.email_hash,
+            "phone_sha256": identity.phone_hash,
+        }
+    )
 
 
-def build_segment_calls(event: CanonicalEvent, identity: ResolvedIdentity, profile: AttributionProfile,
-                        *, first_install: bool) -> list[dict[str, Any]]:
+def build_segment_calls(
+    event: CanonicalEvent, identity: ResolvedIdentity, profile: AttributionProfile, *, first_install: bool
+) -> list[dict[str, Any]]:
     """Every Segment call for one event, identify first so traits are set when the track lands.
 
     `profile` is the device state after `apply_event`; `first_install` comes from it too.
@@ -163,28 +175,36 @@ def build_segment_calls(event: CanonicalEvent, identity: ResolvedIdentity, profi
         if event.install_id:
             props["install_id"] = event.install_id
         if event.kind == "install" and first_install:
-            traits.update(_compact({
-                "kochava_network": touch.network,
-                "kochava_campaign": touch.campaign,
-                "kochava_ad_group": touch.ad_group,
-                "kochava_creative": touch.creative,
-                "kochava_site": touch.site,
-                "kochava_sub_site": touch.sub_site,
-                "kochava_tracker": touch.tracker,
-                "kochava_click_id": touch.click_id,
-                "kochava_country": touch.country,
-                "kochava_install_time": event.timestamp,
-            }))
+            traits.update(
+                _compact(
+                    {
+                        "kochava_network": touch.network,
+                        "kochava_campaign": touch.campaign,
+                        "kochava_ad_group": touch.ad_group,
+                        "kochava_creative": touch.creative,
+                        "kochava_site": touch.site,
+                        "kochava_sub_site": touch.sub_site,
+                        "kochava_tracker": touch.tracker,
+                        "kochava_click_id": touch.click_id,
+                        "kochava_country": touch.country,
+                        "kochava_install_time": event.timestamp,
+                    }
+                )
+            )
         else:
             props["reinstall"] = True
             original = event.original_install_id or profile.install_id
             if original and original != event.install_id:
                 props["original_install_id"] = original
-            traits.update(_compact({
-                "last_reinstall_at": event.timestamp,
-                "last_reinstall_network": touch.network,
-                "last_reinstall_campaign": touch.campaign,
-            }))
+            traits.update(
+                _compact(
+                    {
+                        "last_reinstall_at": event.timestamp,
+                        "last_reinstall_network": touch.network,
+                        "last_reinstall_campaign": touch.campaign,
+                    }
+                )
+            )
         tracks.append(_track(event, identity, event.segment_event_name, props, "track"))
 
     elif event.kind == "purchase":
@@ -209,10 +229,14 @@ def build_segment_calls(event: CanonicalEvent, identity: ResolvedIdentity, profi
         props.update(_install_fields(profile.first_touch))
         props.update(_compact({"attribution_type": touch.attribution_type}))
         tracks.append(_track(event, identity, event.segment_event_name, props, "track"))
-        traits.update(_compact({
-            "converted_at": profile.converted_at or event.timestamp,
-            "conversion_name": profile.conversion_name or event.conversion_name,
-        }))
+        traits.update(
+            _compact(
+                {
+                    "converted_at": profile.converted_at or event.timestamp,
+                    "conversion_name": profile.conversion_name or event.conversion_name,
+                }
+            )
+        )
 
     else:
         props = {**event.properties, **_value_fields(event)}
@@ -233,11 +257,15 @@ def build_segment_calls(event: CanonicalEvent, identity: ResolvedIdentity, profi
         reprops.update(_attribution_details(touch))
         reprops["trigger_event"] = event.segment_event_name
         tracks.append(_track(event, identity, REENGAGEMENT_EVENT, reprops, "reengagement"))
-        traits.update(_compact({
-            "last_reengagement_at": event.timestamp,
-            "last_reengagement_network": touch.network,
-            "last_reengagement_campaign": touch.campaign,
-        }))
+        traits.update(
+            _compact(
+                {
+                    "last_reengagement_at": event.timestamp,
+                    "last_reengagement_network": touch.network,
+                    "last_reengagement_campaign": touch.campaign,
+                }
+            )
+        )
 
     calls: list[dict[str, Any]] = []
     if traits:

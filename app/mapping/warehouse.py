@@ -14,17 +14,56 @@ from app.records import AttributionProfile, CanonicalEvent, ResolvedIdentity
 
 #: Column order of the row (the schema file lists the same columns).
 WAREHOUSE_COLUMNS = (
-    "event_id", "message_id", "event_type", "event_name", "segment_event", "event_time", "received_at",
-    "kochava_device_id", "idfa", "idfv", "adid", "android_id", "device_type", "ad_tracking_enabled",
-    "user_id", "anonymous_id", "resolved_via", "email_sha256",
-    "network", "campaign", "ad_group", "creative", "site", "sub_site", "tracker", "click_id", "country",
-    "attribution_type", "is_reengagement",
-    "install_id", "original_install_id",
-    "install_network", "install_campaign", "install_ad_group", "install_creative", "install_site",
+    "event_id",
+    "message_id",
+    "event_type",
+    "event_name",
+    "segment_event",
+    "event_time",
+    "received_at",
+    "kochava_device_id",
+    "idfa",
+    "idfv",
+    "adid",
+    "android_id",
+    "device_type",
+    "ad_tracking_enabled",
+    "user_id",
+    "anonymous_id",
+    "resolved_via",
+    "email_sha256",
+    "network",
+    "campaign",
+    "ad_group",
+    "creative",
+    "site",
+    "sub_site",
+    "tracker",
+    "click_id",
+    "country",
+    "attribution_type",
+    "is_reengagement",
+    "install_id",
+    "original_install_id",
+    "install_network",
+    "install_campaign",
+    "install_ad_group",
+    "install_creative",
+    "install_site",
     "install_time",
-    "revenue", "currency", "order_id", "product_count", "products", "conversion_name",
-    "lifetime_revenue", "purchase_count", "converted", "converted_at",
-    "properties", "profile", "profile_version",
+    "revenue",
+    "currency",
+    "order_id",
+    "product_count",
+    "products",
+    "conversion_name",
+    "lifetime_revenue",
+    "purchase_count",
+    "converted",
+    "converted_at",
+    "properties",
+    "profile",
+    "profile_version",
 )
 
 
@@ -32,8 +71,9 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
 
 
-def build_warehouse_row(event: CanonicalEvent, identity: ResolvedIdentity,
-                        profile: AttributionProfile) -> dict[str, Any]:
+def build_warehouse_row(
+    event: CanonicalEvent, identity: ResolvedIdentity, profile: AttributionProfile
+) -> dict[str, Any]:
     """The row for one event; `profile` is the device state after the event (first touch, totals)."""
     touch = event.attribution
     first = profile.first_touch

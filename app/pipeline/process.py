@@ -43,11 +43,10 @@ _ttl = timedelta(hours=settings.kseg_dedupe_ttl_hours)
 _ttl_seconds = _ttl.total_seconds()
 #: Event ids seen recently: tumbling windows one TTL wide, expiring after two, keyed by wall-clock time
 #: (not record timestamps, which brokers may leave unset). A lookup checks this window and the previous.
-dedupe = (
-    app.Table("dedupe", default=int, partitions=settings.kseg_topic_partitions)
-    .tumbling(_ttl, expires=_ttl * 2)
-    .relative_to(lambda event=None: time.time())
+dedupe: Any = app.Table("dedupe", default=int, partitions=settings.kseg_topic_partitions).tumbling(
+    _ttl, expires=_ttl * 2
 )
+dedupe = dedupe.relative_to(lambda event=None: time.time())
 dedupe_previous = dedupe.relative_to(lambda event=None: time.time() - _ttl_seconds)
 
 

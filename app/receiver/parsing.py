@@ -37,7 +37,9 @@ def check_token(request: web.Request, tokens: list[str]) -> str:
     if auth.lower().startswith("bearer "):
         supplied = auth[7:].strip()
     if not supplied:
-        raise ClientError(401, "missing_token", "Pass the token as ?token=... or `Authorization: Bearer ...`.")
+        raise ClientError(
+            401, "missing_token", "Pass the token as ?token=... or `Authorization: Bearer ...`."
+        )
     matched = None
     for token in tokens:
         if hmac.compare_digest(supplied.encode(), token.encode()):
@@ -60,7 +62,9 @@ async def read_params(request: web.Request, max_body: int) -> tuple[dict[str, An
     ctype = request.content_type
     if not body.strip():
         return query, "post_form"
-    if ctype == "application/json" or (ctype not in ("application/x-www-form-urlencoded",) and body[:1] in b"{["):
+    if ctype == "application/json" or (
+        ctype not in ("application/x-www-form-urlencoded",) and body[:1] in b"{["
+    ):
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

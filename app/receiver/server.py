@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from app.config import Settings
+from app.identity.routes import install_identity_routes
 from app.metrics import Registry
 from app.receiver.parsing import ClientError, check_token, partition_key, read_params
 from app.receiver.publisher import Publisher, PublishUnavailable
@@ -25,7 +26,6 @@ POSTBACK_PATH = "/v1/kochava/postbacks"
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 SETTINGS = web.AppKey("settings", Settings)
-METRICS = web.AppKey("metrics", "ReceiverMetrics")
 
 
 class ReceiverMetrics:
@@ -33,10 +33,15 @@ class ReceiverMetrics:
         self.registry = registry
         self.received = registry.counter("kseg_receiver_requests_total", "Requests received, by route.")
         self.accepted = registry.counter("kseg_receiver_accepted_total", "Records acked by Kafka, by route.")
-        self.rejected = registry.counter("kseg_receiver_rejected_total", "Requests answered 4xx/5xx, by reason.")
+        self.rejected = registry.counter(
+            "kseg_receiver_rejected_total", "Requests answered 4xx/5xx, by reason."
+        )
         self.produce_latency = registry.histogram(
             "kseg_receiver_produce_seconds", "Time from produce to Kafka ack."
         )
+
+
+METRICS = web.AppKey("metrics", ReceiverMetrics)
 
 
 def unavailable(settings: Settings, reason: str) -> web.Response:
@@ -64,7 +69,9 @@ async def json_errors(
     except web.HTTPException as exc:
         if exc.status >= 400:
             metrics.rejected.inc(reason=f"http_{exc.status}")
-            return web.json_response({"error": exc.reason, "message": exc.text or exc.reason}, status=exc.status)
+            return web.json_response(
+                {"error": exc.reason, "message": exc.text or exc.reason}, status=exc.status
+            )
         raise
     except PublishUnavailable as exc:
         metrics.rejected.inc(reason=exc.reason)
@@ -120,8 +127,12 @@ def build_app(settings: Settings, extra_routes: list[RouteInstaller] | None = No
     publisher = Publisher(settings)
     registry = Registry()
     metrics = ReceiverMetrics(registry)
-    registry.gauge("kseg_receiver_pending_produces", "Produces awaiting a Kafka ack.", fn=lambda: {(): publisher.pending})
-    registry.gauge("kseg_receiver_ready", "1 when the receiver can produce.", fn=lambda: {(): float(publisher.ready)})
+    registry.gauge(
+        "kseg_receiver_pending_produces", "Produces awaiting a Kafka ack.", fn=lambda: {(): publisher.pending}
+    )
+    registry.gauge(
+        "kseg_receiver_ready", "1 when the receiver can produce.", fn=lambda: {(): float(publisher.ready)}
+    )
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
@@ -159,14 +170,11 @@ def serve(settings: Settings) -> None:
         asyncio.run(ensure_topics(settings))
     except RuntimeError as exc:
         log.warning("%s; the receiver starts anyway and answers 503 until Kafka is reachable", exc)
-    app = build_app(settings, extra_routes=_extra_routes())
-    log.info("receiver listening on http://%s:%s%s", settings.kseg_http_host, settings.kseg_http_port, POSTBACK_PATH)
+    app = build_app(settings, extra_routes=[install_identity_routes])
+    log.info(
+        "receiver listening on http://%s:%s%s",
+        settings.kseg_http_host,
+        settings.kseg_http_port,
+        POSTBACK_PATH,
+    )
     web.run_app(app, host=settings.kseg_http_host, port=settings.kseg_http_port, print=None, access_log=None)
-
-
-def _extra_routes() -> list[RouteInstaller]:
-    try:
-        from app.identity.routes import install_identity_routes
-    except ImportError:
-        return []
-    return [install_identity_routes]

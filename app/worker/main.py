@@ -21,14 +21,20 @@ def _register_pages() -> None:
     from app.worker.health import health
 
     def lag() -> dict[Any, float]:
+        """Records not yet committed, per assigned partition (faust keeps no public position API)."""
         consumer = app.consumer
+        committed_offsets = getattr(consumer, "_committed_offset", {})
         out = {}
+        prefix = f"{app.conf.id}."
         for tp in consumer.assignment():
+            if not tp.topic.startswith(prefix):  # changelogs are read only during recovery
+                continue
             highwater = consumer.highwater(tp)
-            position = consumer._last_offset_for(tp) if hasattr(consumer, "_last_offset_for") else None
-            if highwater is not None:
-                committed = position if position is not None else -1
-                out[label_key(topic=tp.topic, partition=str(tp.partition))] = max(0, highwater - committed - 1)
+            if highwater is None:
+                continue
+            committed = committed_offsets.get(tp)
+            done = committed + 1 if committed is not None else 0
+            out[label_key(topic=tp.topic, partition=str(tp.partition))] = float(max(0, highwater - done))
         return out
 
     m.lag.fn = lag
@@ -48,7 +54,11 @@ def _register_pages() -> None:
     class Readyz(View):
         async def get(self, request: Request) -> Response:
             ready = health.ready and bool(app.consumer.assignment())
-            body = {"ready": ready, "blocked": health.blocked_reasons, "partitions": len(app.consumer.assignment())}
+            body = {
+                "ready": ready,
+                "blocked": health.blocked_reasons,
+                "partitions": len(app.consumer.assignment()),
+            }
             return self.json(body, status=200 if ready else 503)
 
 
@@ -56,9 +66,9 @@ def run_worker(settings: Settings) -> None:
     from app.topics import ensure_topics
 
     asyncio.run(ensure_topics(settings))
-    import app.identity.agents  # noqa: F401  (registers agents)
-    import app.pipeline.process  # noqa: F401
-    import app.sinks.segment.agent  # noqa: F401
+    import app.identity.agents
+    import app.pipeline.process
+    import app.sinks.segment.agent
     import app.sinks.warehouse.agent  # noqa: F401
     from app.worker.faust_app import app as faust_app
 

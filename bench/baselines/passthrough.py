@@ -62,8 +62,14 @@ async def fill_topic(
         for _ in range(count):
             postback = next(generator)
             params = dict(parse_qsl(postback.query))
-            record = {"kind": "postback", "event_id": postback_event_id(params), "received_at": utc_now_iso(),
-                      "source": "get", "profile": None, "params": params}
+            record = {
+                "kind": "postback",
+                "event_id": postback_event_id(params),
+                "received_at": utc_now_iso(),
+                "source": "get",
+                "profile": None,
+                "params": params,
+            }
             key = postback.device.encode()
             futures.append(await producer.send(topic, value=orjson.dumps(record), key=key))
             if len(futures) >= 1000:
@@ -163,8 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=16384, help="passthrough producer batch bytes")
     parser.add_argument("--linger-ms", type=int, default=0)
     parser.add_argument("--fill", type=int, default=0, help="first produce this many records to --src")
-    parser.add_argument("--fill-batch-size", type=int, default=1,
-                        help="batch bytes for --fill (1: exact end offsets on Tansu)")
+    parser.add_argument(
+        "--fill-batch-size",
+        type=int,
+        default=1,
+        help="batch bytes for --fill (1: exact end offsets on Tansu)",
+    )
     parser.add_argument("--partitions", type=int, default=1, help="partitions when creating the topics")
     args = parser.parse_args(argv)
     host = args.bootstrap.split(",")[0].rsplit(":", 1)[0].strip("[]")
@@ -181,8 +191,13 @@ def main(argv: list[str] | None = None) -> int:
             await fill_topic(args.bootstrap, args.src, args.fill, max_batch_size=args.fill_batch_size)
             print(f"filled {args.fill} records in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
         return await run_passthrough(
-            args.bootstrap, args.src, args.dst, args.expected, args.timeout,
-            max_batch_size=args.max_batch_size, linger_ms=args.linger_ms,
+            args.bootstrap,
+            args.src,
+            args.dst,
+            args.expected,
+            args.timeout,
+            max_batch_size=args.max_batch_size,
+            linger_ms=args.linger_ms,
         )
 
     result = asyncio.run(go())

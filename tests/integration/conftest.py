@@ -20,7 +20,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap servers: the embedded Tansu broker, or Apache Kafka in Docker with KSEG_TEST_BROKER=kafka."""
     if os.environ.get("KSEG_TEST_BROKER") == "kafka":
         if not shutil.which("docker"):
-            pytest.fail("KSEG_TEST_BROKER=kafka needs Docker (testcontainers); unset it to use the embedded broker")
+            pytest.fail(
+                "KSEG_TEST_BROKER=kafka needs Docker (testcontainers); unset it to use the embedded broker"
+            )
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer() as kafka:

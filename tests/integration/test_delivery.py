@@ -105,9 +105,7 @@ async def test_worker_sigkilled_three_times_loses_nothing(
     await wait_for(lambda: not missing(), 180, "every accepted postback at the emulator after 3 SIGKILLs")
 
 
-async def test_poison_message_is_isolated(
-    make_pipeline: Any, dump_logs: list[Pipeline]
-) -> None:
+async def test_poison_message_is_isolated(make_pipeline: Any, dump_logs: list[Pipeline]) -> None:
     async with SegmentEmulator(write_key="test-write-key", poison=True) as segment:
         p: Pipeline = make_pipeline(segment.url, SEGMENT_BATCH_LINGER="1.0")
         dump_logs.append(p)
@@ -141,13 +139,14 @@ async def test_receiver_sigkilled_under_load_every_200_is_in_kafka(
     async def load() -> None:
         connector = aiohttp.TCPConnector(limit=32)
         async with aiohttp.ClientSession(connector=connector) as session:
+
             async def one(i: int) -> None:
                 params = {**event(i), "token": "test-token"}
                 try:
                     async with session.get(f"{p.url}/v1/kochava/postbacks", params=params) as r:
                         if r.status == 200:
                             acked.add(str(i))
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
 
             await asyncio.gather(*(one(i) for i in range(3000)))
@@ -162,7 +161,9 @@ async def test_receiver_sigkilled_under_load_every_200_is_in_kafka(
     assert acked <= in_kafka
 
 
-async def test_broker_down_means_503_then_recovery(make_pipeline: Any, tmp_path: Any, dump_logs: list[Pipeline]) -> None:
+async def test_broker_down_means_503_then_recovery(
+    make_pipeline: Any, tmp_path: Any, dump_logs: list[Pipeline]
+) -> None:
     port = free_port()
     own = EmbeddedBroker(port=port, log_path=tmp_path / "own-broker.log").start()
     try:
@@ -203,7 +204,10 @@ async def test_segment_401_stops_delivery_until_key_fixed(
         assert set(statuses.values()) == {200}
 
         async def not_ready() -> bool:
-            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{p.worker_ports['worker-1']}/readyz") as r:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(f"http://127.0.0.1:{p.worker_ports['worker-1']}/readyz") as r,
+            ):
                 body = await r.json()
                 return r.status == 503 and "segment" in body["blocked"]
 
@@ -215,4 +219,6 @@ async def test_segment_401_stops_delivery_until_key_fixed(
         p.kill("worker-1", signal.SIGTERM)
         await p.start_worker(SEGMENT_WRITE_KEY="the-right-key")
         want = {str(i) for i in range(20)}
-        await wait_for(lambda: want <= {level_of(m) for m in segment.messages}, 60, "delivery after the key fix")
+        await wait_for(
+            lambda: want <= {level_of(m) for m in segment.messages}, 60, "delivery after the key fix"
+        )

@@ -65,7 +65,9 @@ def _sync_metrics(p: Pipeline) -> str:
         return r.read().decode()
 
 
-async def test_dry_run_writes_batch_bodies_without_a_write_key(make_pipeline: Any, dump_logs: list[Pipeline]) -> None:
+async def test_dry_run_writes_batch_bodies_without_a_write_key(
+    make_pipeline: Any, dump_logs: list[Pipeline]
+) -> None:
     p: Pipeline = make_pipeline(None)
     dump_logs.append(p)
     await p.start_receiver()
@@ -96,7 +98,11 @@ async def test_bad_input_gets_precise_json_errors(make_pipeline: Any, dump_logs:
     assert status == 401 and body["error"] == "invalid_token"
     no_device = {k: v for k, v in INSTALL.items() if k not in ("kochava_device_id", "idfa")}
     status, body, _ = await p.get(no_device)
-    assert status == 400 and body["error"] == "missing_device_id" and "kochava_device_id" in body["expected_any_of"]
+    assert (
+        status == 400
+        and body["error"] == "missing_device_id"
+        and "kochava_device_id" in body["expected_any_of"]
+    )
     zero_idfa = {**no_device, "idfa": "00000000-0000-0000-0000-000000000000"}
     status, body, _ = await p.get(zero_idfa)
     assert status == 400 and body["error"] == "missing_device_id"
@@ -110,7 +116,9 @@ async def test_bad_input_gets_precise_json_errors(make_pipeline: Any, dump_logs:
     status, body, _ = await p.post("/v1/kochava/postbacks", INSTALL)
     assert status == 200, body
     form = "&".join(f"{k}={v}" for k, v in INSTALL.items()).encode()
-    status, body, _ = await p.post("/v1/kochava/postbacks", form, content_type="application/x-www-form-urlencoded")
+    status, body, _ = await p.post(
+        "/v1/kochava/postbacks", form, content_type="application/x-www-form-urlencoded"
+    )
     assert status == 200, body
     rows = await read_topic(p.bootstrap, p.topic("postbacks.raw"))
     assert sorted(v["source"] for _, v in rows) == ["post_form", "post_json"]

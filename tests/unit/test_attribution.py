@@ -14,20 +14,23 @@ IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 
 def ev(event_id: str = "e", **params: Any) -> CanonicalEvent:
     params.setdefault("idfa", IDFA)
-    result = map_postback(RawPostback(event_id=event_id, received_at="2025-03-01T00:00:00.000Z", params=params),
-                          PROFILE, "ns")
+    result = map_postback(
+        RawPostback(event_id=event_id, received_at="2025-03-01T00:00:00.000Z", params=params), PROFILE, "ns"
+    )
     assert isinstance(result, CanonicalEvent), result
     return result
 
 
 def test_first_install_sets_first_touch_once() -> None:
     empty = AttributionProfile()
-    state, first = apply_event(empty, ev(event_name="_install", network_name="A", install_id="i1",
-                                         timestamp="1735689600"))
+    state, first = apply_event(
+        empty, ev(event_name="_install", network_name="A", install_id="i1", timestamp="1735689600")
+    )
     assert first and state.first_touch and state.first_touch.network == "A" and state.install_id == "i1"
     assert empty.first_touch is None  # the input is not mutated
-    later, first2 = apply_event(state, ev("e2", event_name="_install", network_name="B", install_id="i2",
-                                          timestamp="1738000000"))
+    later, first2 = apply_event(
+        state, ev("e2", event_name="_install", network_name="B", install_id="i2", timestamp="1738000000")
+    )
     assert not first2
     assert later.first_touch == state.first_touch and later.install_id == "i1"
 
@@ -53,14 +56,32 @@ def test_reinstall_never_sets_first_touch_but_remembers_original_install() -> No
 
 
 def test_last_touch_is_latest_reengagement() -> None:
-    s1, _ = apply_event(AttributionProfile(), ev(event_name="Purchase", attribution_type="reengagement",
-                                                 network_name="R1", timestamp="1736000000"))
+    s1, _ = apply_event(
+        AttributionProfile(),
+        ev(event_name="Purchase", attribution_type="reengagement", network_name="R1", timestamp="1736000000"),
+    )
     assert s1.last_touch and s1.last_touch.network == "R1"
-    s2, _ = apply_event(s1, ev("e2", event_name="Open", attribution_type="reengagement", network_name="R2",
-                               timestamp="1737000000"))
+    s2, _ = apply_event(
+        s1,
+        ev(
+            "e2",
+            event_name="Open",
+            attribution_type="reengagement",
+            network_name="R2",
+            timestamp="1737000000",
+        ),
+    )
     assert s2.last_touch and s2.last_touch.network == "R2"
-    late, _ = apply_event(s2, ev("e3", event_name="Open", attribution_type="reengagement", network_name="OLD",
-                                 timestamp="1735000000"))
+    late, _ = apply_event(
+        s2,
+        ev(
+            "e3",
+            event_name="Open",
+            attribution_type="reengagement",
+            network_name="OLD",
+            timestamp="1735000000",
+        ),
+    )
     assert late.last_touch and late.last_touch.network == "R2"
     plain, _ = apply_event(s2, ev("e4", event_name="Open", network_name="X"))
     assert plain.last_touch == s2.last_touch
@@ -77,7 +98,9 @@ def test_revenue_and_purchase_count() -> None:
 
 def test_first_conversion_is_kept() -> None:
     s, _ = apply_event(AttributionProfile(), ev(event_name="Start Trial", timestamp="1736000000"))
-    assert s.converted and s.conversion_name == "Trial Started" and s.converted_at == "2025-01-04T14:13:20.000Z"
+    assert (
+        s.converted and s.conversion_name == "Trial Started" and s.converted_at == "2025-01-04T14:13:20.000Z"
+    )
     s2, _ = apply_event(s, ev("e2", event_name="Subscribe", timestamp="1737000000"))
     assert (s2.converted_at, s2.conversion_name) == (s.converted_at, "Trial Started")
 

@@ -126,8 +126,17 @@ def test_macro_shapes(sample: list[Postback]) -> None:
         assert re.fullmatch(r"KI[0-9A-F]+", p.device)
         assert params["timestamp"].isdigit()
         assert params["attribution_type"] in ("install", "reengagement")
-        for key in ("network_name", "campaign_name", "segment", "tracker", "site_id", "sub_site_id",
-                    "creative_id", "country", "device_ua"):
+        for key in (
+            "network_name",
+            "campaign_name",
+            "segment",
+            "tracker",
+            "site_id",
+            "sub_site_id",
+            "creative_id",
+            "country",
+            "device_ua",
+        ):
             assert params[key], key
         if "idfa" in params:
             assert UPPER_UUID.match(params["idfa"]) and UPPER_UUID.match(params["idfv"])
@@ -172,8 +181,21 @@ def test_parse_spike_valid(text: str, expected: SpikeSpec) -> None:
     assert parse_spike(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "10", "10@30s+30s", "10x30s+30s", "x@1s+1s", "0x@1s+1s",
-                                  "10x@30s+0s", "10x@-1s+1s", "10x@30h+1s", "abc"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "10",
+        "10@30s+30s",
+        "10x30s+30s",
+        "x@1s+1s",
+        "0x@1s+1s",
+        "10x@30s+0s",
+        "10x@-1s+1s",
+        "10x@30h+1s",
+        "abc",
+    ],
+)
 def test_parse_spike_invalid(text: str) -> None:
     with pytest.raises(SpikeSpecError, match="spike spec"):
         parse_spike(text)
@@ -233,8 +255,9 @@ async def bare_server() -> AsyncIterator[tuple[str, web.Application]]:
 
 
 def _check_invariant(report: LoadReport) -> None:
-    assert report.sent == (report.accepted + report.rejected_503 + sum(report.other_statuses.values())
-                           + report.error_count)
+    assert report.sent == (
+        report.accepted + report.rejected_503 + sum(report.other_statuses.values()) + report.error_count
+    )
 
 
 async def test_run_load_against_bare_receiver(bare_server: tuple[str, web.Application]) -> None:
@@ -242,8 +265,15 @@ async def test_run_load_against_bare_receiver(bare_server: tuple[str, web.Applic
     accepted: list[Postback] = []
     progress = io.StringIO()
     report = await run_load(
-        url, "dev", rate=100, duration=1.0, concurrency=16,
-        generator=PostbackGenerator(5), on_accepted=accepted.append, progress=True, progress_stream=progress,
+        url,
+        "dev",
+        rate=100,
+        duration=1.0,
+        concurrency=16,
+        generator=PostbackGenerator(5),
+        on_accepted=accepted.append,
+        progress=True,
+        progress_stream=progress,
     )
     _check_invariant(report)
     assert report.sent + report.client_saturated == 100
@@ -259,20 +289,23 @@ async def test_run_load_against_bare_receiver(bare_server: tuple[str, web.Applic
 
 async def test_run_load_bad_token_spike_and_max_requests(bare_server: tuple[str, web.Application]) -> None:
     url, _ = bare_server
-    report = await run_load(url, "wrong", rate=50, duration=0.5, concurrency=8,
-                            generator=PostbackGenerator(1))
+    report = await run_load(
+        url, "wrong", rate=50, duration=0.5, concurrency=8, generator=PostbackGenerator(1)
+    )
     _check_invariant(report)
     assert report.accepted == 0 and report.other_statuses[401] == report.sent > 0
 
     spike = parse_spike("4x@500ms+250ms")
-    report = await run_load(url, "dev", rate=50, duration=1.0, concurrency=32, spike=spike,
-                            generator=PostbackGenerator(2))
+    report = await run_load(
+        url, "dev", rate=50, duration=1.0, concurrency=32, spike=spike, generator=PostbackGenerator(2)
+    )
     _check_invariant(report)
     assert report.sent + report.client_saturated == Schedule(50, spike).expected_requests(1.0) == 88
 
     started = time.monotonic()
-    report = await run_load(url, "dev", rate=200, duration=5.0, concurrency=8, max_requests=7,
-                            generator=PostbackGenerator(3))
+    report = await run_load(
+        url, "dev", rate=200, duration=5.0, concurrency=8, max_requests=7, generator=PostbackGenerator(3)
+    )
     assert report.sent == 7 and report.accepted == 7 and time.monotonic() - started < 2.0
 
 
@@ -280,8 +313,15 @@ async def test_run_load_counts_connection_errors() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    report = await run_load(f"http://127.0.0.1:{port}/v1/kochava/postbacks", "dev", rate=20, duration=0.3,
-                            concurrency=4, generator=PostbackGenerator(0), request_timeout=1.0)
+    report = await run_load(
+        f"http://127.0.0.1:{port}/v1/kochava/postbacks",
+        "dev",
+        rate=20,
+        duration=0.3,
+        concurrency=4,
+        generator=PostbackGenerator(0),
+        request_timeout=1.0,
+    )
     _check_invariant(report)
     assert report.sent > 0 and report.errors["connection"] == report.sent
     assert report.latency_summary()["p50"] is None
@@ -291,8 +331,9 @@ async def test_run_load_rejects_bad_arguments() -> None:
     gen = PostbackGenerator(0)
     url = "http://127.0.0.1:9/x"
     with pytest.raises(SpikeSpecError, match="after the"):
-        await run_load(url, "dev", rate=10, duration=5, concurrency=1, spike=parse_spike("2x@10s+1s"),
-                       generator=gen)
+        await run_load(
+            url, "dev", rate=10, duration=5, concurrency=1, spike=parse_spike("2x@10s+1s"), generator=gen
+        )
     with pytest.raises(ValueError):
         await run_load(url, "dev", rate=0, duration=1, concurrency=1, generator=gen)
     with pytest.raises(ValueError):
@@ -316,14 +357,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/x", "http://127.5.6.7/x", "http://localhost:1/",
-                                 "http://[::1]:8080/v1/kochava/postbacks", "https://LOCALHOST/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/x",
+        "http://127.5.6.7/x",
+        "http://localhost:1/",
+        "http://[::1]:8080/v1/kochava/postbacks",
+        "https://LOCALHOST/x",
+    ],
+)
 def test_loopback_guard_accepts(url: str) -> None:
     loadgen_cli.check_target(url)
 
 
-@pytest.mark.parametrize("url", ["http://example.com/x", "http://10.0.0.1:8080/", "http://0.0.0.0:8080/",
-                                 "http://127.0.0.1.example.com/", "http://[::2]/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/x",
+        "http://10.0.0.1:8080/",
+        "http://0.0.0.0:8080/",
+        "http://127.0.0.1.example.com/",
+        "http://[::2]/",
+    ],
+)
 def test_loopback_guard_refuses(url: str) -> None:
     with pytest.raises(loadgen_cli.RemoteTargetError, match="--allow-remote"):
         loadgen_cli.check_target(url)
@@ -340,7 +397,12 @@ def test_cli_refuses_remote_without_sending(capsys: pytest.CaptureFixture[str]) 
 def test_cli_defaults_and_validation(capsys: pytest.CaptureFixture[str]) -> None:
     args = _parser().parse_args(["loadgen"])
     assert (args.url, args.token, args.rate, args.duration, args.concurrency) == (
-        "http://127.0.0.1:8080/v1/kochava/postbacks", "dev", 200.0, 10.0, 64)
+        "http://127.0.0.1:8080/v1/kochava/postbacks",
+        "dev",
+        200.0,
+        10.0,
+        64,
+    )
     assert args.spike is None and args.max_requests is None and not args.json
     assert _parser().parse_args(["loadgen", "--spike", "10x@30s+30s"]).spike == SpikeSpec(10, 30, 30)
     for bad in (["--spike", "10x"], ["--rate", "0"], ["--concurrency", "0"]):
@@ -357,8 +419,11 @@ def bare_subprocess() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(BARE_RECEIVER), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(BARE_RECEIVER), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -378,8 +443,9 @@ def bare_subprocess() -> Iterator[str]:
 def test_cli_json_run_against_script_receiver(
     bare_subprocess: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = _parser().parse_args(["loadgen", "--url", bare_subprocess, "--rate", "40", "--duration", "0.5",
-                                 "--seed", "9", "--json"])
+    args = _parser().parse_args(
+        ["loadgen", "--url", bare_subprocess, "--rate", "40", "--duration", "0.5", "--seed", "9", "--json"]
+    )
     assert args.func(args) == 0
     data = orjson.loads(capsys.readouterr().out)
     assert data["sent"] == data["accepted"] == 20 - data["client_saturated"]
@@ -396,8 +462,9 @@ def test_no_event_loop_leak() -> None:
         await site.start()
         try:
             url = f"http://127.0.0.1:{runner.addresses[0][1]}{bare.ROUTE}"
-            return await run_load(url, "dev", rate=20, duration=0.2, concurrency=2,
-                                  generator=PostbackGenerator())
+            return await run_load(
+                url, "dev", rate=20, duration=0.2, concurrency=2, generator=PostbackGenerator()
+            )
         finally:
             await runner.cleanup()
 

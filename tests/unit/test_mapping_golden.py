@@ -22,8 +22,14 @@ from app.records import AttributionProfile, CanonicalEvent, RawPostback, Resolve
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
 FIXTURES = sorted(GOLDEN_DIR.glob("*.json"))
 OWN_PROFILE_FIELDS = {
-    "first_touch", "last_touch", "install_id", "lifetime_revenue", "purchase_count", "converted",
-    "converted_at", "conversion_name",
+    "first_touch",
+    "last_touch",
+    "install_id",
+    "lifetime_revenue",
+    "purchase_count",
+    "converted",
+    "converted_at",
+    "conversion_name",
 }
 
 
@@ -45,7 +51,9 @@ def _raw(case: dict[str, Any]) -> RawPostback:
     )
 
 
-def _run(case: dict[str, Any]) -> tuple[CanonicalEvent, list[dict[str, Any]], dict[str, Any], AttributionProfile, bool]:
+def _run(
+    case: dict[str, Any],
+) -> tuple[CanonicalEvent, list[dict[str, Any]], dict[str, Any], AttributionProfile, bool]:
     registry = ProfileRegistry.load(None)
     event = map_postback(_raw(case), registry.get(case["profile"]), case["namespace"])
     assert isinstance(event, CanonicalEvent), event
@@ -85,7 +93,7 @@ def test_golden_ids_follow_the_namespaced_rule(path: Path) -> None:
     event_id = case["expected"]["event_id"]
     main = message_id_for(case["namespace"], event_id, "track")
     calls = case["expected"]["segment"]
-    primary = [c for c in calls if c["type"] == "track"][0]
+    primary = next(c for c in calls if c["type"] == "track")
     assert primary["messageId"] == main
     assert case["expected"]["warehouse"]["message_id"] == main
     assert len({c["messageId"] for c in calls}) == len(calls)

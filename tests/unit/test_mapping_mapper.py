@@ -65,8 +65,22 @@ def test_timestamp_forms(value: Any, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["yesterday", "", "0", "-5", "1e30", "99999999999999999", "2025-13-01", True, None, {"a": 1},
-              float("nan"), "1899-01-01T00:00:00Z", "2025/01/01"],
+    "value",
+    [
+        "yesterday",
+        "",
+        "0",
+        "-5",
+        "1e30",
+        "99999999999999999",
+        "2025-13-01",
+        True,
+        None,
+        {"a": 1},
+        float("nan"),
+        "1899-01-01T00:00:00Z",
+        "2025/01/01",
+    ],
 )
 def test_bad_timestamps_raise(value: Any) -> None:
     with pytest.raises(ValueError):
@@ -93,8 +107,13 @@ def test_install() -> None:
 
 
 @pytest.mark.parametrize(
-    "extra", [{"reprocess_for": "orig-1"}, {"is_first_install": "false"}, {"is_first_install": "0"},
-              {"is_first_install": False}],
+    "extra",
+    [
+        {"reprocess_for": "orig-1"},
+        {"is_first_install": "false"},
+        {"is_first_install": "0"},
+        {"is_first_install": False},
+    ],
 )
 def test_reinstall(extra: dict[str, Any]) -> None:
     ev = ok(event_name="_install", idfa=IDFA, **extra)
@@ -117,9 +136,18 @@ def test_reengagement_flag_on_any_event() -> None:
 def test_purchase_conversion_and_generic() -> None:
     p = ok(event_name="Purchase", idfa=IDFA, event_value="19.99", currency="eur", order_id="o-1")
     assert (p.kind, p.segment_event_name, p.revenue, p.currency, p.order_id) == (
-        "purchase", "Order Completed", 19.99, "EUR", "o-1")
+        "purchase",
+        "Order Completed",
+        19.99,
+        "EUR",
+        "o-1",
+    )
     c = ok(event_name="Start Trial", idfa=IDFA)
-    assert (c.kind, c.segment_event_name, c.conversion_name) == ("conversion", "Trial Started", "Trial Started")
+    assert (c.kind, c.segment_event_name, c.conversion_name) == (
+        "conversion",
+        "Trial Started",
+        "Trial Started",
+    )
     s = ok(event_name="subscribe", idfa=IDFA)  # names match ignoring case
     assert (s.kind, s.segment_event_name) == ("conversion", "Subscription Started")
     g = ok(event_name="Registration Complete", idfa=IDFA)
@@ -183,19 +211,48 @@ def test_ip_and_user_agent() -> None:
 
 
 def test_attribution_aliases() -> None:
-    ev = ok(event_name="X", idfa=IDFA, network="N", campaign_name="C", ad_group="AG", creative="CR",
-            site="S", tracker_id="T", user_country="de")
+    ev = ok(
+        event_name="X",
+        idfa=IDFA,
+        network="N",
+        campaign_name="C",
+        ad_group="AG",
+        creative="CR",
+        site="S",
+        tracker_id="T",
+        user_country="de",
+    )
     a = ev.attribution
     assert (a.network, a.campaign, a.ad_group, a.creative, a.site, a.tracker, a.country) == (
-        "N", "C", "AG", "CR", "S", "T", "DE")
+        "N",
+        "C",
+        "AG",
+        "CR",
+        "S",
+        "T",
+        "DE",
+    )
     ks = ok(event_name="X", idfa=IDFA, segment="kochava-segment").attribution
     assert ks.ad_group == "kochava-segment"
 
 
 def test_properties_drop_identifiers_credentials_and_macros() -> None:
-    ev = ok(event_name="Level Complete", idfa=IDFA, token="t0k", api_key="k", Auth="x", session_token="s",
-            level="3", hero="ü-🦄", sub="{sub}", empty="", oaid="o", user_email="a@b.co", email="a@b.co",
-            ip="203.0.113.1")
+    ev = ok(
+        event_name="Level Complete",
+        idfa=IDFA,
+        token="t0k",
+        api_key="k",
+        Auth="x",
+        session_token="s",
+        level="3",
+        hero="ü-🦄",
+        sub="{sub}",
+        empty="",
+        oaid="o",
+        user_email="a@b.co",
+        email="a@b.co",
+        ip="203.0.113.1",
+    )
     assert ev.properties == {"level": "3", "hero": "ü-🦄"}
     assert ev.email == "a@b.co"
 
@@ -261,21 +318,27 @@ def test_currency_is_upper_cased() -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"event_name": "X"}, {"event_name": "X", "idfa": ZERO, "adid": "{adid}", "kochava_device_id": "null"},
-     {"event_name": "X", "user_id": "-1"}, {"event_name": "X", "email": "a@b.co"}],
+    [
+        {"event_name": "X"},
+        {"event_name": "X", "idfa": ZERO, "adid": "{adid}", "kochava_device_id": "null"},
+        {"event_name": "X", "user_id": "-1"},
+        {"event_name": "X", "email": "a@b.co"},
+    ],
 )
 def test_dead_letter_no_identifier(params: dict[str, Any]) -> None:
     _assert_dead_letter(dead(**params), "no_identifier")
 
 
-@pytest.mark.parametrize("params", [{"idfa": IDFA}, {"event_name": "", "idfa": IDFA},
-                                    {"event_name": "{event_name}", "idfa": IDFA}])
+@pytest.mark.parametrize(
+    "params", [{"idfa": IDFA}, {"event_name": "", "idfa": IDFA}, {"event_name": "{event_name}", "idfa": IDFA}]
+)
 def test_dead_letter_missing_event_name(params: dict[str, Any]) -> None:
     _assert_dead_letter(dead(**params), "missing_event_name")
 
 
 @pytest.mark.parametrize(
-    "value", ["not json", "[1, 2]", '"a string"', "42", '[{"price": "free"}]', '[{"quantity": -1}]'],
+    "value",
+    ["not json", "[1, 2]", '"a string"', "42", '[{"price": "free"}]', '[{"quantity": -1}]'],
 )
 def test_dead_letter_invalid_products(value: str) -> None:
     _assert_dead_letter(dead(event_name="Purchase", idfa=IDFA, products=value), "invalid_products")
@@ -300,8 +363,15 @@ def test_revenue_parser_bounds() -> None:
 
 @pytest.mark.parametrize("word", ["null", "NULL", "undefined", "n/a", "None"])
 def test_placeholder_words_count_as_absent(word: str) -> None:
-    ev = ok(event_name="Purchase", idfa=IDFA, products=word, event_value=word, timestamp=word, campaign=word,
-            currency=word)
+    ev = ok(
+        event_name="Purchase",
+        idfa=IDFA,
+        products=word,
+        event_value=word,
+        timestamp=word,
+        campaign=word,
+        currency=word,
+    )
     assert (ev.products, ev.revenue, ev.currency, ev.attribution.campaign) == (None, None, None, None)
     assert ev.timestamp == RECEIVED
     assert ok(event_name="X", idfa=IDFA, country="na").attribution.country == "NA"

@@ -102,14 +102,17 @@ def test_yaml_syntax_error_has_its_line(tmp_path: Path) -> None:
 
 
 def test_unknown_field_and_wrong_type_have_their_lines(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         name: a
         version: "1"
         fields:
           idfa: [idfa]
           idfaa: [x]
         purchase_events: 7
-        """)
+        """,
+    )
     found = lines(path)
     assert (5, "fields.idfaa: Extra inputs are not permitted") in found
     assert any(line == 6 and msg.startswith("purchase_events") for line, msg in found)
@@ -121,7 +124,9 @@ def test_missing_required_key_points_at_top(tmp_path: Path) -> None:
 
 
 def test_alias_used_for_two_fields(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         name: a
         version: "1"
         fields:
@@ -129,19 +134,23 @@ def test_alias_used_for_two_fields(tmp_path: Path) -> None:
           adid:
             - adid
             - IDFA
-        """)
+        """,
+    )
     assert lines(path) == [(7, "fields.adid.1: key 'IDFA' is already used for field 'idfa'")]
 
 
 def test_event_both_purchase_and_conversion(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         name: a
         version: "1"
         purchase_events: [Purchase]
         conversion_events:
           - Subscribe
           - purchase
-        """)
+        """,
+    )
     assert lines(path) == [(6, "conversion_events.1: 'purchase' is both a purchase and a conversion event")]
 
 
@@ -177,3 +186,16 @@ def test_cmd_check_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bad = write(tmp_path, "name: a\nversion: '1'\nfields:\n  nope: [x]\n", "bad.yaml")
     assert cmd_check(bad) == 1
     assert capsys.readouterr().out.strip() == f"{bad}:4: fields.nope: Extra inputs are not permitted"
+
+
+def test_docs_full_example_is_a_valid_profile(tmp_path: Path) -> None:
+    """docs/mapping.md's full example must stay loadable as the format evolves."""
+    import re
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "mapping.md"
+    match = re.search(r"```yaml\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
+    assert match is not None
+    path = write(tmp_path, match.group(1), "acme.yaml")
+    assert check_profile_file(path) == []
+    profile = load_profile_file(path)
+    assert profile.is_purchase("IAP") and profile.product_keys.quantity == ["qty"]

@@ -19,19 +19,27 @@ IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 ZERO = "00000000-0000-0000-0000-000000000000"
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "topics" / "schemas" / "warehouse-row.schema.json"
 ANON = ResolvedIdentity(anonymous_id="anon-1")
-FIRST = Attribution(network="N0", campaign="C0", ad_group="G0", creative="K0", site="S0",
-                    attributed_at="2025-01-01T00:00:00.000Z")
+FIRST = Attribution(
+    network="N0",
+    campaign="C0",
+    ad_group="G0",
+    creative="K0",
+    site="S0",
+    attributed_at="2025-01-01T00:00:00.000Z",
+)
 
 
 def ev(event_id: str = "e", **params: Any) -> CanonicalEvent:
-    result = map_postback(RawPostback(event_id=event_id, received_at="2025-03-01T00:00:00.000Z", params=params),
-                          PROFILE, "ns")
+    result = map_postback(
+        RawPostback(event_id=event_id, received_at="2025-03-01T00:00:00.000Z", params=params), PROFILE, "ns"
+    )
     assert isinstance(result, CanonicalEvent), result
     return result
 
 
-def run(event: CanonicalEvent, prior: AttributionProfile | None = None,
-        identity: ResolvedIdentity = ANON) -> list[dict[str, Any]]:
+def run(
+    event: CanonicalEvent, prior: AttributionProfile | None = None, identity: ResolvedIdentity = ANON
+) -> list[dict[str, Any]]:
     state, first = apply_event(prior or AttributionProfile(), event)
     return build_segment_calls(event, identity, state, first_install=first)
 
@@ -49,7 +57,9 @@ def test_first_install_sets_first_touch_traits_later_install_does_not() -> None:
     assert "reinstall" not in props
 
     prior = AttributionProfile(first_touch=FIRST, install_id="i0")
-    later = by_type(run(ev("e2", event_name="_install", idfa=IDFA, network_name="N2", install_id="i9"), prior))
+    later = by_type(
+        run(ev("e2", event_name="_install", idfa=IDFA, network_name="N2", install_id="i9"), prior)
+    )
     traits = later["identify"]["traits"]
     assert not any(k.startswith("kochava_") for k in traits)
     assert traits["last_reinstall_network"] == "N2"
@@ -58,8 +68,18 @@ def test_first_install_sets_first_touch_traits_later_install_does_not() -> None:
 
 
 def test_reengagement_adds_track_and_traits() -> None:
-    calls = by_type(run(ev(event_name="Purchase", idfa=IDFA, attribution_type="reengagement",
-                           network_name="R", campaign="W", event_value="1")))
+    calls = by_type(
+        run(
+            ev(
+                event_name="Purchase",
+                idfa=IDFA,
+                attribution_type="reengagement",
+                network_name="R",
+                campaign="W",
+                event_value="1",
+            )
+        )
+    )
     assert set(calls) == {"identify", "Order Completed", "Re-engagement Attributed"}
     assert calls["Re-engagement Attributed"]["properties"]["campaign"] == {"source": "R", "name": "W"}
     traits = calls["identify"]["traits"]
@@ -67,20 +87,31 @@ def test_reengagement_adds_track_and_traits() -> None:
 
 
 def test_purchase_is_enriched_with_first_touch() -> None:
-    calls = by_type(run(ev(event_name="Purchase", idfa=IDFA, event_value="5", currency="USD", order_id="o1"),
-                        AttributionProfile(first_touch=FIRST)))
+    calls = by_type(
+        run(
+            ev(event_name="Purchase", idfa=IDFA, event_value="5", currency="USD", order_id="o1"),
+            AttributionProfile(first_touch=FIRST),
+        )
+    )
     props = calls["Order Completed"]["properties"]
     assert props["revenue"] == 5.0 and isinstance(props["revenue"], float)
-    assert props["campaign"] == {"source": "N0", "name": "C0", "content": "S0", "ad_creative": "K0",
-                                 "ad_group": "G0"}
+    assert props["campaign"] == {
+        "source": "N0",
+        "name": "C0",
+        "content": "S0",
+        "ad_creative": "K0",
+        "ad_group": "G0",
+    }
     assert (props["install_network"], props["install_campaign"]) == ("N0", "C0")
     assert "identify" not in calls
 
 
 def test_conversion_sets_converted_traits() -> None:
     calls = by_type(run(ev(event_name="Subscribe", idfa=IDFA, timestamp="1736000000")))
-    assert calls["identify"]["traits"] == {"converted_at": "2025-01-04T14:13:20.000Z",
-                                           "conversion_name": "Subscription Started"}
+    assert calls["identify"]["traits"] == {
+        "converted_at": "2025-01-04T14:13:20.000Z",
+        "conversion_name": "Subscription Started",
+    }
 
 
 def test_generic_event_keeps_data_and_drops_credentials() -> None:
@@ -101,8 +132,10 @@ def test_user_id_and_hashed_email_only() -> None:
     assert identify["userId"] == "u1" and identify["anonymousId"] == "a1"
     assert identify["traits"]["email_sha256"] == "h" * 64 and "email" not in identify["traits"]
     raw_ok = ResolvedIdentity(anonymous_id="a1", email_hash="h" * 64, email="a@b.co")
-    assert by_type(run(ev(event_name="Subscribe", idfa=IDFA), identity=raw_ok))["identify"]["traits"]["email"] \
+    assert (
+        by_type(run(ev(event_name="Subscribe", idfa=IDFA), identity=raw_ok))["identify"]["traits"]["email"]
         == "a@b.co"
+    )
 
 
 def test_message_ids_deterministic_distinct_and_derived() -> None:
@@ -122,9 +155,15 @@ def test_context_is_fresh_per_call() -> None:
 
 
 def test_context_carries_kseg_metadata() -> None:
-    ctx = run(ev(event_name="X", idfa=IDFA, kochava_device_id="KI1", device_ua="UA", ip="203.0.113.1"))[0]["context"]
-    assert ctx["kseg"] == {"profile": "kochava-default", "profile_version": PROFILE.version, "event_id": "e",
-                           "kochava_device_id": "KI1"}
+    ctx = run(ev(event_name="X", idfa=IDFA, kochava_device_id="KI1", device_ua="UA", ip="203.0.113.1"))[0][
+        "context"
+    ]
+    assert ctx["kseg"] == {
+        "profile": "kochava-default",
+        "profile_version": PROFILE.version,
+        "event_id": "e",
+        "kochava_device_id": "KI1",
+    }
     assert (ctx["ip"], ctx["userAgent"], ctx["library"]) == ("203.0.113.1", "UA", {"name": "kseg"})
 
 
@@ -143,13 +182,21 @@ def validator() -> jsonschema.Draft202012Validator:
     [
         {"event_name": "_install", "idfa": IDFA, "network_name": "N", "install_id": "i"},
         {"event_name": "_install", "adid": "38400000-8cf0-11bd-b23e-10b96e40000d", "reprocess_for": "o"},
-        {"event_name": "Purchase", "idfa": IDFA, "event_value": "3", "currency": "usd",
-         "products": '[{"content_id": "a"}]', "attribution_type": "reengagement"},
+        {
+            "event_name": "Purchase",
+            "idfa": IDFA,
+            "event_value": "3",
+            "currency": "usd",
+            "products": '[{"content_id": "a"}]',
+            "attribution_type": "reengagement",
+        },
         {"event_name": "Subscribe", "user_id": "u"},
         {"event_name": "Level Complete", "kochava_device_id": "KI1", "level": "3"},
     ],
 )
-def test_rows_validate_against_schema(validator: jsonschema.Draft202012Validator, params: dict[str, Any]) -> None:
+def test_rows_validate_against_schema(
+    validator: jsonschema.Draft202012Validator, params: dict[str, Any]
+) -> None:
     event = ev(**params)
     ident = ResolvedIdentity(anonymous_id="a", email_hash="0" * 64)
     state, _ = apply_event(AttributionProfile(first_touch=FIRST), event)
@@ -162,8 +209,13 @@ def test_schema_rejects_a_broken_row(validator: jsonschema.Draft202012Validator)
     """Guards against a schema so loose that the test above could never fail."""
     event = ev(event_name="Purchase", idfa=IDFA, event_value="3")
     row = build_warehouse_row(event, ANON, AttributionProfile())
-    for broken in ({**row, "revenue": "3"}, {**row, "extra": 1}, {**row, "event_time": "yesterday"},
-                   {k: v for k, v in row.items() if k != "profile"}, {**row, "event_type": "other"}):
+    for broken in (
+        {**row, "revenue": "3"},
+        {**row, "extra": 1},
+        {**row, "event_time": "yesterday"},
+        {k: v for k, v in row.items() if k != "profile"},
+        {**row, "event_type": "other"},
+    ):
         assert list(validator.iter_errors(broken))
 
 

@@ -33,11 +33,18 @@ def test_parse_try_input_forms(text: str) -> None:
 
 def test_parse_try_input_decodes_and_keeps_blanks() -> None:
     assert parse_try_input("event_name=Level%20Complete&campaign=A+B&empty=") == {
-        "event_name": "Level Complete", "campaign": "A B", "empty": ""}
+        "event_name": "Level Complete",
+        "campaign": "A B",
+        "empty": "",
+    }
 
 
 def test_parse_try_input_keeps_json_types() -> None:
-    assert parse_try_input('{"event_name": "X", "n": 1, "items": [1]}') == {"event_name": "X", "n": 1, "items": [1]}
+    assert parse_try_input('{"event_name": "X", "n": 1, "items": [1]}') == {
+        "event_name": "X",
+        "n": 1,
+        "items": [1],
+    }
 
 
 @pytest.mark.parametrize("text", ["", "   ", "[1, 2]", "{not json", "justaword", "/path/only"])
@@ -51,8 +58,11 @@ def _raw(**params: str) -> RawPostback:
 
 
 def test_preview_maps_with_anonymous_identity() -> None:
-    out = preview(_raw(event_name="_install", kochava_device_id="KI1", idfa="6D92078A-8246-4BA4-AE5B-76104861E7DC"),
-                  REGISTRY, "ns")
+    out = preview(
+        _raw(event_name="_install", kochava_device_id="KI1", idfa="6D92078A-8246-4BA4-AE5B-76104861E7DC"),
+        REGISTRY,
+        "ns",
+    )
     assert set(out) == {"segment", "warehouse"}
     anon = anonymous_id_for("ns", "KI1")
     assert {c["anonymousId"] for c in out["segment"]} == {anon}
@@ -67,7 +77,9 @@ def test_preview_dead_letters() -> None:
 
 
 def test_cmd_try_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cmd_try("event_name=Purchase&kochava_device_id=KI1&event_value=9.99&currency=USD", None, Settings())
+    code = cmd_try(
+        "event_name=Purchase&kochava_device_id=KI1&event_value=9.99&currency=USD", None, Settings()
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert out["segment"][0]["event"] == "Order Completed"

@@ -21,12 +21,7 @@ import aiohttp
 import orjson
 import pytest
 
-# Bare `pytest` puts tests/unit (no __init__.py) on sys.path, not the repo root; `tests.*` needs the root.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.emulators.segment_api import MAX_BATCH_ITEMS, SegmentEmulator  # noqa: E402
+from tests.emulators.segment_api import MAX_BATCH_ITEMS, SegmentEmulator
 
 KEY = "emu-key"
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -39,13 +38,7 @@ from app.sinks.segment import (
 from app.sinks.segment.batching import ENVELOPE_BYTES
 from app.sinks.segment.policy import retry_wait_from_headers
 from app.sinks.segment.validation import reason_for
-
-# Bare `pytest` puts tests/unit (no __init__.py) on sys.path, not the repo root; `tests.*` needs the root.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.emulators.segment_api import SegmentEmulator  # noqa: E402
+from tests.emulators.segment_api import SegmentEmulator
 
 KEY = "sink-key"
 FAST = Backoff(base=0.01, cap=0.05)

@@ -55,7 +55,9 @@ deliverer = build_deliverer()
 @app.agent(channels.outbox, name="segment-sink")
 async def segment_sink(stream: Any) -> None:
     s = stream.noack()
-    async for events in s.noack_take(settings.segment_batch_max_messages, within=settings.segment_batch_linger):
+    async for events in s.noack_take(
+        settings.segment_batch_max_messages, within=settings.segment_batch_linger
+    ):
         messages: list[dict[str, Any]] = []
         for event in events:
             try:
@@ -63,7 +65,14 @@ async def segment_sink(stream: Any) -> None:
             except Exception as exc:
                 raw = bytes(event.value or b"").decode("utf-8", "replace")
                 await _dead_letter(
-                    [DeadLetter(stage="segment", reason="undecodable_message", error=repr(exc), payload={"raw": raw})]
+                    [
+                        DeadLetter(
+                            stage="segment",
+                            reason="undecodable_message",
+                            error=repr(exc),
+                            payload={"raw": raw},
+                        )
+                    ]
                 )
         try:
             await deliverer.deliver(messages)
