@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     kseg_data_dir: Path = Field(default=Path("./var"), description="Dry-run outbox, table state, exports.")
     kseg_worker_id: str = Field(default="worker-1", description="Names this worker's RocksDB data directory.")
     kseg_worker_web_port: int = Field(default=6066, description="Worker /metrics, /healthz and /readyz port.")
+    kseg_stall_seconds: float = Field(
+        default=60.0, gt=0, description="Restart the worker when read events stay unprocessed this long."
+    )
     kseg_dedupe_ttl_hours: float = Field(
         default=24.0, gt=0, description="Dedupe window for repeated postbacks."
     )

@@ -16,6 +16,10 @@ from pathlib import Path
 from app.broker.embedded import EmbeddedBroker, die_with_parent
 from app.config import Settings
 
+#: A child may be restarted this many times within RESTART_WINDOW seconds before kseg gives up.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
 BANNER = """
 kseg is running
   receiver   http://{host}:{port}/v1/kochava/postbacks   (metrics: /metrics, readiness: /readyz)
@@ -116,12 +120,20 @@ def run(settings: Settings) -> int:
                 curl=curl,
             )
         )
+        restarts: list[float] = []
         while not stopping:
-            for child, role in zip(children, ("receiver", "worker"), strict=True):
-                if child.poll() is not None:
-                    _say(f"kseg run: the {role} exited with code {child.returncode}; stopping everything")
-                    exit_code = child.returncode or 1
-                    stopping = True
+            for i, role in enumerate(("receiver", "worker")):
+                code = children[i].poll()
+                if code is None or stopping:
+                    continue
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
+                if len(restarts) > MAX_RESTARTS:
+                    _say(f"kseg run: the {role} exited with code {code} and keeps failing; stopping everything")
+                    exit_code, stopping = code or 1, True
+                    break
+                _say(f"kseg run: the {role} exited with code {code}; restarting it")
+                children[i] = spawn(role, env)
             time.sleep(0.2)
     finally:
         _say("kseg run: stopping receiver and worker ...")

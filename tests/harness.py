@@ -25,6 +25,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.broker.embedded import free_port
+from app.worker.watchdog import EX_TEMPFAIL
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token"
@@ -69,6 +70,7 @@ class Pipeline:
             "KSEG_SESSION_TIMEOUT": "4",
             "KSEG_TOPIC_PARTITIONS": "4",
             "KSEG_NAMESPACE": "test",
+            "KSEG_STALL_SECONDS": "8",
             "SEGMENT_BATCH_LINGER": "0.2",
             "LOG_LEVEL": "info",
             "PYTHONUNBUFFERED": "1",
@@ -80,6 +82,9 @@ class Pipeline:
             self.env.pop("SEGMENT_WRITE_KEY", None)
         self.env.update(env)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.worker_env: dict[str, dict[str, str]] = {}
+        self.restarts = 0
+        self._supervisor: asyncio.Task[None] | None = None
         self.logs: dict[str, Path] = {}
 
     @property
@@ -111,9 +116,22 @@ class Pipeline:
 
     async def start_worker(self, name: str = "worker-1", wait_ready: bool = True, **extra: str) -> None:
         port = self.worker_ports.setdefault(name, free_port())
-        self._spawn(name, "worker", {"KSEG_WORKER_ID": name, "KSEG_WORKER_WEB_PORT": str(port), **extra})
+        self.worker_env[name] = {"KSEG_WORKER_ID": name, "KSEG_WORKER_WEB_PORT": str(port), **extra}
+        self._spawn(name, "worker", self.worker_env[name])
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise())
         if wait_ready:
             await self.wait_worker_ready(name)
+
+    async def _supervise(self) -> None:
+        """Restart a worker that asks for it (exit code 75), as systemd or Kubernetes would."""
+        while True:
+            await asyncio.sleep(0.5)
+            for name, env in self.worker_env.items():
+                proc = self.procs.get(name)
+                if proc is not None and proc.poll() == EX_TEMPFAIL:
+                    self.restarts += 1
+                    self._spawn(name, "worker", env)
 
     async def wait_worker_ready(self, name: str = "worker-1", timeout: float = 60) -> None:
         url = f"http://127.0.0.1:{self.worker_ports[name]}/readyz"
@@ -145,6 +163,8 @@ class Pipeline:
             proc.wait(30)
 
     async def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -23,6 +23,7 @@ from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, t
 from app.records import DeadLetter
 from app.worker import channels
 from app.worker.faust_app import app, settings
+from app.worker.watchdog import activity
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ async def links_agent(stream: Any) -> None:
     """Fan each link out to the device index, one update per device id."""
     send_index, send_dlq = _topic_sender(channels.device_index), _topic_sender(channels.deadletter)
     async for value in stream:
-        await handle_link(value, send_index, send_dlq)
+        with activity.working("identity-links"):
+            await handle_link(value, send_index, send_dlq)
 
 
 @app.agent(channels.device_index, name="identity-device-index")
@@ -124,4 +126,5 @@ async def device_index_agent(stream: Any) -> None:
     """Keep the device index and tell device keys when they are linked or found shared."""
     send_event, send_dlq = _topic_sender(channels.device_events), _topic_sender(channels.deadletter)
     async for event in stream.events():
-        await handle_index_update(event.key, event.value, devices, send_event, send_dlq)
+        with activity.working("identity-device-index"):
+            await handle_index_update(event.key, event.value, devices, send_event, send_dlq)

@@ -31,6 +31,7 @@ from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, load
 from app.worker import channels
 from app.worker import metrics as m
 from app.worker.faust_app import app, settings
+from app.worker.watchdog import activity
 
 log = logging.getLogger(__name__)
 
@@ -131,20 +132,26 @@ async def handle_device_linked(device_key: str, value: dict[str, Any]) -> None:
 async def process(stream: Any) -> None:
     """One event at a time, in partition order: table writes must follow their event's partition."""
     async for event in stream.events():
-        device_key = (event.key or b"").decode("utf-8", "replace")
-        try:
-            value = loads(event.value)
-        except Exception as exc:  # a record no kseg process wrote: keep it, typed
-            letter = DeadLetter(
-                stage="mapping",
-                reason="undecodable_record",
-                error=repr(exc),
-                payload={"raw": bytes(event.value or b"").decode("utf-8", "replace")},
-            )
-            await send_dead_letters(channels.deadletter, [letter], m.dead_letters)
-            continue
-        kind = value.get("kind") if isinstance(value, dict) else None
-        if kind == "device_linked":
-            await handle_device_linked(device_key, value)
-        else:
-            await handle_postback(device_key, value if isinstance(value, dict) else {"value": value})
+        with activity.working("process"):
+            await handle_event(event)
+
+
+async def handle_event(event: Any) -> None:
+    """Decode one record of the device stream and hand it to its handler."""
+    device_key = (event.key or b"").decode("utf-8", "replace")
+    try:
+        value = loads(event.value)
+    except Exception as exc:  # a record no kseg process wrote: keep it, typed
+        letter = DeadLetter(
+            stage="mapping",
+            reason="undecodable_record",
+            error=repr(exc),
+            payload={"raw": bytes(event.value or b"").decode("utf-8", "replace")},
+        )
+        await send_dead_letters(channels.deadletter, [letter], m.dead_letters)
+        return
+    kind = value.get("kind") if isinstance(value, dict) else None
+    if kind == "device_linked":
+        await handle_device_linked(device_key, value)
+    else:
+        await handle_postback(device_key, value if isinstance(value, dict) else {"value": value})

@@ -45,6 +45,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_request_timeout=max(session * 1.5, 30.0),
         broker_max_poll_records=500,
         consumer_auto_offset_reset="earliest",
+        # Static membership: a restarted worker takes its old place without waiting for a rebalance.
+        consumer_group_instance_id=f"{settings.kseg_app_id}-{settings.kseg_worker_id}",
         stream_wait_empty=True,
         web_enabled=True,
         web_bind=settings.kseg_http_host,

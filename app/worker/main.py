@@ -17,8 +17,9 @@ def _register_pages() -> None:
 
     from app.identity.metrics import identity_metrics
     from app.worker import metrics as m
-    from app.worker.faust_app import app
+    from app.worker.faust_app import app, settings
     from app.worker.health import health
+    from app.worker.watchdog import StallDetector, activity, exit_for_restart, read_and_committed
 
     def lag() -> dict[Any, float]:
         """Records not yet committed, per assigned partition (faust keeps no public position API)."""
@@ -39,11 +40,43 @@ def _register_pages() -> None:
 
     m.lag.fn = lag
 
+    detector = StallDetector(settings.kseg_stall_seconds)
+
+    @app.timer(interval=max(1.0, settings.kseg_stall_seconds / 6))
+    async def stall_watchdog() -> None:
+        stalled = detector.stalled(read_and_committed(app.consumer, f"{app.conf.id}."), activity.idle_for())
+        if stalled:
+            exit_for_restart(stalled)
+
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             text = m.registry.render() + identity_metrics.registry.render()
             return self.text(text, content_type="text/plain")
+
+    @app.page("/debug/partitions")
+    class Partitions(View):
+        """Per input partition: fetching or paused, last read, committed and end offsets (for SREs)."""
+
+        async def get(self, request: Request) -> Response:
+            consumer = app.consumer
+            active = (
+                consumer._get_active_partitions() if hasattr(consumer, "_get_active_partitions") else set()
+            )
+            read = getattr(consumer, "_read_offset", {})
+            committed = getattr(consumer, "_committed_offset", {})
+            rows = [
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "active": tp in active,
+                    "read_offset": read.get(tp),
+                    "committed_offset": committed.get(tp),
+                    "highwater": consumer.highwater(tp),
+                }
+                for tp in sorted(consumer.assignment())
+            ]
+            return self.json({"partitions": rows})
 
     @app.page("/healthz")
     class Healthz(View):

@@ -22,6 +22,7 @@ from app.worker import channels
 from app.worker import metrics as m
 from app.worker.faust_app import app, settings
 from app.worker.health import health
+from app.worker.watchdog import activity
 
 log = logging.getLogger(__name__)
 
@@ -58,31 +59,31 @@ async def segment_sink(stream: Any) -> None:
     async for events in s.noack_take(
         settings.segment_batch_max_messages, within=settings.segment_batch_linger
     ):
-        messages: list[dict[str, Any]] = []
-        for event in events:
-            try:
-                messages.append(loads(event.value))
-            except Exception as exc:
-                raw = bytes(event.value or b"").decode("utf-8", "replace")
-                await _dead_letter(
-                    [
-                        DeadLetter(
-                            stage="segment",
-                            reason="undecodable_message",
-                            error=repr(exc),
-                            payload={"raw": raw},
-                        )
-                    ]
-                )
+        with activity.working("segment-sink"):
+            await deliver_batch(s, events)
+
+
+async def deliver_batch(s: Any, events: list[Any]) -> None:
+    """Deliver one batch of outbox events; ack them only after 2xx or their dead letters."""
+    messages: list[dict[str, Any]] = []
+    for event in events:
         try:
-            await deliverer.deliver(messages)
-        except SegmentAuthError as exc:
-            health.block("segment", f"Segment answered {exc.status}: check SEGMENT_WRITE_KEY, then restart")
-            log.error(
-                "Segment rejected the write key (HTTP %s). Delivery is stopped and no offset is committed; "
-                "fix SEGMENT_WRITE_KEY (and SEGMENT_ENDPOINT's region) and restart the worker.",
-                exc.status,
+            messages.append(loads(event.value))
+        except Exception as exc:
+            raw = bytes(event.value or b"").decode("utf-8", "replace")
+            letter = DeadLetter(
+                stage="segment", reason="undecodable_message", error=repr(exc), payload={"raw": raw}
             )
-            await asyncio.Event().wait()  # hold the batch: nothing acked, nothing dead-lettered
-        for event in events:
-            await s.ack(event)
+            await _dead_letter([letter])
+    try:
+        await deliverer.deliver(messages)
+    except SegmentAuthError as exc:
+        health.block("segment", f"Segment answered {exc.status}: check SEGMENT_WRITE_KEY, then restart")
+        log.error(
+            "Segment rejected the write key (HTTP %s). Delivery is stopped and no offset is committed; "
+            "fix SEGMENT_WRITE_KEY (and SEGMENT_ENDPOINT's region) and restart the worker.",
+            exc.status,
+        )
+        await asyncio.Event().wait()  # hold the batch: nothing acked, nothing dead-lettered
+    for event in events:
+        await s.ack(event)
