@@ -129,7 +129,9 @@ def run(settings: Settings) -> int:
                 now = time.monotonic()
                 restarts = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
                 if len(restarts) > MAX_RESTARTS:
-                    _say(f"kseg run: the {role} exited with code {code} and keeps failing; stopping everything")
+                    _say(
+                        f"kseg run: the {role} exited with code {code} and keeps failing; stopping everything"
+                    )
                     exit_code, stopping = code or 1, True
                     break
                 _say(f"kseg run: the {role} exited with code {code}; restarting it")

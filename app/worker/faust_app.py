@@ -47,7 +47,10 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         # Static membership: a restarted worker takes its old place without waiting for a rebalance.
         consumer_group_instance_id=f"{settings.kseg_app_id}-{settings.kseg_worker_id}",
-        stream_wait_empty=True,
+        # Shutdown does not wait for in-flight events to be acked: a sink held by a Segment 401 would
+        # block it forever. Safe because only acked offsets are committed and every handler is
+        # idempotent (dedupe table, deterministic messageIds).
+        stream_wait_empty=False,
         web_enabled=True,
         web_bind=settings.kseg_http_host,
         web_host=settings.kseg_http_host,

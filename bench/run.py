@@ -1,0 +1,559 @@
+"""kseg's benchmark suite: every figure next to a baseline measured in the same run, on this machine.
+
+    python -m bench.run            # full suite (several minutes); writes bench/results/latest.{json,md}
+    python -m bench.run --smoke    # seconds, tiny numbers: proves every figure is produced
+
+Everything runs on 127.0.0.1: the embedded Tansu broker, real `kseg receiver` / `kseg worker`
+processes, the Segment emulator (in this process, to time arrivals), and the load generator.
+Targets are checked here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from app.broker.embedded import EmbeddedBroker, free_port
+from app.loadgen.postbacks import Postback, PostbackGenerator
+from app.loadgen.runner import run_load
+from app.loadgen.spike import SpikeSpec
+from app.receiver.parsing import partition_key
+from app.records import postback_event_id, utc_now_iso
+from bench.baselines.passthrough import run_passthrough
+from tests.emulators.segment_api import SegmentEmulator
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TOKEN = "bench"
+
+
+@dataclass
+class Profile:
+    """How big each scenario is."""
+
+    ingest_rate: float
+    ingest_seconds: float
+    pipeline_events: int
+    latency_rate: float
+    latency_seconds: float
+    spike_base: float
+    spike_before: float
+    spike_length: float
+    spike_after: float
+    drain_timeout: float
+
+
+FULL = Profile(3000, 15, 20000, 1000, 20, 500, 20, 30, 20, 120)
+SMOKE = Profile(200, 2, 300, 100, 2, 50, 1, 1, 1, 30)
+
+TARGETS = {
+    "receiver_ratio": (">=", 0.70),
+    "worker_ratio": (">=", 0.30),
+    "e2e_p99_ms": ("<=", 250.0),
+    "spike_lost": ("<=", 0),
+    "spike_drain_seconds": ("<=", 60.0),
+    "events_per_segment_request": (">=", 200.0),
+    "worker_peak_rss_mb": ("<=", 300.0),
+}
+
+
+class TimedEmulator(SegmentEmulator):
+    """The Segment emulator, also noting when each kseg event first arrived."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.arrivals: dict[str, float] = {}
+        super().__init__(*args, **kwargs)
+
+    def _accept(self, batch: list[dict[str, Any]]) -> None:
+        now = time.perf_counter()
+        for msg in batch:
+            event_id = ((msg.get("context") or {}).get("kseg") or {}).get("event_id")
+            if event_id and event_id not in self.arrivals:
+                self.arrivals[event_id] = now
+        super()._accept(batch)
+
+
+def event_id_of(query: str) -> str:
+    """The event id the receiver will stamp on this query string (same function, same params)."""
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    params.pop("token", None)
+    params.pop("profile", None)
+    return postback_event_id(params)
+
+
+class Stamped(Iterator[Postback]):
+    """A postback generator that remembers when each postback left, by event id."""
+
+    def __init__(self, generator: PostbackGenerator) -> None:
+        self.generator = generator
+        self.sent_at: dict[str, float] = {}
+
+    def __iter__(self) -> Stamped:
+        return self
+
+    def __next__(self) -> Postback:
+        postback = next(self.generator)
+        self.sent_at.setdefault(event_id_of(postback.query), time.perf_counter())
+        return postback
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class Deployment:
+    """A broker, a receiver and a worker as separate processes, like production."""
+
+    bootstrap: str
+    segment_url: str
+    data_dir: Path
+    app_id: str = field(default_factory=lambda: f"bench{int(time.time() * 1000) % 10_000_000}")
+    http_port: int = field(default_factory=free_port)
+    worker_port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KSEG_EMBEDDED_BROKER": "true",
+            "KSEG_APP_ID": self.app_id,
+            "KSEG_HTTP_PORT": str(self.http_port),
+            "KSEG_WORKER_WEB_PORT": str(self.worker_port),
+            "KSEG_POSTBACK_TOKENS": TOKEN,
+            "KSEG_DATA_DIR": str(self.data_dir),
+            "KSEG_SESSION_TIMEOUT": "6",
+            "KSEG_TOPIC_PARTITIONS": "8",
+            "SEGMENT_WRITE_KEY": "bench-key",
+            "SEGMENT_ENDPOINT": self.segment_url,
+            "SEGMENT_BATCH_LINGER": "0.2",
+            "SEGMENT_MAX_REQUESTS_PER_SECOND": "1000",
+            "LOG_LEVEL": "warning",
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/v1/kochava/postbacks"
+
+    def topic(self, name: str) -> str:
+        return f"{self.app_id}.{name}"
+
+    def spawn(self, role: str) -> None:
+        log = (self.data_dir / f"{role}.log").open("ab")
+        self.procs[role] = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", role], cwd=ROOT, env=self.env, stdout=log, stderr=log
+        )
+
+    async def wait_ready(self, role: str, timeout: float = 90) -> None:
+        port = self.http_port if role == "receiver" else self.worker_port
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.procs[role].poll() is not None:
+                    raise RuntimeError(f"{role} exited; see {self.data_dir / (role + '.log')}")
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"{role} not ready after {timeout}s")
+
+    async def raw_lag(self) -> float:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{self.worker_port}/metrics") as r:
+                text = await r.text()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("kseg_consumer_lag") and ".postbacks.raw" in line
+        )
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def say(text: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {text}\n")
+    sys.stderr.flush()
+
+
+async def scenario_ingest(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
+    """1. Receiver ingest with the Kafka ack, next to a bare aiohttp handler under the same load."""
+    dep = Deployment(broker, segment.url, work / "ingest")
+    dep.data_dir.mkdir()
+    dep.spawn("receiver")
+    await dep.wait_ready("receiver")
+    try:
+        report = await run_load(
+            dep.url,
+            TOKEN,
+            rate=prof.ingest_rate,
+            duration=prof.ingest_seconds,
+            concurrency=128,
+            generator=PostbackGenerator(seed=1),
+        )
+    finally:
+        dep.stop()
+    port = free_port()
+    bare = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "baselines" / "bare_receiver.py"),
+            "--port",
+            str(port),
+            "--tokens",
+            TOKEN,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await _wait_port(port)
+        baseline = await run_load(
+            f"http://127.0.0.1:{port}/v1/kochava/postbacks",
+            TOKEN,
+            rate=prof.ingest_rate,
+            duration=prof.ingest_seconds,
+            concurrency=128,
+            generator=PostbackGenerator(seed=1),
+        )
+    finally:
+        bare.terminate()
+        bare.wait(10)
+    kseg_rate, bare_rate = report.accepted_rate, baseline.accepted_rate
+    return {
+        "receiver_accepted_per_s": round(kseg_rate, 1),
+        "bare_aiohttp_accepted_per_s": round(bare_rate, 1),
+        "receiver_ratio": round(kseg_rate / bare_rate, 3) if bare_rate else None,
+        "receiver_p99_ms": report.latency_ms(99),
+        "receiver_503s": report.rejected_503,
+        "offered_rate": prof.ingest_rate,
+    }
+
+
+async def _wait_port(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def raw_records(n: int) -> list[tuple[bytes, bytes, str]]:
+    """n distinct postbacks as the receiver would have written them: (key, value, event id)."""
+    out = []
+    seen: set[str] = set()
+    for postback in PostbackGenerator(seed=2, retry_rate=0.0):
+        params = dict(parse_qsl(postback.query, keep_blank_values=True))
+        event_id = postback_event_id(params)
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        record = {
+            "kind": "postback",
+            "event_id": event_id,
+            "received_at": utc_now_iso(),
+            "source": "get",
+            "profile": None,
+            "params": params,
+            "ip": "127.0.0.1",
+            "user_agent": "bench",
+        }
+        out.append((partition_key(params).encode(), orjson.dumps(record), event_id))
+        if len(out) == n:
+            return out
+    return out
+
+
+async def produce(broker: str, topic: str, records: list[tuple[bytes, bytes, str]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker, acks="all", enable_idempotence=False, max_batch_size=1
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=k) for k, v, _ in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def scenario_pipeline(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
+    """2, 5, 6. Worker events/s raw → Segment, next to a raw consume→produce passthrough."""
+    records = raw_records(prof.pipeline_events)
+    dep = Deployment(broker, segment.url, work / "pipeline")
+    dep.data_dir.mkdir()
+    from app.config import Settings
+    from app.topics import ensure_topics
+
+    await ensure_topics(
+        Settings(kafka_bootstrap_servers=broker, kseg_app_id=dep.app_id, kseg_topic_partitions=8)
+    )
+    await produce(broker, dep.topic("postbacks.raw"), records)
+    segment.reset()
+    requests_before = segment.stats()["requests"]
+    dep.spawn("worker")
+    await dep.wait_ready("worker")
+    started = time.perf_counter()
+    wanted = {event_id for _, _, event_id in records}
+    deadline = time.monotonic() + max(60.0, prof.pipeline_events / 50)
+    while not wanted <= segment.arrivals.keys() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    delivered = len(wanted & segment.arrivals.keys())
+    last = max((segment.arrivals[e] for e in wanted if e in segment.arrivals), default=started)
+    seconds = max(last - started, 1e-6)
+    stats = segment.stats()
+    worker_rss = peak_rss_mb(dep.procs["worker"].pid)
+    dep.stop()
+    passthrough = await run_passthrough(
+        broker,
+        dep.topic("postbacks.raw"),
+        f"{dep.app_id}.passthrough",
+        len(records),
+        timeout=300,
+        max_batch_size=1,
+    )
+    requests = stats["requests"] - requests_before
+    messages = stats["messages"]
+    worker_rate = delivered / seconds
+    return {
+        "worker_events_per_s": round(worker_rate, 1),
+        "passthrough_events_per_s": round(passthrough["events_per_s"], 1),
+        "worker_ratio": round(worker_rate / passthrough["events_per_s"], 3)
+        if passthrough["events_per_s"]
+        else None,
+        "pipeline_events": len(records),
+        "pipeline_delivered": delivered,
+        "segment_requests": requests,
+        "segment_messages": messages,
+        "events_per_segment_request": round(messages / requests, 1) if requests else None,
+        "per_event_baseline_requests": messages,
+        "segment_request_ratio": round(messages / requests, 1) if requests else None,
+        "worker_peak_rss_mb": round(worker_rss, 1) if worker_rss else None,
+    }
+
+
+async def scenario_latency(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
+    """3. End-to-end latency: postback request → arrival at the Segment emulator, at a steady rate."""
+    dep = Deployment(broker, segment.url, work / "latency")
+    dep.data_dir.mkdir()
+    dep.spawn("receiver")
+    dep.spawn("worker")
+    await dep.wait_ready("receiver")
+    await dep.wait_ready("worker")
+    stamped = Stamped(PostbackGenerator(seed=3, retry_rate=0.0))
+    accepted: set[str] = set()
+    try:
+        report = await run_load(
+            dep.url,
+            TOKEN,
+            rate=prof.latency_rate,
+            duration=prof.latency_seconds,
+            concurrency=128,
+            generator=stamped,
+            on_accepted=lambda pb: accepted.add(event_id_of(pb.query)),
+        )
+        deadline = time.monotonic() + 30
+        while not accepted <= segment.arrivals.keys() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        receiver_rss = peak_rss_mb(dep.procs["receiver"].pid)
+    finally:
+        dep.stop()
+    latencies = [(segment.arrivals[e] - stamped.sent_at[e]) * 1000 for e in accepted if e in segment.arrivals]
+    return {
+        "e2e_rate": prof.latency_rate,
+        "e2e_accepted": len(accepted),
+        "e2e_delivered": len(latencies),
+        "e2e_p50_ms": _r(percentile(latencies, 50)),
+        "e2e_p95_ms": _r(percentile(latencies, 95)),
+        "e2e_p99_ms": _r(percentile(latencies, 99)),
+        "e2e_achieved_rate": round(report.accepted_rate, 1),
+        "receiver_peak_rss_mb": round(receiver_rss, 1) if receiver_rss else None,
+    }
+
+
+def _r(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
+
+
+async def scenario_spike(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
+    """4. Steady rate with a 10x burst: lost count, peak consumer lag, drain time after the burst."""
+    dep = Deployment(broker, segment.url, work / "spike")
+    dep.data_dir.mkdir()
+    dep.spawn("receiver")
+    dep.spawn("worker")
+    await dep.wait_ready("receiver")
+    await dep.wait_ready("worker")
+    accepted: set[str] = set()
+    peak_lag = 0.0
+    duration = prof.spike_before + prof.spike_length + prof.spike_after
+    spike = SpikeSpec(multiplier=10, start=prof.spike_before, length=prof.spike_length)
+    began = time.perf_counter()
+
+    async def watch_lag() -> None:
+        nonlocal peak_lag
+        while True:
+            try:
+                peak_lag = max(peak_lag, await dep.raw_lag())
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.5)
+
+    watcher = asyncio.create_task(watch_lag())
+    try:
+        report = await run_load(
+            dep.url,
+            TOKEN,
+            rate=prof.spike_base,
+            duration=duration,
+            concurrency=256,
+            spike=spike,
+            generator=PostbackGenerator(seed=4),
+            on_accepted=lambda pb: accepted.add(event_id_of(pb.query)),
+        )
+        burst_end = began + prof.spike_before + prof.spike_length
+        deadline = time.monotonic() + prof.drain_timeout
+        while not accepted <= segment.arrivals.keys() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        drained_at = time.perf_counter()
+    finally:
+        watcher.cancel()
+        dep.stop()
+    lost = len(accepted - segment.arrivals.keys())
+    return {
+        "spike_offered": report.sent,
+        "spike_accepted": len(accepted),
+        "spike_503s": report.rejected_503,
+        "spike_client_saturated": report.client_saturated,
+        "spike_lost": lost,
+        "spike_peak_lag": peak_lag,
+        "spike_drain_seconds": round(max(0.0, drained_at - burst_end), 1) if lost == 0 else None,
+    }
+
+
+def check(results: dict[str, Any]) -> dict[str, str]:
+    verdicts = {}
+    for key, (op, bound) in TARGETS.items():
+        value = results.get(key)
+        if value is None:
+            verdicts[key] = "missing"
+        else:
+            ok = value >= bound if op == ">=" else value <= bound
+            verdicts[key] = "met" if ok else "missed"
+    return verdicts
+
+
+def markdown(results: dict[str, Any], verdicts: dict[str, str], meta: dict[str, Any]) -> str:
+    lines = [
+        "# kseg benchmark results",
+        "",
+        f"Run {meta['when']} on {meta['machine']} ({meta['cpus']} CPUs), mode `{meta['mode']}`, "
+        f"{meta['seconds']} s in all. Embedded Tansu broker, Segment emulator, loopback only.",
+        "",
+        "| figure | value | target | verdict |",
+        "|---|---|---|---|",
+    ]
+    for key, value in results.items():
+        target = TARGETS.get(key)
+        target_text = f"{target[0]} {target[1]}" if target else ""
+        lines.append(f"| {key} | {value} | {target_text} | {verdicts.get(key, '')} |")
+    return "\n".join(lines) + "\n"
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    prof = SMOKE if args.smoke else FULL
+    began = time.perf_counter()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="kseg-bench-") as tmp:
+        work = Path(tmp)
+        with EmbeddedBroker(log_path=work / "tansu.log") as broker:
+            async with TimedEmulator(write_key="bench-key", store_messages=False) as segment:
+                for name, scenario in (
+                    ("receiver ingest", scenario_ingest),
+                    ("worker pipeline", scenario_pipeline),
+                    ("end-to-end latency", scenario_latency),
+                    ("spike", scenario_spike),
+                ):
+                    if args.only and args.only not in name:
+                        continue
+                    say(f"{name} ...")
+                    segment.reset()
+                    segment.arrivals.clear()
+                    figures = await scenario(broker.bootstrap_servers, segment, work, prof)
+                    say(f"{name}: {figures}")
+                    results.update(figures)
+    verdicts = check(results)
+    meta = {
+        "when": utc_now_iso(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "mode": "smoke" if args.smoke else "full",
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_bytes(
+        orjson.dumps({"meta": meta, "results": results, "targets": verdicts}, option=orjson.OPT_INDENT_2)
+    )
+    text = markdown(results, verdicts, meta)
+    (out_dir / "latest.md").write_text(text)
+    print(text)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny, fast run that checks every figure exists")
+    parser.add_argument("--only", help="run only scenarios whose name contains this text")
+    parser.add_argument("--out", default=str(RESULTS), help="where latest.json and latest.md go")
+    args = parser.parse_args()
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Issue 4: identity resolution through the real receiver, broker and worker processes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import signal
+from typing import Any
+
+import orjson
+
+from tests.emulators.segment_api import SegmentEmulator
+from tests.harness import Pipeline, wait_for
+
+IDFV = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
+
+
+def install(device: str, campaign: str = "Spring Launch", **extra: str) -> dict[str, str]:
+    return {
+        "event_name": "_install",
+        "kochava_device_id": device,
+        "idfv": extra.pop("idfv", IDFV),
+        "network_name": "ExampleNetwork",
+        "campaign_name": campaign,
+        "creative_id": "cr_99",
+        "timestamp": "1735689600",
+        **extra,
+    }
+
+
+def app_event(device: str, name: str, n: int, **extra: str) -> dict[str, str]:
+    return {
+        "event_name": name,
+        "kochava_device_id": device,
+        "n": str(n),
+        "timestamp": str(1735690000 + n),
+        **extra,
+    }
+
+
+def purchase(device: str, n: int) -> dict[str, str]:
+    return {
+        **app_event(device, "Purchase", n),
+        "event_value": "4.99",
+        "currency": "USD",
+        "order_id": f"o-{n}",
+    }
+
+
+def of_type(segment: SegmentEmulator, kind: str, event: str | None = None) -> list[dict[str, Any]]:
+    return [m for m in segment.messages if m["type"] == kind and (event is None or m.get("event") == event)]
+
+
+async def start(p: Pipeline) -> Pipeline:
+    await p.start_receiver()
+    await p.start_worker()
+    return p
+
+
+async def test_anonymous_events_then_login_alias_once_and_attribution_on_user(
+    make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
+) -> None:
+    p = await start(make_pipeline(segment.url))
+    dump_logs.append(p)
+    assert (await p.get(install("KIAAA1")))[0] == 200
+    for n in range(3):
+        assert (await p.get(app_event("KIAAA1", "Level Complete", n)))[0] == 200
+    await wait_for(lambda: len(of_type(segment, "track", "Level Completed")) == 3, 30, "anonymous events")
+    anonymous_id = of_type(segment, "track", "Install Attributed")[0]["anonymousId"]
+    assert all("userId" not in m for m in segment.messages)
+
+    status, body, _ = await p.post("/v1/identity/links", {"user_id": "user-42", "idfv": IDFV})
+    assert status == 200, body
+    await wait_for(lambda: of_type(segment, "alias"), 30, "the alias")
+    # The same link again must not alias twice.
+    status, _, _ = await p.post("/v1/identity/links", {"user_id": "user-42", "idfv": IDFV})
+    assert status == 200
+    assert (await p.get(purchase("KIAAA1", 10)))[0] == 200
+    orders = await wait_for(lambda: of_type(segment, "track", "Order Completed"), 30, "the purchase")
+
+    aliases = of_type(segment, "alias")
+    assert len(aliases) == 1
+    assert aliases[0]["previousId"] == anonymous_id and aliases[0]["userId"] == "user-42"
+    identifies = [m for m in of_type(segment, "identify") if m.get("userId") == "user-42"]
+    assert len(identifies) == 1
+    assert identifies[0]["traits"]["kochava_campaign"] == "Spring Launch"
+    assert identifies[0]["traits"]["kochava_network"] == "ExampleNetwork"
+    # Later events belong to the user and carry the install campaign for ROAS.
+    assert orders[0]["userId"] == "user-42"
+    assert orders[0]["properties"]["install_campaign"] == "Spring Launch"
+
+
+async def test_shared_device_never_merges_two_users(
+    make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
+) -> None:
+    p = await start(make_pipeline(segment.url, KSEG_SHARED_DEVICE_THRESHOLD="1"))
+    dump_logs.append(p)
+    shared_idfv = "11111111-2222-3333-4444-555555555555"
+    assert (await p.get(install("KISHARED", idfv=shared_idfv)))[0] == 200
+    assert (await p.get(app_event("KISHARED", "Level Complete", 1)))[0] == 200
+    await wait_for(lambda: of_type(segment, "track", "Level Completed"), 30, "the anonymous event")
+    assert (await p.post("/v1/identity/links", {"user_id": "alice", "idfv": shared_idfv}))[0] == 200
+    await wait_for(lambda: of_type(segment, "alias"), 30, "alice's alias")
+    assert (await p.post("/v1/identity/links", {"user_id": "bob", "idfv": shared_idfv}))[0] == 200
+
+    async def shared() -> bool:
+        return 'merges_refused_total{reason="shared_device"}' in await p.worker_metrics()
+
+    await wait_for(shared, 30, "the shared-device refusal")
+    assert (await p.get(app_event("KISHARED", "Level Complete", 2)))[0] == 200
+    later = await wait_for(
+        lambda: [m for m in of_type(segment, "track", "Level Completed") if m["properties"].get("n") == "2"],
+        30,
+        "the event after the device became shared",
+    )
+    assert "userId" not in later[0]
+    assert [a["userId"] for a in of_type(segment, "alias")] == ["alice"]
+    assert not [m for m in segment.messages if m.get("userId") == "bob" and m.get("anonymousId")]
+
+
+async def test_tables_survive_a_worker_kill(
+    make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
+) -> None:
+    p = await start(make_pipeline(segment.url))
+    dump_logs.append(p)
+    devices = [f"KIKILL{i:02d}" for i in range(12)]
+    for i, device in enumerate(devices):
+        assert (
+            await p.get(
+                install(device, campaign=f"camp-{i}", idfv=f"00000000-0000-0000-0000-0000000000{i:02d}")
+            )
+        )[0] == 200
+    await wait_for(lambda: len(of_type(segment, "track", "Install Attributed")) == 12, 30, "installs")
+    p.kill("worker-1", signal.SIGKILL)
+    await p.start_worker()
+    for i, device in enumerate(devices):
+        assert (await p.get(purchase(device, i)))[0] == 200
+    orders = await wait_for(
+        lambda: (
+            len(of_type(segment, "track", "Order Completed")) >= 12
+            and of_type(segment, "track", "Order Completed")
+        ),
+        60,
+        "purchases after the restart",
+    )
+    by_device = {m["context"]["kseg"]["kochava_device_id"]: m for m in orders}
+    for i, device in enumerate(devices):
+        assert by_device[device]["properties"]["install_campaign"] == f"camp-{i}", device
+
+
+async def test_tables_survive_a_rebalance_between_two_workers(
+    make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
+) -> None:
+    p = await start(make_pipeline(segment.url))
+    dump_logs.append(p)
+    devices = [f"KIREB{i:02d}" for i in range(16)]
+    for i, device in enumerate(devices):
+        assert (
+            await p.get(install(device, campaign=f"c{i}", idfv=f"00000000-0000-0000-0000-0000000001{i:02d}"))
+        )[0] == 200
+    await wait_for(lambda: len(of_type(segment, "track", "Install Attributed")) == 16, 30, "installs")
+    await p.start_worker("worker-2")  # joins the group: partitions and their tables move
+
+    async def both_assigned() -> bool:
+        import aiohttp
+
+        counts = []
+        async with aiohttp.ClientSession() as session:
+            for name in ("worker-1", "worker-2"):
+                url = f"http://127.0.0.1:{p.worker_ports[name]}/readyz"
+                async with session.get(url) as r:
+                    counts.append((await r.json()).get("partitions", 0))
+        return all(counts)
+
+    await wait_for(both_assigned, 60, "both workers to own partitions")
+    for i, device in enumerate(devices):
+        assert (await p.get(purchase(device, i)))[0] == 200
+    orders = await wait_for(
+        lambda: (
+            len(of_type(segment, "track", "Order Completed")) >= 16
+            and of_type(segment, "track", "Order Completed")
+        ),
+        60,
+        "purchases after the rebalance",
+    )
+    by_device = {m["context"]["kseg"]["kochava_device_id"]: m for m in orders}
+    assert {d: by_device[d]["properties"]["install_campaign"] for d in devices} == {
+        d: f"c{i}" for i, d in enumerate(devices)
+    }
+
+
+async def test_signed_segment_webhook_links_and_bad_signature_is_refused(
+    make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
+) -> None:
+    p = await start(make_pipeline(segment.url, SEGMENT_WEBHOOK_SECRET="whsec"))
+    dump_logs.append(p)
+    idfv = "ABCDEF01-2345-6789-ABCD-EF0123456789"
+    assert (await p.get(install("KIWEB1", idfv=idfv)))[0] == 200
+    await wait_for(lambda: of_type(segment, "track", "Install Attributed"), 30, "the install")
+    body = orjson.dumps(
+        {
+            "type": "identify",
+            "messageId": "m-1",
+            "userId": "user-web",
+            "traits": {"email": "Jane@Example.com "},
+            "context": {"device": {"type": "ios", "id": idfv}},
+        }
+    )
+    bad = await p.post("/v1/segment/webhook", body, token=None, headers={"X-Signature": "00" * 20})
+    assert bad[0] == 401
+    signature = hmac.new(b"whsec", body, hashlib.sha1).hexdigest()
+    status, reply, _ = await p.post(
+        "/v1/segment/webhook", body, token=None, headers={"X-Signature": signature}
+    )
+    assert status == 200, reply
+    aliases = await wait_for(lambda: of_type(segment, "alias"), 30, "the alias from the webhook link")
+    assert aliases[0]["userId"] == "user-web"
+    identify = [m for m in of_type(segment, "identify") if m.get("userId") == "user-web"][0]
+    assert identify["traits"]["email_sha256"] == hashlib.sha256(b"jane@example.com").hexdigest()
+    assert "email" not in identify["traits"]
