@@ -108,6 +108,14 @@ def run_worker(settings: Settings) -> None:
     _register_pages()
     from faust.worker import Worker
 
+    class KsegWorker(Worker):
+        """faust's Worker without its terminal spinner, which sets the root logger to DEBUG: every debug
+        record of aiokafka and faust was then built and thrown away (about 10 % of the worker's CPU)."""
+
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            self.spinner = None
+            super().on_setup_root_logger(logger, level)
+
     level = {"warning": "warn", "error": "error", "debug": "debug"}.get(settings.log_level, "info")
-    worker = Worker(faust_app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker = KsegWorker(faust_app, loglevel=level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
