@@ -113,19 +113,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run broker (if needed), receiver and worker together")
+    p = sub.add_parser(
+        "run",
+        help="run broker (if needed), receiver and worker together",
+        description="Run the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset), one receiver and one "
+        "worker. Children that exit are restarted; Ctrl-C stops all of them.",
+    )
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("receiver", help="run only the HTTP receiver (needs KSEG_POSTBACK_TOKENS)")
+    p = sub.add_parser(
+        "receiver",
+        help="run only the HTTP receiver (needs KSEG_POSTBACK_TOKENS)",
+        description="Serve Kochava postbacks, identity links and the Segment webhook on KSEG_HTTP_PORT; "
+        "answer 200 only after Kafka acknowledged each record.",
+    )
     p.set_defaults(func=cmd_receiver)
-    p = sub.add_parser("worker", help="run only the faust worker (needs KAFKA_BOOTSTRAP_SERVERS)")
+    p = sub.add_parser(
+        "worker",
+        help="run only the faust worker (needs KAFKA_BOOTSTRAP_SERVERS)",
+        description="Map, dedupe, resolve identity and deliver to Segment and the warehouse topic. Run up "
+        "to KSEG_TOPIC_PARTITIONS workers, each with its own KSEG_WORKER_ID.",
+    )
     p.set_defaults(func=cmd_worker)
 
-    mapping = sub.add_parser("mapping", help="check or try mapping profiles")
+    mapping = sub.add_parser(
+        "mapping",
+        help="check or try mapping profiles",
+        description="Mapping profiles turn Kochava postback keys into Segment calls; see docs/mapping.md.",
+    )
     msub = mapping.add_subparsers(dest="mapping_command", required=True, metavar="{check,try}")
-    p = msub.add_parser("check", help="validate a profile file and report every problem with its line")
+    text = "validate a profile file and report every problem with its line"
+    p = msub.add_parser("check", help=text, description=text)
     p.add_argument("file", help="a mapping profile (YAML)")
     p.set_defaults(func=cmd_mapping_check)
-    p = msub.add_parser("try", help="show the Segment calls and warehouse row a postback would produce")
+    text = "show the Segment calls and warehouse row a postback would produce (or its dead-letter reason)"
+    p = msub.add_parser("try", help=text, description=text)
     p.add_argument("input", help="a query string (event_name=...&...) or a JSON object; - reads stdin")
     p.add_argument("--profile", help="profile name (default: KSEG_DEFAULT_PROFILE)")
     p.set_defaults(func=cmd_mapping_try)
@@ -137,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.loadgen.cli import build_parser as add_loadgen
 
     add_loadgen(sub)
+
+    from app.identity.bench import build_parser as add_identity_bench
+
+    add_identity_bench(sub)
     return parser
 
 

@@ -24,7 +24,7 @@ BANNER = """
 kseg is running
   receiver   http://{host}:{port}/v1/kochava/postbacks   (metrics: /metrics, readiness: /readyz)
   worker     http://{host}:{wport}/metrics
-  kafka      {bootstrap}{embedded}
+  kafka      {bootstrap}{embedded}{dlq_hint}
   segment    {segment}
 
 Try it:
@@ -117,6 +117,12 @@ def run(settings: Settings) -> int:
                 bootstrap=bootstrap,
                 embedded=" (embedded Tansu, memory only: data is lost when kseg stops)" if embedded else "",
                 segment=segment,
+                dlq_hint=(
+                    "\n             for `kseg dlq`: export "
+                    f"KAFKA_BOOTSTRAP_SERVERS={bootstrap} KSEG_EMBEDDED_BROKER=true"
+                    if embedded
+                    else ""
+                ),
                 curl=curl,
             )
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import subprocess
@@ -116,7 +117,7 @@ def percentile(values: list[float], pct: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -191,9 +192,9 @@ class Deployment:
         raise RuntimeError(f"{role} not ready after {timeout}s")
 
     async def raw_lag(self) -> float:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{self.worker_port}/metrics") as r:
-                text = await r.text()
+        url = f"http://127.0.0.1:{self.worker_port}/metrics"
+        async with aiohttp.ClientSession() as session, session.get(url) as r:
+            text = await r.text()
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
@@ -436,10 +437,8 @@ async def scenario_spike(broker: str, segment: TimedEmulator, work: Path, prof: 
     async def watch_lag() -> None:
         nonlocal peak_lag
         while True:
-            try:
+            with contextlib.suppress(aiohttp.ClientError):
                 peak_lag = max(peak_lag, await dep.raw_lag())
-            except aiohttp.ClientError:
-                pass
             await asyncio.sleep(0.5)
 
     watcher = asyncio.create_task(watch_lag())

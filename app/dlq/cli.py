@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from app.config import Settings
 from app.kafka import producer_config
@@ -91,7 +92,14 @@ def replay_target(letter: DeadLetter, settings: Settings) -> tuple[str, str, byt
 
 async def replay(settings: Settings, letters: list[DeadLetter]) -> tuple[int, int]:
     producer = AIOKafkaProducer(**producer_config(settings))
-    await producer.start()
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        await producer.stop()
+        raise SystemExit(
+            f"kseg dlq replay: cannot start a producer ({exc!r}). On the embedded broker set "
+            "KSEG_EMBEDDED_BROKER=true (it has no idempotent producer), as `kseg run` prints."
+        ) from exc
     replayed = skipped = 0
     try:
         for letter in letters:

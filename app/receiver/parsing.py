@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from app.identity.ids import clean_id
-from app.records import DEVICE_KEY_PARAMS
+from app.records import DEVICE_KEY_PARAMS, postback_event_id, utc_now_iso
 
 
 @dataclass
@@ -96,3 +96,22 @@ def partition_key(params: dict[str, Any], device_keys: tuple[str, ...] = DEVICE_
         "to the postback URL (all-zero or placeholder values do not count).",
         {"expected_any_of": list(device_keys)},
     )
+
+
+def raw_record(
+    request: web.Request, params: dict[str, Any], source: str, profile: str | None
+) -> dict[str, Any]:
+    """The postbacks.raw record for one request: params without the auth and routing keys, stamped with
+    the deterministic event id, the time and where it came from."""
+    params.pop("token", None)
+    params.pop("profile", None)
+    return {
+        "kind": "postback",
+        "event_id": postback_event_id(params),
+        "received_at": utc_now_iso(),
+        "source": source,
+        "profile": profile,
+        "params": params,
+        "ip": request.remote,
+        "user_agent": request.headers.get("User-Agent"),
+    }

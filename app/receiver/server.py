@@ -14,9 +14,8 @@ from aiohttp import web
 from app.config import Settings
 from app.identity.routes import install_identity_routes
 from app.metrics import Registry
-from app.receiver.parsing import ClientError, check_token, partition_key, read_params
+from app.receiver.parsing import ClientError, check_token, partition_key, raw_record, read_params
 from app.receiver.publisher import Publisher, PublishUnavailable
-from app.records import postback_event_id, utc_now_iso
 from app.topics import RAW
 
 log = logging.getLogger(__name__)
@@ -85,19 +84,9 @@ async def postback(request: web.Request) -> web.Response:
     token = check_token(request, settings.postback_tokens)
     params, source = await read_params(request, settings.kseg_max_body_bytes)
     key = partition_key(params)
-    profile = request.query.get("profile") or settings.token_profiles.get(token)
-    params.pop("token", None)
-    params.pop("profile", None)
-    record = {
-        "kind": "postback",
-        "event_id": postback_event_id(params),
-        "received_at": utc_now_iso(),
-        "source": source,
-        "profile": profile,
-        "params": params,
-        "ip": request.remote,
-        "user_agent": request.headers.get("User-Agent"),
-    }
+    named = params.get("profile")  # from the query string, or from a JSON / form body
+    profile = str(named) if named else settings.token_profiles.get(token)
+    record = raw_record(request, params, source, profile)
     latency = await request.app[PUBLISHER].publish(settings.topic(RAW), key, orjson.dumps(record))
     metrics.produce_latency.observe(latency)
     metrics.accepted.inc(route="postback")

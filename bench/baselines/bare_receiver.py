@@ -21,12 +21,10 @@ import orjson
 from aiohttp import web
 
 try:
-    from app.receiver.parsing import ClientError, check_token, partition_key, read_params
-    from app.records import postback_event_id, utc_now_iso
+    from app.receiver.parsing import ClientError, check_token, partition_key, raw_record, read_params
 except ImportError:  # run as a script from a checkout without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from app.receiver.parsing import ClientError, check_token, partition_key, read_params
-    from app.records import postback_event_id, utc_now_iso
+    from app.receiver.parsing import ClientError, check_token, partition_key, raw_record, read_params
 
 ROUTE = "/v1/kochava/postbacks"  # app.receiver.server.POSTBACK_PATH
 SUCCESS_BODY = b'{"message":"success"}'
@@ -49,19 +47,7 @@ def make_app(tokens: frozenset[str] = frozenset({"dev"})) -> web.Application:
             key = partition_key(params)
         except ClientError as err:
             return err.response()
-        profile = request.query.get("profile")
-        params.pop("token", None)
-        params.pop("profile", None)
-        record = {
-            "kind": "postback",
-            "event_id": postback_event_id(params),
-            "received_at": utc_now_iso(),
-            "source": source,
-            "profile": profile,
-            "params": params,
-            "ip": request.remote,
-            "user_agent": request.headers.get("User-Agent"),
-        }
+        record = raw_record(request, params, source, request.query.get("profile"))
         key.encode()
         orjson.dumps(record)  # what the receiver hands to the producer; dropped here
         stats["records"] += 1

@@ -215,6 +215,6 @@ async def test_signed_segment_webhook_links_and_bad_signature_is_refused(
     assert status == 200, reply
     aliases = await wait_for(lambda: of_type(segment, "alias"), 30, "the alias from the webhook link")
     assert aliases[0]["userId"] == "user-web"
-    identify = [m for m in of_type(segment, "identify") if m.get("userId") == "user-web"][0]
+    identify = next(m for m in of_type(segment, "identify") if m.get("userId") == "user-web")
     assert identify["traits"]["email_sha256"] == hashlib.sha256(b"jane@example.com").hexdigest()
     assert "email" not in identify["traits"]
