@@ -964,6 +964,7 @@ def build_parser(subparsers: Any) -> argparse.ArgumentParser:
     add("--concurrency", type=_positive_int, default=32, help="max in-flight requests (default 32)")
     add("--out", default=str(RESULTS), help="directory for identity-latest.{json,md} (default bench/results)")
     add("--keep", action="store_true", help="keep the work directory (process logs) even when all is well")
+    add("--work", help="work directory for logs and message dumps (kept; default: a temporary one)")
     add("--json", action="store_true", help="print the JSON summary instead of the table")
     parser.set_defaults(func=cmd_identity_bench)
     return parser
@@ -980,7 +981,12 @@ def cmd_identity_bench(args: argparse.Namespace) -> int:
             "kseg identity-bench: error: --devices must be between --users and 2 x --users", file=sys.stderr
         )
         return 2
-    work = Path(tempfile.mkdtemp(prefix="kseg-identity-bench-"))
+    if args.work:
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+        args.keep = True
+    else:
+        work = Path(tempfile.mkdtemp(prefix="kseg-identity-bench-"))
     try:
         report = asyncio.run(run_bench(args, work))
     except RuntimeError as exc:

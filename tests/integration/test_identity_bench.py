@@ -26,7 +26,10 @@ POPULATION = ("users", "personal_devices", "logged_in_users", "shared_devices", 
 
 def test_identity_bench_smoke_produces_every_metric(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "app.cli", "identity-bench", "--smoke", "--json", "--out", str(tmp_path)],
+        [
+            *(sys.executable, "-m", "app.cli", "identity-bench", "--smoke", "--json"),
+            *("--out", str(tmp_path), "--work", str(tmp_path / "work")),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
