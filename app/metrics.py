@@ -49,11 +49,14 @@ class Counter:
         return lines
 
 
+Reader = Callable[[], dict[LabelKey, float]]
+
+
 class Gauge:
-    def __init__(
-        self, name: str, help_text: str, fn: Callable[[], dict[LabelKey, float]] | None = None
-    ) -> None:
-        self.name, self.help, self.fn = name, help_text, fn
+    """A value set directly or read from `fn` at scrape time (`kind="counter"` for cumulative values)."""
+
+    def __init__(self, name: str, help_text: str, fn: Reader | None = None, kind: str = "gauge") -> None:
+        self.name, self.help, self.fn, self.kind = name, help_text, fn, kind
         self.values: dict[LabelKey, float] = {}
 
     def set(self, value: float, **labels: str) -> None:
@@ -61,7 +64,7 @@ class Gauge:
 
     def render(self) -> list[str]:
         values = self.fn() if self.fn else self.values
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
         lines += [f"{self.name}{_fmt(k)} {v:g}" for k, v in sorted(values.items())]
         return lines
 
@@ -100,10 +103,8 @@ class Registry:
         self.metrics.append(metric)
         return metric
 
-    def gauge(
-        self, name: str, help_text: str, fn: Callable[[], dict[LabelKey, float]] | None = None
-    ) -> Gauge:
-        metric = Gauge(name, help_text, fn)
+    def gauge(self, name: str, help_text: str, fn: Reader | None = None, kind: str = "gauge") -> Gauge:
+        metric = Gauge(name, help_text, fn, kind)
         self.metrics.append(metric)
         return metric
 

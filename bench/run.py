@@ -201,6 +201,14 @@ class Deployment:
             if line.startswith("kseg_consumer_lag") and ".postbacks.raw" in line
         )
 
+    async def start(self, *roles: str) -> Deployment:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for role in roles:
+            self.spawn(role)
+        for role in roles:
+            await self.wait_ready(role)
+        return self
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -217,21 +225,23 @@ def say(text: str) -> None:
     sys.stderr.flush()
 
 
+async def flood(url: str, prof: Profile) -> Any:
+    """The ingest load: the same seeded postbacks at the same offered rate, for kseg and the baseline."""
+    return await run_load(
+        url,
+        TOKEN,
+        rate=prof.ingest_rate,
+        duration=prof.ingest_seconds,
+        concurrency=128,
+        generator=PostbackGenerator(seed=1),
+    )
+
+
 async def scenario_ingest(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
     """1. Receiver ingest with the Kafka ack, next to a bare aiohttp handler under the same load."""
-    dep = Deployment(broker, segment.url, work / "ingest")
-    dep.data_dir.mkdir()
-    dep.spawn("receiver")
-    await dep.wait_ready("receiver")
+    dep = await Deployment(broker, segment.url, work / "ingest").start("receiver")
     try:
-        report = await run_load(
-            dep.url,
-            TOKEN,
-            rate=prof.ingest_rate,
-            duration=prof.ingest_seconds,
-            concurrency=128,
-            generator=PostbackGenerator(seed=1),
-        )
+        report = await flood(dep.url, prof)
     finally:
         dep.stop()
     port = free_port()
@@ -250,14 +260,7 @@ async def scenario_ingest(broker: str, segment: TimedEmulator, work: Path, prof:
     )
     try:
         await _wait_port(port)
-        baseline = await run_load(
-            f"http://127.0.0.1:{port}/v1/kochava/postbacks",
-            TOKEN,
-            rate=prof.ingest_rate,
-            duration=prof.ingest_seconds,
-            concurrency=128,
-            generator=PostbackGenerator(seed=1),
-        )
+        baseline = await flood(f"http://127.0.0.1:{port}/v1/kochava/postbacks", prof)
     finally:
         bare.terminate()
         bare.wait(10)
@@ -379,12 +382,7 @@ async def scenario_pipeline(broker: str, segment: TimedEmulator, work: Path, pro
 
 async def scenario_latency(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
     """3. End-to-end latency: postback request → arrival at the Segment emulator, at a steady rate."""
-    dep = Deployment(broker, segment.url, work / "latency")
-    dep.data_dir.mkdir()
-    dep.spawn("receiver")
-    dep.spawn("worker")
-    await dep.wait_ready("receiver")
-    await dep.wait_ready("worker")
+    dep = await Deployment(broker, segment.url, work / "latency").start("receiver", "worker")
     stamped = Stamped(PostbackGenerator(seed=3, retry_rate=0.0))
     accepted: set[str] = set()
     try:
@@ -422,12 +420,7 @@ def _r(value: float | None) -> float | None:
 
 async def scenario_spike(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
     """4. Steady rate with a 10x burst: lost count, peak consumer lag, drain time after the burst."""
-    dep = Deployment(broker, segment.url, work / "spike")
-    dep.data_dir.mkdir()
-    dep.spawn("receiver")
-    dep.spawn("worker")
-    await dep.wait_ready("receiver")
-    await dep.wait_ready("worker")
+    dep = await Deployment(broker, segment.url, work / "spike").start("receiver", "worker")
     accepted: set[str] = set()
     peak_lag = 0.0
     duration = prof.spike_before + prof.spike_length + prof.spike_after

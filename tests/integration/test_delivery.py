@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 from typing import Any
 
@@ -75,7 +76,9 @@ async def test_transient_segment_faults_lose_nothing(
     for msg in segment.messages:
         assert by_id.setdefault(msg["messageId"], msg)["properties"] == msg["properties"]
     metrics = await p.worker_metrics()
-    assert "kseg_segment_retries_total" in metrics
+    retries = re.search(r"^kseg_segment_retries_total (\d+)", metrics, re.M)
+    assert retries and int(retries.group(1)) >= 7, metrics  # 2x429, 2x500, slow, drop, 503
+    assert 'kseg_segment_requests_total{status="429"} 2' in metrics
 
 
 async def test_worker_sigkilled_three_times_loses_nothing(

@@ -51,7 +51,9 @@ def readme_curl_url(port: int) -> str:
     return url.group(1).replace(":8080", f":{port}")
 
 
-async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_everything(
+    tmp_path: Path,
+) -> None:
     port, worker_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_"))}
     env.update(
@@ -63,7 +65,9 @@ async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_
         }
     )
     log = (tmp_path / "run.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "run"], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
     try:
 
         def ready() -> bool:

@@ -13,11 +13,9 @@ from typing import Any
 
 from app.dlq.writer import send_dead_letters
 from app.records import DeadLetter, loads
-from app.sinks.segment.client import SegmentHttpClient
-from app.sinks.segment.dryrun import DryRunWriter
+from app.sinks.segment import build_sink
 from app.sinks.segment.policy import SegmentAuthError
-from app.sinks.segment.ratelimit import AdaptiveRateLimiter
-from app.sinks.segment.sender import SegmentSender
+from app.sinks.segment.sender import SinkStats
 from app.worker import channels
 from app.worker import metrics as m
 from app.worker.faust_app import app, settings
@@ -31,26 +29,9 @@ async def _dead_letter(letters: list[DeadLetter]) -> None:
     await send_dead_letters(channels.deadletter, letters, m.dead_letters)
 
 
-def build_deliverer() -> SegmentSender | DryRunWriter:
-    if settings.dry_run:
-        return DryRunWriter(settings.kseg_data_dir / "segment-outbox.jsonl")
-    client = SegmentHttpClient(
-        settings.segment_write_key or "",
-        settings.segment_endpoint,
-        timeout=settings.segment_request_timeout,
-        gzip=settings.segment_gzip,
-    )
-    limiter = AdaptiveRateLimiter(rate=settings.segment_max_requests_per_second)
-    return SegmentSender(
-        client,
-        limiter,
-        dead_letter=_dead_letter,
-        max_messages=settings.segment_batch_max_messages,
-        max_bytes=settings.segment_batch_max_bytes,
-    )
-
-
-deliverer = build_deliverer()
+sink_stats = SinkStats()
+deliverer = build_sink(settings, _dead_letter, metrics=sink_stats)
+m.expose_sink_stats(sink_stats)
 
 
 @app.agent(channels.outbox, name="segment-sink")
