@@ -45,6 +45,19 @@ VOLATILE_PARAMS = frozenset({"token"})
 DEVICE_KEY_PARAMS = ("kochava_device_id", "idfa", "idfv", "adid", "gaid", "android_id")
 
 
+def device_key_of(params: dict[str, Any]) -> str | None:
+    """The device key a postback is partitioned and profiled by: the Kochava device id, else the first
+    other usable device id as `type:value`; None when there is none."""
+    from app.identity.ids import clean_id
+
+    for name in DEVICE_KEY_PARAMS:
+        value = params.get(name)
+        cleaned = clean_id(value) if isinstance(value, str | int) else None
+        if cleaned:
+            return cleaned if name == "kochava_device_id" else f"{name}:{cleaned}"
+    return None
+
+
 def postback_event_id(params: dict[str, Any]) -> str:
     """Deterministic id of one postback: the same request retried by Kochava gives the same id.
 

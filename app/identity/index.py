@@ -40,21 +40,49 @@ def max_users(settings: Settings) -> int:
     return settings.kseg_shared_device_threshold + 1
 
 
-def _notice(record: DeviceRecord, device: str, device_key: str, at: str) -> DeviceLinked:
-    return DeviceLinked(
-        device_key=device_key,
-        user_id=record.user_id,
-        email_hash=record.email_hash,
-        phone_hash=record.phone_hash,
-        via=device,
-        linked_at=record.linked_at or at,
-    )
+def _notice(
+    record: DeviceRecord, device: str, device_key: str, at: str, *, link: bool = True, inherit: bool = False
+) -> DeviceLinked:
+    """A notice to one device key: who it belongs to (`link`) and/or the first touch it inherits."""
+    notice = DeviceLinked(device_key=device_key, via=device, linked_at=record.linked_at or at)
+    if link:
+        notice.user_id, notice.email_hash, notice.phone_hash = (
+            record.user_id,
+            record.email_hash,
+            record.phone_hash,
+        )
+    if inherit:
+        notice.first_touch = record.first_touch.model_copy() if record.first_touch else None
+        notice.install_id = record.install_id
+    return notice
+
+
+def inherits_first_touch(
+    record: DeviceRecord, update: DeviceIndexUpdate, key_new: bool, over_cap: bool
+) -> tuple[bool, bool]:
+    """Whether the update's device key inherits the record's first touch, and whether `reprocess_for`
+    confirms it (the reinstall names the install the record remembers).
+
+    Only a device key new to this id inherits, never the key that set the first touch, never one that
+    brought its own first touch, never through a shared id. A key refused by the cap inherits only when
+    its `reprocess_for` confirms the install: the typed-id match is the main path, the install id a
+    second, stronger one.
+    """
+    key = update.device_key
+    confirmed = bool(update.reprocess_for) and update.reprocess_for == record.install_id
+    if record.shared or record.first_touch is None or key is None or update.first_touch is not None:
+        return False, confirmed
+    if key == record.first_touch_key:
+        return False, confirmed
+    return key_new or (over_cap and confirmed), confirmed
 
 
 def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, settings: Settings) -> IndexOutcome:
     """Record one observation or link for one typed device id.
 
-    - observed: remember the device key; a new key of a linked device is told who it belongs to.
+    - observed: remember the device key; a new key of a linked device is told who it belongs to. The
+      first first touch reported for the id is kept; a new key (a reinstall) is told to inherit it
+      (see `inherits_first_touch`).
     - link: remember the user; past `kseg_shared_device_threshold` distinct users the device is
       shared: every key is told so and nothing merges. Otherwise the newest link (by time) is the
       current user and every key is told.
@@ -63,14 +91,20 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
     out = IndexOutcome(record=rec)
     device = update.device
 
-    key_new = False
+    key_new = over_cap = False
     key = update.device_key
     if key and key not in rec.device_keys:
         if len(rec.device_keys) >= settings.kseg_max_ids_per_profile:
             out.refused.append("cap")  # too many devices behind one id: never fan a link out to them
+            over_cap = True
         else:
             rec.device_keys.append(key)
             key_new = True
+    if update.first_touch is not None and rec.first_touch is None:
+        # The first first touch seen for this id is its original install's; never overwritten.
+        rec.first_touch = update.first_touch.model_copy()
+        rec.install_id = update.install_id
+        rec.first_touch_key = key
 
     if rec.shared:
         if update.kind == "link" and (update.user_id or update.email_hash or update.phone_hash):
@@ -105,12 +139,20 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
         if rec.linked_at is None and changed:
             rec.linked_at = update.at
 
-    if not (rec.user_id or rec.email_hash or rec.phone_hash):
-        return out
-    if changed:
-        out.notices = [_notice(rec, device, k, update.at) for k in rec.device_keys]
-    elif key_new and key:
-        out.notices = [_notice(rec, device, key, update.at)]
+    inherit, confirmed = inherits_first_touch(rec, update, key_new, over_cap)
+    if rec.user_id or rec.email_hash or rec.phone_hash:
+        if changed:
+            targets = list(rec.device_keys)
+        elif key_new and key:
+            targets = [key]
+        else:
+            targets = []
+        out.notices = [_notice(rec, device, k, update.at, inherit=inherit and k == key) for k in targets]
+    if inherit and key and key not in [n.device_key for n in out.notices]:
+        out.notices.append(_notice(rec, device, key, update.at, link=False, inherit=True))
+    for notice in out.notices:
+        if notice.first_touch is not None:
+            notice.confirmed = confirmed
     return out
 
 

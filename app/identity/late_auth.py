@@ -115,12 +115,30 @@ def identify_message(
     return message
 
 
+def adopt_first_touch(state: AttributionProfile, notice: DeviceLinked) -> AttributionProfile:
+    """The profile after inheriting the first touch a notice carries (a reinstall on a known device id).
+
+    Adopted only by a device without a first touch of its own (never overwritten), never by a shared
+    device and never from a shared notice. The install id is kept when the device already has one
+    (a reinstall's `reprocess_for`).
+    """
+    if notice.first_touch is None or notice.shared or state.device_shared or state.first_touch is not None:
+        return state
+    new = state.model_copy(deep=True)
+    new.first_touch = notice.first_touch.model_copy()
+    if new.install_id is None:
+        new.install_id = notice.install_id
+    return new
+
+
 def apply_link(
     state: AttributionProfile, notice: DeviceLinked, device_key: str, settings: Settings
 ) -> tuple[AttributionProfile, list[dict[str, Any]]]:
     """Apply one `DeviceLinked` notice to a device's profile; returns the Segment messages to send.
 
     - shared notice: the device stops resolving to anyone, nothing merges (sticky);
+    - inherited first touch: adopted when the device has none (`adopt_first_touch`), before any
+      identify below so it carries the install attribution;
     - first link of a device with anonymous events: one alias + one identify;
     - same user again: nothing;
     - another user (reassigned device): the new user wins for future events and gets an identify
@@ -134,6 +152,9 @@ def apply_link(
         new.device_shared = True
         new.user_id = new.email_hash = new.phone_hash = None
         return new, []
+    new = adopt_first_touch(new, notice)
+    if not (notice.user_id or notice.email_hash or notice.phone_hash):
+        return new, []  # an inheritance-only notice: nothing to link
     if state.device_shared:
         identity_metrics.merges_refused.inc(reason="shared_device")
         return new, []

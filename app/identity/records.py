@@ -14,7 +14,7 @@ import orjson
 from pydantic import BaseModel, Field, field_validator
 
 from app.identity.ids import clean_id
-from app.records import DeviceIds, utc_now_iso
+from app.records import Attribution, DeviceIds, utc_now_iso
 
 LinkSource = Literal["api", "segment_webhook", "postback"]
 
@@ -100,6 +100,12 @@ class DeviceIndexUpdate(BaseModel):
     source: LinkSource = "postback"
     at: str = Field(default_factory=utc_now_iso)
     ref: str | None = None  # event_id or link_id the fact came from
+    # observed only: the device's first touch (and the install id that set it), so a later device key
+    # seen with this id (a reinstall) can inherit it; `reprocess_for` is the original install id a
+    # reinstall names, checked against the install id the index remembers.
+    first_touch: Attribution | None = None
+    install_id: str | None = None
+    reprocess_for: str | None = None
 
 
 class DeviceLinked(BaseModel):
@@ -113,6 +119,11 @@ class DeviceLinked(BaseModel):
     via: str
     linked_at: str = Field(default_factory=utc_now_iso)
     shared: bool = False
+    # Inheritance: the first touch of the device id's original install, for a new device key seen with
+    # that id (a reinstall); `confirmed` when the reinstall's `reprocess_for` names that install.
+    first_touch: Attribution | None = None
+    install_id: str | None = None
+    confirmed: bool = False
 
 
 class DeviceRecord(BaseModel):
@@ -126,3 +137,7 @@ class DeviceRecord(BaseModel):
     email_hash: str | None = None
     phone_hash: str | None = None
     conflicts: int = 0
+    # The first first touch seen for this id (never overwritten), its install id and its device key.
+    first_touch: Attribution | None = None
+    install_id: str | None = None
+    first_touch_key: str | None = None

@@ -137,7 +137,14 @@ def observations(
         fresh.append(typed)
 
     updates = [
-        DeviceIndexUpdate(kind="observed", device=typed, device_key=device_key, at=at, ref=event.event_id)
+        DeviceIndexUpdate(
+            kind="observed",
+            device=typed,
+            device_key=device_key,
+            at=at,
+            ref=event.event_id,
+            reprocess_for=event.original_install_id,
+        )
         for typed in fresh
     ]
 
@@ -169,3 +176,46 @@ def observations(
         for typed in targets
     ]
     return new, updates
+
+
+def with_first_touch(
+    event: CanonicalEvent,
+    before: AttributionProfile,
+    after: AttributionProfile,
+    updates: list[DeviceIndexUpdate],
+    device_key: str,
+) -> list[DeviceIndexUpdate]:
+    """`observations` with the device's first touch on its `observed` updates (`after` is the profile
+    after `apply_event`, `before` the one before it), so a reinstall seen later with one of these ids
+    can inherit it.
+
+    The event that sets the first touch re-announces every known id with it (they may have been
+    announced before the install arrived). A shared device announces no first touch: its ids must not
+    stamp one person's campaign on someone else's device.
+    """
+    touch = after.first_touch
+    if touch is None or after.device_shared:
+        return updates
+    out = [
+        u.model_copy(update={"first_touch": touch, "install_id": after.install_id})
+        if u.kind == "observed"
+        else u
+        for u in updates
+    ]
+    if before.first_touch is None:
+        announced = {u.device for u in out if u.kind == "observed"}
+        at = event.received_at or event.timestamp
+        out += [
+            DeviceIndexUpdate(
+                kind="observed",
+                device=typed,
+                device_key=device_key,
+                at=at,
+                ref=event.event_id,
+                first_touch=touch,
+                install_id=after.install_id,
+            )
+            for typed in after.known_ids
+            if typed not in announced
+        ]
+    return out

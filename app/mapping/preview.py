@@ -16,14 +16,23 @@ from app.mapping.mapper import dead_letter_unknown_profile, map_postback
 from app.mapping.profile import ProfileRegistry, UnknownProfile
 from app.mapping.segment import build_segment_calls
 from app.mapping.warehouse import build_warehouse_row
-from app.records import AttributionProfile, CanonicalEvent, DeadLetter, RawPostback, ResolvedIdentity
+from app.records import (
+    AttributionProfile,
+    CanonicalEvent,
+    DeadLetter,
+    RawPostback,
+    ResolvedIdentity,
+    device_key_of,
+)
 
 DEFAULT_PROFILE = "kochava-default"
 
 
-def anonymous_identity(event: CanonicalEvent, namespace: str) -> ResolvedIdentity:
-    """The identity a device gets before any link: anonymousId from its first device id."""
-    device_key = next((v for v in event.devices.model_dump().values() if v), None)
+def anonymous_identity(
+    event: CanonicalEvent, namespace: str, device_key: str | None = None
+) -> ResolvedIdentity:
+    """The identity a device gets before any link: anonymousId from its device key (as the worker does)."""
+    device_key = device_key or next((v for v in event.devices.model_dump().values() if v), None)
     key = device_key or f"user:{event.user_id}"
     return ResolvedIdentity(
         user_id=event.user_id,
@@ -50,7 +59,7 @@ def preview(
     result = map_postback(raw, profile, namespace)
     if isinstance(result, DeadLetter):
         return _dead(result)
-    identity = anonymous_identity(result, namespace)
+    identity = anonymous_identity(result, namespace, device_key_of(raw.params))
     state, first_install = apply_event(AttributionProfile(anonymous_id=identity.anonymous_id), result)
     return {
         "segment": build_segment_calls(result, identity, state, first_install=first_install),

@@ -155,6 +155,22 @@ def _identity_traits(identity: ResolvedIdentity) -> dict[str, Any]:
     )
 
 
+def _value_event_properties(
+    event: CanonicalEvent, profile: AttributionProfile, touch: Attribution
+) -> dict[str, Any]:
+    """A purchase's or conversion's properties: its value and items, its campaign, and the install's first
+    touch as flat `install_*` fields, so revenue can be tied to the paid campaign (ROAS)."""
+    props = {**event.properties, **_compact({"order_id": event.order_id}), **_value_fields(event)}
+    if event.products:
+        props["products"] = event.products
+    campaign = _event_campaign(event, profile)
+    if campaign:
+        props["campaign"] = campaign
+    props.update(_install_fields(profile.first_touch))
+    props.update(_compact({"attribution_type": touch.attribution_type}))
+    return props
+
+
 def build_segment_calls(
     event: CanonicalEvent, identity: ResolvedIdentity, profile: AttributionProfile, *, first_install: bool
 ) -> list[dict[str, Any]]:
@@ -207,36 +223,18 @@ def build_segment_calls(
             )
         tracks.append(_track(event, identity, event.segment_event_name, props, "track"))
 
-    elif event.kind == "purchase":
-        props = {**event.properties}
-        props.update(_compact({"order_id": event.order_id}))
-        props.update(_value_fields(event))
-        if event.products:
-            props["products"] = event.products
-        campaign = _event_campaign(event, profile)
-        if campaign:
-            props["campaign"] = campaign
-        props.update(_install_fields(profile.first_touch))
-        props.update(_compact({"attribution_type": touch.attribution_type}))
+    elif event.kind in ("purchase", "conversion"):
+        props = _value_event_properties(event, profile, touch)
         tracks.append(_track(event, identity, event.segment_event_name, props, "track"))
-
-    elif event.kind == "conversion":
-        props = {**event.properties, **_value_fields(event)}
-        props.update(_compact({"order_id": event.order_id}))
-        campaign = _event_campaign(event, profile)
-        if campaign:
-            props["campaign"] = campaign
-        props.update(_install_fields(profile.first_touch))
-        props.update(_compact({"attribution_type": touch.attribution_type}))
-        tracks.append(_track(event, identity, event.segment_event_name, props, "track"))
-        traits.update(
-            _compact(
-                {
-                    "converted_at": profile.converted_at or event.timestamp,
-                    "conversion_name": profile.conversion_name or event.conversion_name,
-                }
+        if event.kind == "conversion":
+            traits.update(
+                _compact(
+                    {
+                        "converted_at": profile.converted_at or event.timestamp,
+                        "conversion_name": profile.conversion_name or event.conversion_name,
+                    }
+                )
             )
-        )
 
     else:
         props = {**event.properties, **_value_fields(event)}

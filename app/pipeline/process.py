@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from app.attribution import apply_event
 from app.identity.late_auth import apply_link
 from app.identity.records import DeviceLinked
-from app.identity.resolver import observations, resolve
+from app.identity.resolver import observations, resolve, with_first_touch
 from app.mapping import (
     ProfileRegistry,
     UnknownProfile,
@@ -147,7 +147,9 @@ def handle_postback(batch: Batch, event: Any, device_key: str, value: dict[str, 
     state = batch.profile(device_key)
     identity, state = resolve(mapped, state, device_key, settings)
     state, index_updates = observations(mapped, state, device_key, settings)
+    observed_state = state
     state, first_install = apply_event(state, mapped)
+    index_updates = with_first_touch(mapped, observed_state, state, index_updates, device_key)
     messages = build_segment_calls(mapped, identity, state, first_install=first_install)
     row = build_warehouse_row(mapped, identity, state)
 

@@ -10,8 +10,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from app.identity.ids import clean_id
-from app.records import DEVICE_KEY_PARAMS, postback_event_id, utc_now_iso
+from app.records import DEVICE_KEY_PARAMS, device_key_of, postback_event_id, utc_now_iso
 
 
 @dataclass
@@ -83,19 +82,18 @@ async def read_params(request: web.Request, max_body: int) -> tuple[dict[str, An
     )
 
 
-def partition_key(params: dict[str, Any], device_keys: tuple[str, ...] = DEVICE_KEY_PARAMS) -> str:
-    """The Kafka key: the Kochava device id, else the first other usable device id; 400 if none."""
-    for name in device_keys:
-        value = clean_id(params.get(name)) if isinstance(params.get(name), str | int) else None
-        if value:
-            return value if name == "kochava_device_id" else f"{name}:{value}"
-    raise ClientError(
-        400,
-        "missing_device_id",
-        "The postback carries no usable device identifier. Add one of these keys with its Kochava macro "
-        "to the postback URL (all-zero or placeholder values do not count).",
-        {"expected_any_of": list(device_keys)},
-    )
+def partition_key(params: dict[str, Any]) -> str:
+    """The Kafka key (see `device_key_of`); 400 when the postback carries no usable device id."""
+    key = device_key_of(params)
+    if key is None:
+        raise ClientError(
+            400,
+            "missing_device_id",
+            "The postback carries no usable device identifier. Add one of these keys with its Kochava macro "
+            "to the postback URL (all-zero or placeholder values do not count).",
+            {"expected_any_of": list(DEVICE_KEY_PARAMS)},
+        )
+    return key
 
 
 def raw_record(
