@@ -1,0 +1,241 @@
+"""First-touch inheritance: a reinstall on a new device key inherits the original install's first touch
+through the device index (index transition, adoption rule, observed updates, and the whole chain)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.attribution import apply_event
+from app.config import Settings
+from app.identity.index import apply_update
+from app.identity.late_auth import adopt_first_touch, apply_link
+from app.identity.records import DeviceIndexUpdate, DeviceLinked, DeviceRecord
+from app.identity.resolver import observations, resolve, with_first_touch
+from app.mapping import build_segment_calls
+from app.records import Attribution, AttributionProfile, CanonicalEvent, DeviceIds
+
+DEV = "idfv:IDFV-1"
+SPRING = Attribution(network="Facebook", campaign="spring", attributed_at="2024-05-01T10:00:00.000Z")
+RETARGET = Attribution(network="Retargeter", campaign="winback", attributed_at="2024-06-01T10:00:00.000Z")
+
+
+def settings(**kw: Any) -> Settings:
+    return Settings(_env_file=None, kseg_namespace="test-ns", **kw)  # type: ignore[call-arg]
+
+
+def observed(key: str, touch: Attribution | None = None, **kw: Any) -> DeviceIndexUpdate:
+    return DeviceIndexUpdate(kind="observed", device=DEV, device_key=key, first_touch=touch, **kw)
+
+
+def link(user: str, at: str = "2024-05-01T11:00:00.000Z") -> DeviceIndexUpdate:
+    return DeviceIndexUpdate(kind="link", device=DEV, user_id=user, at=at, source="api")
+
+
+def run(updates: list[DeviceIndexUpdate], s: Settings | None = None) -> tuple[DeviceRecord, list[Any]]:
+    record: DeviceRecord | None = None
+    outs: list[Any] = []
+    for update in updates:
+        out = apply_update(record, update, s or settings())
+        record = out.record
+        outs.append(out)
+    assert record is not None
+    return record, outs
+
+
+# -- index transition ----------------------------------------------------------------------------
+
+
+def test_index_remembers_the_first_first_touch_and_never_overwrites_it() -> None:
+    record, _ = run([observed("KA", SPRING, install_id="I-A"), observed("KC", RETARGET, install_id="I-C")])
+    assert record.first_touch == SPRING
+    assert (record.install_id, record.first_touch_key) == ("I-A", "KA")
+
+
+def test_new_device_key_inherits_the_first_touch() -> None:
+    _, outs = run([observed("KA", SPRING, install_id="I-A"), observed("KB", reprocess_for="I-A")])
+    assert outs[0].notices == []
+    [notice] = outs[1].notices
+    assert (notice.device_key, notice.first_touch, notice.install_id) == ("KB", SPRING, "I-A")
+    assert notice.user_id is None and not notice.shared
+    assert notice.confirmed  # reprocess_for names the remembered install
+
+
+def test_inheritance_without_reprocess_for_is_unconfirmed_but_sent() -> None:
+    _, outs = run([observed("KA", SPRING, install_id="I-A"), observed("KB", reprocess_for="I-other")])
+    [notice] = outs[1].notices
+    assert notice.first_touch == SPRING and not notice.confirmed
+
+
+def test_no_inheritance_for_the_origin_a_known_key_or_a_key_with_its_own_first_touch() -> None:
+    _, outs = run(
+        [
+            observed("KA", SPRING, install_id="I-A"),
+            observed("KA"),  # the origin again
+            observed("KB"),
+            observed("KB"),  # already told
+            observed("KC", RETARGET, install_id="I-C"),  # has its own install
+        ]
+    )
+    assert [len(o.notices) for o in outs] == [0, 0, 1, 0, 0]
+
+
+def test_key_seen_before_the_first_touch_gets_nothing_later() -> None:
+    """The original install announces its own first touch; nothing is sent back to earlier keys."""
+    _, outs = run([observed("KB"), observed("KA", SPRING, install_id="I-A")])
+    assert all(o.notices == [] for o in outs)
+
+
+def test_linked_record_tells_a_new_key_its_user_and_first_touch_in_one_notice() -> None:
+    _, outs = run([observed("KA", SPRING, install_id="I-A"), link("u1"), observed("KB")])
+    [notice] = outs[-1].notices
+    assert (notice.device_key, notice.user_id, notice.first_touch) == ("KB", "u1", SPRING)
+
+
+def test_link_notices_to_known_keys_carry_no_first_touch() -> None:
+    _, outs = run([observed("KA", SPRING, install_id="I-A"), observed("KB"), link("u1")])
+    assert [(n.device_key, n.first_touch) for n in outs[-1].notices] == [("KA", None), ("KB", None)]
+
+
+def test_shared_id_passes_no_first_touch() -> None:
+    s = settings(kseg_shared_device_threshold=1)
+    record, outs = run(
+        [observed("KA", SPRING, install_id="I-A"), link("alice"), link("bob"), observed("KB")], s
+    )
+    assert record.shared
+    assert outs[-1].notices == []
+
+
+def test_over_cap_key_inherits_only_when_reprocess_for_confirms() -> None:
+    s = settings(kseg_max_ids_per_profile=1)
+    _, outs = run(
+        [observed("KA", SPRING, install_id="I-A"), observed("KB"), observed("KC", reprocess_for="I-A")], s
+    )
+    assert outs[1].notices == [] and outs[1].refused == ["cap"]
+    [notice] = outs[2].notices
+    assert (notice.device_key, notice.first_touch, notice.confirmed, notice.user_id) == (
+        "KC",
+        SPRING,
+        True,
+        None,
+    )
+
+
+# -- adoption rule -------------------------------------------------------------------------------
+
+
+def inherit_notice(**kw: Any) -> DeviceLinked:
+    return DeviceLinked(device_key="KB", via=DEV, first_touch=SPRING, install_id="I-A", **kw)
+
+
+def test_device_without_first_touch_adopts_it() -> None:
+    adopted = adopt_first_touch(AttributionProfile(), inherit_notice())
+    assert adopted.first_touch == SPRING and adopted.install_id == "I-A"
+
+
+def test_adoption_keeps_the_reinstalls_own_install_id() -> None:
+    adopted = adopt_first_touch(AttributionProfile(install_id="I-reprocess"), inherit_notice())
+    assert adopted.first_touch == SPRING and adopted.install_id == "I-reprocess"
+
+
+def test_adoption_never_overwrites_a_first_touch() -> None:
+    state = AttributionProfile(first_touch=RETARGET, install_id="I-B")
+    assert adopt_first_touch(state, inherit_notice()) == state
+
+
+def test_shared_device_or_shared_notice_adopts_nothing() -> None:
+    assert adopt_first_touch(AttributionProfile(device_shared=True), inherit_notice()).first_touch is None
+    assert adopt_first_touch(AttributionProfile(), inherit_notice(shared=True)).first_touch is None
+
+
+def test_inheritance_only_notice_sends_nothing_but_adopts() -> None:
+    state, messages = apply_link(AttributionProfile(anonymous_events=2), inherit_notice(), "KB", settings())
+    assert messages == [] and state.first_touch == SPRING and state.user_id is None
+
+
+def test_inherited_first_touch_is_on_the_first_link_identify() -> None:
+    notice = inherit_notice(user_id="u1")
+    state, messages = apply_link(AttributionProfile(anonymous_events=1), notice, "KB", settings())
+    identify = next(m for m in messages if m["type"] == "identify")
+    assert identify["traits"]["kochava_campaign"] == "spring"
+    assert state.user_id == "u1"
+
+
+# -- observed updates carry the first touch --------------------------------------------------------
+
+
+def event(key: str, kind: str = "install", **kw: Any) -> CanonicalEvent:
+    base: dict[str, Any] = {
+        "event_id": kw.pop("event_id", f"ev-{key}-{kind}"),
+        "message_id": "m1",
+        "kind": kind,
+        "kochava_event_name": "_install" if kind in ("install", "reinstall") else "Purchase",
+        "segment_event_name": "Install Attributed" if kind in ("install", "reinstall") else "Order Completed",
+        "timestamp": "2024-05-01T10:00:00.000Z",
+        "received_at": "2024-05-01T10:00:01.000Z",
+        "devices": DeviceIds(kochava_device_id=key, idfv="IDFV-1"),
+        "profile": "kochava-default",
+        "profile_version": "1",
+    }
+    return CanonicalEvent(**{**base, **kw})
+
+
+def postback(
+    state: AttributionProfile, ev: CanonicalEvent, key: str
+) -> tuple[AttributionProfile, list[DeviceIndexUpdate], list[dict[str, Any]]]:
+    """What the processing agent does with one postback (app/pipeline/process.py::handle_postback)."""
+    s = settings()
+    identity, state = resolve(ev, state, key, s)
+    state, updates = observations(ev, state, key, s)
+    before = state
+    state, first_install = apply_event(state, ev)
+    updates = with_first_touch(ev, before, state, updates, key)
+    return state, updates, build_segment_calls(ev, identity, state, first_install=first_install)
+
+
+def test_install_announces_its_ids_with_the_first_touch() -> None:
+    _, updates, _ = postback(AttributionProfile(), event("KA", attribution=SPRING, install_id="I-A"), "KA")
+    assert sorted((u.device, u.first_touch == SPRING, u.install_id) for u in updates) == [
+        ("idfv:IDFV-1", True, "I-A"),
+        ("kochava_device_id:KA", True, "I-A"),
+    ]
+
+
+def test_install_after_earlier_events_re_announces_known_ids() -> None:
+    state, updates, _ = postback(AttributionProfile(), event("KA", "event", kochava_event_name="x"), "KA")
+    assert all(u.first_touch is None for u in updates) and len(updates) == 2
+    _, updates, _ = postback(state, event("KA", attribution=SPRING, install_id="I-A"), "KA")
+    assert sorted(u.device for u in updates if u.first_touch == SPRING) == [DEV, "kochava_device_id:KA"]
+
+
+def test_shared_device_announces_no_first_touch() -> None:
+    _, updates, _ = postback(
+        AttributionProfile(device_shared=True), event("KA", attribution=SPRING, install_id="I-A"), "KA"
+    )
+    assert updates and all(u.first_touch is None for u in updates)
+
+
+def test_reinstall_purchase_carries_the_original_install_campaign() -> None:
+    """The whole chain without Kafka: install on KA, reinstall on KB (same IDFV), notice, purchase."""
+    s = settings()
+    records: dict[str, DeviceRecord | None] = {}
+
+    def index(updates: list[DeviceIndexUpdate]) -> list[DeviceLinked]:
+        notices: list[DeviceLinked] = []
+        for u in updates:
+            out = apply_update(records.get(u.device), u, s)
+            records[u.device] = out.record
+            notices += out.notices
+        return notices
+
+    _, updates, _ = postback(AttributionProfile(), event("KA", attribution=SPRING, install_id="I-A"), "KA")
+    assert index(updates) == []
+    reinstall = event("KB", "reinstall", attribution=RETARGET, install_id="I-B", original_install_id="I-A")
+    kb, updates, _ = postback(AttributionProfile(), reinstall, "KB")
+    assert kb.first_touch is None
+    [notice] = index(updates)
+    assert notice.device_key == "KB" and notice.via == DEV and notice.confirmed
+    kb, messages = apply_link(kb, notice, "KB", s)
+    assert messages == []
+    _, _, calls = postback(kb, event("KB", "purchase", revenue=4.99, currency="USD"), "KB")
+    [order] = [c for c in calls if c.get("event") == "Order Completed"]
+    assert order["properties"]["install_campaign"] == "spring"
