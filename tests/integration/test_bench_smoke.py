@@ -20,6 +20,7 @@ EVERY_FIGURE = (
     "e2e_p50_ms",
     "e2e_p95_ms",
     "e2e_p99_ms",
+    "e2e_low_p99_ms",
     "spike_lost",
     "spike_peak_lag",
     "spike_drain_seconds",
