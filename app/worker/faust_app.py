@@ -14,7 +14,8 @@ from app.config import Settings, get_settings
 
 
 def broker_urls(bootstrap: str) -> list[str]:
-    return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
+    """faust broker URLs on kseg's transport (faust's aiokafka one, with a short fetch wait)."""
+    return [f"ksegkafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
 
 
 def state_dir(settings: Settings) -> Path:
