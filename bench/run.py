@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,6 +30,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.broker.embedded import EmbeddedBroker, free_port
+from app.deployment import Deployment
 from app.loadgen.postbacks import Postback, PostbackGenerator
 from app.loadgen.runner import run_load
 from app.loadgen.spike import SpikeSpec
@@ -40,7 +41,7 @@ from tests.emulators.segment_api import SegmentEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-TOKEN = "bench"
+TOKEN = Deployment.token  # the postback token every bench deployment accepts
 
 
 @dataclass
@@ -163,96 +164,6 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
-
-
-@dataclass
-class Deployment:
-    """A broker, a receiver and a worker as separate processes, like production."""
-
-    bootstrap: str
-    segment_url: str
-    data_dir: Path
-    app_id: str = field(default_factory=lambda: f"bench{int(time.time() * 1000) % 10_000_000}")
-    http_port: int = field(default_factory=free_port)
-    worker_port: int = field(default_factory=free_port)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "KSEG_EMBEDDED_BROKER": "true",
-            "KSEG_APP_ID": self.app_id,
-            "KSEG_HTTP_PORT": str(self.http_port),
-            "KSEG_WORKER_WEB_PORT": str(self.worker_port),
-            "KSEG_POSTBACK_TOKENS": TOKEN,
-            "KSEG_DATA_DIR": str(self.data_dir),
-            "KSEG_SESSION_TIMEOUT": "6",
-            "KSEG_TOPIC_PARTITIONS": "8",
-            "SEGMENT_WRITE_KEY": "bench-key",
-            "SEGMENT_ENDPOINT": self.segment_url,
-            "SEGMENT_BATCH_LINGER": "0.2",
-            "SEGMENT_MAX_REQUESTS_PER_SECOND": "1000",
-            "LOG_LEVEL": "warning",
-        }
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/v1/kochava/postbacks"
-
-    def topic(self, name: str) -> str:
-        return f"{self.app_id}.{name}"
-
-    def spawn(self, role: str) -> None:
-        log = (self.data_dir / f"{role}.log").open("ab")
-        self.procs[role] = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", role], cwd=ROOT, env=self.env, stdout=log, stderr=log
-        )
-
-    async def wait_ready(self, role: str, timeout: float = 90) -> None:
-        port = self.http_port if role == "receiver" else self.worker_port
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.procs[role].poll() is not None:
-                    raise RuntimeError(f"{role} exited; see {self.data_dir / (role + '.log')}")
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise RuntimeError(f"{role} not ready after {timeout}s")
-
-    async def raw_lag(self) -> float:
-        url = f"http://127.0.0.1:{self.worker_port}/metrics"
-        async with aiohttp.ClientSession() as session, session.get(url) as r:
-            text = await r.text()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("kseg_consumer_lag") and ".postbacks.raw" in line
-        )
-
-    async def start(self, *roles: str) -> Deployment:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        for role in roles:
-            self.spawn(role)
-        for role in roles:
-            await self.wait_ready(role)
-        return self
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def say(text: str) -> None:

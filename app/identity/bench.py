@@ -62,7 +62,6 @@ import os
 import platform
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -76,7 +75,8 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 
-from app.broker.embedded import EmbeddedBroker, free_port
+from app.broker.embedded import EmbeddedBroker
+from app.deployment import Deployment
 from app.records import postback_event_id, utc_now_iso
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -476,89 +476,6 @@ async def phase_after_login(pop: Population, traffic: Traffic, counter: list[int
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Deployment:
-    """A receiver and a worker as separate processes on one broker, like production."""
-
-    bootstrap: str
-    segment_url: str
-    data_dir: Path
-    app_id: str = field(default_factory=lambda: f"idbench{int(time.time() * 1000) % 10_000_000}")
-    http_port: int = field(default_factory=free_port)
-    worker_port: int = field(default_factory=free_port)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "KSEG_EMBEDDED_BROKER": "true",
-            "KSEG_APP_ID": self.app_id,
-            "KSEG_HTTP_HOST": "127.0.0.1",
-            "KSEG_HTTP_PORT": str(self.http_port),
-            "KSEG_WORKER_WEB_PORT": str(self.worker_port),
-            "KSEG_POSTBACK_TOKENS": TOKEN,
-            "KSEG_DATA_DIR": str(self.data_dir),
-            "KSEG_SESSION_TIMEOUT": "6",
-            "KSEG_TOPIC_PARTITIONS": "8",
-            "KSEG_NAMESPACE": NAMESPACE,
-            "KSEG_SHARED_DEVICE_THRESHOLD": str(SHARED_THRESHOLD),
-            "SEGMENT_WRITE_KEY": "identity-bench-key",
-            "SEGMENT_ENDPOINT": self.segment_url,
-            "SEGMENT_BATCH_LINGER": "0.2",
-            "SEGMENT_MAX_REQUESTS_PER_SECOND": "1000",
-            "LOG_LEVEL": "warning",
-            "PYTHONUNBUFFERED": "1",
-        }
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def spawn(self, role: str) -> None:
-        with (self.data_dir / f"{role}.log").open("ab") as log:
-            self.procs[role] = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", role],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    async def wait_ready(self, session: aiohttp.ClientSession, role: str, timeout: float = 90) -> None:
-        port = self.http_port if role == "receiver" else self.worker_port
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.procs[role].poll() is not None:
-                raise RuntimeError(f"{role} exited; see {self.data_dir / (role + '.log')}")
-            try:
-                async with session.get(
-                    f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=2)
-                ) as r:
-                    if r.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"{role} not ready after {timeout}s; see {self.data_dir / (role + '.log')}")
-
-    def alive(self) -> list[str]:
-        return [role for role, proc in self.procs.items() if proc.poll() is not None]
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
 class Arrivals:
     """Incremental view of what the emulator received: track event ids, aliases, last arrival time."""
 
@@ -596,7 +513,7 @@ async def drain(
     next_note = time.monotonic() + 5
     while time.monotonic() < deadline:
         arrivals.scan()
-        dead = dep.alive()
+        dead = dep.exited()
         if dead:
             raise RuntimeError(f"{', '.join(dead)} exited during {what}; logs in {dep.data_dir}")
         if done() and time.monotonic() - arrivals.last_change >= QUIET_SECONDS:
@@ -843,17 +760,25 @@ async def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     drained = True
     with EmbeddedBroker(log_path=work / "tansu.log") as broker:
         async with SegmentEmulator(write_key="identity-bench-key") as segment:
-            dep = Deployment(broker.bootstrap_servers, segment.url, work)
+            dep = Deployment(
+                broker.bootstrap_servers,
+                segment.url,
+                work,
+                app_id=f"idbench{int(time.time() * 1000) % 10_000_000}",
+                token=TOKEN,
+                extra_env={
+                    "KSEG_NAMESPACE": NAMESPACE,
+                    "KSEG_SHARED_DEVICE_THRESHOLD": str(SHARED_THRESHOLD),
+                    "SEGMENT_WRITE_KEY": "identity-bench-key",
+                },
+            )
             connector = aiohttp.TCPConnector(limit=args.concurrency)
             timeout = aiohttp.ClientTimeout(total=10)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 try:
-                    dep.spawn("receiver")
-                    dep.spawn("worker")
-                    await dep.wait_ready(session, "receiver")
-                    await dep.wait_ready(session, "worker")
-                    say(f"receiver on {dep.url}, worker ready; broker {broker.bootstrap_servers}")
-                    traffic = Traffic(dep.url, session, args.concurrency, pop.rng)
+                    await dep.start("receiver", "worker")
+                    say(f"receiver on {dep.base_url}, worker ready; broker {broker.bootstrap_servers}")
+                    traffic = Traffic(dep.base_url, session, args.concurrency, pop.rng)
                     arrivals = Arrivals(segment.messages)
 
                     say("phase 1: installs and anonymous events ...")

@@ -1,0 +1,129 @@
+"""A local kseg deployment of real processes (receiver and worker) on one broker, for the benchmarks.
+
+`bench/run.py` and `kseg identity-bench` measure kseg as an operator runs it: separate `kseg receiver`
+and `kseg worker` processes configured through environment variables, on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from app.broker.embedded import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Deployment:
+    """A broker, a receiver and a worker as separate processes, like production."""
+
+    bootstrap: str
+    segment_url: str
+    data_dir: Path
+    app_id: str = field(default_factory=lambda: f"bench{int(time.time() * 1000) % 10_000_000}")
+    token: str = "bench"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    http_port: int = field(default_factory=free_port)
+    worker_port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KSEG_EMBEDDED_BROKER": "true",
+            "KSEG_APP_ID": self.app_id,
+            "KSEG_HTTP_PORT": str(self.http_port),
+            "KSEG_WORKER_WEB_PORT": str(self.worker_port),
+            "KSEG_POSTBACK_TOKENS": self.token,
+            "KSEG_DATA_DIR": str(self.data_dir),
+            "KSEG_SESSION_TIMEOUT": "6",
+            "KSEG_TOPIC_PARTITIONS": "8",
+            "SEGMENT_WRITE_KEY": "bench-key",
+            "SEGMENT_ENDPOINT": self.segment_url,
+            "SEGMENT_BATCH_LINGER": "0.2",
+            "SEGMENT_MAX_REQUESTS_PER_SECOND": "1000",
+            "LOG_LEVEL": "warning",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def url(self) -> str:
+        """The postback URL."""
+        return f"{self.base_url}/v1/kochava/postbacks"
+
+    def topic(self, name: str) -> str:
+        return f"{self.app_id}.{name}"
+
+    def spawn(self, role: str) -> None:
+        with (self.data_dir / f"{role}.log").open("ab") as log:
+            self.procs[role] = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", role],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    async def wait_ready(self, role: str, timeout: float = 90) -> None:
+        port = self.http_port if role == "receiver" else self.worker_port
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.procs[role].poll() is not None:
+                    raise RuntimeError(f"{role} exited; see {self.data_dir / (role + '.log')}")
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"{role} not ready after {timeout}s")
+
+    async def raw_lag(self) -> float:
+        url = f"http://127.0.0.1:{self.worker_port}/metrics"
+        async with aiohttp.ClientSession() as session, session.get(url) as r:
+            text = await r.text()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("kseg_consumer_lag") and ".postbacks.raw" in line
+        )
+
+    async def start(self, *roles: str) -> Deployment:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for role in roles:
+            self.spawn(role)
+        for role in roles:
+            await self.wait_ready(role)
+        return self
+
+    def exited(self) -> list[str]:
+        """Roles whose process has exited."""
+        return [role for role, proc in self.procs.items() if proc.poll() is not None]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
