@@ -193,6 +193,10 @@ class AttributionProfile(BaseModel):
     device_shared: bool = False
     email_hash: str | None = None
     phone_hash: str | None = None
+    # A reinstall waits for the device index's answers (an inherited first touch) before the device's
+    # later postbacks are processed; they are parked here meanwhile, durable with the profile.
+    awaiting_index_answers: int = 0
+    parked: list[JSONDict] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------

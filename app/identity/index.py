@@ -110,7 +110,7 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
         if update.kind == "link" and (update.user_id or update.email_hash or update.phone_hash):
             rec.conflicts += 1
             out.refused.append("shared_device")
-        return out
+        return _answer_reinstall(out, update)
 
     changed = False
     if update.kind == "link":
@@ -153,6 +153,23 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
     for notice in out.notices:
         if notice.first_touch is not None:
             notice.confirmed = confirmed
+    return _answer_reinstall(out, update)
+
+
+def _answer_reinstall(out: IndexOutcome, update: DeviceIndexUpdate) -> IndexOutcome:
+    """A reinstall's observation always gets exactly one answer to its device key, carrying the
+    inherited first touch when there is one: the device parks its postbacks until every answer came."""
+    if update.kind != "observed" or not update.reprocess_for or not update.device_key:
+        return out
+    for notice in out.notices:
+        if notice.device_key == update.device_key:
+            notice.answers_reinstall = True
+            return out
+    out.notices.append(
+        DeviceLinked(
+            device_key=update.device_key, via=update.device, linked_at=update.at, answers_reinstall=True
+        )
+    )
     return out
 
 

@@ -124,6 +124,9 @@ class DeviceLinked(BaseModel):
     first_touch: Attribution | None = None
     install_id: str | None = None
     confirmed: bool = False
+    # The answer to a reinstall's observation (sent whether or not there is a first touch to inherit),
+    # so the reinstalled device knows when to stop parking its postbacks.
+    answers_reinstall: bool = False
 
 
 class DeviceRecord(BaseModel):

@@ -56,6 +56,9 @@ def _seen(event_id: str) -> bool:
     return bool(dedupe[event_id].value() or dedupe_previous[event_id].value())
 
 
+#: Postbacks a reinstalled device parks at most while it waits for the index's answers.
+MAX_PARKED = 200
+
 #: Events per micro-batch, and how long to wait for a batch to fill.
 BATCH_MAX = 250
 BATCH_WITHIN = 0.01
@@ -132,6 +135,13 @@ def handle_postback(batch: Batch, event: Any, device_key: str, value: dict[str, 
         m.deduplicated.inc()
         batch.add(Step(event))
         return
+    parked = batch.profile(device_key)
+    if parked.awaiting_index_answers > 0:
+        if len(parked.parked) < MAX_PARKED:
+            batch.add(Step(event), device_key, parked.model_copy(update={"parked": [*parked.parked, value]}))
+            m.parked.inc()
+            return
+        release_parked(batch, event, device_key, parked)  # stop waiting rather than grow without bound
     profile_name = raw.profile or settings.kseg_default_profile
     try:
         profile = registry.get(profile_name)
@@ -150,6 +160,11 @@ def handle_postback(batch: Batch, event: Any, device_key: str, value: dict[str, 
     observed_state = state
     state, first_install = apply_event(state, mapped)
     index_updates = with_first_touch(mapped, observed_state, state, index_updates, device_key)
+    answers = sum(1 for u in index_updates if u.kind == "observed" and u.reprocess_for)
+    if mapped.kind == "reinstall" and state.first_touch is None and answers:
+        # Wait for the index to say whether this reinstall inherits its original install's first touch,
+        # so the device's next purchases carry the install campaign (see docs/identity.md).
+        state = state.model_copy(update={"awaiting_index_answers": answers})
     messages = build_segment_calls(mapped, identity, state, first_install=first_install)
     row = build_warehouse_row(mapped, identity, state)
 
@@ -176,6 +191,20 @@ def handle_device_linked(batch: Batch, event: Any, device_key: str, value: dict[
     batch.add(Step(event, [(channels.outbox, key, dumps(msg)) for msg in messages]), device_key, state)
     for msg in messages:
         m.segment_messages.inc(type=msg["type"])
+    if notice.answers_reinstall and state.awaiting_index_answers > 0:
+        if state.first_touch is not None or state.awaiting_index_answers == 1:
+            release_parked(batch, event, device_key, state)
+        else:
+            remaining = state.awaiting_index_answers - 1
+            batch.add(Step(event), device_key, state.model_copy(update={"awaiting_index_answers": remaining}))
+
+
+def release_parked(batch: Batch, event: Any, device_key: str, state: AttributionProfile) -> None:
+    """Stop waiting for the index and process the parked postbacks, in the order they arrived."""
+    parked = state.parked
+    batch.add(Step(event), device_key, state.model_copy(update={"awaiting_index_answers": 0, "parked": []}))
+    for value in parked:
+        handle_postback(batch, event, device_key, value)
 
 
 def handle_event(batch: Batch, event: Any) -> None:

@@ -7,6 +7,9 @@ from app.sinks.segment.sender import SinkStats
 
 registry = Registry()
 processed = registry.counter("kseg_worker_processed_total", "Events processed, by event kind.")
+parked = registry.counter(
+    "kseg_worker_parked_total", "Postbacks held until a reinstall's first-touch answer came."
+)
 deduplicated = registry.counter("kseg_worker_deduplicated_total", "Exact repeats of a postback dropped.")
 dead_letters = registry.counter("kseg_dead_letters_total", "Dead letters written, by stage and reason.")
 segment_messages = registry.counter("kseg_segment_messages_total", "Segment messages queued, by type.")

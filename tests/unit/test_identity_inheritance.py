@@ -105,6 +105,24 @@ def test_shared_id_passes_no_first_touch() -> None:
     assert outs[-1].notices == []
 
 
+def test_every_reinstall_observation_gets_exactly_one_answer() -> None:
+    s = settings(kseg_shared_device_threshold=1)
+    # With a first touch to inherit: one notice, carrying it and marked as the answer.
+    _, outs = run([observed("KA", SPRING, install_id="I-A"), observed("KB", reprocess_for="I-A")])
+    [answer] = outs[1].notices
+    assert answer.answers_reinstall and answer.first_touch == SPRING and answer.device_key == "KB"
+    # Nothing to inherit (unknown id, or a shared one): still one bare answer, so the device stops waiting.
+    _, outs = run([observed("KB", reprocess_for="I-A")])
+    [bare] = outs[0].notices
+    assert bare.answers_reinstall and bare.first_touch is None and bare.user_id is None
+    _, outs = run([observed("KA", SPRING), link("alice"), link("bob"), observed("KB", reprocess_for="I-A")], s)
+    [bare] = outs[-1].notices
+    assert bare.answers_reinstall and bare.first_touch is None and not bare.shared
+    # An ordinary observation (no reprocess_for) is not answered.
+    _, outs = run([observed("KC")])
+    assert outs[0].notices == []
+
+
 def test_over_cap_key_inherits_only_when_reprocess_for_confirms() -> None:
     s = settings(kseg_max_ids_per_profile=1)
     _, outs = run(
@@ -232,8 +250,11 @@ def test_reinstall_purchase_carries_the_original_install_campaign() -> None:
     reinstall = event("KB", "reinstall", attribution=RETARGET, install_id="I-B", original_install_id="I-A")
     kb, updates, _ = postback(AttributionProfile(), reinstall, "KB")
     assert kb.first_touch is None
-    [notice] = index(updates)
-    assert notice.device_key == "KB" and notice.via == DEV and notice.confirmed
+    answers = index(updates)
+    # Every id the reinstall was observed with answers it once; only the shared idfv carries a first touch.
+    assert len(answers) == len(updates) and all(n.answers_reinstall and n.device_key == "KB" for n in answers)
+    [notice] = [n for n in answers if n.first_touch is not None]
+    assert notice.via == DEV and notice.confirmed
     kb, messages = apply_link(kb, notice, "KB", s)
     assert messages == []
     _, _, calls = postback(kb, event("KB", "purchase", revenue=4.99, currency="USD"), "KB")
