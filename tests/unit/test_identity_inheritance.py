@@ -115,7 +115,9 @@ def test_every_reinstall_observation_gets_exactly_one_answer() -> None:
     _, outs = run([observed("KB", reprocess_for="I-A")])
     [bare] = outs[0].notices
     assert bare.answers_reinstall and bare.first_touch is None and bare.user_id is None
-    _, outs = run([observed("KA", SPRING), link("alice"), link("bob"), observed("KB", reprocess_for="I-A")], s)
+    _, outs = run(
+        [observed("KA", SPRING), link("alice"), link("bob"), observed("KB", reprocess_for="I-A")], s
+    )
     [bare] = outs[-1].notices
     assert bare.answers_reinstall and bare.first_touch is None and not bare.shared
     # An ordinary observation (no reprocess_for) is not answered.
