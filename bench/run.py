@@ -60,7 +60,7 @@ class Profile:
     drain_timeout: float
 
 
-FULL = Profile(3000, 15, 20000, 1000, 20, 500, 20, 30, 20, 120)
+FULL = Profile(6000, 15, 20000, 1000, 20, 500, 20, 30, 20, 120)
 SMOKE = Profile(200, 2, 300, 100, 2, 50, 1, 1, 1, 30)
 
 TARGETS = {
