@@ -114,6 +114,12 @@ class Pipeline:
         self._spawn("receiver", "receiver", {})
         await wait_for(lambda: self._ready(f"{self.url}/readyz", "receiver"), 30, "receiver /readyz")
 
+    async def start(self) -> Pipeline:
+        """A receiver and one worker, both ready: the deployment most tests need."""
+        await self.start_receiver()
+        await self.start_worker()
+        return self
+
     async def start_worker(self, name: str = "worker-1", wait_ready: bool = True, **extra: str) -> None:
         port = self.worker_ports.setdefault(name, free_port())
         self.worker_env[name] = {"KSEG_WORKER_ID": name, "KSEG_WORKER_WEB_PORT": str(port), **extra}

@@ -10,14 +10,19 @@ from app.records import DeadLetter, dumps
 log = logging.getLogger(__name__)
 
 
+def dead_letter_record(letter: DeadLetter, counter: Counter | None = None) -> tuple[bytes, bytes]:
+    """(key, value) of one dead letter for its topic; counts it by stage and reason, and logs it."""
+    if counter is not None:
+        counter.inc(stage=letter.stage, reason=letter.reason)
+    log.warning("dead letter (%s/%s) %s: %s", letter.stage, letter.reason, letter.event_id, letter.error)
+    return (letter.event_id or letter.reason).encode(), dumps(letter)
+
+
 async def send_dead_letters(topic: object, letters: list[DeadLetter], counter: Counter | None = None) -> None:
     """Produce each dead letter to the faust `topic` and wait for every ack."""
     futures = []
     for letter in letters:
-        key = (letter.event_id or letter.reason).encode()
-        futures.append(await topic.send(key=key, value=dumps(letter)))  # type: ignore[attr-defined]
-        if counter is not None:
-            counter.inc(stage=letter.stage, reason=letter.reason)
-        log.warning("dead letter (%s/%s) %s: %s", letter.stage, letter.reason, letter.event_id, letter.error)
+        key, value = dead_letter_record(letter, counter)
+        futures.append(await topic.send(key=key, value=value))  # type: ignore[attr-defined]
     for fut in futures:
         await fut

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.attribution import apply_event
+from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
 from app.identity.records import DeviceLinked
 from app.identity.resolver import observations, resolve, with_first_touch
@@ -119,9 +120,7 @@ async def send_in_key_order(sends: list[Send]) -> None:
 
 
 def dead_letter_send(letter: DeadLetter) -> Send:
-    m.dead_letters.inc(stage=letter.stage, reason=letter.reason)
-    log.warning("dead letter (%s/%s) %s: %s", letter.stage, letter.reason, letter.event_id, letter.error)
-    return (channels.deadletter, (letter.event_id or letter.reason).encode(), dumps(letter))
+    return (channels.deadletter, *dead_letter_record(letter, m.dead_letters))
 
 
 def handle_postback(batch: Batch, event: Any, device_key: str, value: dict[str, Any]) -> None:

@@ -19,24 +19,17 @@ def _register_pages() -> None:
     from app.worker import metrics as m
     from app.worker.faust_app import app, settings
     from app.worker.health import health
-    from app.worker.watchdog import StallDetector, activity, exit_for_restart, read_and_committed
+    from app.worker.watchdog import StallDetector, activity, exit_for_restart, partition_offsets
+
+    prefix = f"{app.conf.id}."
 
     def lag() -> dict[Any, float]:
-        """Records not yet committed, per assigned partition (faust keeps no public position API)."""
-        consumer = app.consumer
-        committed_offsets = getattr(consumer, "_committed_offset", {})
-        out = {}
-        prefix = f"{app.conf.id}."
-        for tp in consumer.assignment():
-            if not tp.topic.startswith(prefix):  # changelogs are read only during recovery
-                continue
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            committed = committed_offsets.get(tp)
-            done = committed + 1 if committed is not None else 0
-            out[label_key(topic=tp.topic, partition=str(tp.partition))] = float(max(0, highwater - done))
-        return out
+        """Records not yet committed, per assigned input partition."""
+        return {
+            label_key(topic=tp.topic, partition=str(tp.partition)): float(where.lag)
+            for tp, where in partition_offsets(app.consumer, prefix).items()
+            if where.lag is not None
+        }
 
     m.lag.fn = lag
 
@@ -44,7 +37,7 @@ def _register_pages() -> None:
 
     @app.timer(interval=max(1.0, settings.kseg_stall_seconds / 6))
     async def stall_watchdog() -> None:
-        stalled = detector.stalled(read_and_committed(app.consumer, f"{app.conf.id}."), activity.idle_for())
+        stalled = detector.stalled(partition_offsets(app.consumer, prefix), activity.idle_for())
         if stalled:
             exit_for_restart(stalled)
 
@@ -59,22 +52,18 @@ def _register_pages() -> None:
         """Per input partition: fetching or paused, last read, committed and end offsets (for SREs)."""
 
         async def get(self, request: Request) -> Response:
-            consumer = app.consumer
-            active = (
-                consumer._get_active_partitions() if hasattr(consumer, "_get_active_partitions") else set()
-            )
-            read = getattr(consumer, "_read_offset", {})
-            committed = getattr(consumer, "_committed_offset", {})
+            offsets = partition_offsets(app.consumer, prefix)
             rows = [
                 {
                     "topic": tp.topic,
                     "partition": tp.partition,
-                    "active": tp in active,
-                    "read_offset": read.get(tp),
-                    "committed_offset": committed.get(tp),
-                    "highwater": consumer.highwater(tp),
+                    "active": where.active,
+                    "read_offset": where.read,
+                    "committed_offset": where.committed,
+                    "highwater": where.highwater,
+                    "lag": where.lag,
                 }
-                for tp in sorted(consumer.assignment())
+                for tp, where in sorted(offsets.items())
             ]
             return self.json({"partitions": rows})
 

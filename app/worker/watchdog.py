@@ -59,11 +59,12 @@ class StallDetector:
     stall_seconds: float
     stuck_since: dict[Any, tuple[int | None, float]] = field(default_factory=dict)
 
-    def stalled(self, offsets: dict[Any, tuple[int | None, int | None]], idle_for: float) -> list[Any]:
-        """Partitions stalled longer than `stall_seconds`; `offsets` maps tp → (read, committed)."""
+    def stalled(self, offsets: dict[Any, PartitionOffsets], idle_for: float) -> list[Any]:
+        """Partitions stalled longer than `stall_seconds`."""
         now = time.monotonic()
         found = []
-        for tp, (read, committed) in offsets.items():
+        for tp, where in offsets.items():
+            read, committed = where.read, where.committed
             behind = read is not None and (committed is None or committed <= read)  # committed = next offset
             if not behind:
                 self.stuck_since.pop(tp, None)
@@ -77,12 +78,34 @@ class StallDetector:
         return found
 
 
-def read_and_committed(consumer: Any, prefix: str) -> dict[Any, tuple[int | None, int | None]]:
-    """(last read, last committed) offset per assigned kseg stream partition (faust internals, read only)."""
+@dataclass(frozen=True)
+class PartitionOffsets:
+    """Where one input partition stands. faust keeps no public position API, so this is the one place
+    that reads its bookkeeping (`_read_offset`, `_committed_offset`: committed is the *next* offset)."""
+
+    read: int | None
+    committed: int | None
+    highwater: int | None
+    active: bool
+
+    @property
+    def lag(self) -> int | None:
+        if self.highwater is None:
+            return None
+        return max(0, self.highwater - (self.committed or 0))
+
+
+def partition_offsets(consumer: Any, prefix: str) -> dict[Any, PartitionOffsets]:
+    """Offsets of every assigned kseg input partition (topics starting with `prefix`; not changelogs,
+    which are read only during recovery)."""
     read = getattr(consumer, "_read_offset", {})
     committed = getattr(consumer, "_committed_offset", {})
+    get_active = getattr(consumer, "_get_active_partitions", None)
+    active = get_active() if get_active is not None else set()
     return {
-        tp: (read.get(tp), committed.get(tp)) for tp in consumer.assignment() if tp.topic.startswith(prefix)
+        tp: PartitionOffsets(read.get(tp), committed.get(tp), consumer.highwater(tp), tp in active)
+        for tp in consumer.assignment()
+        if tp.topic.startswith(prefix)
     }
 
 

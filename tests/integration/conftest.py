@@ -42,7 +42,7 @@ async def segment() -> AsyncIterator[SegmentEmulator]:
 
 @pytest.fixture
 async def make_pipeline(broker: str, tmp_path: Path) -> AsyncIterator[Any]:
-    """Factory: `await make_pipeline(segment_url, **env)` → a Pipeline; all are stopped after the test."""
+    """Factory: `make_pipeline(segment_url, **env)` → a Pipeline (`await p.start()` runs it)."""
     created: list[Pipeline] = []
 
     def factory(segment_url: str | None, **env: str) -> Pipeline:

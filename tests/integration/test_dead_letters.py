@@ -86,8 +86,7 @@ async def test_unmappable_postbacks_are_dead_lettered_counted_listed_and_replaye
 ) -> None:
     p: Pipeline = make_pipeline(segment.url)
     dump_logs.append(p)
-    await p.start_receiver()
-    await p.start_worker()
+    await p.start()
 
     # Good and bad interleaved: each bad one sits between two good ones.
     bad = list(BAD.items())

@@ -60,8 +60,7 @@ async def test_transient_segment_faults_lose_nothing(
     segment.slow_next(1, delay=2.5)
     segment.drop_next(1)
     segment.fail_next(1, status=503)
-    await p.start_receiver()
-    await p.start_worker()
+    await p.start()
     events = [event(i) for i in range(300)]
     statuses = await send_many(p, events)
     accepted = {level for level, status in statuses.items() if status == 200}
@@ -86,8 +85,7 @@ async def test_worker_sigkilled_three_times_loses_nothing(
 ) -> None:
     p: Pipeline = make_pipeline(segment.url)
     dump_logs.append(p)
-    await p.start_receiver()
-    await p.start_worker()
+    await p.start()
     total = 2000
     events = [event(i) for i in range(total)]
     chunks = [events[i::4] for i in range(4)]
@@ -201,8 +199,7 @@ async def test_segment_401_stops_delivery_until_key_fixed(
     async with SegmentEmulator(write_key="the-right-key") as segment:
         p: Pipeline = make_pipeline(segment.url)  # the harness sets a different (wrong) key
         dump_logs.append(p)
-        await p.start_receiver()
-        await p.start_worker()
+        await p.start()
         statuses = await send_many(p, [event(i) for i in range(20)])
         assert set(statuses.values()) == {200}
 

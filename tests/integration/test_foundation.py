@@ -32,8 +32,7 @@ async def test_install_reaches_segment_as_identify_and_install_attributed(
 ) -> None:
     p: Pipeline = make_pipeline(segment.url)
     dump_logs.append(p)
-    await p.start_receiver()
-    await p.start_worker()
+    await p.start()
 
     status, body, _ = await p.get(INSTALL)
     assert (status, body) == (200, {"message": "success"})
@@ -70,8 +69,7 @@ async def test_dry_run_writes_batch_bodies_without_a_write_key(
 ) -> None:
     p: Pipeline = make_pipeline(None)
     dump_logs.append(p)
-    await p.start_receiver()
-    await p.start_worker()
+    await p.start()
     status, _, _ = await p.get(INSTALL)
     assert status == 200
     outbox = p.data_dir / "segment-outbox.jsonl"

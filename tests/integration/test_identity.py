@@ -52,15 +52,14 @@ def of_type(segment: SegmentEmulator, kind: str, event: str | None = None) -> li
 
 
 async def start(p: Pipeline) -> Pipeline:
-    await p.start_receiver()
-    await p.start_worker()
+    await p.start()
     return p
 
 
 async def test_anonymous_events_then_login_alias_once_and_attribution_on_user(
     make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
 ) -> None:
-    p = await start(make_pipeline(segment.url))
+    p = await make_pipeline(segment.url).start()
     dump_logs.append(p)
     assert (await p.get(install("KIAAA1")))[0] == 200
     for n in range(3):
@@ -93,7 +92,7 @@ async def test_anonymous_events_then_login_alias_once_and_attribution_on_user(
 async def test_shared_device_never_merges_two_users(
     make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
 ) -> None:
-    p = await start(make_pipeline(segment.url, KSEG_SHARED_DEVICE_THRESHOLD="1"))
+    p = await make_pipeline(segment.url, KSEG_SHARED_DEVICE_THRESHOLD="1").start()
     dump_logs.append(p)
     shared_idfv = "11111111-2222-3333-4444-555555555555"
     assert (await p.get(install("KISHARED", idfv=shared_idfv)))[0] == 200
@@ -130,7 +129,7 @@ async def test_shared_device_never_merges_two_users(
 async def test_tables_survive_a_worker_kill(
     make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
 ) -> None:
-    p = await start(make_pipeline(segment.url))
+    p = await make_pipeline(segment.url).start()
     dump_logs.append(p)
     devices = [f"KIKILL{i:02d}" for i in range(12)]
     for i, device in enumerate(devices):
@@ -160,7 +159,7 @@ async def test_tables_survive_a_worker_kill(
 async def test_tables_survive_a_rebalance_between_two_workers(
     make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
 ) -> None:
-    p = await start(make_pipeline(segment.url))
+    p = await make_pipeline(segment.url).start()
     dump_logs.append(p)
     devices = [f"KIREB{i:02d}" for i in range(16)]
     for i, device in enumerate(devices):
@@ -201,7 +200,7 @@ async def test_tables_survive_a_rebalance_between_two_workers(
 async def test_signed_segment_webhook_links_and_bad_signature_is_refused(
     make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
 ) -> None:
-    p = await start(make_pipeline(segment.url, SEGMENT_WEBHOOK_SECRET="whsec"))
+    p = await make_pipeline(segment.url, SEGMENT_WEBHOOK_SECRET="whsec").start()
     dump_logs.append(p)
     idfv = "ABCDEF01-2345-6789-ABCD-EF0123456789"
     assert (await p.get(install("KIWEB1", idfv=idfv)))[0] == 200

@@ -139,8 +139,7 @@ async def test_every_kind_maps_to_the_spec_at_segment_and_the_warehouse(
 ) -> None:
     p: Pipeline = make_pipeline(segment.url)
     dump_logs.append(p)
-    await p.start_receiver()
-    await p.start_worker()
+    await p.start()
 
     # Per device the order matters (first install before the reinstall): each send waits for its 200.
     for params in (INSTALL, REINSTALL, SUBSCRIBE, LEVEL, DROID_INSTALL, REENGAGED_PURCHASE):
@@ -317,8 +316,7 @@ async def test_custom_profile_from_mapping_dir_by_url_parameter(
     (mapping_dir / "acme.yaml").write_text(CUSTOM_PROFILE)
     p: Pipeline = make_pipeline(segment.url, KSEG_MAPPING_DIR=str(mapping_dir))
     dump_logs.append(p)
-    await p.start_receiver()
-    await p.start_worker()
+    await p.start()
 
     custom = {
         "profile": "acme-e2e",
