@@ -28,6 +28,7 @@ examples:
   kseg mapping check my-profile.yaml
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 kseg dlq list --reason invalid_revenue --since 2h
   kseg loadgen --rate 500 --duration 30 --spike 10x@10s+10s
+  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 kseg topics plan
 """
 
 
@@ -97,7 +98,7 @@ def _with_kafka_settings(command: Any, args: argparse.Namespace) -> int:
     settings = _settings()
     if not settings.kafka_bootstrap_servers:
         raise SystemExit(
-            "kseg dlq: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
+            f"kseg {args.command}: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
             "(the embedded broker) or your cluster's."
         )
     result: int = command(args, settings)
@@ -154,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.dlq.cli import add_parser as add_dlq
 
     add_dlq(sub, _with_kafka_settings)
+
+    from app.admin.cli import add_parser as add_topics
+
+    add_topics(sub, _with_kafka_settings)
 
     from app.loadgen.cli import build_parser as add_loadgen
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SEGMENT_US_ENDPOINT = "https://api.segment.io"
@@ -45,6 +45,33 @@ class Settings(BaseSettings):
     kseg_producer_max_batch_bytes: int | None = Field(
         default=None,
         description="Producer batch size in bytes. Default 16384; 1 on the embedded broker (see README).",
+    )
+
+    # --- Kafka security (issue 15): applied by app.kafka.client_config to every Kafka client ----
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How clients talk to Kafka: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (managed).",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN",
+        description="SASL mechanism for SASL_* protocols: PLAIN (Confluent Cloud), SCRAM-SHA-512 (MSK).",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="SASL username (Confluent Cloud: the API key)."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (Confluent Cloud: the API secret)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that signed the brokers' certificates. Unset: the system trust store.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate for mutual TLS (MSK with TLS client auth)."
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM private key of the client cert.")
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that the broker certificate names the host kseg connects to."
     )
 
     # --- Receiver ------------------------------------------------------------------------------
@@ -112,6 +139,20 @@ class Settings(BaseSettings):
     def _resolve_region(cls, value: str) -> str:
         aliases = {"us": SEGMENT_US_ENDPOINT, "eu": SEGMENT_EU_ENDPOINT}
         return aliases.get(value.lower(), value).rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        """Refuse half-configured security at start-up rather than at the first connection."""
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME and "
+                "KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (mutual TLS)")
+        return self
 
     # --- Derived -------------------------------------------------------------------------------
     @property

@@ -1,16 +1,81 @@
-"""Kafka client settings shared by every kseg producer, so all of them treat the broker the same way."""
+"""Kafka client settings shared by every kseg client (producers, consumers, admin, faust), so all of them
+reach the broker the same way: one address, one security protocol, one set of credentials."""
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from app.config import Settings
 
 
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for SSL / SASL_SSL (None for plaintext protocols).
+
+    Verifies the broker certificate against KAFKA_SSL_CAFILE (or the system trust store) and its host
+    name; presents KAFKA_SSL_CERTFILE/KEYFILE for mutual TLS. Built per call: contexts are cheap and a
+    fresh one reads rotated certificate files."""
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    cafile = settings.kafka_ssl_cafile
+    for name, path in (
+        ("KAFKA_SSL_CAFILE", cafile),
+        ("KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile),
+        ("KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile),
+    ):
+        if path is not None and not path.is_file():
+            raise RuntimeError(f"{name}={path} does not exist or is not a file")
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cafile) if cafile else None)
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    if settings.kafka_ssl_certfile is not None and settings.kafka_ssl_keyfile is not None:
+        context.load_cert_chain(str(settings.kafka_ssl_certfile), str(settings.kafka_ssl_keyfile))
+    return context
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """aiokafka kwargs every client gets: bootstrap servers, security protocol, TLS context, SASL."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    context = ssl_context(settings)
+    if context is not None:
+        config["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        config |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": password.get_secret_value() if password else None,
+        }
+    return config
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """faust's `broker_credentials` for the same security settings (None for PLAINTEXT).
+
+    faust turns these into the same aiokafka kwargs `client_config` builds (faust's
+    `credentials_to_aiokafka_auth`), for its consumer, producer and admin client alike."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = ssl_context(settings)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password.get_secret_value() if password else None,
+        ssl_context=context,  # SASL_SSL when set, SASL_PLAINTEXT when None
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
 def producer_config(settings: Settings) -> dict[str, Any]:
     """aiokafka producer kwargs: acks=all always; idempotence and batch size per broker kind."""
-    return {
-        "bootstrap_servers": settings.bootstrap,
+    return client_config(settings) | {
         "acks": "all",
         "enable_idempotence": settings.idempotence,
         "max_batch_size": settings.producer_max_batch_bytes,
@@ -18,3 +83,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "request_timeout_ms": int(settings.kseg_produce_timeout * 1000),
         "client_id": f"{settings.kseg_app_id}-producer",
     }
+
+
+def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """aiokafka consumer kwargs for kseg's tools (dlq, topics migrate): manual offsets, no group."""
+    return client_config(settings) | {"enable_auto_commit": False} | extra

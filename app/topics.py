@@ -1,25 +1,30 @@
-"""kseg's topic catalogue (`topics/topics.yaml`) and idempotent topic creation.
+"""kseg's topic catalogue (`topics/topics.yaml`, packaged as `app.catalogue`), topic names, and the
+idempotent creation of missing topics at start-up.
 
-Topics are created up front, by whichever process starts first, with the configured partition count,
-so that the receiver never relies on broker auto-creation and co-partitioning holds from day one.
+Topics are created up front, by whichever process starts first, exactly as declared, so that the receiver
+never relies on broker auto-creation and co-partitioning holds from day one. Changing an existing topic
+is `kseg topics apply`'s job (app/admin/), never a side effect of starting a process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
 
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from app.config import Settings
+from app.kafka import client_config
 
 log = logging.getLogger(__name__)
 
-CATALOGUE = Path(__file__).resolve().parent.parent / "topics" / "topics.yaml"
+#: The data package holding topics.yaml and schemas/ (a symlink to the top-level `topics/` directory).
+CATALOGUE_PACKAGE = "app.catalogue"
 
 RAW = "postbacks.raw"
 LINKS = "identity.links"
@@ -32,45 +37,123 @@ DEADLETTER = "deadletter"
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """One declared topic: a kseg topic (`kind="topic"`) or a faust table changelog (`kind="changelog"`)."""
+
     name: str
     description: str
-    retention_hours: float
+    retention_hours: float | None
+    kind: Literal["topic", "changelog"] = "topic"
+    keyed: bool = False
+    co_partitioned: str | None = None
+    partitioned_by: Literal["key", "source"] = "key"
+    partitions: int | None = None
+    replication: int | None = None
+    configs: dict[str, str] = field(default_factory=dict)
+
+    def full_name(self, settings: Settings, app_id: str | None = None) -> str:
+        """The Kafka topic name under KSEG_APP_ID (or another app id: a migration's target generation)."""
+        app_id = app_id or settings.kseg_app_id
+        if self.kind == "changelog":
+            return f"{app_id}-{self.name}-changelog"
+        return f"{app_id}.{self.name}"
+
+    def partition_count(self, settings: Settings) -> int:
+        return self.partitions or settings.kseg_topic_partitions
+
+    def replication_factor(self, settings: Settings) -> int:
+        return self.replication or settings.kseg_topic_replication
+
+    def topic_configs(self, settings: Settings) -> dict[str, str]:
+        """The configs this topic should carry on the cluster (as Kafka strings)."""
+        configs = dict(self.configs)
+        if self.retention_hours is not None:
+            configs["retention.ms"] = str(int(self.retention_hours * 3600 * 1000))
+        if "min.insync.replicas" in configs:
+            configs["min.insync.replicas"] = str(
+                min(int(configs["min.insync.replicas"]), self.replication_factor(settings))
+            )
+        return configs
 
 
-def catalogue(path: Path = CATALOGUE) -> list[TopicSpec]:
-    data = yaml.safe_load(path.read_text())
-    return [
-        TopicSpec(name=name, description=spec["description"], retention_hours=float(spec["retention_hours"]))
-        for name, spec in data["topics"].items()
-    ]
+def catalogue_text(name: str = "topics.yaml") -> str:
+    """A file of the packaged catalogue (works from the source tree and from an installed wheel)."""
+    return resources.files(CATALOGUE_PACKAGE).joinpath(name).read_text(encoding="utf-8")
+
+
+def schema_text(name: str) -> str:
+    """A packaged JSON Schema, e.g. `warehouse-row.schema.json`."""
+    return catalogue_text(f"schemas/{name}")
+
+
+def _spec(
+    name: str, raw: dict[str, Any], kind: Literal["topic", "changelog"], defaults: dict[str, Any]
+) -> TopicSpec:
+    configs = {str(k): str(v) for k, v in (defaults.get("configs") or {}).items()}
+    configs |= {str(k): str(v) for k, v in (raw.get("configs") or {}).items()}
+    retention = raw.get("retention_hours")
+    return TopicSpec(
+        name=name,
+        description=str(raw.get("description", "")),
+        retention_hours=float(retention) if retention is not None else None,
+        kind=kind,
+        keyed=bool(raw.get("keyed", False)),
+        co_partitioned=raw.get("co_partitioned"),
+        partitioned_by=raw.get("partitioned_by", "key"),
+        partitions=raw.get("partitions"),
+        replication=raw.get("replication"),
+        configs=configs,
+    )
+
+
+def catalogue(text: str | None = None) -> list[TopicSpec]:
+    """Every declared topic: kseg's topics first, then the faust changelogs."""
+    data = yaml.safe_load(text if text is not None else catalogue_text())
+    defaults = data.get("defaults") or {}
+    specs = [_spec(name, raw, "topic", defaults) for name, raw in (data.get("topics") or {}).items()]
+    specs += [_spec(name, raw, "changelog", defaults) for name, raw in (data.get("changelogs") or {}).items()]
+    return specs
+
+
+def new_topic(
+    spec: TopicSpec, settings: Settings, app_id: str | None = None, partitions: int | None = None
+) -> NewTopic:
+    return NewTopic(
+        name=spec.full_name(settings, app_id),
+        num_partitions=partitions or spec.partition_count(settings),
+        replication_factor=spec.replication_factor(settings),
+        topic_configs=spec.topic_configs(settings),
+    )
+
+
+async def connect_admin(settings: Settings, timeout: float = 30.0) -> AIOKafkaAdminClient:
+    """A started admin client; retries until `timeout`, then says which address did not answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(**client_config(settings), request_timeout_ms=int(timeout * 1000))
+        try:
+            await admin.start()
+            return admin
+        except KafkaError as exc:
+            await admin.close()
+            if loop.time() > deadline:
+                raise RuntimeError(
+                    f"cannot reach Kafka at {settings.bootstrap} "
+                    f"({settings.kafka_security_protocol}): {exc!r}"
+                ) from exc
+            await asyncio.sleep(0.5)
 
 
 async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create every catalogued topic that does not exist yet; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=int(timeout * 1000))
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            await admin.start()
-            break
-        except KafkaError as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from exc
-            await asyncio.sleep(0.5)
+    admin = await connect_admin(settings, timeout)
     try:
         existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                name=settings.topic(spec.name),
-                num_partitions=settings.kseg_topic_partitions,
-                replication_factor=settings.kseg_topic_replication,
-                topic_configs={"retention.ms": str(int(spec.retention_hours * 3600 * 1000))},
-            )
-            for spec in catalogue()
-            if settings.topic(spec.name) not in existing
-        ]
         created: list[str] = []
-        for topic in wanted:
+        for spec in catalogue():
+            topic = new_topic(spec, settings)
+            if topic.name in existing:
+                continue
             try:
                 await admin.create_topics([topic])
                 created.append(topic.name)

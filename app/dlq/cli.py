@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from app.config import Settings
-from app.kafka import producer_config
+from app.kafka import consumer_config, producer_config
 from app.receiver.parsing import ClientError, partition_key
 from app.records import DeadLetter, dumps, loads, utc_now_iso
 from app.topics import DEADLETTER, OUTBOX, RAW
@@ -41,7 +41,7 @@ async def read_dead_letters(
 ) -> list[DeadLetter]:
     """Every dead letter currently in the topic (from the beginning to the end offsets at start)."""
     topic = settings.topic(DEADLETTER)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
     await consumer.start()
     try:
         await consumer.topics()  # refreshes metadata for every topic

@@ -11,6 +11,7 @@ from pathlib import Path
 import faust
 
 from app.config import Settings, get_settings
+from app.kafka import faust_credentials
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -29,6 +30,7 @@ def create_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.kseg_app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers or "127.0.0.1:9092"),
+        broker_credentials=faust_credentials(settings),
         store="rocksdb://",
         datadir=str(state_dir(settings)),
         autodiscover=False,

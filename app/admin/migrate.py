@@ -1,0 +1,212 @@
+"""`kseg topics migrate`: a new generation of kseg's topics with another partition count, state included.
+
+Adding partitions to a keyed topic re-maps keys (murmur2(key) % partitions), so each device's table state
+would stay behind in its old partition. Instead, every catalogued topic is copied into a new generation
+(app id `kseg-g2`, then `kseg-g3`, ...) whose topics have N partitions:
+- records of `partitioned_by: key` topics (postbacks, identity topics, the profiles and identity-devices
+  changelogs) go to murmur2(key) % N, the partition the receiver's and faust's producers will use;
+- records of `partitioned_by: source` changelogs (the windowed dedupe table, keyed by event id but placed
+  by the device key of its event) go to every new partition that old partition's keys can map to;
+- the worker group's input topics are copied from its committed offsets (what it had not processed), the
+  changelogs and the other topics from their beginning.
+Workers then start with KSEG_APP_ID=<new generation> and KSEG_TOPIC_PARTITIONS=N and recover their tables
+from the copied changelogs (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+from app.admin.cluster import describe
+from app.config import Settings
+from app.kafka import consumer_config, producer_config
+from app.topics import TopicSpec, catalogue, connect_admin, new_topic
+
+_partitioner = DefaultPartitioner()
+
+
+class MigrationRefused(RuntimeError):
+    """The migration cannot run safely as asked; the message says why and what to do."""
+
+
+def next_generation(app_id: str) -> str:
+    """`kseg` → `kseg-g2`, `kseg-g2` → `kseg-g3`."""
+    match = re.fullmatch(r"(.+)-g(\d+)", app_id)
+    if match:
+        return f"{match.group(1)}-g{int(match.group(2)) + 1}"
+    return f"{app_id}-g2"
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition aiokafka's (and Java's) default partitioner picks for a key."""
+    all_partitions = list(range(partitions))
+    return int(_partitioner(key, all_partitions, all_partitions))
+
+
+def target_partitions(
+    spec: TopicSpec, key: bytes | None, old_partition: int, old_count: int, new_count: int
+) -> list[int]:
+    """Where one record of `spec` goes in the new generation."""
+    if spec.partitioned_by == "source":
+        if new_count % old_count == 0:
+            # A key in old partition p has murmur2 % old == p, so murmur2 % new is one of p, p+old, ...
+            return list(range(old_partition, new_count, old_count))
+        return list(range(new_count))
+    if key is None:
+        return [old_partition % new_count]
+    return [key_partition(key, new_count)]
+
+
+@dataclass
+class TopicCopy:
+    source: str
+    target: str
+    read: int = 0
+    written: int = 0
+    from_committed: bool = False
+
+
+async def _committed(settings: Settings, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The worker group's committed offsets (no entry: nothing committed)."""
+    consumer = AIOKafkaConsumer(**consumer_config(settings, group_id=group))
+    await consumer.start()
+    try:
+        offsets = {}
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            if committed is not None and committed >= 0:
+                offsets[tp] = committed
+        return offsets
+    finally:
+        await consumer.stop()
+
+
+async def migrate(
+    settings: Settings,
+    partitions: int,
+    target_app_id: str | None = None,
+    say: Callable[[str], None] = print,
+) -> tuple[str, list[TopicCopy]]:
+    """Create the next generation with `partitions` partitions and copy every catalogued topic into it."""
+    source_app = settings.kseg_app_id
+    target_app = target_app_id or next_generation(source_app)
+    specs = catalogue()
+    admin = await connect_admin(settings)
+    try:
+        sources = await describe(admin, [s.full_name(settings) for s in specs])
+        targets = await describe(admin, [s.full_name(settings, target_app) for s in specs])
+        missing = [
+            s.full_name(settings) for s in specs if s.kind == "topic" and s.full_name(settings) not in sources
+        ]
+        if missing:
+            raise MigrationRefused(
+                f"source topics missing under KSEG_APP_ID={source_app}: {', '.join(missing)}"
+            )
+        for spec in specs:
+            name = spec.full_name(settings, target_app)
+            want = spec.partitions or partitions
+            if name in targets and targets[name].partitions != want:
+                raise MigrationRefused(
+                    f"{name} exists with {targets[name].partitions} partitions, not {want}: pick another "
+                    "target with --to-app-id, or delete that topic"
+                )
+        for spec in specs:
+            if spec.full_name(settings, target_app) not in targets:
+                await admin.create_topics(
+                    [new_topic(spec, settings, target_app, spec.partitions or partitions)]
+                )
+    finally:
+        await admin.close()
+
+    group_tps = [
+        TopicPartition(s.full_name(settings), p)
+        for s in specs
+        if s.kind == "topic" and s.full_name(settings) in sources
+        for p in range(sources[s.full_name(settings)].partitions)
+    ]
+    committed = await _committed(settings, source_app, group_tps)
+
+    producer = AIOKafkaProducer(**producer_config(settings))
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
+    await producer.start()
+    await consumer.start()
+    copies: list[TopicCopy] = []
+    try:
+        for spec in specs:
+            source = spec.full_name(settings)
+            if source not in sources:
+                continue  # a changelog faust never created (its table was never written)
+            copy = TopicCopy(source, spec.full_name(settings, target_app))
+            old_count = sources[source].partitions
+            new_count = spec.partitions or partitions
+            for partition in range(old_count):
+                tp = TopicPartition(source, partition)
+                start = committed.get(tp) if spec.kind == "topic" else None
+                copy.from_committed |= start is not None
+                await _copy_partition(
+                    consumer, producer, spec, tp, start, copy, old_count, new_count, settings
+                )
+            await producer.flush()
+            say(
+                f"  {copy.source} -> {copy.target}: {copy.read} read, {copy.written} written"
+                + (" (from the worker group's committed offsets)" if copy.from_committed else "")
+            )
+            copies.append(copy)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return target_app, copies
+
+
+async def _copy_partition(
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    spec: TopicSpec,
+    tp: TopicPartition,
+    start: int | None,
+    copy: TopicCopy,
+    old_count: int,
+    new_count: int,
+    settings: Settings,
+) -> None:
+    consumer.assign([tp])
+    end = (await consumer.end_offsets([tp]))[tp]
+    if start is None:
+        await consumer.seek_to_beginning(tp)
+    else:
+        consumer.seek(tp, start)
+    position = await consumer.position(tp)
+    while position < end:
+        batch = await consumer.getmany(tp, timeout_ms=5000)
+        records = batch.get(tp, [])
+        if not records:
+            raise MigrationRefused(f"{tp.topic}[{tp.partition}] stopped at offset {position} of {end}")
+        for record in records:
+            if record.offset >= end:
+                position = end
+                break
+            position = record.offset + 1
+            copy.read += 1
+            if spec.partitioned_by == "key" and record.key is not None and spec.keyed:
+                placed = key_partition(record.key, old_count)
+                if placed != tp.partition:
+                    raise MigrationRefused(
+                        f"{tp.topic}[{tp.partition}] offset {record.offset}: key {record.key!r} belongs to "
+                        f"partition {placed} under murmur2, so this topic is not placed by its key; "
+                        "declare it `partitioned_by: source` in topics.yaml"
+                    )
+            for target in target_partitions(spec, record.key, tp.partition, old_count, new_count):
+                await producer.send(
+                    copy.target,
+                    value=record.value,
+                    key=record.key,
+                    partition=target,
+                    timestamp_ms=record.timestamp if record.timestamp and record.timestamp > 0 else None,
+                    headers=list(record.headers) or None,
+                )
+                copy.written += 1
