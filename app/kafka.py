@@ -88,3 +88,32 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """aiokafka consumer kwargs for kseg's tools (dlq, topics migrate): manual offsets, no group."""
     return client_config(settings) | {"enable_auto_commit": False} | extra
+
+
+async def tls_problem(settings: Settings, timeout: float = 5.0) -> str | None:
+    """Why a TLS handshake with the first bootstrap server fails, in words an operator can act on
+    (None when it succeeds or TLS is off). aiokafka itself only reports "Unable to bootstrap"."""
+    import asyncio
+
+    context = ssl_context(settings)
+    if context is None:
+        return None
+    first = settings.bootstrap.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    host = host.strip("[]")
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, int(port), ssl=context, server_hostname=host), timeout
+        )
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"the TLS certificate of {first} is not trusted (certificate verify failed: "
+            f"{exc.verify_message}); set KAFKA_SSL_CAFILE to the CA bundle that signed the brokers' "
+            "certificates (or check the host name you connect to)"
+        )
+    except ssl.SSLError as exc:
+        return f"TLS handshake with {first} failed ({exc.reason or exc}); is it a TLS listener?"
+    except (OSError, TimeoutError) as exc:
+        return f"cannot open a connection to {first} ({exc!r})"
+    writer.close()
+    return None

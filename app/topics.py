@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from app.config import Settings
-from app.kafka import client_config
+from app.kafka import client_config, tls_problem
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,9 @@ async def connect_admin(settings: Settings, timeout: float = 30.0) -> AIOKafkaAd
         except KafkaError as exc:
             await admin.close()
             if loop.time() > deadline:
+                problem = await tls_problem(settings)
+                if problem:
+                    raise RuntimeError(f"cannot reach Kafka at {settings.bootstrap}: {problem}") from exc
                 raise RuntimeError(
                     f"cannot reach Kafka at {settings.bootstrap} "
                     f"({settings.kafka_security_protocol}): {exc!r}"

@@ -45,10 +45,19 @@ def tansu_binary() -> str:
 class EmbeddedBroker:
     """A Tansu broker process bound to 127.0.0.1."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+        advertised: str | None = None,
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        #: host:port clients are told to connect to (metadata); default the listener. Set it when a
+        #: proxy (e.g. TLS-terminating) sits in front, or clients bypass the proxy after bootstrap.
+        self.advertised = advertised
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
 
@@ -64,7 +73,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.advertised}" if self.advertised else url,
             "--storage-engine",
             "memory://tansu/",
         ]

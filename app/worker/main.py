@@ -87,13 +87,15 @@ def _register_pages() -> None:
 def run_worker(settings: Settings) -> None:
     from app.topics import ensure_topics
 
-    asyncio.run(ensure_topics(settings))
     from app.admin.cluster import CoPartitionError, check_co_partitioning
 
     try:
+        asyncio.run(ensure_topics(settings))
         asyncio.run(check_co_partitioning(settings))
     except CoPartitionError as exc:
         raise SystemExit(f"kseg worker: refusing to start: {exc}") from exc
+    except RuntimeError as exc:
+        raise SystemExit(f"kseg worker: {exc}") from exc
     import app.identity.agents
     import app.pipeline.process
     import app.sinks.segment.agent
