@@ -85,9 +85,8 @@ def _register_pages() -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    from app.topics import ensure_topics
-
     from app.admin.cluster import CoPartitionError, check_co_partitioning
+    from app.topics import ensure_topics
 
     try:
         asyncio.run(ensure_topics(settings))
