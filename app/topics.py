@@ -46,6 +46,8 @@ class TopicSpec:
     keyed: bool = False
     co_partitioned: str | None = None
     partitioned_by: Literal["key", "source"] = "key"
+    #: How the record key encodes the partition key: `raw` bytes, or `json` (faust's str table keys).
+    key_format: Literal["raw", "json"] = "raw"
     partitions: int | None = None
     replication: int | None = None
     configs: dict[str, str] = field(default_factory=dict)
@@ -99,6 +101,7 @@ def _spec(
         keyed=bool(raw.get("keyed", False)),
         co_partitioned=raw.get("co_partitioned"),
         partitioned_by=raw.get("partitioned_by", "key"),
+        key_format=raw.get("key_format", "raw"),
         partitions=raw.get("partitions"),
         replication=raw.get("replication"),
         configs=configs,

@@ -18,7 +18,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -42,6 +44,14 @@ def next_generation(app_id: str) -> str:
     return f"{app_id}-g2"
 
 
+def partition_key(spec: TopicSpec, key: bytes) -> bytes:
+    """The bytes the producers hashed: the key itself, or the string inside a JSON-encoded key."""
+    if spec.key_format == "json":
+        decoded = orjson.loads(key)
+        return decoded.encode() if isinstance(decoded, str) else key
+    return key
+
+
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition aiokafka's (and Java's) default partitioner picks for a key."""
     all_partitions = list(range(partitions))
@@ -59,7 +69,7 @@ def target_partitions(
         return list(range(new_count))
     if key is None:
         return [old_partition % new_count]
-    return [key_partition(key, new_count)]
+    return [key_partition(partition_key(spec, key), new_count)]
 
 
 @dataclass
@@ -132,9 +142,7 @@ async def migrate(
     committed = await _committed(settings, source_app, group_tps)
 
     producer = AIOKafkaProducer(**producer_config(settings))
-    consumer = AIOKafkaConsumer(**consumer_config(settings))
     await producer.start()
-    await consumer.start()
     copies: list[TopicCopy] = []
     try:
         for spec in specs:
@@ -143,14 +151,12 @@ async def migrate(
                 continue  # a changelog faust never created (its table was never written)
             copy = TopicCopy(source, spec.full_name(settings, target_app))
             old_count = sources[source].partitions
-            new_count = spec.partitions or partitions
-            for partition in range(old_count):
-                tp = TopicPartition(source, partition)
-                start = committed.get(tp) if spec.kind == "topic" else None
-                copy.from_committed |= start is not None
-                await _copy_partition(
-                    consumer, producer, spec, tp, start, copy, old_count, new_count, settings
-                )
+            starts = {
+                p: committed.get(TopicPartition(source, p)) if spec.kind == "topic" else None
+                for p in range(old_count)
+            }
+            copy.from_committed = any(v is not None for v in starts.values())
+            await _copy_topic(settings, producer, spec, copy, starts, spec.partitions or partitions)
             await producer.flush()
             say(
                 f"  {copy.source} -> {copy.target}: {copy.read} read, {copy.written} written"
@@ -158,55 +164,75 @@ async def migrate(
             )
             copies.append(copy)
     finally:
-        await consumer.stop()
         await producer.stop()
     return target_app, copies
 
 
-async def _copy_partition(
-    consumer: AIOKafkaConsumer,
+async def _copy_topic(
+    settings: Settings,
     producer: AIOKafkaProducer,
     spec: TopicSpec,
-    tp: TopicPartition,
-    start: int | None,
     copy: TopicCopy,
+    starts: dict[int, int | None],
+    new_count: int,
+) -> None:
+    """Copy every partition of one topic from its start offset to its end offset at the start."""
+    old_count = len(starts)
+    tps = [TopicPartition(copy.source, p) for p in range(old_count)]
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            start = starts[tp.partition]
+            if start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+        remaining = {tp for tp in tps if ends[tp] > (starts[tp.partition] or 0)}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=5000)
+            if not batch:
+                stuck = ", ".join(f"[{tp.partition}] before {ends[tp]}" for tp in sorted(remaining))
+                raise MigrationRefused(f"{copy.source} stopped before its end offsets: {stuck}")
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        break
+                    await _copy_record(producer, spec, copy, record, tp.partition, old_count, new_count)
+                    if record.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+                        break
+    finally:
+        await consumer.stop()
+
+
+async def _copy_record(
+    producer: AIOKafkaProducer,
+    spec: TopicSpec,
+    copy: TopicCopy,
+    record: Any,
+    old_partition: int,
     old_count: int,
     new_count: int,
-    settings: Settings,
 ) -> None:
-    consumer.assign([tp])
-    end = (await consumer.end_offsets([tp]))[tp]
-    if start is None:
-        await consumer.seek_to_beginning(tp)
-    else:
-        consumer.seek(tp, start)
-    position = await consumer.position(tp)
-    while position < end:
-        batch = await consumer.getmany(tp, timeout_ms=5000)
-        records = batch.get(tp, [])
-        if not records:
-            raise MigrationRefused(f"{tp.topic}[{tp.partition}] stopped at offset {position} of {end}")
-        for record in records:
-            if record.offset >= end:
-                position = end
-                break
-            position = record.offset + 1
-            copy.read += 1
-            if spec.partitioned_by == "key" and record.key is not None and spec.keyed:
-                placed = key_partition(record.key, old_count)
-                if placed != tp.partition:
-                    raise MigrationRefused(
-                        f"{tp.topic}[{tp.partition}] offset {record.offset}: key {record.key!r} belongs to "
-                        f"partition {placed} under murmur2, so this topic is not placed by its key; "
-                        "declare it `partitioned_by: source` in topics.yaml"
-                    )
-            for target in target_partitions(spec, record.key, tp.partition, old_count, new_count):
-                await producer.send(
-                    copy.target,
-                    value=record.value,
-                    key=record.key,
-                    partition=target,
-                    timestamp_ms=record.timestamp if record.timestamp and record.timestamp > 0 else None,
-                    headers=list(record.headers) or None,
-                )
-                copy.written += 1
+    copy.read += 1
+    if spec.partitioned_by == "key" and record.key is not None and spec.keyed:
+        placed = key_partition(partition_key(spec, record.key), old_count)
+        if placed != old_partition:
+            raise MigrationRefused(
+                f"{copy.source}[{old_partition}] offset {record.offset}: key {record.key!r} belongs to "
+                f"partition {placed} under murmur2, so this topic is not placed by its key; declare "
+                "its `key_format`, or `partitioned_by: source`, in topics.yaml"
+            )
+    for target in target_partitions(spec, record.key, old_partition, old_count, new_count):
+        await producer.send(
+            copy.target,
+            value=record.value,
+            key=record.key,
+            partition=target,
+            timestamp_ms=record.timestamp if record.timestamp and record.timestamp > 0 else None,
+            headers=list(record.headers) or None,
+        )
+        copy.written += 1
