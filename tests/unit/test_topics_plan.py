@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import orjson
 import pytest
 
 from app.admin.migrate import key_partition, next_generation, target_partitions
@@ -90,11 +91,15 @@ def test_generations() -> None:
     assert next_generation("prod-eu-g9") == "prod-eu-g10"
 
 
-@pytest.mark.parametrize("key", [b"KI1", b"KI-returning", b"idfa:6D92078A-8246-4BA4-AE5B-76104861E7DC"])
-def test_keyed_records_land_where_the_producers_partitioner_puts_them(key: bytes) -> None:
+@pytest.mark.parametrize("device", ["KI1", "KI-returning", "KI6D92078A-8246-4BA4-AE5B-76104861E7DC"])
+def test_keyed_records_land_where_the_producers_partitioner_puts_them(device: str) -> None:
+    """faust stores the profiles table's str keys as JSON (`"KI1"`); the receiver hashed `KI1`."""
     spec = next(s for s in catalogue() if s.name == "profiles")
-    old = key_partition(key, 4)
-    assert target_partitions(spec, key, old, 4, 8) == [key_partition(key, 8)]
+    old, new = key_partition(device.encode(), 4), key_partition(device.encode(), 8)
+    assert target_partitions(spec, orjson.dumps(device), old, 4, 8) == [new]
+    devices = next(s for s in catalogue() if s.name == "identity-devices")  # bytes keys: raw
+    typed = f"idfv:{device}".encode()
+    assert target_partitions(devices, typed, key_partition(typed, 4), 4, 8) == [key_partition(typed, 8)]
 
 
 def test_source_placed_changelog_records_go_to_every_partition_their_device_can_map_to() -> None:
