@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.topics import catalogue
 from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import ROOT, Pipeline, wait_for
 
@@ -63,9 +64,10 @@ async def test_plan_apply_and_the_keyed_partition_refusal(make_pipeline: Any) ->
     p: Pipeline = make_pipeline(None)
     env = {**p.env, "KSEG_TOPIC_PARTITIONS": "4"}
     code, out = await kseg(env, "topics", "plan")
-    assert code == 1 and f"+ {p.app_id}.postbacks.raw" in out and "10 difference(s)" in out, out
+    assert code == 1 and f"+ {p.app_id}.postbacks.raw" in out, out
+    assert f"{len(catalogue())} difference(s)" in out, out
     code, out = await kseg(env, "topics", "apply")
-    assert code == 0 and "applied 10 change(s), 0 refused" in out, out
+    assert code == 0 and f"applied {len(catalogue())} change(s), 0 refused" in out, out
     code, out = await kseg(env, "topics", "plan")
     assert (code, out.splitlines()[-1]) == (0, "the cluster matches topics.yaml"), out
 
@@ -134,7 +136,7 @@ async def test_migrate_4_to_8_partitions_keeps_profiles_dedupe_and_links(
         lambda: [a for a in of(segment, "alias") if a["userId"] == "user-5"], 60, "alias"
     )
     assert aliases[0]["previousId"] == anonymous["Campaign 5"]
-    # Exact repeats of pre-migration postbacks are still deduplicated (dedupe table).
+    # Exact repeats of pre-migration postbacks are still deduplicated (marks in the device profile).
     for i in range(DEVICES):
         assert (await new.get(install(i)))[0] == 200
 
