@@ -54,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from app.supervisor import run
 
     settings = _settings()
-    _logging(settings.log_level)
+    # The terminal shows kseg run's own screen; the children's logs (at LOG_LEVEL) go to files.
+    _logging("warning" if settings.log_level == "info" else settings.log_level)
     return run(settings)
 
 

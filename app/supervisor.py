@@ -3,11 +3,15 @@ restarted when they exit (children come from `app.spawner`)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from app.broker.embedded import EmbeddedBroker
@@ -28,13 +32,48 @@ kseg is running
 Try it:
   curl '{curl}'
 
-Ctrl-C stops everything.
+Logs of the receiver, worker and broker: {logs}
+Ctrl-C stops everything. Starting ...
 """
 
 
 def _say(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+def taken_ports(settings: Settings) -> list[str]:
+    """The ports `kseg run` needs that something else already listens on, each said with the setting
+    that moves it. Checked before anything starts: a second `kseg run` must not half-start (its worker
+    crash-looping while the first one's receiver keeps answering 200)."""
+    wanted = [
+        ("receiver", "KSEG_HTTP_PORT", settings.kseg_http_host, settings.kseg_http_port),
+        ("worker", "KSEG_WORKER_WEB_PORT", settings.kseg_http_host, settings.kseg_worker_web_port),
+    ]
+    if not settings.kafka_bootstrap_servers and settings.kseg_embedded_broker_port:
+        wanted.append(
+            ("embedded broker", "KSEG_EMBEDDED_BROKER_PORT", "127.0.0.1", settings.kseg_embedded_broker_port)
+        )
+    problems = []
+    for role, setting, host, port in wanted:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds: TIME_WAIT is fine
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                problems.append(
+                    f"port {port} on {host} ({role}, {setting}) is already in use — is another `kseg run` "
+                    f"running? Stop it, or set {setting} to a free port."
+                )
+    return problems
+
+
+def _ready(url: str) -> bool:
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
+        return bool(response.status == 200)
+    return False
 
 
 def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, str]:
@@ -50,10 +89,17 @@ def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, s
 
 
 def run(settings: Settings) -> int:
+    problems = taken_ports(settings)
+    if problems:
+        for problem in problems:
+            _say(f"kseg run: {problem}")
+        return 2
     broker: EmbeddedBroker | None = None
     embedded = not settings.kafka_bootstrap_servers
+    logs = Path(settings.kseg_data_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     if embedded:
-        log_path = Path(settings.kseg_data_dir) / "embedded-broker.log"
+        log_path = logs / "embedded-broker.log"
         broker = EmbeddedBroker(port=settings.kseg_embedded_broker_port, log_path=log_path).start()
         bootstrap = broker.bootstrap_servers
     else:
@@ -87,7 +133,10 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     exit_code = 0
     try:
-        children = [spawn_role("receiver", env), spawn_role("worker", env)]
+        roles = ("receiver", "worker")
+        log_paths = {role: logs / f"{role}.log" for role in roles}
+        started = time.monotonic()
+        children = [spawn_role(role, env, log_path=log_paths[role]) for role in roles]
         _say(
             BANNER.format(
                 host=host,
@@ -103,11 +152,20 @@ def run(settings: Settings) -> int:
                     else ""
                 ),
                 curl=curl,
+                logs=logs.resolve(),
             )
         )
+        probes = [f"http://{host}:{port}/readyz", f"http://{host}:{settings.kseg_worker_web_port}/readyz"]
+        announced = False
         restarts: list[float] = []
         while not stopping:
-            for i, role in enumerate(("receiver", "worker")):
+            if not announced and all(_ready(url) for url in probes):
+                announced = True
+                _say(
+                    f"kseg run: ready after {time.monotonic() - started:.0f} s "
+                    "(receiver and worker answer /readyz): send the curl above"
+                )
+            for i, role in enumerate(roles):
                 code = children[i].poll()
                 if code is None or stopping:
                     continue
@@ -119,8 +177,12 @@ def run(settings: Settings) -> int:
                     )
                     exit_code, stopping = code or 1, True
                     break
-                _say(f"kseg run: the {role} exited with code {code}; restarting it")
-                children[i] = spawn_role(role, env)
+                tail = log_paths[role].read_text(errors="replace").splitlines()[-15:]
+                _say("\n".join(f"  {role} | {line}" for line in tail))
+                _say(
+                    f"kseg run: the {role} exited with code {code} ({log_paths[role]}); restarting it"
+                )
+                children[i] = spawn_role(role, env, log_path=log_paths[role])
             time.sleep(0.2)
     finally:
         _say("kseg run: stopping receiver and worker ...")
