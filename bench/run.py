@@ -267,9 +267,13 @@ def raw_records(n: int) -> list[tuple[bytes, bytes, str]]:
 
 
 async def produce(broker: str, topic: str, records: list[tuple[bytes, bytes, str]]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=broker, acks="all", enable_idempotence=False, max_batch_size=1
-    )
+    from app.config import Settings
+    from app.kafka import producer_config
+
+    # The same client settings as the receiver's (acks=all; on the embedded broker no idempotence and
+    # one record per batch), including any KAFKA_SECURITY_* settings.
+    settings = Settings(kafka_bootstrap_servers=broker, kseg_embedded_broker=True)
+    producer = AIOKafkaProducer(**producer_config(settings))
     await producer.start()
     try:
         futures = [await producer.send(topic, value=v, key=k) for k, v, _ in records]
