@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -229,6 +230,23 @@ async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
         value = orjson.loads(text)
         return value if isinstance(value, dict) else {"value": value}
     return {"raw": text.decode("utf-8", "replace")}
+
+
+async def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[int, str, str]:
+    """Run the real `kseg` CLI with `env`; returns (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app.cli",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 async def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple[bytes | None, Any]]:

@@ -85,34 +85,27 @@ def add_parser(sub: Any, with_kafka: Callable[[Callable[..., int], argparse.Name
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tsub = topics.add_subparsers(dest="topics_command", required=True, metavar="{plan,apply,migrate}")
-    p = tsub.add_parser(
-        "plan",
-        help=PLAN_HELP,
-        description=PLAN_HELP,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    migrate_description = (
+        MIGRATE_HELP + ". Keys are re-partitioned with the producers' murmur2 partitioner, so each device's "
+        "profile, dedupe marks and links land where the new partitioning looks for them. Stop the workers "
+        "first; start them afterwards with the printed KSEG_APP_ID."
     )
-    p.set_defaults(func=lambda a: with_kafka(_guarded(cmd_plan), a))
-    p = tsub.add_parser(
-        "apply",
-        help=APPLY_HELP,
-        description=APPLY_HELP,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    commands = (
+        ("plan", PLAN_HELP, PLAN_HELP, cmd_plan),
+        ("apply", APPLY_HELP, APPLY_HELP, cmd_apply),
+        ("migrate", MIGRATE_HELP, migrate_description, cmd_migrate),
     )
-    p.set_defaults(func=lambda a: with_kafka(_guarded(cmd_apply), a))
-    p = tsub.add_parser(
-        "migrate",
-        help=MIGRATE_HELP,
-        description=MIGRATE_HELP + ". Keys are re-partitioned with the producers' murmur2 partitioner, "
-        "so each device's profile, dedupe marks and links land where the new partitioning looks for them. "
-        "Stop the workers first; start them afterwards with the printed KSEG_APP_ID.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    for name, help_text, description, command in commands:
+        p = tsub.add_parser(
+            name,
+            help=help_text,
+            description=description,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(func=lambda a, command=command: with_kafka(_guarded(command), a))
     p.add_argument("--partitions", type=int, required=True, help="partition count of the new generation")
     p.add_argument("--to-app-id", help="app id of the new generation (default: KSEG_APP_ID with -gN+1)")
-    p.set_defaults(func=lambda a: with_kafka(_guarded(cmd_migrate), a))
 
 
 def _guarded(command: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:

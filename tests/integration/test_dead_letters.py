@@ -6,15 +6,13 @@ with the raw postback, and the good postbacks sent in between still reach Segmen
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from typing import Any
 
 import orjson
 
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import ROOT, Pipeline, metric, read_topic, wait_for
+from tests.harness import Pipeline, metric, read_topic, run_cli, wait_for
 
 
 def purchase(device: str, **extra: str) -> dict[str, str]:
@@ -66,19 +64,7 @@ async def kseg(p: Pipeline, *args: str) -> tuple[int, str, str]:
         "KSEG_EMBEDDED_BROKER": p.env["KSEG_EMBEDDED_BROKER"],
     }
     env.pop("KSEG_MAPPING_DIR", None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.cli",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_cli(env, *args, timeout=60)
 
 
 async def test_unmappable_postbacks_are_dead_lettered_counted_listed_and_replayed(

@@ -6,8 +6,6 @@ listener, so clients that bootstrap through the proxy also reach the partitions'
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from app.config import Settings
 from app.kafka import client_config, consumer_config, producer_config
 from app.topics import RAW, connect_admin, ensure_topics
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import ROOT, Pipeline, wait_for
+from tests.harness import Pipeline, run_cli, wait_for
 from tests.tls_proxy import CertificateAuthority, TLSProxy
 
 INSTALL = {
@@ -113,18 +111,8 @@ async def test_kseg_topics_cli_over_tls(tls_broker: dict[str, Any], tmp_path: Pa
     }
 
     async def kseg(*args: str, ca: Path) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app.cli",
-            *args,
-            cwd=ROOT,
-            env={**env, "KAFKA_SSL_CAFILE": str(ca)},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 120)
-        return proc.returncode or 0, out.decode()
+        code, out, err = await run_cli({**env, "KAFKA_SSL_CAFILE": str(ca)}, *args)
+        return code, out + err
 
     code, out = await kseg("topics", "plan", ca=tls_broker["ca"])
     assert code == 1 and "+ tlsplan.postbacks.raw" in out, out

@@ -3,31 +3,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 from app.topics import catalogue
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import ROOT, Pipeline, wait_for
+from tests.harness import Pipeline, run_cli, wait_for
 
 DEVICES = 16
 
 
-async def kseg(env: dict[str, str], *args: str, timeout: float = 180) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.cli",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode()
+async def kseg(env: dict[str, str], *args: str) -> tuple[int, str]:
+    code, out, err = await run_cli(env, *args, timeout=180)
+    return code, out + err
 
 
 def idfv(i: int) -> str:
