@@ -96,6 +96,32 @@ async def _committed(settings: Settings, group: str, tps: list[TopicPartition]) 
         await consumer.stop()
 
 
+async def _refuse_written_changelogs(
+    settings: Settings, specs: list[TopicSpec], targets: dict[str, Any], target_app: str
+) -> None:
+    """A target changelog with records means workers of the new generation already ran: copying the old
+    state over theirs would mix two histories."""
+    tps = [
+        TopicPartition(name, p)
+        for spec in specs
+        if spec.kind == "changelog" and (name := spec.full_name(settings, target_app)) in targets
+        for p in range(targets[name].partitions)
+    ]
+    if not tps:
+        return
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
+    await consumer.start()
+    try:
+        written = sorted({tp.topic for tp, end in (await consumer.end_offsets(tps)).items() if end > 0})
+    finally:
+        await consumer.stop()
+    if written:
+        raise MigrationRefused(
+            f"{', '.join(written)} already hold table state: workers of {target_app} have run. Migrate "
+            "before starting them (docs/operations.md, step 4), or pick another --to-app-id"
+        )
+
+
 async def migrate(
     settings: Settings,
     partitions: int,
@@ -132,6 +158,8 @@ async def migrate(
                 )
     finally:
         await admin.close()
+
+    await _refuse_written_changelogs(settings, specs, targets, target_app)
 
     group_tps = [
         TopicPartition(s.full_name(settings), p)

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from app.config import Settings
-from app.kafka import producer_config
+from app.kafka import producer_config, tls_problem
 from app.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,9 @@ class Publisher:
             except (KafkaError, OSError) as exc:
                 with contextlib.suppress(Exception):
                     await producer.stop()
-                log.warning("Kafka not reachable at %s (%s); retrying", self.settings.bootstrap, exc)
+                # aiokafka only says "Unable to bootstrap"; a TLS problem gets its reason and its fix.
+                reason = await tls_problem(self.settings) or str(exc)
+                log.warning("Kafka not reachable at %s (%s); retrying", self.settings.bootstrap, reason)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue

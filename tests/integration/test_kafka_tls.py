@@ -143,3 +143,31 @@ async def test_receiver_and_worker_deliver_through_tls(
         assert {m["type"] for m in segment.messages} == {"identify", "track"}
     finally:
         await p.stop()
+
+
+async def test_receiver_with_the_wrong_ca_answers_503_and_logs_why(
+    tls_broker: dict[str, Any], tmp_path: Path
+) -> None:
+    p = Pipeline(
+        tls_broker["bootstrap"],
+        tmp_path,
+        None,
+        KAFKA_SECURITY_PROTOCOL="SSL",
+        KAFKA_SSL_CAFILE=str(tls_broker["other_ca"]),
+    )
+    try:
+        p._spawn("receiver", "receiver", {})
+        # aiokafka logs the raw SSL error; kseg's own line says what is wrong and which setting fixes it.
+        await wait_for(lambda: "set KAFKA_SSL_CAFILE" in p.tail("receiver"), 90, "kseg's TLS reason")
+        assert "is not trusted (certificate verify failed" in p.tail("receiver")
+        status, body, headers = await wait_for(lambda: _get(p), 30, "the receiver to answer")
+        assert status == 503 and body["error"] and "Retry-After" in headers
+    finally:
+        await p.stop()
+
+
+async def _get(p: Pipeline) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    try:
+        return await p.get(INSTALL)
+    except OSError:
+        return None

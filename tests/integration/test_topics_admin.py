@@ -134,3 +134,7 @@ async def test_migrate_4_to_8_partitions_keeps_profiles_dedupe_and_links(
     await wait_for(deduplicated, 60, "every repeated install dropped as a duplicate")
     assert len(of(segment, "track", "Install Attributed")) == DEVICES
     assert len(segment.messages) > before
+
+    # Migrating again onto the now-running generation would mix two histories: refused.
+    code, out = await kseg(old.env, "topics", "migrate", "--partitions", "8")
+    assert code == 1 and "already hold table state" in out, out
