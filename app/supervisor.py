@@ -48,6 +48,8 @@ def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, s
         env.setdefault("KSEG_SESSION_TIMEOUT", "10")
     if not settings.postback_tokens:
         env["KSEG_POSTBACK_TOKENS"] = "dev"
+    if not settings.link_tokens:
+        env["KSEG_LINK_TOKENS"] = "dev-links"  # the links API needs its own credential (docs/security.md)
     return env
 
 
@@ -83,6 +85,7 @@ def run(settings: Settings) -> int:
         _say("!" * 78)
         _say("!! KSEG_POSTBACK_TOKENS is not set: accepting the development token `dev`.            !!")
         _say("!! Anyone who can reach this port can post data. Set KSEG_POSTBACK_TOKENS for real use. !!")
+        _say("!! The links API (POST /v1/identity/links) takes KSEG_LINK_TOKENS, here `dev-links`.    !!")
         _say("!" * 78)
     env = child_env(settings, bootstrap, embedded)
     token = (env.get("KSEG_POSTBACK_TOKENS") or "dev").split(",")[0].strip()

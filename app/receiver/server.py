@@ -14,8 +14,10 @@ from aiohttp import web
 from app.config import Settings
 from app.identity.routes import install_identity_routes
 from app.metrics import Registry
-from app.receiver.parsing import ClientError, check_token, partition_key, raw_record, read_params
+from app.receiver.errors import ClientError
+from app.receiver.parsing import check_token, partition_key, raw_record, read_params
 from app.receiver.publisher import Publisher, PublishUnavailable
+from app.receiver.ratelimit import CredentialLimiter
 from app.topics import RAW
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ POSTBACK_PATH = "/v1/kochava/postbacks"
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 SETTINGS = web.AppKey("settings", Settings)
+LIMITER = web.AppKey("limiter", CredentialLimiter)
 
 
 class ReceiverMetrics:
@@ -34,6 +37,11 @@ class ReceiverMetrics:
         self.accepted = registry.counter("kseg_receiver_accepted_total", "Records acked by Kafka, by route.")
         self.rejected = registry.counter(
             "kseg_receiver_rejected_total", "Requests answered 4xx/5xx, by reason."
+        )
+        self.unauthenticated_calls = registry.counter(
+            "kseg_receiver_unauthenticated_calls_total",
+            "Calls accepted whose own bytes no credential covered (Segment batch elements 1..n signed "
+            "only by X-Signature of element 0): set SEGMENT_WEBHOOK_HEADER_SECRET.",
         )
         self.produce_latency = registry.histogram(
             "kseg_receiver_produce_seconds", "Time from produce to Kafka ack."
@@ -82,7 +90,8 @@ async def postback(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     metrics.received.inc(route="postback")
     token = check_token(request, settings.postback_tokens)
-    params, source = await read_params(request, settings.kseg_max_body_bytes)
+    request.app[LIMITER].check("postback", token)
+    params, source = await read_params(request, settings.kseg_max_body_bytes, settings.kseg_http_body_timeout)
     key = partition_key(params)
     named = params.get("profile")  # from the query string, or from a JSON / form body
     profile = str(named) if named else settings.token_profiles.get(token)
@@ -107,12 +116,30 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(text=request.app[METRICS].registry.render(), content_type="text/plain")
 
 
-RouteInstaller = Callable[[web.Application, Publisher, ReceiverMetrics], None]
+def server_limits(settings: Settings) -> dict[str, object]:
+    """aiohttp connection limits: slow or oversized requests are cut off before a handler runs.
+
+    The keep-alive timer also runs from the moment a connection opens, so it bounds how long a client
+    may take to send its headers (slowloris). Decompression is ours (`app.receiver.bodies`)."""
+    return {
+        "auto_decompress": False,
+        "keepalive_timeout": settings.kseg_http_header_timeout,
+        "max_line_size": settings.kseg_http_max_header_bytes,
+        "max_field_size": settings.kseg_http_max_header_bytes,
+        "max_headers": settings.kseg_http_max_headers,
+    }
+
+
+RouteInstaller = Callable[[web.Application, Publisher, ReceiverMetrics, CredentialLimiter], None]
 
 
 def build_app(settings: Settings, extra_routes: list[RouteInstaller] | None = None) -> web.Application:
     """The receiver's aiohttp application; `extra_routes` add other authenticated inputs."""
-    app = web.Application(middlewares=[json_errors], client_max_size=settings.kseg_max_body_bytes)
+    app = web.Application(
+        middlewares=[json_errors],
+        client_max_size=settings.kseg_max_body_bytes,
+        handler_args=server_limits(settings),
+    )
     publisher = Publisher(settings)
     registry = Registry()
     metrics = ReceiverMetrics(registry)
@@ -125,13 +152,15 @@ def build_app(settings: Settings, extra_routes: list[RouteInstaller] | None = No
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
+    limiter = CredentialLimiter(settings.kseg_rate_limit_per_token, settings.kseg_rate_limit_burst)
+    app[LIMITER] = limiter
     app.router.add_route("GET", POSTBACK_PATH, postback)
     app.router.add_route("POST", POSTBACK_PATH, postback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     for install in extra_routes or []:
-        install(app, publisher, metrics)
+        install(app, publisher, metrics, limiter)
 
     async def on_startup(_: web.Application) -> None:
         await publisher.start()
@@ -150,6 +179,12 @@ def serve(settings: Settings) -> None:
         raise SystemExit(
             "kseg receiver: KSEG_POSTBACK_TOKENS is empty. Set it to one or more comma-separated tokens "
             "and put one of them in the Kochava postback URL (?token=...)."
+        )
+    shared = set(settings.postback_tokens) & set(settings.link_tokens)
+    if shared:
+        raise SystemExit(
+            "kseg receiver: a token is in both KSEG_POSTBACK_TOKENS and KSEG_LINK_TOKENS. Postback URLs are "
+            "shared with Kochava and ad networks; give the links API its own tokens."
         )
     import asyncio
 

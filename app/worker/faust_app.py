@@ -11,6 +11,7 @@ from pathlib import Path
 import faust
 
 from app.config import Settings, get_settings
+from app.worker.web import web_settings
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -52,11 +53,7 @@ def create_app(settings: Settings) -> faust.App:
         # block it forever. Safe because only acked offsets are committed and every handler is
         # idempotent (dedupe table, deterministic messageIds).
         stream_wait_empty=False,
-        web_enabled=True,
-        web_bind=settings.kseg_http_host,
-        web_host=settings.kseg_http_host,
-        web_port=settings.kseg_worker_web_port,
-        web_in_thread=False,
+        **web_settings(settings),
     )
 
 

@@ -22,7 +22,7 @@ from app.identity.routes import LINKS_PATH, WEBHOOK_PATH, install_identity_route
 from app.receiver.server import PUBLISHER, build_app
 
 SECRET = "s"
-AUTH = {"Authorization": "Bearer t1"}
+AUTH = {"Authorization": "Bearer links-1"}
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def make_settings(broker: EmbeddedBroker, **kw: Any) -> Settings:
         "kseg_embedded_broker": True,
         "kseg_app_id": f"t-identity-{uuid.uuid4().hex[:8]}",
         "kseg_postback_tokens": "t1",
+        "kseg_link_tokens": "links-1",
         "segment_webhook_secret": SECRET,
         "kseg_topic_partitions": 2,
         **kw,
@@ -108,6 +109,10 @@ async def test_links_api_auth_validation_and_durable_publish(client: TestClient,
     assert resp.status == 401
     resp = await client.post(LINKS_PATH, json=good, headers={"Authorization": "Bearer nope"})
     assert resp.status == 401
+    resp = await client.post(LINKS_PATH, json=good, headers={"Authorization": "Bearer t1"})
+    assert (resp.status, (await resp.json())["error"]) == (403, "postback_token_refused")
+    resp = await client.post(f"{LINKS_PATH}?token=t1", json=good)
+    assert (resp.status, (await resp.json())["error"]) == (403, "postback_token_refused")
 
     resp = await client.post(LINKS_PATH, data=b"{oops", headers=AUTH)
     assert (resp.status, (await resp.json())["error"]) == (400, "invalid_json")
@@ -204,6 +209,7 @@ async def test_webhook_without_secret_answers_503(broker: EmbeddedBroker) -> Non
         body = orjson.dumps(IDENTIFY)
         resp = await c.post(WEBHOOK_PATH, data=body, headers=signed(body))
         assert resp.status == 503
+        assert resp.headers["Retry-After"]
         assert "SEGMENT_WEBHOOK_SECRET" in (await resp.json())["message"]
 
 
