@@ -18,6 +18,7 @@ from app.receiver.errors import ClientError
 from app.receiver.parsing import check_token, partition_key, raw_record, read_params
 from app.receiver.publisher import Publisher, PublishUnavailable
 from app.receiver.ratelimit import CredentialLimiter
+from app.receiver.wire import expect_handler, serve_until_signal
 from app.topics import RAW
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ async def json_errors(
     """Every error is JSON with a reason; client mistakes are 4xx, never 500."""
     metrics = request.app[METRICS]
     try:
-        return await handler(request)
+        response = await handler(request)
     except ClientError as err:
         metrics.rejected.inc(reason=err.code)
         return err.response()
@@ -83,6 +84,13 @@ async def json_errors(
     except PublishUnavailable as exc:
         metrics.rejected.inc(reason=exc.reason)
         return unavailable(request.app[SETTINGS], exc.reason)
+    if isinstance(response, web.HTTPException) and response.status >= 400:
+        # aiohttp returns (not raises) some refusals, e.g. 417 for an unknown `Expect` header.
+        metrics.rejected.inc(reason=f"http_{response.status}")
+        return web.json_response(
+            {"error": response.reason, "message": response.text or response.reason}, status=response.status
+        )
+    return response
 
 
 async def postback(request: web.Request) -> web.Response:
@@ -114,6 +122,27 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(text=request.app[METRICS].registry.render(), content_type="text/plain")
+
+
+async def unrouted(request: web.Request) -> web.Response:
+    """404 for an unknown path, 405 (with Allow) for a known path and the wrong method."""
+    allowed = sorted(
+        {
+            route.method
+            for resource in request.app.router.resources()
+            if resource.canonical == request.path
+            for route in resource
+            if route.method != "*"
+        }
+    )
+    if allowed:
+        raise ClientError(
+            405,
+            "method_not_allowed",
+            f"{request.path} takes {', '.join(allowed)}.",
+            headers={"Allow": ",".join(allowed)},
+        )
+    raise ClientError(404, "not_found", "No such endpoint; see docs/security.md for the list.")
 
 
 def server_limits(settings: Settings) -> dict[str, object]:
@@ -154,13 +183,16 @@ def build_app(settings: Settings, extra_routes: list[RouteInstaller] | None = No
     app[METRICS] = metrics
     limiter = CredentialLimiter(settings.kseg_rate_limit_per_token, settings.kseg_rate_limit_burst)
     app[LIMITER] = limiter
-    app.router.add_route("GET", POSTBACK_PATH, postback)
-    app.router.add_route("POST", POSTBACK_PATH, postback)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_route("GET", POSTBACK_PATH, postback, expect_handler=expect_handler)
+    app.router.add_route("POST", POSTBACK_PATH, postback, expect_handler=expect_handler)
+    app.router.add_get("/healthz", healthz, expect_handler=expect_handler)
+    app.router.add_get("/readyz", readyz, expect_handler=expect_handler)
+    app.router.add_get("/metrics", metrics_endpoint, expect_handler=expect_handler)
     for install in extra_routes or []:
         install(app, publisher, metrics, limiter)
+    # Last: every other path or method reaches kseg's code (JSON 404/405, our Expect handling)
+    # instead of aiohttp's system routes.
+    app.router.add_route("*", "/{tail:.*}", unrouted, expect_handler=expect_handler)
 
     async def on_startup(_: web.Application) -> None:
         await publisher.start()
@@ -201,4 +233,4 @@ def serve(settings: Settings) -> None:
         settings.kseg_http_port,
         POSTBACK_PATH,
     )
-    web.run_app(app, host=settings.kseg_http_host, port=settings.kseg_http_port, print=None, access_log=None)
+    asyncio.run(serve_until_signal(app, settings.kseg_http_host, settings.kseg_http_port))
