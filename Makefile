@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test test-unit test-integration lint typecheck bench fuzz clean
+.PHONY: help install run test test-unit test-integration lint typecheck bench identity-bench fuzz clean
 
 help:
 	@echo "make run    - run kseg (embedded broker + receiver + worker) on http://127.0.0.1:8080"
@@ -42,6 +42,9 @@ test: lint typecheck $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+identity-bench: $(STAMP)
+	$(BIN)/python -m bench.identity_bench
 
 FUZZ_EXAMPLES ?= 3000
 FUZZ_SECONDS  ?= 600

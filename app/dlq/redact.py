@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app.identity.ids import normalise_email, normalise_phone, sha256_hex
+from app.ids import normalise_email, normalise_phone, sha256_hex
 from app.records import DeadLetter
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")

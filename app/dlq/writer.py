@@ -16,7 +16,7 @@ def dead_letter_record(letter: DeadLetter, counter: Counter | None = None) -> tu
     and reason, and logs it."""
     letter = redact(letter)
     if counter is not None:
-        counter.inc(stage=letter.stage, reason=letter.reason)
+        counter.labels(stage=letter.stage, reason=letter.reason).inc()
     log.warning("dead letter (%s/%s) %s: %s", letter.stage, letter.reason, letter.event_id, letter.error)
     return (letter.event_id or letter.reason).encode(), dumps(letter)
 

@@ -14,6 +14,8 @@ import math
 import time
 from collections.abc import Callable
 
+from aiohttp import web
+
 from app.receiver.errors import ClientError
 
 #: Buckets kept before idle, full ones are dropped (bounds memory; credentials are few).
@@ -78,3 +80,7 @@ class CredentialLimiter:
                 {"retry_after": retry_after},
                 headers={"Retry-After": str(retry_after)},
             )
+
+
+#: Where the receiver's aiohttp application keeps its limiter.
+LIMITER = web.AppKey("limiter", CredentialLimiter)

@@ -1,4 +1,4 @@
-"""HTTP inputs of identity links: the Segment webhook and the links API, installed on the receiver.
+"""HTTP inputs of identity links: the Segment webhook and the links API, routes of the receiver.
 
 Both answer 200 only once every accepted link is durable in Kafka (`identity.links`); Kafka trouble
 becomes 503 + Retry-After through the receiver's middleware.
@@ -7,23 +7,23 @@ becomes 503 + Retry-After through the receiver's middleware.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from app import topics
 from app.config import Settings
-from app.identity.ids import clean_id, normalise_email, normalise_phone, sha256_hex
 from app.identity.metrics import identity_metrics
 from app.identity.records import LinkRequest, to_bytes
 from app.identity.webhook import links_from_payload, verify_signature
-from app.metrics import Counter, Registry
+from app.ids import clean_id, normalise_email, normalise_phone, sha256_hex
+from app.receiver import metrics
 from app.receiver.bodies import read_body
 from app.receiver.errors import ClientError
 from app.receiver.parsing import match_token, supplied_token
 from app.receiver.publisher import Publisher
-from app.receiver.ratelimit import CredentialLimiter
+from app.receiver.ratelimit import LIMITER
 from app.receiver.wire import expect_handler
 from app.records import DeviceIds, utc_now_iso
 
@@ -37,16 +37,6 @@ WEBHOOK_MAX_BYTES = 8 * 1024 * 1024
 DEVICE_FIELDS = ("kochava_device_id", "idfa", "idfv", "adid", "android_id")
 _FIELD_ALIASES = {"gaid": "adid"}
 LINK_FIELDS = frozenset({"user_id", "anonymous_id", "email", "phone", *DEVICE_FIELDS, *_FIELD_ALIASES})
-
-
-class RouteMetrics(Protocol):
-    """The receiver's counters the identity routes share (`ReceiverMetrics`)."""
-
-    registry: Registry
-    received: Counter
-    accepted: Counter
-    rejected: Counter
-    unauthenticated_calls: Counter
 
 
 def check_link_token(request: web.Request, settings: Settings) -> str:
@@ -92,7 +82,7 @@ def check_webhook_auth(request: web.Request, raw: bytes, settings: Settings) -> 
     if header_secret:
         supplied = request.headers.get(settings.segment_webhook_header_name)
         if not supplied:
-            identity_metrics.links_rejected.inc(reason="missing_webhook_header")
+            identity_metrics.links_rejected.labels(reason="missing_webhook_header").inc()
             raise ClientError(
                 401,
                 "missing_webhook_header",
@@ -100,7 +90,7 @@ def check_webhook_auth(request: web.Request, raw: bytes, settings: Settings) -> 
                 "destination's custom headers.",
             )
         if match_token(supplied, [header_secret]) is None:
-            identity_metrics.links_rejected.inc(reason="invalid_webhook_header")
+            identity_metrics.links_rejected.labels(reason="invalid_webhook_header").inc()
             raise ClientError(
                 401,
                 "invalid_webhook_header",
@@ -111,10 +101,10 @@ def check_webhook_auth(request: web.Request, raw: bytes, settings: Settings) -> 
     if settings.segment_webhook_secret:
         signature = request.headers.get("X-Signature")
         if not signature:
-            identity_metrics.links_rejected.inc(reason="missing_signature")
+            identity_metrics.links_rejected.labels(reason="missing_signature").inc()
             raise ClientError(401, "missing_signature", "The X-Signature header is missing.")
         if not verify_signature(raw, signature, settings.segment_webhook_secret):
-            identity_metrics.links_rejected.inc(reason="invalid_signature")
+            identity_metrics.links_rejected.labels(reason="invalid_signature").inc()
             raise ClientError(
                 401, "invalid_signature", "X-Signature does not match the body and the shared secret."
             )
@@ -162,12 +152,12 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
         phone_hash = sha256_hex(phone)
     user_id = clean_id(values.get("user_id"))
     if "user_id" in values and user_id is None:
-        identity_metrics.junk_ids_blocked.inc(id_type="user_id")
+        identity_metrics.junk_ids_blocked.labels(id_type="user_id").inc()
     devices: dict[str, str | None] = {}
     for name in DEVICE_FIELDS:
         devices[name] = clean_id(values.get(name))
         if name in values and devices[name] is None:
-            identity_metrics.junk_ids_blocked.inc(id_type=name)
+            identity_metrics.junk_ids_blocked.labels(id_type=name).inc()
 
     anonymous_id = clean_id(values.get("anonymous_id"))
     content = {"user_id": user_id, "email_hash": email_hash, "phone_hash": phone_hash, "devices": devices}
@@ -198,23 +188,17 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
     return link, ignored
 
 
-def install_identity_routes(
-    app: web.Application, publisher: Publisher, metrics: RouteMetrics, limiter: CredentialLimiter
-) -> None:
-    """Add the Segment webhook and the links API to the receiver, and expose the identity counters.
+def install_identity_routes(app: web.Application, publisher: Publisher) -> None:
+    """Add the Segment webhook and the links API to the receiver.
 
     Settings come from the publisher (the receiver builds it from the same `Settings`).
     """
     settings = publisher.settings
-    registry = metrics.registry
-    for counter in identity_metrics.counters:
-        if counter not in registry.metrics:
-            registry.metrics.append(counter)
 
     async def segment_webhook(request: web.Request) -> web.Response:
-        metrics.received.inc(route="segment_webhook")
+        metrics.received.labels(route="segment_webhook").inc()
         if not (settings.segment_webhook_secret or settings.segment_webhook_header_secret):
-            metrics.rejected.inc(reason="webhook_not_configured")
+            metrics.rejected.labels(reason="webhook_not_configured").inc()
             return web.json_response(
                 {
                     "error": "webhook_not_configured",
@@ -228,25 +212,25 @@ def install_identity_routes(
             request, max(settings.kseg_max_body_bytes, WEBHOOK_MAX_BYTES), settings.kseg_http_body_timeout
         )
         credential, whole_body_authenticated = check_webhook_auth(request, raw, settings)
-        limiter.check("segment_webhook", credential)
+        request.app[LIMITER].check("segment_webhook", credential)
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            identity_metrics.links_rejected.inc(reason="invalid_json")
+            identity_metrics.links_rejected.labels(reason="invalid_json").inc()
             raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
         links, reasons = links_from_payload(payload, utc_now_iso())
         if isinstance(payload, list) and len(payload) > 1 and not whole_body_authenticated:
             # Only element 0 is signed: the rest is accepted as before, but counted (docs/security.md).
-            metrics.unauthenticated_calls.inc(len(payload) - 1, route="segment_webhook")
+            metrics.unauthenticated_calls.labels(route="segment_webhook").inc(len(payload) - 1)
         for reason in reasons:
-            identity_metrics.links_rejected.inc(reason=reason)
+            identity_metrics.links_rejected.labels(reason=reason).inc()
         if not links:
             # 200, not 4xx: Segment discards 4xx silently and retries nothing; this call simply links nobody.
             reason = reasons[0] if len(set(reasons)) == 1 else "nothing_linkable"
             return web.json_response({"message": "ignored", "reason": reason, "calls": len(reasons)})
         await publish_links(publisher, settings, links)
-        identity_metrics.links_accepted.inc(len(links), source="segment_webhook")
-        metrics.accepted.inc(len(links), route="segment_webhook")
+        identity_metrics.links_accepted.labels(source="segment_webhook", stage="receiver").inc(len(links))
+        metrics.accepted.labels(route="segment_webhook").inc(len(links))
         return web.json_response(
             {
                 "message": "success",
@@ -257,23 +241,23 @@ def install_identity_routes(
         )
 
     async def identity_links(request: web.Request) -> web.Response:
-        metrics.received.inc(route="identity_links")
+        metrics.received.labels(route="identity_links").inc()
         token = check_link_token(request, settings)
-        limiter.check("identity_links", token)
+        request.app[LIMITER].check("identity_links", token)
         raw = await read_body(request, settings.kseg_max_body_bytes, settings.kseg_http_body_timeout)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            identity_metrics.links_rejected.inc(reason="invalid_json")
+            identity_metrics.links_rejected.labels(reason="invalid_json").inc()
             raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
         try:
             link, ignored = parse_link_body(data, utc_now_iso())
         except ClientError as err:
-            identity_metrics.links_rejected.inc(reason=err.code)
+            identity_metrics.links_rejected.labels(reason=err.code).inc()
             raise
         await publish_links(publisher, settings, [link])
-        identity_metrics.links_accepted.inc(source="api")
-        metrics.accepted.inc(route="identity_links")
+        identity_metrics.links_accepted.labels(source="api", stage="receiver").inc()
+        metrics.accepted.labels(route="identity_links").inc()
         body: dict[str, Any] = {
             "message": "success",
             "link_id": link.link_id,
