@@ -142,7 +142,9 @@ async def test_hostile_requests_never_5xx_lose_nothing_and_leak_no_secret(
         await p.start()
 
         log: list[tuple[HostileRequest, Answer]] = []
+        started = time.monotonic()
         await asyncio.to_thread(run_fuzz, p.http_port, log)
+        fuzz_seconds = time.monotonic() - started
         assert await receiver_ready(p), "the receiver is not ready after the fuzz run"
         statuses = Counter(a.status for _, a in log)
         reasons = Counter(_reason(a) for _, a in log if a.status != 200)
@@ -173,7 +175,8 @@ async def test_hostile_requests_never_5xx_lose_nothing_and_leak_no_secret(
         at_segment = {m["context"]["kseg"]["event_id"] for m in segment.messages} & event_ids
         lettered = {d["event_id"] for d in letters} & event_ids
         print(
-            f"\nhostile-input: {len(log)} requests, statuses {dict(sorted(statuses.items(), key=str))}; "
+            f"\nhostile-input: {len(log)} requests in {fuzz_seconds:.0f} s, "
+            f"statuses {dict(sorted(statuses.items(), key=str))}; "
             f"{accepted} postbacks accepted = {len(event_ids)} distinct events: {len(at_segment)} at "
             f"Segment, {len(lettered - at_segment)} dead-lettered "
             f"({dict(Counter(d['reason'] for d in letters))}); refusals {dict(reasons.most_common())}"
