@@ -70,6 +70,12 @@ def check_link_token(request: web.Request, settings: Settings) -> str:
     raise ClientError(401, "invalid_token", "The token is not one of KSEG_LINK_TOKENS.")
 
 
+def _unauthenticated(code: str, message: str) -> ClientError:
+    """A counted 401 for the webhook (Segment discards 401s, so the counter is how anyone notices)."""
+    identity_metrics.links_rejected.labels(reason=code).inc()
+    return ClientError(401, code, message)
+
+
 def check_webhook_auth(request: web.Request, raw: bytes, settings: Settings) -> tuple[str, bool]:
     """Authenticate one Segment webhook delivery; (rate-limit key, whether the whole body is covered).
 
@@ -78,37 +84,27 @@ def check_webhook_auth(request: web.Request, raw: bytes, settings: Settings) -> 
     Each configured check must pass.
     """
     header_secret = settings.segment_webhook_header_secret
-    whole = False
+    name = settings.segment_webhook_header_name
     if header_secret:
-        supplied = request.headers.get(settings.segment_webhook_header_name)
+        supplied = request.headers.get(name)
         if not supplied:
-            identity_metrics.links_rejected.labels(reason="missing_webhook_header").inc()
-            raise ClientError(
-                401,
+            raise _unauthenticated(
                 "missing_webhook_header",
-                f"The {settings.segment_webhook_header_name} header is missing: add it to the Segment "
-                "destination's custom headers.",
+                f"The {name} header is missing: add it to the Segment destination's custom headers.",
             )
         if match_token(supplied, [header_secret]) is None:
-            identity_metrics.links_rejected.labels(reason="invalid_webhook_header").inc()
-            raise ClientError(
-                401,
-                "invalid_webhook_header",
-                f"The {settings.segment_webhook_header_name} header does not match "
-                "SEGMENT_WEBHOOK_HEADER_SECRET.",
+            raise _unauthenticated(
+                "invalid_webhook_header", f"The {name} header does not match SEGMENT_WEBHOOK_HEADER_SECRET."
             )
-        whole = True
     if settings.segment_webhook_secret:
         signature = request.headers.get("X-Signature")
         if not signature:
-            identity_metrics.links_rejected.labels(reason="missing_signature").inc()
-            raise ClientError(401, "missing_signature", "The X-Signature header is missing.")
+            raise _unauthenticated("missing_signature", "The X-Signature header is missing.")
         if not verify_signature(raw, signature, settings.segment_webhook_secret):
-            identity_metrics.links_rejected.labels(reason="invalid_signature").inc()
-            raise ClientError(
-                401, "invalid_signature", "X-Signature does not match the body and the shared secret."
+            raise _unauthenticated(
+                "invalid_signature", "X-Signature does not match the body and the shared secret."
             )
-    return header_secret or settings.segment_webhook_secret or "", whole
+    return header_secret or settings.segment_webhook_secret or "", bool(header_secret)
 
 
 async def publish_links(publisher: Publisher, settings: Settings, links: list[LinkRequest]) -> None:

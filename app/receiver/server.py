@@ -39,6 +39,13 @@ def unavailable(settings: Settings, reason: str) -> web.Response:
     )
 
 
+def _as_json(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusal (404 for a path outside any route, 417...) as kseg's JSON error."""
+    metrics.rejected.labels(reason=f"http_{exc.status}").inc()
+    code = exc.reason.strip().lower().replace(" ", "_").replace("-", "_") or "http_error"
+    return web.json_response({"error": code, "message": exc.text or exc.reason}, status=exc.status)
+
+
 @web.middleware
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,20 +61,13 @@ async def json_errors(
         return ClientError(413, "body_too_large", "The body is too large.").response()
     except web.HTTPException as exc:
         if exc.status >= 400:
-            metrics.rejected.labels(reason=f"http_{exc.status}").inc()
-            return web.json_response(
-                {"error": exc.reason, "message": exc.text or exc.reason}, status=exc.status
-            )
+            return _as_json(exc)
         raise
     except PublishUnavailable as exc:
         metrics.rejected.labels(reason=exc.reason).inc()
         return unavailable(request.app[SETTINGS], exc.reason)
     if isinstance(response, web.HTTPException) and response.status >= 400:
-        # aiohttp returns (not raises) some refusals, e.g. 417 for an unknown `Expect` header.
-        metrics.rejected.labels(reason=f"http_{response.status}").inc()
-        return web.json_response(
-            {"error": response.reason, "message": response.text or response.reason}, status=response.status
-        )
+        return _as_json(response)  # aiohttp returns (not raises) some refusals
     return response
 
 

@@ -187,7 +187,8 @@ def postback_params(draw: st.DrawFn, longest: int = 5000) -> dict[str, str]:
 
 def _credential(draw: st.DrawFn, secrets: Secrets, path: str) -> list[tuple[bytes, bytes]]:
     choice = draw(
-        st.sampled_from(["right", "postback", "link", "wrong", "huge", "none", "basic", "non_ascii"])
+        # Half the time the right credential, so hostile bodies get past auth to the parsers.
+        st.sampled_from(["right"] * 7 + ["postback", "link", "wrong", "huge", "none", "basic", "non_ascii"])
     )
     right = secrets.link_token if path == LINKS else secrets.postback_token
     value = {
@@ -349,6 +350,46 @@ def hostile_request(draw: st.DrawFn, secrets: Secrets) -> HostileRequest:
         headers.append((name, value))
     headers.append((b"Connection", b"close"))
     return HostileRequest(method, target, headers, body, note=f"hostile {method} {path} {encoding} {length}")
+
+
+def seed_postbacks(secrets: Secrets) -> list[HostileRequest]:
+    """Explicit valid postbacks run first in every fuzz run, so the delivery accounting always has
+    something to count: GET and POST, gzip and deflate, a raw email, odd but deliverable values."""
+    bearer = (b"Authorization", b"Bearer " + secrets.postback_token.encode())
+    out = []
+    for i, extra in enumerate(
+        [
+            {"event_name": "_install", "network_name": "Net \u202e", "email": EMAILS[0]},
+            {"event_name": "Purchase", "event_value": "4.99", "currency": "USD", "email": EMAILS[1]},
+            {"event_name": "Level Complete", "level": "%zz", "note": "\x00\ufeff"},
+            {"event_name": "Purchase", "event_value": "-1", "currency": "USD"},  # a dead letter
+            {"event_name": "_install", "profile": "no-such-profile"},  # a dead letter
+        ]
+    ):
+        params = {"kochava_device_id": f"KDSEED{i}", **extra}
+        query = _qs([*params.items(), ("token", secrets.postback_token)])
+        out.append(
+            HostileRequest(
+                "GET", f"{POSTBACKS}?{query}", [(b"Host", b"x")], note="seed GET", valid_postback=True
+            )
+        )
+        for name, body in (
+            ("gzip", gzip.compress(_dumps({**params, "kochava_device_id": f"KDSEEDZ{i}"}))),
+            ("deflate", zlib.compress(_dumps({**params, "kochava_device_id": f"KDSEEDD{i}"}))),
+        ):
+            headers = [
+                (b"Host", b"x"),
+                (b"Content-Type", b"application/json"),
+                bearer,
+                (b"Content-Encoding", name.encode()),
+                (b"Content-Length", str(len(body)).encode()),
+            ]
+            out.append(
+                HostileRequest(
+                    "POST", POSTBACKS, headers, body, note=f"seed POST {name}", valid_postback=True
+                )
+            )
+    return out
 
 
 def any_request(secrets: Secrets) -> st.SearchStrategy[HostileRequest]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
-from app import topics
 from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
 from app.identity.webhook import sign
@@ -23,47 +21,20 @@ from app.receiver.bodies import decode
 from app.receiver.errors import ClientError
 from app.receiver.identity_routes import WEBHOOK_PATH
 from app.receiver.ratelimit import CredentialLimiter, TokenBucket, credential_id
-from app.receiver.server import POSTBACK_PATH, PUBLISHER, build_app
+from app.receiver.server import POSTBACK_PATH
+from tests.receiver_app import receiver_settings, started_client
 
 POSTBACK = {"kochava_device_id": "KD-1", "event_name": "_install", "network_name": "Net"}
 HEADER = "X-Kseg-Webhook-Secret"
 
 
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as b:
-        yield b
-
-
 def make_settings(broker: EmbeddedBroker, **kw: Any) -> Settings:
-    values: dict[str, Any] = {
-        "kafka_bootstrap_servers": broker.bootstrap_servers,
-        "kseg_embedded_broker": True,
-        "kseg_app_id": f"t-sec-{uuid.uuid4().hex[:8]}",
-        "kseg_postback_tokens": "pb-1,pb-2",
-        "kseg_link_tokens": "ln-1",
-        "kseg_topic_partitions": 1,
-        **kw,
-    }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-async def started(settings: Settings) -> TestClient:
-    await topics.ensure_topics(settings)
-    app = build_app(settings)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    for _ in range(200):
-        if app[PUBLISHER].ready:
-            break
-        await asyncio.sleep(0.05)
-    assert app[PUBLISHER].ready
-    return client
+    return receiver_settings(broker, kseg_postback_tokens="pb-1,pb-2", kseg_link_tokens="ln-1", **kw)
 
 
 @pytest.fixture
 async def client(broker: EmbeddedBroker) -> AsyncIterator[TestClient]:
-    c = await started(make_settings(broker, kseg_http_body_timeout=0.5, kseg_http_header_timeout=1.0))
+    c = await started_client(make_settings(broker, kseg_http_body_timeout=0.5, kseg_http_header_timeout=1.0))
     yield c
     await c.close()
 
@@ -161,7 +132,7 @@ def test_limiter_is_per_credential_and_off_at_zero() -> None:
 
 
 async def test_rate_limit_answers_429_with_retry_after(broker: EmbeddedBroker) -> None:
-    c = await started(make_settings(broker, kseg_rate_limit_per_token=0.5, kseg_rate_limit_burst=2))
+    c = await started_client(make_settings(broker, kseg_rate_limit_per_token=0.5, kseg_rate_limit_burst=2))
     refused_before = sample("kseg_receiver_rejected_total", reason="rate_limited")
     try:
         statuses = []
@@ -190,7 +161,7 @@ IDENTIFY = {
 
 
 async def test_webhook_header_secret_authenticates_whole_batches(broker: EmbeddedBroker) -> None:
-    c = await started(
+    c = await started_client(
         make_settings(broker, segment_webhook_secret="sig", segment_webhook_header_secret="hdr")
     )
     unauthenticated_before = sample("kseg_receiver_unauthenticated_calls_total", route="segment_webhook")
@@ -218,13 +189,13 @@ async def test_header_secret_alone_is_enough_and_signature_only_batches_are_coun
     broker: EmbeddedBroker,
 ) -> None:
     batch = orjson.dumps([IDENTIFY, {**IDENTIFY, "messageId": "m-2", "userId": "u-2"}])
-    header_only = await started(make_settings(broker, segment_webhook_header_secret="hdr"))
+    header_only = await started_client(make_settings(broker, segment_webhook_header_secret="hdr"))
     try:
         ok = await header_only.post(WEBHOOK_PATH, data=batch, headers={HEADER: "hdr"})
         assert ok.status == 200, await ok.text()
     finally:
         await header_only.close()
-    signature_only = await started(make_settings(broker, segment_webhook_secret="sig"))
+    signature_only = await started_client(make_settings(broker, segment_webhook_secret="sig"))
     before = sample("kseg_receiver_unauthenticated_calls_total", route="segment_webhook")
     try:
         signature = sign(orjson.dumps(IDENTIFY), "sig")
