@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import subprocess
+import sys
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +25,7 @@ from app.receiver.errors import ClientError
 from app.receiver.identity_routes import WEBHOOK_PATH
 from app.receiver.ratelimit import CredentialLimiter, TokenBucket, credential_id
 from app.receiver.server import POSTBACK_PATH
+from tests.harness import ROOT
 from tests.receiver_app import receiver_settings, started_client
 
 POSTBACK = {"kochava_device_id": "KD-1", "event_name": "_install", "network_name": "Net"}
@@ -247,3 +251,39 @@ async def test_oversized_header_and_token_are_4xx(client: TestClient) -> None:
     many = {f"X-H{i}": "v" for i in range(100)}
     resp = await client.get("/healthz", headers=many)
     assert 400 <= resp.status < 500
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+
+async def test_links_api_is_off_without_link_tokens(broker: EmbeddedBroker) -> None:
+    c = await started_client(receiver_settings(broker, kseg_postback_tokens="pb-1"))
+    try:
+        resp = await c.post(
+            "/v1/identity/links", json={"user_id": "u"}, headers={"Authorization": "Bearer pb-1"}
+        )
+        body = await resp.json()
+        assert (resp.status, body["error"]) == (403, "links_api_disabled")
+        assert "KSEG_LINK_TOKENS" in body["message"]
+    finally:
+        await c.close()
+
+
+def test_receiver_refuses_to_start_when_a_token_is_both_kinds() -> None:
+    env = {
+        **os.environ,
+        "KSEG_POSTBACK_TOKENS": "shared,pb",
+        "KSEG_LINK_TOKENS": "shared",
+        "KSEG_HTTP_PORT": "9",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "receiver"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "both KSEG_POSTBACK_TOKENS and KSEG_LINK_TOKENS" in proc.stderr + proc.stdout
+    assert "shared" not in (proc.stderr + proc.stdout).replace("shared with", "")
