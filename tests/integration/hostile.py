@@ -100,7 +100,7 @@ _weird_text = st.one_of(
         ["", " ", "null", "undefined", "0", "-1", "NaN", "1e309", "\x00", "\ufeff", "‮", "🦄" * 5]
     ),
     st.text(
-        alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=("Cs",)),
+        alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=["Cs"]),
         max_size=20,
     ),
     st.integers(min_value=1, max_value=5000).map(lambda n: "x" * n),
@@ -332,8 +332,8 @@ def hostile_request(draw: st.DrawFn, secrets: Secrets) -> HostileRequest:
         if draw(st.booleans()):
             headers.append((b"X-Signature", draw(st.sampled_from([b"00" * 20, b"", b"\xff", b"z" * 5000]))))
         if draw(st.booleans()):
-            value = draw(st.sampled_from([secrets.header_secret, "wrong", ""]))
-            headers.append((secrets.header_name.encode(), value.encode()))
+            secret = draw(st.sampled_from([secrets.header_secret, "wrong", ""]))
+            headers.append((secrets.header_name.encode(), secret.encode()))
     for name, value in draw(
         st.lists(
             st.tuples(

@@ -7,12 +7,13 @@ The running-worker proof (`/table/...` and `/router/...` answer 404 while `/metr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from app.config import Settings
 from app.worker.app import build_faust_app
 
 
-def settings(tmp_path: Path, **kw: object) -> Settings:
+def settings(tmp_path: Path, **kw: Any) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None, kafka_bootstrap_servers="127.0.0.1:9", kseg_data_dir=tmp_path, **kw
     )
