@@ -64,10 +64,12 @@ def run(settings: Settings) -> int:
         _say("!" * 78)
         _say("!! KSEG_POSTBACK_TOKENS is not set: accepting the development token `dev`.            !!")
         _say("!! Anyone who can reach this port can post data. Set KSEG_POSTBACK_TOKENS for real use. !!")
-        _say("!! The links API (POST /v1/identity/links) takes KSEG_LINK_TOKENS, here `dev-links`.    !!")
+        if not settings.link_tokens:
+            _say("!! The links API (POST /v1/identity/links) takes KSEG_LINK_TOKENS, here `dev-links`.    !!")
         _say("!" * 78)
     env = child_env(settings, bootstrap, embedded)
-    token = (env.get("KSEG_POSTBACK_TOKENS") or "dev").split(",")[0].strip()
+    # Print the development token, never a configured one: stdout ends up in journals and CI logs.
+    token = "dev" if not settings.postback_tokens else "<one of KSEG_POSTBACK_TOKENS>"
     host, port = settings.kseg_http_host, settings.kseg_http_port
     curl = (
         f"http://{host}:{port}/v1/kochava/postbacks?token={token}&event_name=_install"
