@@ -24,7 +24,6 @@ from app.receiver.errors import ClientError
 from app.receiver.parsing import match_token, supplied_token
 from app.receiver.publisher import Publisher
 from app.receiver.ratelimit import LIMITER
-from app.receiver.wire import expect_handler
 from app.records import DeviceIds, utc_now_iso
 
 WEBHOOK_PATH = "/v1/segment/webhook"
@@ -263,5 +262,5 @@ def install_identity_routes(app: web.Application, publisher: Publisher) -> None:
             body["ignored_fields"] = ignored
         return web.json_response(body)
 
-    app.router.add_post(WEBHOOK_PATH, segment_webhook, expect_handler=expect_handler)
-    app.router.add_post(LINKS_PATH, identity_links, expect_handler=expect_handler)
+    app.router.add_post(WEBHOOK_PATH, segment_webhook)
+    app.router.add_post(LINKS_PATH, identity_links)

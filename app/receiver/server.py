@@ -19,7 +19,7 @@ from app.receiver.identity_routes import install_identity_routes
 from app.receiver.parsing import check_token, partition_key, raw_record, read_params
 from app.receiver.publisher import Publisher, PublishUnavailable
 from app.receiver.ratelimit import LIMITER, CredentialLimiter
-from app.receiver.wire import expect_handler, serve_until_signal
+from app.receiver.wire import serve_until_signal
 from app.topics import RAW
 
 log = logging.getLogger(__name__)
@@ -150,15 +150,15 @@ def build_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
     app[LIMITER] = CredentialLimiter(settings.kseg_rate_limit_per_token, settings.kseg_rate_limit_burst)
-    app.router.add_route("GET", POSTBACK_PATH, postback, expect_handler=expect_handler)
-    app.router.add_route("POST", POSTBACK_PATH, postback, expect_handler=expect_handler)
-    app.router.add_get("/healthz", healthz, expect_handler=expect_handler)
-    app.router.add_get("/readyz", readyz, expect_handler=expect_handler)
-    app.router.add_get("/metrics", metrics_endpoint, expect_handler=expect_handler)
+    app.router.add_route("GET", POSTBACK_PATH, postback)
+    app.router.add_route("POST", POSTBACK_PATH, postback)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
     install_identity_routes(app, publisher)
-    # Last: every other path or method reaches kseg's code (JSON 404/405, our Expect handling)
-    # instead of aiohttp's system routes.
-    app.router.add_route("*", "/{tail:.*}", unrouted, expect_handler=expect_handler)
+    # Last: every other path or method reaches kseg's code (JSON 404/405) instead of aiohttp's
+    # system routes.
+    app.router.add_route("*", "/{tail:.*}", unrouted)
 
     async def on_startup(_: web.Application) -> None:
         await publisher.start()

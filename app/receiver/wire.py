@@ -4,7 +4,7 @@ aiohttp answers a request its parser refuses (bad method, header too long, data 
 `Connection: close`...) itself, before any middleware, with a text body that quotes the offending
 request line — which carries `?token=...` — and logs the same text at ERROR. Both would leak
 postback tokens. Here those answers are JSON `{"error": "bad_http_request", ...}` naming only the
-problem's class, and the log line says no more.
+problem's class, and the log line says no more. An unsupported `Expect` header is a JSON 417.
 
 The hooks are aiohttp's protocol factory (`web.Server.__call__`) and the request handler's
 `handle_error`; aiohttp has no public setting for either.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 from aiohttp import web
@@ -22,6 +23,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
 
 class _QuietHandler(RequestHandler):  # type: ignore[type-arg]
@@ -52,22 +55,22 @@ class _QuietHandler(RequestHandler):  # type: ignore[type-arg]
         return response
 
 
-async def expect_handler(request: web.Request) -> web.StreamResponse | None:
-    """`Expect: 100-continue` as aiohttp does it; any other expectation a JSON 417 (aiohttp's own
-    refusal quotes the header back and fails with a 500 on non-UTF-8 bytes). Pass it to every route."""
-    expect = request.headers.get("Expect", "")
-    if request.version != (1, 1) or not expect:
-        return None
-    if expect.lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return None
-    return web.json_response(
-        {
-            "error": "unsupported_expect",
-            "message": "Only `Expect: 100-continue` is supported; drop the header.",
-        },
-        status=417,
-    )
+def _refuse_unknown_expect(inner: Handler) -> Handler:
+    """Answer an `Expect` other than `100-continue` with a JSON 417 before aiohttp's router sees it.
+
+    aiohttp's default expect handler quotes the header back as text, and fails with a 500 when the
+    header holds bytes that are not UTF-8; for unrouted paths it cannot be replaced per route."""
+
+    async def handle(request: BaseRequest) -> web.StreamResponse:
+        expect = request.headers.get("Expect")
+        if expect and expect.strip().lower() != "100-continue":
+            return web.json_response(
+                {"error": "unsupported_expect", "message": "Only `Expect: 100-continue` is supported."},
+                status=417,
+            )
+        return await inner(request)
+
+    return handle
 
 
 class _QuietServer(web.Server):
@@ -81,7 +84,7 @@ class QuietAppRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         return _QuietServer(
-            server.request_handler,
+            _refuse_unknown_expect(server.request_handler),
             request_factory=server.request_factory,
             loop=server._loop,
             **server._kwargs,

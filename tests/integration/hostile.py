@@ -145,7 +145,7 @@ _event_name = st.sampled_from(
 JSON_LEAF = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
+    st.integers(min_value=-(2**63) + 1, max_value=2**63 - 1),
     st.floats(allow_nan=False, allow_infinity=False),
     _weird_text,
 )
@@ -239,7 +239,19 @@ def valid_postback(draw: st.DrawFn, secrets: Secrets) -> HostileRequest:
 def _body(draw: st.DrawFn) -> bytes:
     kind = draw(
         st.sampled_from(
-            ["json", "json_scalar", "deep", "big", "bad_utf8", "bom", "form", "junk", "empty", "nul"]
+            [
+                "json",
+                "json_scalar",
+                "deep",
+                "big",
+                "bad_utf8",
+                "bom",
+                "form",
+                "junk",
+                "empty",
+                "nul",
+                "bigint",
+            ]
         )
     )
     if kind == "json":
@@ -252,6 +264,8 @@ def _body(draw: st.DrawFn) -> bytes:
         return (opener * depth).encode()
     if kind == "big":
         return b'{"kochava_device_id":"KDBIG","pad":"' + b"x" * draw(st.integers(60_000, 200_000)) + b'"}'
+    if kind == "bigint":
+        return b'{"kochava_device_id":"KDBIGINT","event_value":1' + b"0" * 400 + b',"n":-1e999}'
     if kind == "bad_utf8":
         return b'{"kochava_device_id":"\xff\xfe\xc3\x28","event_name":"\xed\xa0\x80"}'
     if kind == "bom":
