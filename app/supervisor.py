@@ -1,4 +1,4 @@
-"""`kseg run`: the embedded broker (when needed), one receiver and one worker, stopped together.
+"""`kseg run`: the embedded broker and warehouse (when needed), receiver, worker and loader, stopped together.
 
 Children are separate processes (a crash in one shows up as its exit, and SIGKILL tests stay honest),
 started with PDEATHSIG so that even a SIGKILLed `kseg run` leaves no orphan behind.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from app.broker.embedded import EmbeddedBroker, die_with_parent
 from app.config import Settings
+from app.warehouse.embedded import EmbeddedWarehouse, pgdata_dir
 
 #: A child may be restarted this many times within RESTART_WINDOW seconds before kseg gives up.
 MAX_RESTARTS = 5
@@ -25,6 +26,8 @@ kseg is running
   receiver   http://{host}:{port}/v1/kochava/postbacks   (metrics: /metrics, readiness: /readyz)
   worker     http://{host}:{wport}/metrics
   kafka      {bootstrap}{embedded}{dlq_hint}
+  warehouse  {warehouse}   (loader metrics: http://{host}:{lport}/metrics)
+             revenue by install campaign: kseg report roas --by campaign
   segment    {segment}
 
 Try it:
@@ -53,7 +56,10 @@ def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, s
 
 def spawn(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", role], env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
+        [sys.executable, "-m", "app.cli", *role.split()],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
 
 
@@ -99,6 +105,16 @@ def run(settings: Settings) -> int:
     )
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
+    # Warehouse (issue 13): embedded PostgreSQL unless KSEG_WAREHOUSE_URL names one; the loader is a child.
+    warehouse = None
+    if not settings.kseg_warehouse_url:
+        warehouse = EmbeddedWarehouse(pgdata_dir(settings.kseg_data_dir)).start()
+    warehouse_text = (
+        f"embedded PostgreSQL, data in {pgdata_dir(settings.kseg_data_dir)}"
+        if warehouse
+        else "KSEG_WAREHOUSE_URL"
+    )
+    roles = ("receiver", "worker", "warehouse load")
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -108,12 +124,14 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     exit_code = 0
     try:
-        children = [spawn("receiver", env), spawn("worker", env)]
+        children = [spawn(role, env) for role in roles]
         _say(
             BANNER.format(
                 host=host,
                 port=port,
                 wport=settings.kseg_worker_web_port,
+                lport=settings.kseg_warehouse_web_port,
+                warehouse=warehouse_text,
                 bootstrap=bootstrap,
                 embedded=" (embedded Tansu, memory only: data is lost when kseg stops)" if embedded else "",
                 segment=segment,
@@ -128,7 +146,7 @@ def run(settings: Settings) -> int:
         )
         restarts: list[float] = []
         while not stopping:
-            for i, role in enumerate(("receiver", "worker")):
+            for i, role in enumerate(roles):
                 code = children[i].poll()
                 if code is None or stopping:
                     continue
@@ -144,8 +162,10 @@ def run(settings: Settings) -> int:
                 children[i] = spawn(role, env)
             time.sleep(0.2)
     finally:
-        _say("kseg run: stopping receiver and worker ...")
+        _say("kseg run: stopping receiver, worker and warehouse loader ...")
         stop_all(children)
+        if warehouse is not None and warehouse.started_here:
+            warehouse.stop()
         if broker is not None:
             broker.stop()
         _say("kseg run: stopped")

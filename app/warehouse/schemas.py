@@ -1,0 +1,55 @@
+"""The published JSON Schemas the loader checks rows against (topics/schemas/), read once per process.
+
+The warehouse row is checked with the published schema except `additionalProperties`: a producer that
+is ahead of the schema (a new profile field, the lifecycle traits) must not turn rows into dead
+letters; its new columns are added to the table instead (`store.evolve`).
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from app.topics import CATALOGUE
+
+SCHEMA_DIR = CATALOGUE.parent / "schemas"
+WAREHOUSE_ROW = "warehouse-row.schema.json"
+CAMPAIGN_SPEND = "campaign-spend.schema.json"
+
+
+def load_schema(name: str, directory: Path = SCHEMA_DIR) -> dict[str, Any]:
+    schema: dict[str, Any] = orjson.loads((directory / name).read_bytes())
+    return schema
+
+
+@lru_cache(maxsize=4)
+def validator(name: str, open_ended: bool = False) -> Any:
+    """A Draft 2020-12 validator of schema `name`; `open_ended` allows properties it does not list."""
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema(name)
+    if open_ended:
+        schema = copy.deepcopy(schema)
+        schema["additionalProperties"] = True
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def problem(name: str, row: Any, open_ended: bool = False) -> str | None:
+    """The first schema violation of `row` as a readable sentence, or None when it is valid."""
+    errors = sorted(validator(name, open_ended).iter_errors(row), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    first = errors[0]
+    where = "/".join(str(p) for p in first.absolute_path) or "(row)"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.message[:300]}{more}"
+
+
+def row_properties() -> dict[str, Any]:
+    """Column name → JSON Schema property of the published warehouse row."""
+    props: dict[str, Any] = load_schema(WAREHOUSE_ROW)["properties"]
+    return props
