@@ -164,7 +164,13 @@ def spend_expr(reporting_currency: str) -> str:
 #: or to the re-engagement campaign for events Kochava attributed to a re-engagement.
 PERFORMANCE_VIEW = f"""
 CREATE VIEW {PERFORMANCE} AS
-WITH credited AS (
+WITH tagged AS (
+  SELECT e.*,
+    CASE WHEN e.is_reengagement AND (e.network IS NOT NULL OR e.campaign IS NOT NULL) THEN 1 ELSE 0 END
+      AS reengaged
+  FROM {EVENTS} e
+),
+credited AS (
   SELECT
     e.event_id,
     e.event_type,
@@ -172,19 +178,17 @@ WITH credited AS (
     e.event_time,
     e.install_time,
     CAST(e.event_time AT TIME ZONE 'UTC' AS DATE) AS activity_date,
-    CASE WHEN e.is_reengagement AND e.campaign IS NOT NULL THEN 'reengagement' ELSE 'install' END
-      AS attribution_basis,
-    CASE WHEN e.is_reengagement AND e.campaign IS NOT NULL THEN COALESCE(e.network, '(none)')
+    CASE WHEN e.reengaged = 1 THEN 'reengagement' ELSE 'install' END AS attribution_basis,
+    CASE WHEN e.reengaged = 1 THEN COALESCE(e.network, '(none)')
       ELSE COALESCE(e.install_network, e.network, '(none)') END AS network,
-    CASE WHEN e.is_reengagement AND e.campaign IS NOT NULL THEN e.campaign
+    CASE WHEN e.reengaged = 1 THEN COALESCE(e.campaign, '(none)')
       ELSE COALESCE(e.install_campaign, CASE WHEN e.event_type = 'install' THEN e.campaign END, '(none)')
       END AS campaign,
-    CASE WHEN e.is_reengagement AND e.campaign IS NOT NULL THEN e.reengagement_channel
-      ELSE e.acquisition_channel END AS channel,
+    CASE WHEN e.reengaged = 1 THEN e.reengagement_channel ELSE e.acquisition_channel END AS channel,
     e.revenue,
     {{revenue_expr}} AS revenue_rep,
     COALESCE(e.reporting_currency, '{{currency}}') AS reporting_currency
-  FROM {EVENTS} e
+  FROM tagged e
 ),
 activity AS (
   SELECT
