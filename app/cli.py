@@ -159,10 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_loadgen(sub)
 
-    from app.identity.bench import build_parser as add_identity_bench
-
-    add_identity_bench(sub)
-
     from app.warehouse.cli import add_parsers as add_warehouse
 
     add_warehouse(sub, _settings)

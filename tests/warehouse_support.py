@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,6 +19,7 @@ import pytest
 
 from app.broker.embedded import free_port
 from app.mapping.warehouse import WAREHOUSE_COLUMNS
+from app.spawner import spawn_role
 from app.warehouse.embedded import EmbeddedWarehouse
 from tests.harness import ROOT, Pipeline, wait_for
 
@@ -91,15 +91,7 @@ class LoaderProcess:
             "KSEG_WAREHOUSE_RETRY_MAX": "2",
             **extra,
         }
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "warehouse", "load"],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        self.proc = spawn_role(["warehouse", "load"], env, log_path=log, cwd=ROOT)
         self.pipeline.procs[self.name] = self.proc
         return self
 

@@ -31,8 +31,9 @@ from app.config import Settings
 from app.dlq.writer import dead_letter_record
 from app.kafka import producer_config
 from app.records import DeadLetter
+from app.runtime.health import WorkerHealth
 from app.warehouse import sql
-from app.warehouse.metrics import LoaderHealth, LoaderMetrics
+from app.warehouse.metrics import LoaderMetrics
 from app.warehouse.schemas import CAMPAIGN_SPEND, WAREHOUSE_ROW, problem
 from app.warehouse.store import ensure_schema, write_batch
 
@@ -93,7 +94,7 @@ class Loader:
         self.url = target_url
         self.registry = registry or CollectorRegistry()
         self.metrics = LoaderMetrics(self.registry)
-        self.health = LoaderHealth()
+        self.health = WorkerHealth()  # the same readiness rule as the worker's
         self.health.block("consumer", "starting")
         self.warehouse_topic = settings.topic(topics.WAREHOUSE)
         self.spend_topic = settings.topic(topics.SPEND)
@@ -347,7 +348,7 @@ def pages(loader: Loader) -> web.Application:
         return web.json_response(
             {
                 "error": "not_ready",
-                "message": "; ".join(f"{k}: {v}" for k, v in loader.health.reasons.items()),
+                "message": "; ".join(f"{k}: {v}" for k, v in loader.health.blocked_reasons.items()),
             },
             status=503,
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -60,20 +58,3 @@ class LoaderMetrics:
         self.batch_seconds = Histogram(
             "kseg_warehouse_batch_seconds", "Time to write one batch to the database.", registry=registry
         )
-
-
-@dataclass
-class LoaderHealth:
-    """Why the loader is not ready (database down, consumer not started), by component."""
-
-    reasons: dict[str, str] = field(default_factory=dict)
-
-    def block(self, component: str, reason: str) -> None:
-        self.reasons[component] = reason
-
-    def unblock(self, component: str) -> None:
-        self.reasons.pop(component, None)
-
-    @property
-    def ready(self) -> bool:
-        return not self.reasons
