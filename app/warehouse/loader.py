@@ -96,6 +96,7 @@ class Loader:
         self.metrics = LoaderMetrics(self.registry)
         self.health = WorkerHealth()  # the same readiness rule as the worker's
         self.health.block("consumer", "starting")
+        self.health.block("database", "connecting")
         self.warehouse_topic = settings.topic(topics.WAREHOUSE)
         self.spend_topic = settings.topic(topics.SPEND)
         self.deadletter_topic = settings.topic(topics.DEADLETTER)
@@ -287,6 +288,7 @@ class Loader:
             try:
                 await self._connection()
                 self.metrics.db_up.set(1)
+                self.health.unblock("database")
             except Exception as exc:
                 log.warning("warehouse not reachable at start (%s); will retry with the first batch", exc)
                 self.metrics.db_up.set(0)
