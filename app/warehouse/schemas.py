@@ -1,4 +1,5 @@
-"""The published JSON Schemas the loader checks rows against (topics/schemas/), read once per process.
+"""The published JSON Schemas of kseg's topics (topics/schemas/): reading them, checking rows against them,
+and regenerating the ones derived from pydantic records (`python -m app.warehouse.schemas`).
 
 The warehouse row is checked with the published schema except `additionalProperties`: a producer that
 is ahead of the schema (a new profile field, the lifecycle traits) must not turn rows into dead
@@ -53,3 +54,44 @@ def row_properties() -> dict[str, Any]:
     """Column name → JSON Schema property of the published warehouse row."""
     props: dict[str, Any] = load_schema(WAREHOUSE_ROW)["properties"]
     return props
+
+
+#: Schemas derived from the pydantic record of a topic's values: file name -> "module:Class".
+MODEL_SCHEMAS = {
+    "postback-raw.schema.json": ("app.records:RawPostback", "postbacks.raw"),
+    "identity-link-request.schema.json": ("app.identity.records:LinkRequest", "identity.links"),
+    "identity-device-index.schema.json": ("app.identity.records:DeviceIndexUpdate", "identity.device-index"),
+    "identity-device-linked.schema.json": ("app.identity.records:DeviceLinked", "identity.device-events"),
+    "dead-letter.schema.json": ("app.records:DeadLetter", "deadletter"),
+}
+
+
+def model_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema (Draft 2020-12) of the pydantic record behind schema file `name`."""
+    import importlib
+
+    target, topic = MODEL_SCHEMAS[name]
+    module, _, cls = target.partition(":")
+    model = getattr(importlib.import_module(module), cls)
+    body: dict[str, Any] = model.model_json_schema(mode="serialization")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://kseg.example/schemas/{name}",
+        "title": f"kseg {topic} record ({cls})",
+        **{k: v for k, v in body.items() if k != "title"},
+    }
+
+
+def write_model_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
+    """Regenerate every model-derived schema file; returns the paths written."""
+    written = []
+    for name in MODEL_SCHEMAS:
+        path = directory / name
+        path.write_bytes(orjson.dumps(model_schema(name), option=orjson.OPT_INDENT_2) + b"\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written_path in write_model_schemas():
+        print(written_path)
