@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 
 from app.warehouse.schemas import SCHEMA_DIR
 from tests.harness import ROOT, Pipeline, read_topic, wait_for
+from tests.integration.test_dead_letters import _at_least
 
 pytestmark = pytest.mark.integration
 
@@ -70,8 +71,3 @@ async def test_published_records_validate(make_pipeline: Any, dump_logs: list[Pi
 
 async def _values(p: Pipeline, topic: str) -> list[Any]:
     return [v for _, v in await read_topic(p.bootstrap, p.topic(topic))]
-
-
-async def _at_least(coro: Any, n: int) -> list[Any] | None:
-    values: list[Any] = await coro
-    return values if len(values) >= n else None
