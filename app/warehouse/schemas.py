@@ -15,9 +15,8 @@ from typing import Any
 
 import orjson
 
-from app.topics import CATALOGUE
-
-SCHEMA_DIR = CATALOGUE.parent / "schemas"
+#: topics/schemas, through the `app/schemas` link so the schemas ship inside the wheel too.
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 WAREHOUSE_ROW = "warehouse-row.schema.json"
 CAMPAIGN_SPEND = "campaign-spend.schema.json"
 
