@@ -42,8 +42,9 @@ def warehouse_pg() -> Iterator[EmbeddedWarehouse]:
 
 
 def sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+    with psycopg.connect(url) as conn:  # commits on exit
+        cur = conn.execute(statement, params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description is not None else []
 
 
 def row(**values: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ same transaction (`ALTER TABLE ... ADD COLUMN`), so a new row field never needs 
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,6 +23,8 @@ from app.warehouse.schemas import row_properties
 
 #: Row keys that can become columns as they are; anything else goes into the `extra` JSON text column.
 COLUMN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+log = logging.getLogger(__name__)
+
 #: Serialises schema changes of concurrent loaders.
 LOCK_ID = 0x6B736567  # "kseg"
 
@@ -59,11 +62,29 @@ async def ensure_schema(conn: Any, reporting_currency: str) -> dict[str, str]:
                 await _add_column(conn, name, sqltype)
         for index in sql.INDEXES:
             await conn.execute(index)
-        await conn.execute(f"DROP VIEW IF EXISTS {sql.PERFORMANCE}")
-        await conn.execute(f"DROP VIEW IF EXISTS {sql.DEVICES}")
-        for view in sql.views(reporting_currency):
-            await conn.execute(view)
+        for name, view in zip((sql.DEVICES, sql.PERFORMANCE), sql.views(reporting_currency), strict=True):
+            await _replace_view(conn, name, view)
     return await table_columns(conn, sql.EVENTS)
+
+
+async def _replace_view(conn: Any, name: str, create: str) -> None:
+    """CREATE OR REPLACE (keeps views that BI users built on ours); when the columns changed, drop and
+    create; when other objects depend on the old one, keep it and say so rather than fail the loader."""
+    import psycopg
+
+    replace = create.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1)
+    try:
+        async with conn.transaction():
+            await conn.execute(replace)
+        return
+    except psycopg.errors.InvalidTableDefinition:
+        pass
+    try:
+        async with conn.transaction():
+            await conn.execute(f"DROP VIEW IF EXISTS {name}")
+            await conn.execute(create)
+    except psycopg.errors.DependentObjectsStillExist as exc:
+        log.warning("kept the old %s view: other views depend on it (%s); drop them to upgrade", name, exc)
 
 
 async def table_columns(conn: Any, table: str) -> dict[str, str]:

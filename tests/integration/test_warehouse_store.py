@@ -147,10 +147,13 @@ async def test_new_fields_become_columns_without_losing_rows(warehouse_pg: Embed
     result = await write_batch(conn, known, [newer], [])
     assert set(result.columns_added) == {"churn_score", "is_vip"}
     await conn.close()
-    # A second loader (fresh connection) sees the evolved table and re-creates views without error.
+    # A BI team builds on our view; a second loader (fresh connection) sees the evolved table and
+    # replaces the views without breaking theirs.
+    sql(url, "CREATE VIEW bi_revenue AS SELECT network, campaign, revenue FROM campaign_performance")
     conn = await connect_async(url)
     await ensure_schema(conn, "USD")
     await conn.close()
+    assert sql(url, "SELECT count(*) FROM bi_revenue") == [(1,)]
     rows = sql(
         url, "SELECT event_id, ltv_tier, churn_score, is_vip, extra FROM kseg_events ORDER BY event_id"
     )
