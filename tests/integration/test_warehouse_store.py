@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
+import psycopg
 import pytest
 
 from app.warehouse.db import connect_async
 from app.warehouse.embedded import EmbeddedWarehouse
+from app.warehouse.report import query
 from app.warehouse.store import ensure_schema, write_batch
 from tests.warehouse_support import row, sql, warehouse_pg
 
@@ -135,6 +138,23 @@ async def test_idempotent_exact_and_attributed(warehouse_pg: EmbeddedWarehouse) 
     assert day9 == [(Decimal("9.99"),)]
     device = sql(url, "SELECT install_campaign, orders, revenue FROM kseg_devices WHERE anonymous_id = 'a3'")
     assert device == [("Gamma", 3, Decimal("7.93"))]
+
+    # The report over the same view: by channel (acquisition channel, re-engagement channel, or none).
+    with psycopg.connect(url) as sync:
+        sync.execute(
+            "UPDATE kseg_events SET acquisition_channel = 'paid_social' WHERE install_campaign = 'Alpha'"
+        )
+        sync.execute("UPDATE kseg_events SET reengagement_channel = 'retargeting' WHERE campaign = 'Win'")
+        by_channel = {
+            r["channel"]: r for r in query(sync, date(2025, 1, 1), date(2025, 1, 31), "channel").rows
+        }
+    assert set(by_channel) == {"paid_social", "retargeting", "(none)"}
+    assert (
+        by_channel["paid_social"]["revenue"] == Decimal("10.29") and by_channel["paid_social"]["spend"] == 50
+    )
+    assert (
+        by_channel["retargeting"]["revenue"] == Decimal("2.50") and by_channel["retargeting"]["roas"] is None
+    )
 
 
 async def test_new_fields_become_columns_without_losing_rows(warehouse_pg: EmbeddedWarehouse) -> None:
