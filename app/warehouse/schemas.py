@@ -49,8 +49,9 @@ def problem(name: str, row: Any, open_ended: bool = False) -> str | None:
     return f"{where}: {first.message[:300]}{more}"
 
 
+@lru_cache(maxsize=1)
 def row_properties() -> dict[str, Any]:
-    """Column name → JSON Schema property of the published warehouse row."""
+    """Column name → JSON Schema property of the published warehouse row (read once; do not mutate)."""
     props: dict[str, Any] = load_schema(WAREHOUSE_ROW)["properties"]
     return props
 

@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -105,26 +106,25 @@ async def _add_column(conn: Any, name: str, sqltype: str) -> None:
     await conn.execute(stmt)
 
 
-def split_row(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(columns, extra): keys usable as column names, and the rest (kept as JSON in `extra`)."""
-    columns: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for key, value in row.items():
-        if COLUMN_NAME.match(key) and key not in sql.LOADER_COLUMNS:
-            columns[key] = value
-        else:
-            extra[key] = value
-    return columns, extra
+@lru_cache(maxsize=4096)
+def usable_name(key: str) -> bool:
+    """A row key that can be a column as it is (others go into the `extra` JSON text column)."""
+    return bool(COLUMN_NAME.match(key)) and key not in sql.LOADER_COLUMNS
+
+
+_PLAIN = (str, bool)
 
 
 def _cell(name: str, value: Any) -> Any:
     """A Python value COPY writes exactly: money as Decimal from its JSON text, nested values as JSON."""
-    if value is None:
-        return None
+    if value is None or value.__class__ in _PLAIN:
+        return value
+    if value.__class__ is int:
+        return Decimal(value) if name in sql.MONEY_COLUMNS else value
+    if isinstance(value, float):
+        return Decimal(repr(value))
     if isinstance(value, dict | list):
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    if isinstance(value, float) or (name in sql.MONEY_COLUMNS and isinstance(value, int)):
-        return Decimal(repr(value))
     return value
 
 
@@ -134,7 +134,7 @@ def new_columns(rows: list[dict[str, Any]], known: dict[str, str]) -> dict[str, 
     found: dict[str, str] = {}
     for row in rows:
         for key, value in row.items():
-            if key not in known and key not in found and COLUMN_NAME.match(key):
+            if key not in known and key not in found and usable_name(key):
                 if props.get(key) is None and value is None:
                     continue  # type unknown yet: wait for a row with a value
                 found[key] = sql.column_type(key, props.get(key), value)
@@ -159,13 +159,12 @@ async def write_batch(
                 await _add_column(conn, name, sqltype)
             result.columns_added = tuple(added)
         if events:
-            cols: list[str] = []
-            prepared: list[tuple[dict[str, Any], dict[str, Any]]] = []
+            order: dict[str, None] = {}  # the batch's columns, in first-seen order
             for row in events:
-                columns, extra = split_row(row)
-                prepared.append((columns, extra))
-                cols += [c for c in columns if c not in cols and (c in known or c in added)]
-            cols.append("extra")
+                for key in row:
+                    if key not in order and (key in known or key in added) and usable_name(key):
+                        order[key] = None
+            cols = [*order, "extra"]
             await conn.execute(
                 psql.SQL(
                     "CREATE TEMP TABLE kseg_events_stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP"
@@ -175,13 +174,11 @@ async def write_batch(
             async with conn.cursor().copy(
                 psql.SQL("COPY kseg_events_stage ({}) FROM STDIN").format(ident)
             ) as copy:
-                for columns, extra in prepared:
-                    unknown = {k: v for k, v in columns.items() if k not in cols}
-                    merged_extra = {**extra, **unknown}
-                    await copy.write_row(
-                        [_cell(c, columns.get(c)) for c in cols[:-1]]
-                        + [_cell("extra", merged_extra) if merged_extra else None]
-                    )
+                for row in events:
+                    extra = {k: v for k, v in row.items() if k not in order}
+                    cells = [_cell(c, row.get(c)) for c in order]
+                    cells.append(orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None)
+                    await copy.write_row(cells)
             cur = await conn.execute(
                 psql.SQL(
                     "INSERT INTO {} ({}, loaded_at) SELECT {}, now() FROM kseg_events_stage "

@@ -13,7 +13,7 @@ from app.warehouse.html import render_html
 from app.warehouse.loader import _redact, parse_records
 from app.warehouse.report import Report, _ratios, render_csv, render_table
 from app.warehouse.sql import column_type
-from app.warehouse.store import new_columns, split_row
+from app.warehouse.store import new_columns, usable_name
 from tests.warehouse_support import row
 
 TOPIC = "kseg.warehouse.events"
@@ -81,8 +81,8 @@ def test_column_types_from_schema_or_sample() -> None:
 
 
 def test_unusable_names_go_to_extra_and_null_only_fields_wait() -> None:
-    columns, extra = split_row({"event_id": "e", "Bad Name": 1, "loaded_at": "x", "ok_name": 2})
-    assert columns == {"event_id": "e", "ok_name": 2} and extra == {"Bad Name": 1, "loaded_at": "x"}
+    assert usable_name("ok_name") and usable_name("event_id")
+    assert not usable_name("Bad Name") and not usable_name("loaded_at") and not usable_name("x" * 64)
     found = new_columns([{"event_id": "e", "later": None, "now": "v"}], {"event_id": "text"})
     assert found == {"now": "TEXT"}
 
