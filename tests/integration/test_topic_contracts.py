@@ -62,11 +62,17 @@ async def test_published_records_validate(make_pipeline: Any, dump_logs: list[Pi
 
     assert {r["event_type"] for r in warehouse} >= {"install", "reinstall", "event", "purchase", "conversion"}
     assert problems("warehouse-row.schema.json", warehouse) == []
-    assert len(outbox) >= sent and problems("segment-message.schema.json", outbox) == []
+    assert problems("segment-message.schema.json", outbox) == []
+    calls = [m for record in outbox for m in record.get("messages", [record])]
+    assert len(calls) >= sent and {c["type"] for c in calls} >= {"identify", "track"}
     assert problems("dead-letter.schema.json", letters) == []
     assert len(raw) == sent + 1 and problems("postback-raw.schema.json", raw) == []
     # The check is strict: a row with a column the schema does not list is refused.
     assert problems("warehouse-row.schema.json", [{**warehouse[0], "surprise": 1}]) != []
+    broken_call = {k: v for k, v in calls[0].items() if k != "messageId"}
+    assert (
+        problems("segment-message.schema.json", [{"kind": "segment_calls", "messages": [broken_call]}]) != []
+    )
 
 
 async def _values(p: Pipeline, topic: str) -> list[Any]:
