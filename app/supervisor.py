@@ -84,7 +84,16 @@ def run(settings: Settings) -> int:
     # Warehouse (issue 13): embedded PostgreSQL unless KSEG_WAREHOUSE_URL names one; the loader is a child.
     warehouse = None
     if not settings.kseg_warehouse_url:
-        warehouse = EmbeddedWarehouse(pgdata_dir(settings.kseg_data_dir)).start()
+        try:
+            warehouse = EmbeddedWarehouse(pgdata_dir(settings.kseg_data_dir)).start()
+        except Exception as exc:
+            _say(
+                f"kseg run: cannot start the embedded PostgreSQL in {pgdata_dir(settings.kseg_data_dir)} "
+                f"({exc}); see its log there, or set KSEG_WAREHOUSE_URL to a PostgreSQL of yours"
+            )
+            if broker is not None:
+                broker.stop()
+            return 1
     warehouse_text = (
         f"embedded PostgreSQL, data in {pgdata_dir(settings.kseg_data_dir)}"
         if warehouse
