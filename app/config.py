@@ -152,6 +152,33 @@ class Settings(BaseSettings):
     segment_gzip: bool = True
     segment_batch_linger: float = Field(default=0.5, gt=0, description="Seconds to wait to fill a batch.")
 
+    # --- Warehouse (issue 13) ------------------------------------------------------------------
+    kseg_warehouse_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of the warehouse. Unset: embedded server under KSEG_DATA_DIR/postgres.",
+    )
+    kseg_warehouse_group: str | None = Field(
+        default=None, description="Warehouse loader consumer group (default `<KSEG_APP_ID>-warehouse`)."
+    )
+    kseg_warehouse_web_port: int = Field(
+        default=6068, ge=0, le=65535, description="Warehouse loader /metrics, /healthz and /readyz port."
+    )
+    kseg_warehouse_batch_rows: int = Field(
+        default=2000, ge=1, le=100_000, description="Most records the loader writes in one transaction."
+    )
+    kseg_warehouse_batch_wait: float = Field(
+        default=0.5, gt=0, le=60, description="Seconds the loader waits for records to fill a batch."
+    )
+    kseg_warehouse_retry_max: float = Field(
+        default=10.0, gt=0, le=600, description="Longest wait between retries while the database is down."
+    )
+    kseg_warehouse_fault_kill_after_commits: int = Field(
+        default=0,
+        ge=0,
+        description="Testing only: the loader SIGKILLs itself after this many database commits, before "
+        "committing the Kafka offsets (0: never).",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("segment_endpoint")
@@ -201,6 +228,10 @@ class Settings(BaseSettings):
     @property
     def dry_run(self) -> bool:
         return not self.segment_write_key
+
+    @property
+    def warehouse_group(self) -> str:
+        return self.kseg_warehouse_group or f"{self.kseg_app_id}-warehouse"
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for one of kseg's logical topics."""
