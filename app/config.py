@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
     kseg_worker_web_host: str = Field(
         default="127.0.0.1",
-        description="Worker web bind address (/metrics, /healthz, /readyz); loopback unless scraped remotely",
+        description="Bind address of the worker's and warehouse loader's pages; loopback unless scraped",
     )
 
     # --- Worker --------------------------------------------------------------------------------

@@ -367,7 +367,8 @@ async def serve(settings: Settings, target_url: str) -> None:
     loader = Loader(settings, target_url)
     runner = web.AppRunner(pages(loader), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.kseg_http_host, settings.kseg_warehouse_web_port)
+    # Internal pages: loopback unless configured, like the worker's (docs/security.md).
+    site = web.TCPSite(runner, settings.kseg_worker_web_host, settings.kseg_warehouse_web_port)
     await site.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -378,7 +379,7 @@ async def serve(settings: Settings, target_url: str) -> None:
         loader.spend_topic,
         _redact(target_url),
         settings.warehouse_group,
-        settings.kseg_http_host,
+        settings.kseg_worker_web_host,
         settings.kseg_warehouse_web_port,
     )
     try:
