@@ -1,5 +1,5 @@
-"""`kseg run`: the embedded broker (when needed), one receiver and one worker, stopped together and
-restarted when they exit (children come from `app.spawner`)."""
+"""`kseg run`: the embedded broker and warehouse (when needed), receiver, worker and warehouse loader,
+stopped together and restarted when they exit (children come from `app.spawner`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
 from app.spawner import spawn_role, stop_all
+from app.warehouse.embedded import EmbeddedWarehouse, pgdata_dir
 
 #: A child may be restarted this many times within RESTART_WINDOW seconds before kseg gives up.
 MAX_RESTARTS = 5
@@ -27,12 +28,14 @@ kseg is running
   receiver   http://{host}:{port}/v1/kochava/postbacks   (metrics: /metrics, readiness: /readyz)
   worker     http://{host}:{wport}/metrics
   kafka      {bootstrap}{embedded}{dlq_hint}
+  warehouse  {warehouse}   (loader metrics: http://{host}:{lport}/metrics)
+             revenue by install campaign: kseg report roas --by campaign
   segment    {segment}
 
 Try it:
   curl '{curl}'
 
-Logs of the receiver, worker and broker: {logs}
+Logs of the receiver, worker, loader and broker: {logs}
 Ctrl-C stops everything. Starting ...
 """
 
@@ -46,14 +49,15 @@ def taken_ports(settings: Settings) -> list[str]:
     """The ports `kseg run` needs that something else already listens on, each said with the setting
     that moves it. Checked before anything starts: a second `kseg run` must not half-start (its worker
     crash-looping while the first one's receiver keeps answering 200)."""
+    web = settings.kseg_worker_web_host
     wanted = [
         ("receiver", "KSEG_HTTP_PORT", settings.kseg_http_host, settings.kseg_http_port),
-        ("worker", "KSEG_WORKER_WEB_PORT", settings.kseg_http_host, settings.kseg_worker_web_port),
+        ("worker", "KSEG_WORKER_WEB_PORT", web, settings.kseg_worker_web_port),
+        ("warehouse loader", "KSEG_WAREHOUSE_WEB_PORT", web, settings.kseg_warehouse_web_port),
     ]
     if not settings.kafka_bootstrap_servers and settings.kseg_embedded_broker_port:
-        wanted.append(
-            ("embedded broker", "KSEG_EMBEDDED_BROKER_PORT", "127.0.0.1", settings.kseg_embedded_broker_port)
-        )
+        port = settings.kseg_embedded_broker_port
+        wanted.append(("embedded broker", "KSEG_EMBEDDED_BROKER_PORT", "127.0.0.1", port))
     problems = []
     for role, setting, host, port in wanted:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -85,6 +89,8 @@ def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, s
         env.setdefault("KSEG_SESSION_TIMEOUT", "10")
     if not settings.postback_tokens:
         env["KSEG_POSTBACK_TOKENS"] = "dev"
+    if not settings.link_tokens:
+        env["KSEG_LINK_TOKENS"] = "dev-links"  # the links API needs its own credential (docs/security.md)
     return env
 
 
@@ -108,9 +114,12 @@ def run(settings: Settings) -> int:
         _say("!" * 78)
         _say("!! KSEG_POSTBACK_TOKENS is not set: accepting the development token `dev`.            !!")
         _say("!! Anyone who can reach this port can post data. Set KSEG_POSTBACK_TOKENS for real use. !!")
+        if not settings.link_tokens:
+            _say("!! The links API (POST /v1/identity/links) takes KSEG_LINK_TOKENS, here `dev-links`.    !!")
         _say("!" * 78)
     env = child_env(settings, bootstrap, embedded)
-    token = (env.get("KSEG_POSTBACK_TOKENS") or "dev").split(",")[0].strip()
+    # Print the development token, never a configured one: stdout ends up in journals and CI logs.
+    token = "dev" if not settings.postback_tokens else "<one of KSEG_POSTBACK_TOKENS>"
     host, port = settings.kseg_http_host, settings.kseg_http_port
     curl = (
         f"http://{host}:{port}/v1/kochava/postbacks?token={token}&event_name=_install"
@@ -124,6 +133,25 @@ def run(settings: Settings) -> int:
     )
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
+    # Warehouse (issue 13): embedded PostgreSQL unless KSEG_WAREHOUSE_URL names one; the loader is a child.
+    warehouse = None
+    if not settings.kseg_warehouse_url:
+        try:
+            warehouse = EmbeddedWarehouse(pgdata_dir(settings.kseg_data_dir)).start()
+        except Exception as exc:
+            _say(
+                f"kseg run: cannot start the embedded PostgreSQL in {pgdata_dir(settings.kseg_data_dir)} "
+                f"({exc}); see its log there, or set KSEG_WAREHOUSE_URL to a PostgreSQL of yours"
+            )
+            if broker is not None:
+                broker.stop()
+            return 1
+    warehouse_text = (
+        f"embedded PostgreSQL, data in {pgdata_dir(settings.kseg_data_dir)}"
+        if warehouse
+        else "KSEG_WAREHOUSE_URL"
+    )
+    roles = ("receiver", "worker", "warehouse load")
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -133,15 +161,16 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     exit_code = 0
     try:
-        roles = ("receiver", "worker")
-        log_paths = {role: logs / f"{role}.log" for role in roles}
+        log_paths = {role: logs / f"{role.replace(' ', '-')}.log" for role in roles}
         started = time.monotonic()
-        children = [spawn_role(role, env, log_path=log_paths[role]) for role in roles]
+        children = [spawn_role(role.split(), env, log_path=log_paths[role]) for role in roles]
         _say(
             BANNER.format(
                 host=host,
                 port=port,
                 wport=settings.kseg_worker_web_port,
+                lport=settings.kseg_warehouse_web_port,
+                warehouse=warehouse_text,
                 bootstrap=bootstrap,
                 embedded=" (embedded Tansu, memory only: data is lost when kseg stops)" if embedded else "",
                 segment=segment,
@@ -155,7 +184,12 @@ def run(settings: Settings) -> int:
                 logs=logs.resolve(),
             )
         )
-        probes = [f"http://{host}:{port}/readyz", f"http://{host}:{settings.kseg_worker_web_port}/readyz"]
+        web = settings.kseg_worker_web_host
+        probes = [
+            f"http://{host}:{port}/readyz",
+            f"http://{web}:{settings.kseg_worker_web_port}/readyz",
+            f"http://{web}:{settings.kseg_warehouse_web_port}/readyz",
+        ]
         announced = False
         restarts: list[float] = []
         while not stopping:
@@ -163,7 +197,7 @@ def run(settings: Settings) -> int:
                 announced = True
                 _say(
                     f"kseg run: ready after {time.monotonic() - started:.0f} s "
-                    "(receiver and worker answer /readyz): send the curl above"
+                    "(receiver, worker and warehouse loader answer /readyz): send the curl above"
                 )
             for i, role in enumerate(roles):
                 code = children[i].poll()
@@ -179,14 +213,14 @@ def run(settings: Settings) -> int:
                     break
                 tail = log_paths[role].read_text(errors="replace").splitlines()[-15:]
                 _say("\n".join(f"  {role} | {line}" for line in tail))
-                _say(
-                    f"kseg run: the {role} exited with code {code} ({log_paths[role]}); restarting it"
-                )
-                children[i] = spawn_role(role, env, log_path=log_paths[role])
+                _say(f"kseg run: the {role} exited with code {code} ({log_paths[role]}); restarting it")
+                children[i] = spawn_role(role.split(), env, log_path=log_paths[role])
             time.sleep(0.2)
     finally:
-        _say("kseg run: stopping receiver and worker ...")
+        _say("kseg run: stopping receiver, worker and warehouse loader ...")
         stop_all(children)
+        if warehouse is not None and warehouse.started_here:
+            warehouse.stop()
         if broker is not None:
             broker.stop()
         _say("kseg run: stopped")

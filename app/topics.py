@@ -33,6 +33,7 @@ DEVICE_EVENTS = "identity.device-events"
 OUTBOX = "segment.outbox"
 WAREHOUSE = "warehouse.events"
 DEADLETTER = "deadletter"
+SPEND = "campaign.spend"
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,8 @@ def catalogue_text(name: str = "topics.yaml") -> str:
 
 
 def schema_text(name: str) -> str:
-    """A packaged JSON Schema, e.g. `warehouse-row.schema.json`."""
-    return catalogue_text(f"schemas/{name}")
+    """A packaged JSON Schema, e.g. `warehouse-row.schema.json` (`app/schemas` links topics/schemas)."""
+    return resources.files("app.schemas").joinpath(name).read_text(encoding="utf-8")
 
 
 def _spec(
