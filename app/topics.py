@@ -12,6 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -23,8 +24,10 @@ from app.kafka import client_config, tls_problem
 
 log = logging.getLogger(__name__)
 
-#: The data package holding topics.yaml and schemas/ (a symlink to the top-level `topics/` directory).
+#: The data package holding topics.yaml (`app/catalogue` is a symlink to the top-level `topics/`).
 CATALOGUE_PACKAGE = "app.catalogue"
+#: The catalogue file itself: `topics/topics.yaml` in a checkout, `app/catalogue/topics.yaml` when installed.
+CATALOGUE = (Path(__file__).parent / "catalogue" / "topics.yaml").resolve()
 
 RAW = "postbacks.raw"
 LINKS = "identity.links"
