@@ -8,7 +8,7 @@ from typing import Any
 
 from app.topics import catalogue
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import Pipeline, run_cli, wait_for
+from tests.harness import LINK_TOKEN, Pipeline, run_cli, wait_for
 
 DEVICES = 16
 
@@ -42,6 +42,10 @@ def purchase(i: int) -> dict[str, str]:
         "order_id": f"o-{i}",
         "timestamp": "1735693200",
     }
+
+
+async def link(p: Pipeline, user: str, device: int) -> tuple[int, dict[str, Any], dict[str, str]]:
+    return await p.post("/v1/identity/links", {"user_id": user, "idfv": idfv(device)}, token=LINK_TOKEN)
 
 
 def of(segment: SegmentEmulator, kind: str, event: str | None = None) -> list[dict[str, Any]]:
@@ -83,7 +87,9 @@ async def test_migrate_4_to_8_partitions_keeps_profiles_dedupe_and_links(
     for i in range(DEVICES):
         assert (await old.get(install(i)))[0] == 200
     await wait_for(lambda: len(of(segment, "track", "Install Attributed")) == DEVICES, 60, "every install")
-    assert (await old.post("/v1/identity/links", {"user_id": "user-0", "idfv": idfv(0)}))[0] == 200
+    assert (await old.post("/v1/identity/links", {"user_id": "user-0", "idfv": idfv(0)}, token=LINK_TOKEN))[
+        0
+    ] == 200
     await wait_for(lambda: of(segment, "alias"), 60, "user-0's alias")
     anonymous = {m["properties"]["campaign"]["name"]: m["anonymousId"] for m in of(segment, "track")}
     await old.stop()
@@ -119,7 +125,9 @@ async def test_migrate_4_to_8_partitions_keeps_profiles_dedupe_and_links(
     # A logged-in user still resolves.
     assert by_order["o-0"]["userId"] == "user-0"
     # A link for an id seen before the migration finds its device (device index table).
-    assert (await new.post("/v1/identity/links", {"user_id": "user-5", "idfv": idfv(5)}))[0] == 200
+    assert (await new.post("/v1/identity/links", {"user_id": "user-5", "idfv": idfv(5)}, token=LINK_TOKEN))[
+        0
+    ] == 200
     aliases = await wait_for(
         lambda: [a for a in of(segment, "alias") if a["userId"] == "user-5"], 60, "alias"
     )
