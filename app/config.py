@@ -93,6 +93,35 @@ class Settings(BaseSettings):
         default=False, description="Send raw email as a trait (else hashed)."
     )
 
+    # --- Lifecycle signals (issue 10, app/lifecycle) ------------------------------------------
+    kseg_reporting_currency: str = Field(
+        default="USD",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 currency of ltv_revenue and revenue_reporting (needs a rate in the rate file).",
+    )
+    kseg_currency_rates_file: Path | None = Field(
+        default=None,
+        description="Versioned currency rate file (YAML); unset: the packaged app/lifecycle/rates.yaml.",
+    )
+    kseg_winback_suppress_days: float = Field(
+        default=14.0,
+        ge=0,
+        le=365,
+        description="Days after a re-engagement during which winback_suppress_until excludes the user.",
+    )
+    kseg_ltv_tiers: str = Field(
+        default="low=0,medium=20,high=100",
+        description="ltv_tier thresholds in the reporting currency: name=lowest lifetime revenue, ascending.",
+    )
+
+    @field_validator("kseg_ltv_tiers")
+    @classmethod
+    def _tiers_parse(cls, value: str) -> str:
+        from app.lifecycle.config import parse_tiers
+
+        parse_tiers(value)
+        return value
+
     # --- Segment -------------------------------------------------------------------------------
     segment_write_key: str | None = Field(
         default=None, description="Segment source write key; unset: dry run."

@@ -19,7 +19,7 @@ from app.mapping.profile import (
     check_profile_file,
     load_profile_file,
 )
-from app.mapping.segment import build_segment_calls
+from app.mapping.segment import build_segment_calls, with_lifecycle
 from app.mapping.warehouse import WAREHOUSE_COLUMNS, build_warehouse_row
 
 __all__ = [
@@ -41,4 +41,5 @@ __all__ = [
     "parse_timestamp",
     "parse_try_input",
     "preview",
+    "with_lifecycle",
 ]
