@@ -75,7 +75,7 @@ def is_conversion(event: CanonicalEvent, config: LifecycleConfig) -> bool:
 def apply_lifecycle(
     profile: AttributionProfile, event: CanonicalEvent, config: LifecycleConfig, *, first_install: bool
 ) -> LifecycleOutcome:
-    """The profile after `event` (which `apply_event` already applied), its stage change and converted revenue."""
+    """The profile after `event` (which `apply_event` already applied), its stage change, its revenue."""
     new = profile.model_copy(deep=True)
     life = new.lifecycle
     start: LifecycleStage | None = life.stage
