@@ -25,6 +25,9 @@ class IdentityMetrics:
         self.junk_ids_blocked: Counter = self.registry.counter(
             "kseg_identity_junk_ids_blocked_total", "Junk identifiers dropped, by id type."
         )
+        self.anonymous_ids_adopted: Counter = self.registry.counter(
+            "kseg_identity_anonymous_ids_adopted_total", "App SDK anonymousIds adopted for a device."
+        )
 
     @property
     def counters(self) -> list[Counter]:
@@ -34,6 +37,7 @@ class IdentityMetrics:
             self.merges_refused,
             self.aliases_emitted,
             self.junk_ids_blocked,
+            self.anonymous_ids_adopted,
         ]
 
 

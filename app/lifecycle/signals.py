@@ -1,7 +1,8 @@
 """`apply_lifecycle`: one event's effect on a profile's lifecycle signals (pure).
 
 Stage: installed → active (first post-install event) → converted (first conversion); reengaged on a
-re-engagement or re-attribution; reinstalled on a recognised reinstall. First touch (acquisition channel) is
+re-engagement or re-attribution; reinstalled on a recognised reinstall (also when Kochava attributes the
+reinstall to a re-engagement campaign: the win-back window and re-engagement channel are set all the same). First touch (acquisition channel) is
 set once and never moved by a re-engagement, which records its own channel. Win-back suppression runs from
 the re-engagement's event time; ad suppression is set once, on the first conversion.
 """
@@ -104,8 +105,9 @@ def apply_lifecycle(
         life.winback_suppress_until = _later(
             life.winback_suppress_until, _iso_plus_days(event.timestamp, config.winback_days)
         )
-        kind = (event.attribution.attribution_type or "").replace("-", "").replace("_", "")
-        stage, reason = "reengaged", "reattribution" if kind.startswith("reattribution") else "reengagement"
+        if event.kind != "reinstall":  # a reinstall stays `reinstalled`, with the win-back window set
+            kind = (event.attribution.attribution_type or "").replace("-", "").replace("_", "")
+            stage, reason = "reengaged", "reattribution" if kind.startswith("reattribution") else "reengagement"
 
     revenue_reporting: float | None = None
     unconverted: str | None = None

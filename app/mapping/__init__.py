@@ -9,6 +9,7 @@ from app.mapping.mapper import (
     parse_revenue,
     parse_timestamp,
 )
+from app.mapping.outputs import EventOutputs, event_outputs
 from app.mapping.preview import anonymous_identity, parse_try_input, preview
 from app.mapping.profile import (
     MappingProfile,
@@ -25,6 +26,7 @@ from app.mapping.warehouse import WAREHOUSE_COLUMNS, build_warehouse_row
 __all__ = [
     "DEAD_LETTER_REASONS",
     "WAREHOUSE_COLUMNS",
+    "EventOutputs",
     "MappingProfile",
     "ProfileError",
     "ProfileProblem",
@@ -35,6 +37,7 @@ __all__ = [
     "build_warehouse_row",
     "check_profile_file",
     "dead_letter_unknown_profile",
+    "event_outputs",
     "load_profile_file",
     "map_postback",
     "parse_revenue",

@@ -10,16 +10,13 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from app.attribution import apply_event
 from app.config import Settings
 from app.identity.ids import anonymous_id_for, sha256_hex
 from app.lifecycle.config import LifecycleConfig, lifecycle_config
 from app.lifecycle.currency import Rates, load_rates
-from app.lifecycle.signals import apply_lifecycle
 from app.mapping.mapper import dead_letter_unknown_profile, map_postback
+from app.mapping.outputs import event_outputs
 from app.mapping.profile import ProfileRegistry, UnknownProfile
-from app.mapping.segment import build_segment_calls, with_lifecycle
-from app.mapping.warehouse import build_warehouse_row
 from app.records import (
     AttributionProfile,
     CanonicalEvent,
@@ -70,18 +67,13 @@ def preview(
     if isinstance(result, DeadLetter):
         return _dead(result)
     identity = anonymous_identity(result, namespace, device_key_of(raw.params))
-    state, first_install = apply_event(AttributionProfile(anonymous_id=identity.anonymous_id), result)
     if settings is not None:
-        config = lifecycle_config(
-            profile.lifecycle,
-            settings,
-            rates or load_rates(settings.kseg_currency_rates_file, settings.kseg_reporting_currency),
-        )
+        rates = rates or load_rates(settings.kseg_currency_rates_file, settings.kseg_reporting_currency)
+        config = lifecycle_config(profile.lifecycle, settings, rates)
     else:
         config = LifecycleConfig(rates=rates or load_rates(None, "USD"), rules=profile.lifecycle)
-    outcome = apply_lifecycle(state, result, config, first_install=first_install)
-    calls = build_segment_calls(result, identity, outcome.profile, first_install=first_install)
-    calls, state = with_lifecycle(calls, result, identity, outcome.profile, outcome.change)
+    out = event_outputs(result, identity, AttributionProfile(anonymous_id=identity.anonymous_id), config)
+    state = out.profile
     life = state.lifecycle
     summary = {
         "acquisition_channel": life.acquisition_channel,
@@ -89,14 +81,10 @@ def preview(
         "event_channel": life.reengagement_channel if result.reengagement else None,
         "reengagement": result.reengagement,
         "stage": life.stage,
-        "revenue_reporting": outcome.revenue_reporting,
+        "revenue_reporting": out.revenue_reporting,
         "reporting_currency": life.reporting_currency,
     }
-    return {
-        "lifecycle": summary,
-        "segment": calls,
-        "warehouse": build_warehouse_row(result, identity, state, outcome.revenue_reporting),
-    }
+    return {"lifecycle": summary, "segment": out.calls, "warehouse": out.row}
 
 
 def parse_try_input(text: str) -> dict[str, Any]:
