@@ -1,10 +1,11 @@
 """`apply_lifecycle`: one event's effect on a profile's lifecycle signals (pure).
 
 Stage: installed → active (first post-install event) → converted (first conversion); reengaged on a
-re-engagement or re-attribution; reinstalled on a recognised reinstall (also when Kochava attributes the
-reinstall to a re-engagement campaign: the win-back window and re-engagement channel are set all the same). First touch (acquisition channel) is
-set once and never moved by a re-engagement, which records its own channel. Win-back suppression runs from
-the re-engagement's event time; ad suppression is set once, on the first conversion.
+re-engagement or re-attribution; reinstalled on a recognised reinstall (also when Kochava attributes it to
+a re-engagement campaign: the win-back window and re-engagement channel are set all the same). First touch
+(acquisition channel) is set once and never moved by a re-engagement, which records its own channel.
+Win-back suppression runs from the re-engagement's event time; ad suppression is set once, on the first
+conversion.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def apply_lifecycle(
         )
         if event.kind != "reinstall":  # a reinstall stays `reinstalled`, with the win-back window set
             kind = (event.attribution.attribution_type or "").replace("-", "").replace("_", "")
-            stage, reason = "reengaged", "reattribution" if kind.startswith("reattribution") else "reengagement"
+            reason = "reattribution" if kind.startswith("reattribution") else "reengagement"
+            stage = "reengaged"
 
     revenue_reporting: float | None = None
     unconverted: str | None = None
