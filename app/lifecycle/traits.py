@@ -25,6 +25,8 @@ def lifecycle_traits(profile: AttributionProfile) -> dict[str, Any]:
         "last_reengagement_channel": life.reengagement_channel,
         "winback_suppress_until": life.winback_suppress_until,
     }
+    if profile.converted:
+        traits.update(converted_at=profile.converted_at, conversion_name=profile.conversion_name)
     if life.ad_suppressed:
         traits.update(
             ad_suppressed=True,

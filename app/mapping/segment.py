@@ -230,16 +230,8 @@ def build_segment_calls(
 
     elif event.kind in ("purchase", "conversion"):
         props = _value_event_properties(event, profile, touch)
+        # converted_at / conversion_name are lifecycle traits (app.lifecycle.traits): sent once, on change.
         tracks.append(_track(event, identity, event.segment_event_name, props, "track"))
-        if event.kind == "conversion":
-            traits.update(
-                _compact(
-                    {
-                        "converted_at": profile.converted_at or event.timestamp,
-                        "conversion_name": profile.conversion_name or event.conversion_name,
-                    }
-                )
-            )
 
     else:
         props = {**event.properties, **_value_fields(event)}
