@@ -17,6 +17,38 @@ SEGMENT_US_ENDPOINT = "https://api.segment.io"
 SEGMENT_EU_ENDPOINT = "https://events.eu1.segmentapis.com"
 
 
+#: Default `KSEG_LTV_TIERS`: tier name = lowest lifetime revenue (reporting currency) of the tier.
+DEFAULT_LTV_TIERS = "low=0,medium=20,high=100"
+
+
+def parse_tiers(text: str) -> list[tuple[str, float]]:
+    """`low=0,medium=20,high=100` → [(name, threshold)] ascending; `ValueError` saying what is wrong."""
+    tiers: list[tuple[str, float]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not name or " " in name:
+            raise ValueError(f"tier {part!r} must be name=threshold, e.g. high=100")
+        try:
+            threshold = float(value)
+        except ValueError:
+            raise ValueError(f"tier {name!r}: threshold {value.strip()!r} is not a number") from None
+        if threshold < 0 or threshold != threshold:
+            raise ValueError(f"tier {name!r}: threshold must be a number >= 0")
+        tiers.append((name, threshold))
+    if not tiers:
+        raise ValueError("at least one tier is needed, e.g. low=0,medium=20,high=100")
+    names = [n for n, _ in tiers]
+    if len(set(names)) != len(names):
+        raise ValueError("tier names must be unique")
+    thresholds = [t for _, t in tiers]
+    if thresholds != sorted(thresholds) or len(set(thresholds)) != len(thresholds):
+        raise ValueError("tier thresholds must strictly increase from left to right")
+    return tiers
+
+
 class Settings(BaseSettings):
     """All kseg settings. Names are the environment variables, listed in the README."""
 
@@ -110,15 +142,13 @@ class Settings(BaseSettings):
         description="Days after a re-engagement during which winback_suppress_until excludes the user.",
     )
     kseg_ltv_tiers: str = Field(
-        default="low=0,medium=20,high=100",
+        default=DEFAULT_LTV_TIERS,
         description="ltv_tier thresholds in the reporting currency: name=lowest lifetime revenue, ascending.",
     )
 
     @field_validator("kseg_ltv_tiers")
     @classmethod
     def _tiers_parse(cls, value: str) -> str:
-        from app.lifecycle.config import parse_tiers
-
         parse_tiers(value)
         return value
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import Settings
-from app.identity.ids import anonymous_id_for, message_id_for
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceLinked, id_type
 from app.identity.resolver import effective_anonymous_id
+from app.ids import anonymous_id_for, message_id_for
 from app.lifecycle.traits import lifecycle_traits
 from app.records import Attribution, AttributionProfile
 
@@ -146,7 +146,7 @@ def adopt_anonymous_id(
     sdk_id = notice.anonymous_id
     if not sdk_id or notice.shared or state.device_shared:
         if sdk_id and (notice.shared or state.device_shared):
-            identity_metrics.merges_refused.inc(reason="shared_device")
+            identity_metrics.merges_refused.labels(reason="shared_device").inc()
         return state, []
     if state.sdk_anonymous_id == sdk_id:
         return state, []
@@ -210,7 +210,7 @@ def _link(
 ) -> tuple[AttributionProfile, list[dict[str, Any]]]:
     """The person part of `apply_link` (see there); `new` already carries adoption and inheritance."""
     if state.device_shared:
-        identity_metrics.merges_refused.inc(reason="shared_device")
+        identity_metrics.merges_refused.labels(reason="shared_device").inc()
         return new, []
 
     new.email_hash = notice.email_hash or state.email_hash

@@ -4,40 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.config import Settings
+from app.config import DEFAULT_LTV_TIERS, Settings, parse_tiers
 from app.lifecycle.currency import Rates, load_rates
 from app.lifecycle.rules import LifecycleRules
-
-#: Default `KSEG_LTV_TIERS`: tier name = lowest lifetime revenue (reporting currency) of the tier.
-DEFAULT_LTV_TIERS = "low=0,medium=20,high=100"
-
-
-def parse_tiers(text: str) -> list[tuple[str, float]]:
-    """`low=0,medium=20,high=100` → [(name, threshold)] ascending; `ValueError` saying what is wrong."""
-    tiers: list[tuple[str, float]] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        name, sep, value = part.partition("=")
-        name = name.strip()
-        if not sep or not name or " " in name:
-            raise ValueError(f"tier {part!r} must be name=threshold, e.g. high=100")
-        try:
-            threshold = float(value)
-        except ValueError:
-            raise ValueError(f"tier {name!r}: threshold {value.strip()!r} is not a number") from None
-        if threshold < 0 or threshold != threshold:
-            raise ValueError(f"tier {name!r}: threshold must be a number >= 0")
-        tiers.append((name, threshold))
-    if not tiers:
-        raise ValueError("at least one tier is needed, e.g. low=0,medium=20,high=100")
-    names = [n for n, _ in tiers]
-    if len(set(names)) != len(names):
-        raise ValueError("tier names must be unique")
-    thresholds = [t for _, t in tiers]
-    if thresholds != sorted(thresholds) or len(set(thresholds)) != len(thresholds):
-        raise ValueError("tier thresholds must strictly increase from left to right")
-    return tiers
 
 
 @dataclass(frozen=True)

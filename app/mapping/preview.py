@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from app.config import Settings
-from app.identity.ids import anonymous_id_for, sha256_hex
+from app.ids import anonymous_id_for, sha256_hex
 from app.lifecycle.config import LifecycleConfig, lifecycle_config
 from app.lifecycle.currency import Rates, load_rates
 from app.mapping.mapper import dead_letter_unknown_profile, map_postback

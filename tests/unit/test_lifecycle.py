@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.config import Settings
-from app.lifecycle.config import LifecycleConfig, lifecycle_config, parse_tiers
+from app.config import Settings, parse_tiers
+from app.lifecycle.config import LifecycleConfig, lifecycle_config
 from app.lifecycle.currency import RatesError, load_rates, parse_rates, to_reporting
 from app.lifecycle.rules import LifecycleRules, channel_of
 from app.lifecycle.traits import pending_traits

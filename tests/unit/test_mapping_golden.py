@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from app.identity.ids import message_id_for
+from app.ids import message_id_for
 from app.lifecycle.config import LifecycleConfig
 from app.lifecycle.currency import load_rates
 from app.mapping import ProfileRegistry, event_outputs, map_postback
