@@ -95,7 +95,7 @@ async def test_unmappable_postbacks_are_dead_lettered_counted_listed_and_replaye
         status, body, _ = await p.get(params)
         assert (status, body) == (200, {"message": "success"}), params
 
-    # Three new devices, each: identify (first touch / lifecycle traits) + its track + Lifecycle Stage Changed.
+    # Three new devices, each: identify (first touch / lifecycle) + its track + Lifecycle Stage Changed.
     await wait_for(lambda: len(segment.messages) >= 9, 30, "the good postbacks at Segment")
     letters = await wait_for(lambda: _at_least(dead_letters(p), 4), 30, "4 dead letters")
 
