@@ -145,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser("check", help=text, description=text)
     p.add_argument("file", help="a mapping profile (YAML)")
     p.set_defaults(func=cmd_mapping_check)
-    text = "show the Segment calls and warehouse row a postback would produce (or its dead-letter reason)"
+    text = (
+        "show the lifecycle signals (acquisition channel, stage), Segment calls and warehouse row a postback "
+        "would produce for a first-seen device (or its dead-letter reason)"
+    )
     p = msub.add_parser("try", help=text, description=text)
     p.add_argument("input", help="a query string (event_name=...&...) or a JSON object; - reads stdin")
     p.add_argument("--profile", help="profile name (default: KSEG_DEFAULT_PROFILE)")
