@@ -167,10 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from app.lifecycle.currency import RatesError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except RatesError as exc:  # KSEG_CURRENCY_RATES_FILE / KSEG_REPORTING_CURRENCY: say what to fix
+        print(f"kseg: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
