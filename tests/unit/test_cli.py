@@ -101,7 +101,7 @@ def test_mapping_help_names_check_and_try_purposes() -> None:
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "validate a profile file" in text
-    assert "show the Segment calls and warehouse row" in text
+    assert "acquisition channel, stage), Segment calls and warehouse row" in text
 
 
 def test_receiver_without_tokens_refuses_to_start() -> None:
