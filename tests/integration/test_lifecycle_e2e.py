@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import Pipeline, wait_for
+from tests.harness import LINK_TOKEN, Pipeline, wait_for
 
 WEBHOOK_SECRET = "whsec-lifecycle"
 
@@ -183,9 +183,13 @@ async def test_sdk_anonymous_id_adoption(
     # Links API, both orders (no user: the anonymousId alone is adopted).
     await send(p, install("KIL1", uuid_like(3), "Snapchat"))
     await wait_for(lambda: traits_of(segment, "KIL1"), 60, "the third install")
-    status, body, _ = await p.post("/v1/identity/links", {"anonymous_id": "sdk-l1", "idfv": uuid_like(3)})
+    status, body, _ = await p.post(
+        "/v1/identity/links", {"anonymous_id": "sdk-l1", "idfv": uuid_like(3)}, token=LINK_TOKEN
+    )
     assert status == 200, body
-    status, body, _ = await p.post("/v1/identity/links", {"anonymous_id": "sdk-l2", "idfv": uuid_like(4)})
+    status, body, _ = await p.post(
+        "/v1/identity/links", {"anonymous_id": "sdk-l2", "idfv": uuid_like(4)}, token=LINK_TOKEN
+    )
     assert status == 200, body
     await send(p, install("KIL2", uuid_like(4), "Reddit"))
 
@@ -221,7 +225,9 @@ async def test_sdk_anonymous_id_adoption(
     await send(p, install("KISH", uuid_like(7), "Facebook"))
     await wait_for(lambda: traits_of(segment, "KISH"), 60, "the shared device's install")
     for user in ("u1", "u2", "u3"):
-        status, body, _ = await p.post("/v1/identity/links", {"user_id": user, "idfv": uuid_like(7)})
+        status, body, _ = await p.post(
+            "/v1/identity/links", {"user_id": user, "idfv": uuid_like(7)}, token=LINK_TOKEN
+        )
         assert status == 200, body
     shared = 'kseg_identity_merges_refused_total{reason="shared_device"}'
     await wait_for(lambda: _metric(p, shared), 90, "the device marked shared")
