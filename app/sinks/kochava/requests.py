@@ -120,13 +120,17 @@ def s2s_event(event: AudienceEvent, entered_name: str, exited_name: str) -> Koch
     )
 
 
-def identity_link(device_key: str, device_ids: dict[str, str | None], user_id: str, at: str) -> KochavaRequest:
-    """`POST /v1/cpi/identityLink.php` telling Kochava the app's user id of one device."""
+def identity_link(
+    device_key: str, device_ids: dict[str, str | None], user_id: str, at: str
+) -> KochavaRequest | None:
+    """`POST /v1/cpi/identityLink.php` telling Kochava the app's user id of one device (None: no usable id)."""
     ids: dict[str, str] = {}
     kochava_id = clean_id(device_key)
     if kochava_id and ":" not in kochava_id:
         ids["kochava_device_id"] = kochava_id
     ids.update(clean_device_ids(device_ids))
+    if not ids or clean_id(user_id) is None:
+        return None
     body = {"device_id": ids, "data": {"app_userid": user_id}}
     return KochavaRequest(
         endpoint="identity_link", request_id=request_id("identity_link", device_key, user_id), body=body, created_at=at

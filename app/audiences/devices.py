@@ -1,0 +1,77 @@
+"""Device facts for the audiences agent from the processing agent's per-device profile (pure).
+
+Called with a device's profile before and after one step; returns what the audiences agent must hear:
+the device's ids and signals for its member (keyed by member), and a `linked: false` fact to a member the
+device left. Nothing when nothing the audiences depend on changed, so a busy device costs nothing here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.audiences.own import SIGNALS
+from app.audiences.records import DeviceFacts, device_member, email_member, user_member
+from app.identity.records import id_type
+from app.records import AttributionProfile
+
+_S2S_TYPES = frozenset({"idfa", "idfv", "adid", "android_id"})
+
+
+def _signals(profile: AttributionProfile) -> dict[str, Any]:
+    data = profile.model_dump()  # the lifecycle fields may not exist yet on this profile model
+    return {name: data.get(name) for name in SIGNALS if data.get(name) is not None}
+
+
+def member_of(profile: AttributionProfile, device_key: str) -> str | None:
+    """The device's member: its user, else its email hash, else the device itself when it has a signal.
+    A shared device belongs to nobody (its holder changes)."""
+    if profile.device_shared:
+        return None
+    if profile.user_id:
+        return user_member(profile.user_id)
+    if profile.email_hash:
+        return email_member(profile.email_hash)
+    if any(_signals(profile).values()):
+        return device_member(device_key)
+    return None
+
+
+def device_ids(profile: AttributionProfile) -> dict[str, str]:
+    ids: dict[str, str] = {}
+    for typed in profile.known_ids:
+        kind = id_type(typed)
+        if kind in _S2S_TYPES:
+            ids.setdefault(kind, typed.partition(":")[2])
+    return ids
+
+
+def att_status(profile: AttributionProfile) -> bool | None:
+    value = profile.model_dump().get("att_authorized")
+    return value if isinstance(value, bool) else None
+
+
+def device_facts(
+    before: AttributionProfile | None, after: AttributionProfile, device_key: str, at: str
+) -> list[DeviceFacts]:
+    """Facts to send after one step of one device (see the module docstring)."""
+    old = before or AttributionProfile()
+    member, old_member = member_of(after, device_key), member_of(old, device_key)
+    view = (member, device_ids(after), _signals(after), att_status(after))
+    old_view = (old_member, device_ids(old), _signals(old), att_status(old))
+    if view == old_view:
+        return []
+    facts: list[DeviceFacts] = []
+    if old_member is not None and old_member != member:
+        facts.append(DeviceFacts(member=old_member, device_key=device_key, linked=False, at=at))
+    if member is not None:
+        facts.append(
+            DeviceFacts(
+                member=member,
+                device_key=device_key,
+                device_ids=view[1],
+                traits=view[2],
+                att=view[3],
+                at=at,
+            )
+        )
+    return facts
