@@ -117,7 +117,9 @@ class Settings(BaseSettings):
     kochava_max_requests_per_second: float = Field(
         default=50.0, gt=0, le=10_000, description="Request-rate ceiling of the Kochava sink (per worker)."
     )
-    kochava_request_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per Kochava POST.")
+    kochava_request_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds per Kochava POST."
+    )
     kochava_concurrency: int = Field(default=8, ge=1, le=64, description="Kochava POSTs in flight per batch.")
     kseg_audience_entered_event: str = Field(
         default="Audience Entered", min_length=1, description="S2S event name for an audience entry."
@@ -126,7 +128,8 @@ class Settings(BaseSettings):
         default="Audience Exited", min_length=1, description="S2S event name for an audience exit."
     )
     kseg_audiences_file: Path | None = Field(
-        default=None, description="kseg's own audiences (YAML); default: the packaged app/audiences/audiences.yaml."
+        default=None,
+        description="kseg's own audiences (YAML); default: the packaged app/audiences/audiences.yaml.",
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"

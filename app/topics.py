@@ -28,6 +28,8 @@ DEVICE_EVENTS = "identity.device-events"
 OUTBOX = "segment.outbox"
 WAREHOUSE = "warehouse.events"
 DEADLETTER = "deadletter"
+AUDIENCE_CHANGES = "audiences.changes"
+KOCHAVA_OUTBOX = "kochava.outbox"
 
 
 @dataclass(frozen=True)

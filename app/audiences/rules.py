@@ -18,9 +18,9 @@ from app.audiences.own import OwnAudience
 from app.audiences.records import (
     DeviceEntry,
     DeviceFacts,
-    MemberState,
     Membership,
     MembershipChange,
+    MemberState,
     audience_ref,
     member_user_id,
 )

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from app import topics
+from app.audiences.webhook import publish_membership_changes
 from app.config import Settings
 from app.identity.ids import clean_id, normalise_email, normalise_phone, sha256_hex
 from app.identity.metrics import identity_metrics
@@ -169,9 +170,15 @@ def install_identity_routes(app: web.Application, publisher: Publisher, metrics:
         except orjson.JSONDecodeError as exc:
             identity_metrics.links_rejected.inc(reason="invalid_json")
             raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
-        links, reasons = links_from_payload(payload, utc_now_iso())
+        received_at = utc_now_iso()
+        # Engage audience deliveries: membership changes, durable before the 200 (docs/audiences.md).
+        changes, _ = await publish_membership_changes(publisher, settings, payload, received_at)
+        links, reasons = links_from_payload(payload, received_at)
         for reason in reasons:
             identity_metrics.links_rejected.inc(reason=reason)
+        if changes and not links:
+            metrics.accepted.inc(changes, route="segment_webhook")
+            return web.json_response({"message": "success", "audience_changes": changes, "accepted": 0})
         if not links:
             # 200, not 4xx: Segment discards 4xx silently and retries nothing; this call simply links nobody.
             reason = reasons[0] if len(set(reasons)) == 1 else "nothing_linkable"
@@ -185,6 +192,7 @@ def install_identity_routes(app: web.Application, publisher: Publisher, metrics:
                 "accepted": len(links),
                 "ignored": len(reasons),
                 "link_ids": [x.link_id for x in links],
+                "audience_changes": changes,
             }
         )
 

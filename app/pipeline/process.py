@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.attribution import apply_event
+from app.audiences.devices import device_facts
 from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
 from app.identity.records import DeviceLinked
@@ -29,7 +30,7 @@ from app.mapping import (
     dead_letter_unknown_profile,
     map_postback,
 )
-from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads
+from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads, utc_now_iso
 from app.worker import channels
 from app.worker import metrics as m
 from app.worker.faust_app import app, settings
@@ -97,6 +98,8 @@ class Batch:
 
     def add(self, step: Step, device_key: str | None = None, state: AttributionProfile | None = None) -> None:
         if device_key is not None and state is not None:
+            facts = device_facts(self.profile(device_key), state, device_key, utc_now_iso())
+            step.sends += [(channels.audience_changes, f.member.encode(), dumps(f)) for f in facts]
             self.states[device_key] = state
             step.profile = (device_key, state)
         if step.dedupe_id:

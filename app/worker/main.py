@@ -44,7 +44,7 @@ def _register_pages() -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            text = m.registry.render() + identity_metrics.registry.render()
+            text = m.registry.render() + identity_metrics.registry.render() + _domain_metrics()
             return self.text(text, content_type="text/plain")
 
     @app.page("/debug/partitions")
@@ -84,6 +84,45 @@ def _register_pages() -> None:
             return self.json(body, status=200 if ready else 503)
 
 
+_domain_registry: Any = None
+
+
+def _domain_metrics() -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(_domain_registry).decode() if _domain_registry is not None else ""
+
+
+def _register_domains() -> None:
+    """Domains already shaped as `register(ctx)` (audiences, Kochava sink), on a context built from
+    today's module-level app; the composition root (issue 9) replaces this with `create_worker`."""
+    global _domain_registry
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    import app.audiences.agent as audiences_agent
+    import app.sinks.kochava.agent as kochava_agent
+    from app.worker import channels
+    from app.worker import metrics as m
+    from app.worker.faust_app import app, settings
+    from app.worker.health import health
+    from app.worker.watchdog import activity
+
+    _domain_registry = CollectorRegistry()
+    ctx = SimpleNamespace(
+        app=app,
+        topics=channels,
+        settings=settings,
+        registry=_domain_registry,
+        metrics=m,
+        health=health,
+        activity=activity,
+    )
+    audiences_agent.register(ctx)
+    kochava_agent.register(ctx)
+
+
 def run_worker(settings: Settings) -> None:
     from app.topics import ensure_topics
 
@@ -94,6 +133,7 @@ def run_worker(settings: Settings) -> None:
     import app.sinks.warehouse.agent  # noqa: F401
     from app.worker.faust_app import app as faust_app
 
+    _register_domains()
     _register_pages()
     from faust.worker import Worker
 

@@ -60,7 +60,7 @@ _PLACEHOLDERS = frozenset({"null", "none", "undefined", "unknown", "-1", "nil"})
 
 @dataclass
 class Fault:
-    """Answer `status` (optionally with `Retry-After`) or sleep `delay` s, for `count` requests or `duration` s."""
+    """Answer `status` (maybe with `Retry-After`) or sleep `delay` s, for `count` requests or `duration` s."""
 
     status: int | None = 503
     retry_after: float | None = None

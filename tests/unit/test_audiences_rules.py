@@ -18,7 +18,9 @@ IDFV = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 ADID = "38400000-8cf0-11bd-b23e-10b96e40000d"
 
 
-def identify(value: bool, *, user: str | None = "u1", at: str = "2026-01-01T10:00:00Z", **over: Any) -> dict[str, Any]:
+def identify(
+    value: bool, *, user: str | None = "u1", at: str = "2026-01-01T10:00:00Z", **over: Any
+) -> dict[str, Any]:
     call: dict[str, Any] = {
         "type": "identify",
         "userId": user,
@@ -41,20 +43,34 @@ def identify(value: bool, *, user: str | None = "u1", at: str = "2026-01-01T10:0
 
 def track(value: bool, user: str = "u1", event: str = "Whatever Name") -> dict[str, Any]:
     call = identify(value, user=user)
-    call.update(type="track", event=event, properties={"audience_key": "high_ltv_paid_social", "high_ltv_paid_social": value})
+    call.update(
+        type="track",
+        event=event,
+        properties={"audience_key": "high_ltv_paid_social", "high_ltv_paid_social": value},
+    )
     del call["traits"]
     return call
 
 
 def facts(device: str, member: str = "user:u1", **over: Any) -> DeviceFacts:
-    base: dict[str, Any] = {"member": member, "device_key": device, "device_ids": {"idfv": IDFV}, "at": "2026-01-01T09:00:00Z"}
+    base: dict[str, Any] = {
+        "member": member,
+        "device_key": device,
+        "device_ids": {"idfv": IDFV},
+        "at": "2026-01-01T09:00:00Z",
+    }
     base.update(over)
     return DeviceFacts(**base)
 
 
 def two_devices() -> MemberState:
     state = apply_device(None, facts("KI1"), [], NAMES).state
-    return apply_device(state, facts("KI2", device_ids={"adid": ADID, "idfa": "00000000-0000-0000-0000-000000000000"}), [], NAMES).state
+    return apply_device(
+        state,
+        facts("KI2", device_ids={"adid": ADID, "idfa": "00000000-0000-0000-0000-000000000000"}),
+        [],
+        NAMES,
+    ).state
 
 
 def tracks(out: Outcome) -> list[dict[str, Any]]:
@@ -62,7 +78,9 @@ def tracks(out: Outcome) -> list[dict[str, Any]]:
 
 
 def test_identify_and_track_mode_detected_by_structure_not_name() -> None:
-    changes, reasons = changes_from_payload([identify(True), track(False), {"type": "track", "event": "Audience Entered"}], "2026-01-01T00:00:00Z")
+    changes, reasons = changes_from_payload(
+        [identify(True), track(False), {"type": "track", "event": "Audience Entered"}], "2026-01-01T00:00:00Z"
+    )
     assert [(c.member, c.entered, c.audience_key, c.audience_id, c.source) for c in changes] == [
         ("user:u1", True, "high_ltv_paid_social", "aud_123", "segment"),
         ("user:u1", False, "high_ltv_paid_social", "aud_123", "segment"),
@@ -96,7 +114,11 @@ def test_entry_reaches_every_device_with_its_ids_and_no_junk() -> None:
     assert bodies[0]["usertime"] == 1767261600 and bodies[0]["action"] == "event"
     assert bodies[0]["data"] == {
         "event_name": "Audience Entered",
-        "event_data": {"audience_key": "high_ltv_paid_social", "audience_id": "aud_123", "audience_source": "segment"},
+        "event_data": {
+            "audience_key": "high_ltv_paid_social",
+            "audience_id": "aud_123",
+            "audience_source": "segment",
+        },
     }
 
 
@@ -110,9 +132,13 @@ def test_resend_and_per_identifier_duplicates_send_nothing() -> None:
 
 def test_exit_reaches_both_devices_and_an_older_change_never_wins() -> None:
     entered = apply_change(two_devices(), changes_from_payload(identify(True), "t")[0][0], NAMES)
-    exit_ = apply_change(entered.state, changes_from_payload(identify(False, at="2026-01-02T00:00:00Z"), "t")[0][0], NAMES)
+    exit_ = apply_change(
+        entered.state, changes_from_payload(identify(False, at="2026-01-02T00:00:00Z"), "t")[0][0], NAMES
+    )
     assert [b["data"]["event_name"] for b in tracks(exit_)] == ["Audience Exited", "Audience Exited"]
-    late_entry = apply_change(exit_.state, changes_from_payload(identify(True, at="2026-01-01T12:00:00Z"), "t")[0][0], NAMES)
+    late_entry = apply_change(
+        exit_.state, changes_from_payload(identify(True, at="2026-01-01T12:00:00Z"), "t")[0][0], NAMES
+    )
     assert late_entry.requests == [] and late_entry.ignored == ["stale"]
 
 
@@ -121,25 +147,39 @@ def test_device_linked_later_enters_and_identity_link_once_per_device_and_user()
     out = apply_device(state, facts("KI3", att=True), [], NAMES)
     assert [r.endpoint for r in out.requests] == ["track", "identity_link"]
     assert out.requests[0].body["app_tracking_transparency"] == {"att": True}
-    assert out.requests[1].body == {"device_id": {"kochava_device_id": "KI3", "idfv": IDFV}, "data": {"app_userid": "u1"}}
-    again = apply_device(out.state, facts("KI3", device_ids={"idfv": IDFV, "idfa": "AB92078A-8246-4BA4-AE5B-76104861E7DC"}), [], NAMES)
+    assert out.requests[1].body == {
+        "device_id": {"kochava_device_id": "KI3", "idfv": IDFV},
+        "data": {"app_userid": "u1"},
+    }
+    again = apply_device(
+        out.state,
+        facts("KI3", device_ids={"idfv": IDFV, "idfa": "AB92078A-8246-4BA4-AE5B-76104861E7DC"}),
+        [],
+        NAMES,
+    )
     assert again.requests == []
 
 
 def test_device_leaving_a_member_exits_its_audiences() -> None:
     state = apply_change(two_devices(), changes_from_payload(identify(True), "t")[0][0], NAMES).state
     out = apply_device(state, facts("KI2", linked=False), [], NAMES)
-    assert [(b["kochava_device_id"], b["data"]["event_name"]) for b in tracks(out)] == [("KI2", "Audience Exited")]
+    assert [(b["kochava_device_id"], b["data"]["event_name"]) for b in tracks(out)] == [
+        ("KI2", "Audience Exited")
+    ]
     assert set(out.state.devices) == {"KI1"}
 
 
 def test_own_suppression_audience_from_the_ad_suppressed_signal() -> None:
     state = apply_device(None, facts("KI1"), OWN, NAMES).state
-    out = apply_device(state, facts("KI2", device_ids={"adid": ADID}, traits={"ad_suppressed": True}), OWN, NAMES)
+    out = apply_device(
+        state, facts("KI2", device_ids={"adid": ADID}, traits={"ad_suppressed": True}), OWN, NAMES
+    )
     suppressed = [b for b in tracks(out) if b["data"]["event_data"]["audience_key"] == "kseg_ad_suppression"]
     assert sorted(b["kochava_device_id"] for b in suppressed) == ["KI1", "KI2"]
     assert {b["data"]["event_data"]["audience_source"] for b in suppressed} == {"kseg"}
-    repeat = apply_device(out.state, facts("KI2", device_ids={"adid": ADID}, traits={"ad_suppressed": True}), OWN, NAMES)
+    repeat = apply_device(
+        out.state, facts("KI2", device_ids={"adid": ADID}, traits={"ad_suppressed": True}), OWN, NAMES
+    )
     assert tracks(repeat) == []
 
 
@@ -157,6 +197,9 @@ def test_device_facts_from_profile_changes() -> None:
     assert (fact.member, fact.device_ids, fact.linked) == ("user:u1", {"idfv": IDFV}, True)
     assert device_facts(linked, linked, "KI1", "t") == []
     moved = linked.model_copy(update={"user_id": "u2"})
-    assert [(f.member, f.linked) for f in device_facts(linked, moved, "KI1", "t")] == [("user:u1", False), ("user:u2", True)]
+    assert [(f.member, f.linked) for f in device_facts(linked, moved, "KI1", "t")] == [
+        ("user:u1", False),
+        ("user:u2", True),
+    ]
     shared = moved.model_copy(update={"device_shared": True})
     assert [(f.member, f.linked) for f in device_facts(moved, shared, "KI1", "t")] == [("user:u2", False)]

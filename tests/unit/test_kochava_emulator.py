@@ -55,7 +55,9 @@ async def post(http: aiohttp.ClientSession, emu: KochavaEmulator, path: str, bod
         return resp.status, await resp.json()
 
 
-async def test_valid_event_is_accepted_with_success_1(emu: KochavaEmulator, http: aiohttp.ClientSession) -> None:
+async def test_valid_event_is_accepted_with_success_1(
+    emu: KochavaEmulator, http: aiohttp.ClientSession
+) -> None:
     status, body = await post(http, emu, TRACK_PATH, event())
     assert (status, body) == (200, {"success": "1"})
     assert emu.events == [event()]
@@ -86,7 +88,9 @@ async def test_invalid_event_is_400_with_reason(
     assert emu.events == []
 
 
-async def test_usertime_as_digit_string_is_epoch_seconds(emu: KochavaEmulator, http: aiohttp.ClientSession) -> None:
+async def test_usertime_as_digit_string_is_epoch_seconds(
+    emu: KochavaEmulator, http: aiohttp.ClientSession
+) -> None:
     status, _ = await post(http, emu, TRACK_PATH, event(usertime="1735689600"))
     assert status == 200
 
@@ -103,12 +107,16 @@ async def test_idfa_without_att_block_is_counted_as_dropped(
 async def test_identity_link_rules(emu: KochavaEmulator, http: aiohttp.ClientSession) -> None:
     assert (await post(http, emu, IDENTITY_LINK_PATH, link()))[0] == 200
     assert (await post(http, emu, IDENTITY_LINK_PATH, link(device_id={})))[1]["error"] == "missing_device_id"
-    assert (await post(http, emu, IDENTITY_LINK_PATH, link(data={"app_userid": ""})))[1]["error"] == "invalid_data"
+    assert (await post(http, emu, IDENTITY_LINK_PATH, link(data={"app_userid": ""})))[1][
+        "error"
+    ] == "invalid_data"
     assert (await post(http, emu, IDENTITY_LINK_PATH, link(kochava_app_id="x")))[1]["error"] == "unknown_app"
     assert len(emu.identity_links) == 1
 
 
-async def test_fail_next_answers_status_then_recovers(emu: KochavaEmulator, http: aiohttp.ClientSession) -> None:
+async def test_fail_next_answers_status_then_recovers(
+    emu: KochavaEmulator, http: aiohttp.ClientSession
+) -> None:
     emu.fail_next(2, status=503, retry_after=0.5)
     async with http.post(emu.url + TRACK_PATH, json=event()) as resp:
         assert resp.status == 503 and resp.headers["Retry-After"] == "0.5"
@@ -126,7 +134,7 @@ async def test_fail_for_a_duration(emu: KochavaEmulator, http: aiohttp.ClientSes
 
 
 async def test_slow_fault_times_a_client_out_though_kochava_kept_the_event(emu: KochavaEmulator) -> None:
-    """A timeout does not mean "not received": the late answer is lost, the event is kept (a retry duplicates)."""
+    """A timeout is not "not received": the answer is lost, the event kept (a retry duplicates)."""
     emu.slow_next(1, delay=1.0)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.2)) as short:
         with pytest.raises(asyncio.TimeoutError):

@@ -30,6 +30,7 @@ class KochavaRequest(BaseModel):
     endpoint: Endpoint
     request_id: str
     body: dict[str, Any]
+    device_key: str | None = None  # the outbox record key: one device's requests stay in order
     audience_key: str | None = None  # for per-audience metrics; None for IdentityLink
     created_at: str | None = None
 
@@ -116,14 +117,19 @@ def s2s_event(event: AudienceEvent, entered_name: str, exited_name: str) -> Koch
         body["app_tracking_transparency"] = att
     rid = request_id("track", device_key, event.audience_source, event.audience_id, event.entered, event.at)
     return KochavaRequest(
-        endpoint="track", request_id=rid, body=body, audience_key=event.audience_key, created_at=event.at
+        endpoint="track",
+        request_id=rid,
+        body=body,
+        device_key=event.device_key,
+        audience_key=event.audience_key,
+        created_at=event.at,
     )
 
 
 def identity_link(
     device_key: str, device_ids: dict[str, str | None], user_id: str, at: str
 ) -> KochavaRequest | None:
-    """`POST /v1/cpi/identityLink.php` telling Kochava the app's user id of one device (None: no usable id)."""
+    """`POST /v1/cpi/identityLink.php`: the app user id of one device (None: no usable id)."""
     ids: dict[str, str] = {}
     kochava_id = clean_id(device_key)
     if kochava_id and ":" not in kochava_id:
@@ -133,5 +139,9 @@ def identity_link(
         return None
     body = {"device_id": ids, "data": {"app_userid": user_id}}
     return KochavaRequest(
-        endpoint="identity_link", request_id=request_id("identity_link", device_key, user_id), body=body, created_at=at
+        endpoint="identity_link",
+        request_id=request_id("identity_link", device_key, user_id),
+        body=body,
+        device_key=device_key,
+        created_at=at,
     )

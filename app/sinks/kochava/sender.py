@@ -153,7 +153,9 @@ class KochavaSender:
                 self.stats.failing_since = None
                 return None
             if outcome is Outcome.REJECT:
-                log.warning("Kochava rejected %s %s (%s): %s", request.endpoint, request.request_id, label, detail)
+                log.warning(
+                    "Kochava rejected %s %s (%s): %s", request.endpoint, request.request_id, label, detail
+                )
                 return DeadLetter(
                     stage="kochava",
                     reason=f"kochava_rejected_{label}",
@@ -171,7 +173,13 @@ class KochavaSender:
             if label == "429":
                 self.limiter.on_rate_limited()
             if failures in (1, 5) or failures % 20 == 0:
-                log.warning("Kochava %s failed (%s, attempt %d), retrying: %s", request.endpoint, label, failures, detail)
+                log.warning(
+                    "Kochava %s failed (%s, attempt %d), retrying: %s",
+                    request.endpoint,
+                    label,
+                    failures,
+                    detail,
+                )
             if wait:
                 self.stats.retry_after_waits += 1
                 self.limiter.pause_for(wait)  # pauses every Kochava request, as Retry-After asks
