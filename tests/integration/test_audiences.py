@@ -1,0 +1,197 @@
+"""Issue 11: Engage audiences and kseg's own audiences reach Kochava for every device of each user, through
+the real receiver, broker and worker processes, the Segment emulator and the Kochava emulator."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.emulators.kochava_api import KochavaEmulator
+from tests.emulators.segment_api import SegmentEmulator
+from tests.harness import Pipeline, wait_for
+
+SECRET = "webhook-secret"
+GUID = "koapp-e2e"
+IDFV_1 = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
+ADID_2 = "38400000-8cf0-11bd-b23e-10b96e40000d"
+IDFV_3 = "AB92078A-8246-4BA4-AE5B-76104861E7DD"
+
+
+@pytest.fixture
+async def kochava() -> AsyncIterator[KochavaEmulator]:
+    async with KochavaEmulator(GUID) as emulator:
+        yield emulator
+
+
+def install(device: str, **ids: str) -> dict[str, str]:
+    return {
+        "event_name": "_install",
+        "kochava_device_id": device,
+        "network_name": "Net",
+        "timestamp": "1735689600",
+        **ids,
+    }
+
+
+def engage_identify(
+    entered: bool, at: str, email: str = "ada@example.com", user: str = "u1"
+) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "userId": user,
+        "messageId": f"engage-{user}-{entered}-{at}-{email}",
+        "timestamp": at,
+        "traits": {"high_ltv_paid_social": entered, "email": email},
+        "context": {
+            "personas": {
+                "computation_class": "audience",
+                "computation_id": "aud_2Nx",
+                "computation_key": "high_ltv_paid_social",
+                "namespace": "spa_1",
+                "space_id": "spa_1",
+            }
+        },
+        "integrations": {"All": False, "Webhooks": True},
+    }
+
+
+def engage_track(entered: bool, at: str, user: str) -> dict[str, Any]:
+    call = engage_identify(entered, at, user=user)
+    del call["traits"]
+    call.update(
+        type="track",
+        event="Audience Entered" if entered else "Audience Exited",
+        properties={"audience_key": "high_ltv_paid_social", "high_ltv_paid_social": entered},
+    )
+    return call
+
+
+async def deliver(p: Pipeline, payload: Any, signature: str | None = None) -> tuple[int, dict[str, Any]]:
+    """POST a delivery signed like Segment (HMAC-SHA1 of the body, or of element 0 of a batch)."""
+    raw = orjson.dumps(payload)
+    signed = orjson.dumps(payload[0]) if isinstance(payload, list) else raw
+    sig = signature or hmac.new(SECRET.encode(), signed, hashlib.sha1).hexdigest()
+    status, body, _ = await p.post("/v1/segment/webhook", raw, token=None, headers={"X-Signature": sig})
+    return status, body
+
+
+def audience_events(kochava: KochavaEmulator, name: str) -> list[dict[str, Any]]:
+    return [e for e in kochava.events if e["data"]["event_name"] == name]
+
+
+def devices_of(events: list[dict[str, Any]]) -> list[str]:
+    return sorted(e["kochava_device_id"] for e in events)
+
+
+async def start(
+    make_pipeline: Any, segment: SegmentEmulator, kochava: KochavaEmulator, **env: str
+) -> Pipeline:
+    return await make_pipeline(
+        segment.url,
+        SEGMENT_WEBHOOK_SECRET=SECRET,
+        KOCHAVA_APP_GUID=GUID,
+        KOCHAVA_TRACKING_URL=kochava.url,
+        **env,
+    ).start()
+
+
+async def link_devices(
+    p: Pipeline, kochava: KochavaEmulator, user: str, *devices: tuple[str, dict[str, str]]
+) -> None:
+    for device, ids in devices:
+        assert (await p.get(install(device, **ids)))[0] == 200
+    for device, ids in devices:
+        status, body, _ = await p.post(
+            "/v1/identity/links", {"user_id": user, "kochava_device_id": device, **ids}
+        )
+        assert status == 200, body
+    wanted = {d for d, _ in devices}
+    await wait_for(
+        lambda: wanted <= {x["device_id"].get("kochava_device_id") for x in kochava.identity_links},
+        60,
+        f"IdentityLink for {sorted(wanted)}",
+    )
+
+
+async def test_identify_mode_entry_every_device_dedupe_late_device_exit_identity_link_once(
+    make_pipeline: Any, segment: SegmentEmulator, kochava: KochavaEmulator, dump_logs: list[Pipeline]
+) -> None:
+    p = await start(make_pipeline, segment, kochava)
+    dump_logs.append(p)
+    await link_devices(p, kochava, "u1", ("KIAUD1", {"idfv": IDFV_1}), ("KIAUD2", {"adid": ADID_2}))
+
+    status, body = await deliver(p, engage_identify(True, "2026-01-01T10:00:00Z"))
+    assert status == 200 and body["audience_changes"] == 1, body
+    entered = await wait_for(
+        lambda: (
+            len(audience_events(kochava, "Audience Entered")) == 2
+            and audience_events(kochava, "Audience Entered")
+        ),
+        60,
+        "two Audience Entered events",
+    )
+    by_device = {e["kochava_device_id"]: e for e in entered}
+    assert by_device["KIAUD1"]["device_ids"] == {"idfv": IDFV_1}
+    assert by_device["KIAUD2"]["device_ids"] == {"adid": ADID_2}
+    for event in entered:
+        assert event["kochava_app_id"] == GUID and event["action"] == "event"
+        assert event["usertime"] == 1767261600
+        assert event["data"]["event_data"] == {
+            "audience_key": "high_ltv_paid_social",
+            "audience_id": "aud_2Nx",
+            "audience_source": "segment",
+        }
+
+    # Engage re-sends the change, and the first sync sends one call per identifier: no extra events.
+    assert (await deliver(p, engage_identify(True, "2026-01-01T10:00:00Z")))[0] == 200
+    assert (await deliver(p, engage_identify(True, "2026-01-01T10:00:05Z", email="ada@work.example")))[
+        0
+    ] == 200
+    # A device linked after the entry enters too (and gets its IdentityLink); a repeated link does not.
+    await link_devices(p, kochava, "u1", ("KIAUD3", {"idfv": IDFV_3}))
+    assert (await p.post("/v1/identity/links", {"user_id": "u1", "kochava_device_id": "KIAUD1"}))[0] == 200
+    await wait_for(
+        lambda: len(audience_events(kochava, "Audience Entered")) >= 3, 60, "the late device's entry"
+    )
+
+    assert (await deliver(p, engage_identify(False, "2026-01-02T10:00:00Z")))[0] == 200
+    exited = await wait_for(
+        lambda: (
+            len(audience_events(kochava, "Audience Exited")) == 3
+            and audience_events(kochava, "Audience Exited")
+        ),
+        60,
+        "Audience Exited for the three devices",
+    )
+    assert devices_of(exited) == ["KIAUD1", "KIAUD2", "KIAUD3"]
+    # An older entry arriving after the exit never overrides it. A later change of another audience for the
+    # same member shares its key (so its partition, in order): once that one arrived, the stale one was seen.
+    assert (await deliver(p, engage_identify(True, "2026-01-01T23:00:00Z")))[0] == 200
+    other = engage_identify(True, "2026-01-03T10:00:00Z")
+    other["context"]["personas"].update(computation_id="aud_other", computation_key="churn_risk")
+    other["traits"] = {"churn_risk": True}
+    assert (await deliver(p, other))[0] == 200
+    await wait_for(
+        lambda: (
+            len([e for e in kochava.events if e["data"]["event_data"]["audience_key"] == "churn_risk"]) == 3
+        ),
+        60,
+        "the other audience's entries",
+    )
+    high_ltv = [
+        e
+        for e in audience_events(kochava, "Audience Entered")
+        if e["data"]["event_data"]["audience_id"] == "aud_2Nx"
+    ]
+    assert devices_of(high_ltv) == ["KIAUD1", "KIAUD2", "KIAUD3"]
+    await link_devices(p, kochava, "u2", ("KIAUD9", {"idfv": "1B92078A-8246-4BA4-AE5B-76104861E7D9"}))
+    links = sorted(
+        (x["device_id"]["kochava_device_id"], x["data"]["app_userid"]) for x in kochava.identity_links
+    )
+    assert links == [("KIAUD1", "u1"), ("KIAUD2", "u1"), ("KIAUD3", "u1"), ("KIAUD9", "u2")]
+    assert kochava.rejections == {}
