@@ -13,7 +13,7 @@ import pytest
 
 from tests.emulators.kochava_api import KochavaEmulator
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import Pipeline, wait_for
+from tests.harness import Pipeline, read_topic, wait_for
 
 SECRET = "webhook-secret"
 GUID = "koapp-e2e"
@@ -195,3 +195,74 @@ async def test_identify_mode_entry_every_device_dedupe_late_device_exit_identity
     )
     assert links == [("KIAUD1", "u1"), ("KIAUD2", "u1"), ("KIAUD3", "u1"), ("KIAUD9", "u2")]
     assert kochava.rejections == {}
+
+
+async def test_batched_track_mode_bad_signature_is_401_and_nothing_recorded(
+    make_pipeline: Any, segment: SegmentEmulator, kochava: KochavaEmulator, dump_logs: list[Pipeline]
+) -> None:
+    p = await start(make_pipeline, segment, kochava)
+    dump_logs.append(p)
+    await link_devices(p, kochava, "t1", ("KITRK1", {"idfv": IDFV_1}))
+    await link_devices(p, kochava, "t2", ("KITRK2", {"adid": ADID_2}))
+    batch = [
+        engage_track(True, "2026-02-01T10:00:00Z", "t1"),
+        engage_track(True, "2026-02-01T10:00:01Z", "t2"),
+    ]
+
+    status, body = await deliver(p, batch, signature="0" * 40)
+    assert status == 401 and body["error"] == "invalid_signature"
+    records = await read_topic(p.bootstrap, p.topic("audiences.changes"))
+    assert [v for _, v in records if v["kind"] == "membership_change"] == []
+
+    status, body = await deliver(p, batch)
+    assert status == 200 and body["audience_changes"] == 2, body
+    entered = await wait_for(
+        lambda: (
+            len(audience_events(kochava, "Audience Entered")) == 2
+            and audience_events(kochava, "Audience Entered")
+        ),
+        60,
+        "both users' devices entering",
+    )
+    assert devices_of(entered) == ["KITRK1", "KITRK2"]
+
+
+async def test_kochava_outage_holds_only_kochava_then_everything_arrives_once(
+    make_pipeline: Any, segment: SegmentEmulator, kochava: KochavaEmulator, dump_logs: list[Pipeline]
+) -> None:
+    p = await start(make_pipeline, segment, kochava)
+    dump_logs.append(p)
+    await link_devices(p, kochava, "o1", ("KIOUT1", {"idfv": IDFV_1}), ("KIOUT2", {"adid": ADID_2}))
+    kochava.fail_for(3600, status=503, retry_after=0.5)
+    assert (await deliver(p, engage_identify(True, "2026-03-01T10:00:00Z", user="o1")))[0] == 200
+    await wait_for(lambda: kochava.status_counts["503"] >= 4, 60, "Kochava answering 503 to the retries")
+
+    # Kochava is down, yet ingest and Segment delivery go on.
+    event = {
+        "event_name": "Level Complete",
+        "kochava_device_id": "KIOUT1",
+        "n": "1",
+        "timestamp": "1735690001",
+    }
+    assert (await p.get(event))[0] == 200
+    await wait_for(
+        lambda: any(m.get("event") == "Level Completed" for m in segment.messages), 60, "Segment delivery"
+    )
+    assert audience_events(kochava, "Audience Entered") == []
+
+    kochava.clear_faults()
+    entered = await wait_for(
+        lambda: (
+            len(audience_events(kochava, "Audience Entered")) == 2
+            and audience_events(kochava, "Audience Entered")
+        ),
+        90,
+        "the entries after recovery",
+    )
+    assert devices_of(entered) == ["KIOUT1", "KIOUT2"]
+    letters = await read_topic(p.bootstrap, p.topic("deadletter"))
+    assert [v for _, v in letters if v.get("stage") in ("kochava", "audiences")] == []
+    assert (
+        'kseg_audience_devices_total{audience="high_ltv_paid_social",outcome="sent"} 2.0'
+        in await p.worker_metrics()
+    )
