@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dlq(sub, _with_kafka_settings)
 
+    from app.audiences.cli import add_parser as add_audiences
+
+    add_audiences(sub, _with_kafka_settings)
+
     from app.loadgen.cli import build_parser as add_loadgen
 
     add_loadgen(sub)

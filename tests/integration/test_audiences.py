@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -118,6 +120,20 @@ async def link_devices(
     )
 
 
+def kseg(p: Pipeline, *args: str) -> str:
+    env = {**p.env, "KAFKA_BOOTSTRAP_SERVERS": p.bootstrap}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 async def test_identify_mode_entry_every_device_dedupe_late_device_exit_identity_link_once(
     make_pipeline: Any, segment: SegmentEmulator, kochava: KochavaEmulator, dump_logs: list[Pipeline]
 ) -> None:
@@ -195,6 +211,25 @@ async def test_identify_mode_entry_every_device_dedupe_late_device_exit_identity
     )
     assert links == [("KIAUD1", "u1"), ("KIAUD2", "u1"), ("KIAUD3", "u1"), ("KIAUD9", "u2")]
     assert kochava.rejections == {}
+
+    # The exports read the membership table's changelog: a file a person can upload.
+    listing = kseg(p, "audiences", "list")
+    churn = next(line for line in listing.splitlines() if line.startswith("churn_risk"))
+    assert churn.split()[1:5] == ["segment", "aud_other", "1", "3"], listing
+    assert next(x for x in listing.splitlines() if x.startswith("high_ltv_paid_social")).split()[3] == "0"
+    assert kseg(p, "audiences", "export", "churn_risk", "--format", "mobile-ids") == ADID_2 + "\n"
+    rows = kseg(p, "audiences", "export", "churn_risk", "--format", "kochava").splitlines()
+    assert rows[0] == "device_id_type,device_id"
+    assert sorted(rows[1:]) == sorted(
+        [
+            "kochava_device_id,KIAUD1",
+            f"idfv,{IDFV_1}",
+            "kochava_device_id,KIAUD2",
+            f"adid,{ADID_2}",
+            "kochava_device_id,KIAUD3",
+            f"idfv,{IDFV_3}",
+        ]
+    )
 
 
 async def test_batched_track_mode_bad_signature_is_401_and_nothing_recorded(
