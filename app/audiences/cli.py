@@ -115,9 +115,11 @@ def export_lines(members: list[MemberState], key: str, fmt: str) -> tuple[str, i
         if not membership.entered:
             continue
         for device_key, device in sorted(member.devices.items()):
-            ids = {"kochava_device_id": device_key if ":" not in device_key else None, **device.device_ids}
+            ids: dict[str, str] = dict(device.device_ids)
+            if ":" not in device_key:  # a typed key (`idfa:...`) is no Kochava device id
+                ids["kochava_device_id"] = device_key
             if fmt == "mobile-ids":
-                ad_ids = [ids[t] for t in ("idfa", "adid") if ids.get(t)]
+                ad_ids = [ids[t] for t in ("idfa", "adid") if t in ids]
                 if not ad_ids:
                     left_out += 1
                 for ad_id in ad_ids:
