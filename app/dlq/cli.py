@@ -19,7 +19,7 @@ from app.config import Settings
 from app.kafka import producer_config
 from app.receiver.parsing import ClientError, partition_key
 from app.records import DeadLetter, dumps, loads, utc_now_iso
-from app.topics import DEADLETTER, OUTBOX, RAW
+from app.topics import DEADLETTER, KOCHAVA_OUTBOX, OUTBOX, RAW
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -87,6 +87,9 @@ def replay_target(letter: DeadLetter, settings: Settings) -> tuple[str, str, byt
     if "messageId" in payload and "type" in payload:
         key = str(payload.get("userId") or payload.get("anonymousId") or payload["messageId"])
         return settings.topic(OUTBOX), key, dumps(payload)
+    if payload.get("kind") == "kochava_request":
+        key = str(payload.get("device_key") or payload.get("request_id") or "kochava")
+        return settings.topic(KOCHAVA_OUTBOX), key, dumps(payload)
     return None
 
 
