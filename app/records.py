@@ -197,6 +197,8 @@ class AttributionProfile(BaseModel):
     # later postbacks are processed; they are parked here meanwhile, durable with the profile.
     awaiting_index_answers: int = 0
     parked: list[JSONDict] = Field(default_factory=list)
+    # iOS ATT status as last seen on a postback (usable IDFA: authorized; zeroed: not), for Kochava S2S.
+    att_authorized: bool | None = None
 
 
 # ---------------------------------------------------------------------------------------------

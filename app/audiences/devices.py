@@ -12,7 +12,7 @@ from typing import Any
 from app.audiences.own import SIGNALS
 from app.audiences.records import DeviceFacts, device_member, email_member, user_member
 from app.identity.records import id_type
-from app.records import AttributionProfile
+from app.records import AttributionProfile, CanonicalEvent
 
 _S2S_TYPES = frozenset({"idfa", "idfv", "adid", "android_id"})
 
@@ -46,8 +46,17 @@ def device_ids(profile: AttributionProfile) -> dict[str, str]:
 
 
 def att_status(profile: AttributionProfile) -> bool | None:
-    value = profile.model_dump().get("att_authorized")
-    return value if isinstance(value, bool) else None
+    return profile.att_authorized
+
+
+def with_att(profile: AttributionProfile, event: CanonicalEvent) -> AttributionProfile:
+    """The profile with the iOS ATT status an iOS postback shows: a usable IDFA means the user authorized
+    tracking, a zeroed one that they did not [inferred from iOS 14.5+ behaviour]; unknown leaves it."""
+    if event.device_type != "ios" or event.ad_tracking_enabled is None:
+        return profile
+    if profile.att_authorized == event.ad_tracking_enabled:
+        return profile
+    return profile.model_copy(update={"att_authorized": event.ad_tracking_enabled})
 
 
 def device_facts(

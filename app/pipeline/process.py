@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.attribution import apply_event
-from app.audiences.devices import device_facts
+from app.audiences.devices import device_facts, with_att
 from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
 from app.identity.records import DeviceLinked
@@ -161,6 +161,7 @@ def handle_postback(batch: Batch, event: Any, device_key: str, value: dict[str, 
     state, index_updates = observations(mapped, state, device_key, settings)
     observed_state = state
     state, first_install = apply_event(state, mapped)
+    state = with_att(state, mapped)
     index_updates = with_first_touch(mapped, observed_state, state, index_updates, device_key)
     answers = sum(1 for u in index_updates if u.kind == "observed" and u.reprocess_for)
     if mapped.kind == "reinstall" and state.first_touch is None and answers:

@@ -22,6 +22,7 @@ GUID = "koapp-e2e"
 IDFV_1 = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 ADID_2 = "38400000-8cf0-11bd-b23e-10b96e40000d"
 IDFV_3 = "AB92078A-8246-4BA4-AE5B-76104861E7DD"
+IDFA_1 = "CD92078A-8246-4BA4-AE5B-76104861E7DE"
 
 
 @pytest.fixture
@@ -139,7 +140,8 @@ async def test_identify_mode_entry_every_device_dedupe_late_device_exit_identity
 ) -> None:
     p = await start(make_pipeline, segment, kochava)
     dump_logs.append(p)
-    await link_devices(p, kochava, "u1", ("KIAUD1", {"idfv": IDFV_1}), ("KIAUD2", {"adid": ADID_2}))
+    ids_1 = {"idfv": IDFV_1, "idfa": IDFA_1}
+    await link_devices(p, kochava, "u1", ("KIAUD1", ids_1), ("KIAUD2", {"adid": ADID_2}))
 
     status, body = await deliver(p, engage_identify(True, "2026-01-01T10:00:00Z"))
     assert status == 200 and body["audience_changes"] == 1, body
@@ -152,8 +154,11 @@ async def test_identify_mode_entry_every_device_dedupe_late_device_exit_identity
         "two Audience Entered events",
     )
     by_device = {e["kochava_device_id"]: e for e in entered}
-    assert by_device["KIAUD1"]["device_ids"] == {"idfv": IDFV_1}
+    assert by_device["KIAUD1"]["device_ids"] == ids_1
+    # The iOS postback showed a usable IDFA: ATT authorized, so Kochava keeps the IDFA.
+    assert by_device["KIAUD1"]["app_tracking_transparency"] == {"att": True}
     assert by_device["KIAUD2"]["device_ids"] == {"adid": ADID_2}
+    assert "app_tracking_transparency" not in by_device["KIAUD2"]
     for event in entered:
         assert event["kochava_app_id"] == GUID and event["action"] == "event"
         assert event["usertime"] == 1767261600
@@ -210,19 +215,20 @@ async def test_identify_mode_entry_every_device_dedupe_late_device_exit_identity
         (x["device_id"]["kochava_device_id"], x["data"]["app_userid"]) for x in kochava.identity_links
     )
     assert links == [("KIAUD1", "u1"), ("KIAUD2", "u1"), ("KIAUD3", "u1"), ("KIAUD9", "u2")]
-    assert kochava.rejections == {}
+    assert kochava.rejections == {} and kochava.idfa_dropped == 0
 
     # The exports read the membership table's changelog: a file a person can upload.
     listing = kseg(p, "audiences", "list")
     churn = next(line for line in listing.splitlines() if line.startswith("churn_risk"))
     assert churn.split()[1:5] == ["segment", "aud_other", "1", "3"], listing
     assert next(x for x in listing.splitlines() if x.startswith("high_ltv_paid_social")).split()[3] == "0"
-    assert kseg(p, "audiences", "export", "churn_risk", "--format", "mobile-ids") == ADID_2 + "\n"
+    assert kseg(p, "audiences", "export", "churn_risk", "--format", "mobile-ids").split() == [IDFA_1, ADID_2]
     rows = kseg(p, "audiences", "export", "churn_risk", "--format", "kochava").splitlines()
     assert rows[0] == "device_id_type,device_id"
     assert sorted(rows[1:]) == sorted(
         [
             "kochava_device_id,KIAUD1",
+            f"idfa,{IDFA_1}",
             f"idfv,{IDFV_1}",
             "kochava_device_id,KIAUD2",
             f"adid,{ADID_2}",

@@ -203,3 +203,36 @@ def test_device_facts_from_profile_changes() -> None:
     ]
     shared = moved.model_copy(update={"device_shared": True})
     assert [(f.member, f.linked) for f in device_facts(moved, shared, "KI1", "t")] == [("user:u2", False)]
+
+
+def test_att_status_from_ios_postbacks_only() -> None:
+    from app.audiences.devices import with_att
+    from app.records import CanonicalEvent
+
+    def event(device_type: str | None, enabled: bool | None) -> CanonicalEvent:
+        return CanonicalEvent.model_validate(
+            {**_EVENT, "device_type": device_type, "ad_tracking_enabled": enabled}
+        )
+
+    profile = AttributionProfile()
+    assert with_att(profile, event("ios", True)).att_authorized is True
+    assert with_att(profile, event("ios", False)).att_authorized is False
+    assert with_att(profile, event("android", True)).att_authorized is None
+    assert (
+        with_att(profile.model_copy(update={"att_authorized": True}), event("ios", None)).att_authorized
+        is True
+    )
+
+
+_EVENT: dict[str, Any] = {
+    "event_id": "e1",
+    "message_id": "m1",
+    "kind": "event",
+    "kochava_event_name": "Level Complete",
+    "segment_event_name": "Level Completed",
+    "timestamp": "2026-01-01T00:00:00Z",
+    "received_at": "2026-01-01T00:00:00Z",
+    "devices": {"kochava_device_id": "KI1"},
+    "profile": "kochava-default",
+    "profile_version": "1",
+}
