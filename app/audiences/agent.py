@@ -19,7 +19,9 @@ from app.audiences.own import OwnAudience, load_own_audiences
 from app.audiences.records import DeviceFacts, MembershipChange, MemberState
 from app.audiences.rules import EventNames, Outcome, apply_change, apply_device
 from app.dlq.writer import dead_letter_record
+from app.metrics import dead_letters
 from app.records import DeadLetter, dumps
+from app.runtime.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,10 @@ def _count(outcome: Outcome, metrics: AudienceMetrics) -> None:
         ).inc()
     for reason in outcome.ignored:
         metrics.ignored.labels(reason).inc()
-    for reason in outcome.skipped:
-        metrics.skipped.labels("*", reason).inc()
+    for audience_key, reason in outcome.skipped:
+        metrics.skipped.labels(audience_key, reason).inc()
     if outcome.identity_links:
-        metrics.identity_links.labels("queued").inc(outcome.identity_links)
+        metrics.identity_links.inc(outcome.identity_links)
 
 
 async def handle_record(
@@ -75,7 +77,7 @@ async def handle_record(
         letter = DeadLetter(
             stage="audiences", reason="invalid_audience_record", error=str(exc)[:2000], payload=data
         )
-        await send_deadletter(*dead_letter_record(letter))
+        await send_deadletter(*dead_letter_record(letter, dead_letters))
         return 0
     table_key = member.encode()
     stored = table.get(table_key)
@@ -93,14 +95,13 @@ async def handle_record(
     return len(outcome.requests)
 
 
-def register(ctx: Any) -> None:
+def register(ctx: WorkerContext) -> None:
     """Declare the `audience-members` table and the audiences agent on the worker."""
     settings = ctx.settings
     own = load_own_audiences(settings.kseg_audiences_file)
     names = EventNames(settings.kseg_audience_entered_event, settings.kseg_audience_exited_event)
     metrics = AudienceMetrics(ctx.registry)
-    ctx.audience_metrics = metrics  # the Kochava sink counts its outcomes per audience on the same metrics
-    table = ctx.app.Table(
+    table = ctx.faust_app.Table(
         TABLE,
         default=None,
         key_type=bytes,
@@ -119,7 +120,7 @@ def register(ctx: Any) -> None:
 
     send_outbox, send_dlq = sender(outbox), sender(deadletter)
 
-    @ctx.app.agent(ctx.topics.audience_changes, name="audiences")
+    @ctx.faust_app.agent(ctx.topics.audience_changes, name="audiences")
     async def audiences_agent(stream: Any) -> None:
         async for event in stream.events():
             with ctx.activity.working("audiences"):

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from app.audiences.records import MembershipChange, email_member, user_member
-from app.identity.ids import clean_id
 from app.identity.resolver import email_hash
+from app.ids import clean_id
 
 COMPUTATION_CLASSES = frozenset({"audience", "journey_step"})
 #: Where a call's event time may be, in order of preference.

@@ -1,19 +1,12 @@
-"""Prometheus metrics of audiences and the Kochava sink, registered on the registry the worker gives.
+"""Prometheus metrics of the audiences agent, registered on the registry the worker gives.
 
-Per audience: changes entered/exited, devices sent/failed (S2S events), devices skipped; plus every
-path that sends nothing (ignored changes, invalid records) and the sink's requests by status.
+Per audience: changes entered/exited and devices skipped; every path that sends nothing (duplicate and
+stale changes, invalid records). Devices sent/failed per audience are the Kochava sink's (its metrics).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from app.sinks.kochava.requests import KochavaRequest
-from app.sinks.kochava.sender import KochavaStats
 
 
 class AudienceMetrics:
@@ -30,12 +23,6 @@ class AudienceMetrics:
             ["reason"],
             registry=registry,
         )
-        self.devices = Counter(
-            "kseg_audience_devices",
-            "S2S audience events per device, by audience and outcome (sent, failed, dry_run).",
-            ["audience", "outcome"],
-            registry=registry,
-        )
         self.skipped = Counter(
             "kseg_audience_devices_skipped",
             "Devices of a member not sent, by audience and reason (e.g. no_kochava_device_id).",
@@ -43,45 +30,7 @@ class AudienceMetrics:
             registry=registry,
         )
         self.identity_links = Counter(
-            "kseg_kochava_identity_links",
-            "IdentityLink requests, by outcome (queued, sent, failed, dry_run).",
-            ["outcome"],
+            "kseg_audience_identity_links_queued",
+            "IdentityLink requests queued for the Kochava sink.",
             registry=registry,
-        )
-
-    def on_result(self, request: KochavaRequest, outcome: str) -> None:
-        """The Kochava sink's final outcome of one request."""
-        if request.endpoint == "identity_link":
-            self.identity_links.labels(outcome).inc()
-        else:
-            self.devices.labels(request.audience_key or "?", outcome).inc()
-
-
-class KochavaStatsCollector(Collector):
-    """The sink's cumulative `KochavaStats`, read at scrape time."""
-
-    def __init__(self, stats: KochavaStats) -> None:
-        self.stats = stats
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        by_status = CounterMetricFamily(
-            "kseg_kochava_requests", "Kochava requests, by status.", labels=["status"]
-        )
-        for status, count in sorted(self.stats.requests_by_status.items()):
-            by_status.add_metric([status], count)
-        yield by_status
-        yield CounterMetricFamily(
-            "kseg_kochava_retries", "Kochava request retries.", value=self.stats.retries
-        )
-        dead = CounterMetricFamily(
-            "kseg_kochava_dead_letters", "Kochava requests dead-lettered.", labels=["reason"]
-        )
-        for reason, count in sorted(self.stats.dead_letters_by_reason.items()):
-            dead.add_metric([reason], count)
-        yield dead
-        since = self.stats.failing_since
-        yield GaugeMetricFamily(
-            "kseg_kochava_failing_since_seconds",
-            "Epoch since which Kochava keeps failing (0: healthy).",
-            value=since or 0,
         )

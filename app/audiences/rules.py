@@ -48,7 +48,7 @@ class Outcome:
     requests: list[KochavaRequest] = field(default_factory=list)
     applied: list[Applied] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # "stale" | "duplicate"
-    skipped: list[str] = field(default_factory=list)  # per device not sent: "no_kochava_device_id"
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (audience key, reason) per device unsent
     identity_links: int = 0
 
 
@@ -91,7 +91,7 @@ def _event(
         names.exited,
     )
     if request is None:
-        out.skipped.append("no_kochava_device_id")
+        out.skipped.append((membership.audience_key, "no_kochava_device_id"))
     else:
         out.requests.append(request)
 

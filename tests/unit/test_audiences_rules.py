@@ -186,7 +186,7 @@ def test_own_suppression_audience_from_the_ad_suppressed_signal() -> None:
 def test_device_without_kochava_id_is_skipped_and_counted() -> None:
     state = apply_device(None, facts("idfa:AB92078A-8246-4BA4-AE5B-76104861E7DC"), [], NAMES).state
     out = apply_change(state, changes_from_payload(identify(True), "t")[0][0], NAMES)
-    assert out.requests == [] and out.skipped == ["no_kochava_device_id"]
+    assert out.requests == [] and out.skipped == [("high_ltv_paid_social", "no_kochava_device_id")]
 
 
 def test_device_facts_from_profile_changes() -> None:

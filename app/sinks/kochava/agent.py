@@ -13,13 +13,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.audiences.metrics import AudienceMetrics, KochavaStatsCollector
+from app.config import Settings
 from app.dlq.writer import send_dead_letters
+from app.metrics import dead_letters
 from app.records import DeadLetter, loads
+from app.runtime.context import WorkerContext
 from app.sinks.kochava.client import KochavaHttpClient
 from app.sinks.kochava.dryrun import KochavaDryRun
+from app.sinks.kochava.metrics import KochavaSinkMetrics, KochavaStatsCollector
 from app.sinks.kochava.requests import KochavaRequest
-from app.sinks.kochava.sender import KochavaAuthError, KochavaSender, KochavaStats
+from app.sinks.kochava.sender import DeadLetterFn, KochavaAuthError, KochavaSender, KochavaStats
 from app.sinks.segment.ratelimit import AdaptiveRateLimiter
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,10 @@ def decode(events: list[Any]) -> tuple[list[KochavaRequest], list[DeadLetter]]:
     return requests, letters
 
 
-def build_deliverer(settings: Any, dead_letter: Any, metrics: AudienceMetrics, stats: KochavaStats) -> Any:
+def build_deliverer(
+    settings: Settings, dead_letter: DeadLetterFn, metrics: KochavaSinkMetrics, stats: KochavaStats
+) -> KochavaSender | KochavaDryRun:
+    """The real sender, or the dry run when KOCHAVA_APP_GUID is unset."""
     if settings.kochava_dry_run:
         return KochavaDryRun(
             settings.kseg_data_dir, settings.kochava_tracking_url, on_result=metrics.on_result
@@ -55,7 +61,7 @@ def build_deliverer(settings: Any, dead_letter: Any, metrics: AudienceMetrics, s
     return KochavaSender(
         KochavaHttpClient(settings.kochava_tracking_url, settings.kochava_request_timeout),
         AdaptiveRateLimiter(settings.kochava_max_requests_per_second),
-        app_guid=settings.kochava_app_guid,
+        app_guid=settings.kochava_app_guid or "",
         dead_letter=dead_letter,
         on_result=metrics.on_result,
         stats=stats,
@@ -63,19 +69,19 @@ def build_deliverer(settings: Any, dead_letter: Any, metrics: AudienceMetrics, s
     )
 
 
-def register(ctx: Any) -> None:
-    """Declare the Kochava sink agent (after `app.audiences.agent.register`, whose metrics it shares)."""
+def register(ctx: WorkerContext) -> None:
+    """Declare the `kochava-sink` agent and expose its metrics on the worker's registry."""
     settings = ctx.settings
-    metrics: AudienceMetrics = ctx.audience_metrics
+    metrics = KochavaSinkMetrics(ctx.registry)
     stats = KochavaStats()
     ctx.registry.register(KochavaStatsCollector(stats))
 
     async def dead_letter(letters: list[DeadLetter]) -> None:
-        await send_dead_letters(ctx.topics.deadletter, letters, ctx.metrics.dead_letters)
+        await send_dead_letters(ctx.topics.deadletter, letters, dead_letters)
 
     deliverer = build_deliverer(settings, dead_letter, metrics, stats)
 
-    @ctx.app.agent(ctx.topics.kochava_outbox, name="kochava-sink")
+    @ctx.faust_app.agent(ctx.topics.kochava_outbox, name="kochava-sink")
     async def kochava_sink(stream: Any) -> None:
         s = stream.noack()
         async for events in s.noack_take(BATCH_MAX, within=BATCH_WITHIN):

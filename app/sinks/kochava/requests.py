@@ -14,7 +14,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, Field
 
-from app.identity.ids import clean_id
+from app.ids import clean_id
 
 Endpoint = Literal["track", "identity_link"]
 PATHS: dict[str, str] = {"track": "/track/json", "identity_link": "/v1/cpi/identityLink.php"}
