@@ -22,11 +22,10 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from app.audiences.agent import TABLE
 from app.audiences.records import Membership, MemberState
 from app.config import Settings
+from app.kafka import read_to_end
 from app.records import loads
 
 FORMATS = ("kochava", "mobile-ids", "csv")
@@ -37,35 +36,12 @@ def changelog_topic(settings: Settings) -> str:
     return f"{settings.kseg_app_id}-{TABLE}-changelog"
 
 
-async def read_members(settings: Settings, timeout: float = 30.0) -> list[MemberState]:
+async def read_members(settings: Settings) -> list[MemberState]:
     """The latest state of every member (the changelog from the beginning to its end at start)."""
-    topic = changelog_topic(settings)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, enable_auto_commit=False, request_timeout_ms=int(timeout * 1000)
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        latest: dict[bytes, Any] = {}
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=2000)
-            if not batch:
-                break
-            for tp, records in batch.items():
-                for record in records:
-                    latest[record.key or b""] = record.value
-                    if record.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-        return [decode_state(v) for v in latest.values() if v is not None]
-    finally:
-        await consumer.stop()
+    latest: dict[bytes, bytes | None] = {}
+    for record in await read_to_end(settings, changelog_topic(settings)):
+        latest[record.key or b""] = record.value
+    return [decode_state(v) for v in latest.values() if v is not None]
 
 
 def decode_state(value: bytes) -> MemberState:

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import re
-import signal
 import sys
 import time
 from collections import Counter
@@ -48,6 +46,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.emulators.serve import serve_until_stopped
 
 TRACK_PATH = "/track/json"
 IDENTITY_LINK_PATH = "/v1/cpi/identityLink.php"
@@ -340,17 +340,7 @@ class KochavaEmulator:
 
 async def _serve(args: argparse.Namespace) -> None:
     emu = KochavaEmulator(args.app_guid, host=args.host, port=args.port)
-    await emu.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    print(f"listening on {emu.url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await emu.stop()
+    await serve_until_stopped(emu)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,34 +6,22 @@ become `SegmentTransportError` (the shared "no HTTP status" error of kseg's HTTP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
-from multidict import CIMultiDictProxy
 
-from app.sinks.segment.client import MAX_ERROR_BODY, USER_AGENT
+from app.sinks.segment.client import MAX_ERROR_BODY, USER_AGENT, HttpResult
 from app.sinks.segment.policy import SegmentTransportError, transport_error_kind
 
 
-@dataclass(frozen=True)
-class KochavaResult:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    def refused(self) -> bool:
-        """A 2xx whose JSON says `"success": "0"`/false: Kochava took the request but not the event."""
-        try:
-            data = orjson.loads(self.body)
-        except orjson.JSONDecodeError:
-            return False
-        return isinstance(data, dict) and data.get("success") in ("0", 0, False)
+def refused(result: HttpResult) -> bool:
+    """A 2xx whose JSON says `"success": "0"`/false: Kochava took the request but not the event."""
+    try:
+        data = orjson.loads(result.body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and data.get("success") in ("0", 0, False)
 
 
 class KochavaHttpClient:
@@ -52,7 +40,7 @@ class KochavaHttpClient:
             self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
         return self._session
 
-    async def post(self, path: str, body: dict[str, Any]) -> KochavaResult:
+    async def post(self, path: str, body: dict[str, Any]) -> HttpResult:
         """One POST; any HTTP status is returned, timeouts/connection errors raise `SegmentTransportError`."""
         session = self._get_session()
         try:
@@ -60,7 +48,7 @@ class KochavaHttpClient:
                 self.base + path, data=orjson.dumps(body), headers=self._headers, timeout=self.timeout
             ) as resp:
                 data = await resp.content.read(MAX_ERROR_BODY)
-                return KochavaResult(resp.status, resp.headers, data)
+                return HttpResult(resp.status, resp.headers, data)
         except Exception as exc:
             kind = transport_error_kind(exc)
             if kind is None:

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from app.records import DeadLetter, utc_now_iso
-from app.sinks.kochava.client import KochavaHttpClient, KochavaResult
+from app.sinks.kochava.client import KochavaHttpClient, refused
 from app.sinks.kochava.requests import KochavaRequest
+from app.sinks.segment.client import HttpResult
 from app.sinks.segment.policy import (
     Backoff,
     Outcome,
@@ -131,7 +132,7 @@ class KochavaSender:
         while True:
             await self.limiter.acquire(self._stop)
             wait: float | None = None
-            result: KochavaResult | None = None
+            result: HttpResult | None = None
             try:
                 result = await self.client.post(request.path(), body)
             except SegmentTransportError as exc:
@@ -144,7 +145,7 @@ class KochavaSender:
             self.stats.requests_by_status[label] += 1
             if outcome is Outcome.AUTH:
                 raise KochavaAuthError(int(label), detail)
-            if outcome is Outcome.SUCCESS and result is not None and result.refused():
+            if outcome is Outcome.SUCCESS and result is not None and refused(result):
                 outcome = Outcome.REJECT
                 label = f"{label}_refused"
             if outcome is Outcome.SUCCESS:
