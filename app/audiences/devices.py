@@ -18,12 +18,14 @@ _S2S_TYPES = frozenset({"idfa", "idfv", "adid", "android_id"})
 
 
 def _signals(profile: AttributionProfile) -> dict[str, Any]:
-    data = profile.model_dump()  # the lifecycle fields may not exist yet on this profile model
-    return {name: data.get(name) for name in SIGNALS if data.get(name) is not None}
+    """The lifecycle signals own audiences test, from the profile's `lifecycle` state (app.lifecycle)."""
+    data = profile.model_dump()
+    life = data.get("lifecycle") if isinstance(data.get("lifecycle"), dict) else data
+    return {name: life.get(name) for name in SIGNALS if life.get(name) is not None}
 
 
 def member_of(profile: AttributionProfile, device_key: str) -> str | None:
-    """The device's member: its user, else its email hash, else the device itself when it has a signal.
+    """The device's member: its user, else its email hash, else the device itself when it is ad-suppressed.
     A shared device belongs to nobody (its holder changes)."""
     if profile.device_shared:
         return None
@@ -31,7 +33,9 @@ def member_of(profile: AttributionProfile, device_key: str) -> str | None:
         return user_member(profile.user_id)
     if profile.email_hash:
         return email_member(profile.email_hash)
-    if any(_signals(profile).values()):
+    if _signals(profile).get("ad_suppressed"):
+        # Only a converted anonymous device becomes a member of its own: suppression must reach it, while
+        # a member per anonymous device for every LTV tier would cost a table entry per device.
         return device_member(device_key)
     return None
 

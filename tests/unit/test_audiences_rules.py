@@ -236,3 +236,4 @@ _EVENT: dict[str, Any] = {
     "profile": "kochava-default",
     "profile_version": "1",
 }
+
