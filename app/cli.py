@@ -97,7 +97,7 @@ def _with_kafka_settings(command: Any, args: argparse.Namespace) -> int:
     settings = _settings()
     if not settings.kafka_bootstrap_servers:
         raise SystemExit(
-            "kseg dlq: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
+            f"kseg {args.command}: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
             "(the embedded broker) or your cluster's."
         )
     result: int = command(args, settings)
