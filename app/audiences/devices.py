@@ -20,7 +20,8 @@ _S2S_TYPES = frozenset({"idfa", "idfv", "adid", "android_id"})
 def _signals(profile: AttributionProfile) -> dict[str, Any]:
     """The lifecycle signals own audiences test, from the profile's `lifecycle` state (app.lifecycle)."""
     data = profile.model_dump()
-    life = data.get("lifecycle") if isinstance(data.get("lifecycle"), dict) else data
+    nested = data.get("lifecycle")
+    life: dict[str, Any] = nested if isinstance(nested, dict) else data
     return {name: life.get(name) for name in SIGNALS if life.get(name) is not None}
 
 
