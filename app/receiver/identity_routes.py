@@ -95,7 +95,13 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
             identity_metrics.junk_ids_blocked.labels(id_type=name).inc()
 
     anonymous_id = clean_id(values.get("anonymous_id"))
-    content = {"user_id": user_id, "email_hash": email_hash, "phone_hash": phone_hash, "devices": devices}
+    content = {
+        "user_id": user_id,
+        "email_hash": email_hash,
+        "phone_hash": phone_hash,
+        "anonymous_id": anonymous_id,
+        "devices": devices,
+    }
     link = LinkRequest(
         link_id=LinkRequest.make_id("api", content),
         source="api",
@@ -111,7 +117,8 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
         raise ClientError(
             400,
             problem,
-            "A link needs a person: `user_id`, `email` or `phone` (placeholder values do not count).",
+            "A link needs a person (`user_id`, `email` or `phone`) or the app's Segment `anonymous_id` "
+            "(placeholder values do not count).",
         )
     if problem == "no_device_id":
         raise ClientError(

@@ -307,3 +307,52 @@ async def test_kochava_outage_holds_only_kochava_then_everything_arrives_once(
         'kseg_audience_devices_total{audience="high_ltv_paid_social",outcome="sent"} 2.0'
         in await p.worker_metrics()
     )
+
+
+async def test_conversion_postback_puts_every_device_of_the_user_in_the_suppression_audience(
+    make_pipeline: Any, segment: SegmentEmulator, kochava: KochavaEmulator, dump_logs: list[Pipeline]
+) -> None:
+    p = await start(make_pipeline, segment, kochava)
+    dump_logs.append(p)
+    await link_devices(p, kochava, "s1", ("KISUP1", {"idfv": IDFV_1}), ("KISUP2", {"adid": ADID_2}))
+    subscribe = {
+        "event_name": "Subscribe",
+        "kochava_device_id": "KISUP1",
+        "event_value": "9.99",
+        "currency": "USD",
+        "timestamp": "1735700000",
+    }
+    assert (await p.get(subscribe))[0] == 200
+    # A converted device nobody is known for is suppressed on its own.
+    assert (await p.get(install("KISUP3", adid="48400000-8cf0-11bd-b23e-10b96e40000e")))[0] == 200
+    assert (await p.get({**subscribe, "kochava_device_id": "KISUP3", "timestamp": "1735700001"}))[0] == 200
+
+    def suppressed() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in audience_events(kochava, "Audience Entered")
+            if e["data"]["event_data"]["audience_key"] == "kseg_ad_suppression"
+        ]
+
+    events = await wait_for(lambda: len(suppressed()) == 3 and suppressed(), 60, "the suppression audience")
+    assert devices_of(events) == ["KISUP1", "KISUP2", "KISUP3"]
+    assert {e["data"]["event_data"]["audience_source"] for e in events} == {"kseg"}
+    assert {e["data"]["event_data"]["audience_id"] for e in events} == {"kseg_ad_suppression"}
+    # A second conversion changes nothing: the member is already in. Its device facts (if any) are on the
+    # member's partition before its Segment call is delivered; an Engage change for the same member sent
+    # after that is processed after them, so once its events arrived the conversion's were seen.
+    assert (await p.get({**subscribe, "timestamp": "1735700500"}))[0] == 200
+    await wait_for(
+        lambda: sum(m.get("event") == "Subscription Started" for m in segment.messages) == 3,
+        60,
+        "the conversions at Segment",
+    )
+    assert (await deliver(p, engage_identify(True, "2026-05-01T10:00:00Z", user="s1")))[0] == 200
+    await wait_for(
+        lambda: (
+            len([e for e in kochava.events if e["data"]["event_data"]["audience_source"] == "segment"]) == 2
+        ),
+        60,
+        "the sentinel Engage entry",
+    )
+    assert len(suppressed()) == 3

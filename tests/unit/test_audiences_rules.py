@@ -237,3 +237,17 @@ _EVENT: dict[str, Any] = {
     "profile_version": "1",
 }
 
+
+
+def test_anonymous_device_is_a_member_only_once_ad_suppressed() -> None:
+    from app.audiences.devices import member_of
+    from app.records import LifecycleState
+
+    anon = AttributionProfile(known_ids=["kochava_device_id:KI1"])
+    tiered = anon.model_copy(update={"lifecycle": LifecycleState(ltv_tier="high")})
+    suppressed = anon.model_copy(update={"lifecycle": LifecycleState(ad_suppressed=True, ltv_tier="low")})
+    assert member_of(anon, "KI1") is None
+    assert member_of(tiered, "KI1") is None
+    assert member_of(suppressed, "KI1") == "device:KI1"
+    [fact] = device_facts(anon, suppressed, "KI1", "t")
+    assert fact.traits == {"ad_suppressed": True, "ltv_tier": "low"}
