@@ -23,7 +23,7 @@ GUID = "koapp-run"
 IDFV = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 
 
-async def test_kseg_run_engage_audience_reaches_kochava(tmp_path: Path) -> None:
+async def test_kseg_run_engage_audience_and_suppression_reach_kochava(tmp_path: Path) -> None:
     port, worker_port = free_port(), free_port()
     async with KochavaEmulator(GUID) as kochava:
         env = {
@@ -91,10 +91,24 @@ async def test_kseg_run_engage_audience_reaches_kochava(tmp_path: Path) -> None:
                     f"{base}/v1/segment/webhook", data=raw, headers={"X-Signature": signature}
                 ) as r:
                     assert r.status == 200 and (await r.json())["audience_changes"] == 1
-                [event] = await wait_for(lambda: kochava.events, 60, "the Audience Entered event")
+                [event] = await wait_for(lambda: list(kochava.events), 60, "the Audience Entered event")
                 assert event["kochava_device_id"] == "KIRUN1" and event["device_ids"] == {"idfv": IDFV}
                 assert event["data"]["event_name"] == "Audience Entered"
                 assert kochava.identity_links[0]["data"] == {"app_userid": "runner"}
+
+                # Workflow 2: a conversion postback → the suppression audience, nothing to set up in Segment.
+                subscribe = {"token": "dev", "event_name": "Subscribe", "kochava_device_id": "KIRUN1"}
+                async with http.get(f"{base}/v1/kochava/postbacks", params=subscribe) as r:
+                    assert r.status == 200
+                suppressed = await wait_for(
+                    lambda: [
+                        e for e in kochava.events if e["data"]["event_data"]["audience_source"] == "kseg"
+                    ],
+                    60,
+                    "the suppression audience entry",
+                )
+                assert suppressed[0]["kochava_device_id"] == "KIRUN1"
+                assert suppressed[0]["data"]["event_data"]["audience_key"] == "kseg_ad_suppression"
         finally:
             proc.send_signal(signal.SIGINT)
             try:
