@@ -41,13 +41,13 @@ import re
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from tests.emulators.serve import serve_until_stopped
+from tests.emulators.common import FaultBudget, serve_until_stopped
 
 TRACK_PATH = "/track/json"
 IDENTITY_LINK_PATH = "/v1/cpi/identityLink.php"
@@ -59,21 +59,13 @@ _PLACEHOLDERS = frozenset({"null", "none", "undefined", "unknown", "-1", "nil"})
 
 
 @dataclass
-class Fault:
+class Fault(FaultBudget):
     """Answer `status` (maybe with `Retry-After`) or sleep `delay` s, for `count` requests or `duration` s."""
 
     status: int | None = 503
     retry_after: float | None = None
     delay: float = 0.0
-    count: int | None = 1
-    duration: float | None = None
     path: str | None = None  # only requests to this path; None = both endpoints
-    _until: float | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.duration is not None:
-            self.count = None
-            self._until = time.monotonic() + self.duration
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Fault:
@@ -82,15 +74,6 @@ class Fault:
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
         return cls(**raw)
-
-    def active(self, now: float) -> bool:
-        if self._until is not None:
-            return now < self._until
-        return self.count is None or self.count > 0
-
-    def consume(self) -> None:
-        if self._until is None and self.count is not None:
-            self.count -= 1
 
 
 class _Reject(Exception):
