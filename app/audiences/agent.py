@@ -7,6 +7,7 @@ new state is written (a crash in between re-sends, never loses: at-least-once).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -86,8 +87,11 @@ async def handle_record(
         outcome = apply_change(state, change, names)
     else:
         outcome = apply_device(state, facts, own, names)
-    for request in outcome.requests:
-        await send_outbox((request.device_key or request.request_id).encode(), dumps(request))
+    # One record's requests go to distinct devices (plus one IdentityLink): produced together, all acked
+    # before the state is written.
+    await asyncio.gather(
+        *(send_outbox((r.device_key or r.request_id).encode(), dumps(r)) for r in outcome.requests)
+    )
     _count(outcome, metrics)
     new = dumps(outcome.state)
     if stored != new:
