@@ -221,16 +221,16 @@ class AttributionProfile(BaseModel):
     # later postbacks are processed; they are parked here meanwhile, durable with the profile.
     awaiting_index_answers: int = 0
     parked: list[JSONDict] = Field(default_factory=list)
+    # Dedupe: ids of this device's postbacks already processed (event id → wall-clock seconds when they
+    # were), within KSEG_DEDUPE_TTL_HOURS and at most KSEG_DEDUPE_MAX_PER_DEVICE. Kept with the profile so
+    # one changelog write covers both: event ids are per device (the device id is in the hash).
+    recent_events: dict[str, float] = Field(default_factory=dict)
     # Lifecycle signals (app.lifecycle) and the app's own Segment profile: the SDK's anonymousId once
     # adopted (docs/identity.md "The app's own profile"); later calls of the device use it.
     lifecycle: LifecycleState = Field(default_factory=LifecycleState)
     sdk_anonymous_id: str | None = None
     # iOS ATT status as last seen on a postback (usable IDFA: authorized; zeroed: not), for Kochava S2S.
     att_authorized: bool | None = None
-    # Dedupe: ids of this device's postbacks already processed (event id → wall-clock seconds when they
-    # were), within KSEG_DEDUPE_TTL_HOURS and at most KSEG_DEDUPE_MAX_PER_DEVICE. Kept with the profile so
-    # one changelog write covers both: event ids are per device (the device id is in the hash).
-    recent_events: dict[str, float] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
