@@ -87,6 +87,14 @@ def audience_events(kochava: KochavaEmulator, name: str) -> list[dict[str, Any]]
     return [e for e in kochava.events if e["data"]["event_name"] == name]
 
 
+async def wait_events(kochava: KochavaEmulator, name: str, n: int, what: str, timeout: float) -> list[Any]:
+    """Wait until Kochava holds exactly `n` events called `name`; returns them."""
+    events: list[Any] = await wait_for(
+        lambda: len(audience_events(kochava, name)) == n and audience_events(kochava, name), timeout, what
+    )
+    return events
+
+
 def devices_of(events: list[dict[str, Any]]) -> list[str]:
     return sorted(e["kochava_device_id"] for e in events)
 
@@ -145,14 +153,7 @@ async def test_identify_mode_entry_every_device_dedupe_late_device_exit_identity
 
     status, body = await deliver(p, engage_identify(True, "2026-01-01T10:00:00Z"))
     assert status == 200 and body["audience_changes"] == 1, body
-    entered = await wait_for(
-        lambda: (
-            len(audience_events(kochava, "Audience Entered")) == 2
-            and audience_events(kochava, "Audience Entered")
-        ),
-        60,
-        "two Audience Entered events",
-    )
+    entered = await wait_events(kochava, "Audience Entered", 2, "two Audience Entered events", 60)
     by_device = {e["kochava_device_id"]: e for e in entered}
     assert by_device["KIAUD1"]["device_ids"] == ids_1
     # The iOS postback showed a usable IDFA: ATT authorized, so Kochava keeps the IDFA.
@@ -181,14 +182,7 @@ async def test_identify_mode_entry_every_device_dedupe_late_device_exit_identity
     )
 
     assert (await deliver(p, engage_identify(False, "2026-01-02T10:00:00Z")))[0] == 200
-    exited = await wait_for(
-        lambda: (
-            len(audience_events(kochava, "Audience Exited")) == 3
-            and audience_events(kochava, "Audience Exited")
-        ),
-        60,
-        "Audience Exited for the three devices",
-    )
+    exited = await wait_events(kochava, "Audience Exited", 3, "Audience Exited for the three devices", 60)
     assert devices_of(exited) == ["KIAUD1", "KIAUD2", "KIAUD3"]
     # An older entry arriving after the exit never overrides it. A later change of another audience for the
     # same member shares its key (so its partition, in order): once that one arrived, the stale one was seen.
@@ -257,14 +251,7 @@ async def test_batched_track_mode_bad_signature_is_401_and_nothing_recorded(
 
     status, body = await deliver(p, batch)
     assert status == 200 and body["audience_changes"] == 2, body
-    entered = await wait_for(
-        lambda: (
-            len(audience_events(kochava, "Audience Entered")) == 2
-            and audience_events(kochava, "Audience Entered")
-        ),
-        60,
-        "both users' devices entering",
-    )
+    entered = await wait_events(kochava, "Audience Entered", 2, "both users' devices entering", 60)
     assert devices_of(entered) == ["KITRK1", "KITRK2"]
 
 
@@ -292,14 +279,7 @@ async def test_kochava_outage_holds_only_kochava_then_everything_arrives_once(
     assert audience_events(kochava, "Audience Entered") == []
 
     kochava.clear_faults()
-    entered = await wait_for(
-        lambda: (
-            len(audience_events(kochava, "Audience Entered")) == 2
-            and audience_events(kochava, "Audience Entered")
-        ),
-        90,
-        "the entries after recovery",
-    )
+    entered = await wait_events(kochava, "Audience Entered", 2, "the entries after recovery", 90)
     assert devices_of(entered) == ["KIOUT1", "KIOUT2"]
     letters = await read_topic(p.bootstrap, p.topic("deadletter"))
     assert [v for _, v in letters if v.get("stage") in ("kochava", "audiences")] == []
