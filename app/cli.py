@@ -97,7 +97,7 @@ def _with_kafka_settings(command: Any, args: argparse.Namespace) -> int:
     settings = _settings()
     if not settings.kafka_bootstrap_servers:
         raise SystemExit(
-            "kseg dlq: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
+            f"kseg {args.command}: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
             "(the embedded broker) or your cluster's."
         )
     result: int = command(args, settings)
@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.dlq.cli import add_parser as add_dlq
 
     add_dlq(sub, _with_kafka_settings)
+
+    from app.audiences.cli import add_parser as add_audiences
+
+    add_audiences(sub, _with_kafka_settings)
 
     from app.loadgen.cli import build_parser as add_loadgen
 

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SEGMENT_US_ENDPOINT = "https://api.segment.io"
 SEGMENT_EU_ENDPOINT = "https://events.eu1.segmentapis.com"
+KOCHAVA_TRACKING_URL = "https://control.kochava.com"
 
 
 #: Default `KSEG_LTV_TIERS`: tier name = lowest lifetime revenue (reporting currency) of the tier.
@@ -238,6 +239,32 @@ class Settings(BaseSettings):
         "committing the Kafka offsets (0: never).",
     )
 
+    # --- Kochava S2S + audiences (issue 11) ------------------------------------------------------
+    kochava_app_guid: str | None = Field(
+        default=None, description="Kochava app GUID (kochava_app_id); unset: the Kochava sink runs dry."
+    )
+    kochava_tracking_url: str = Field(
+        default=KOCHAVA_TRACKING_URL,
+        description="Host of Kochava's S2S /track/json and /v1/cpi/identityLink.php.",
+    )
+    kochava_max_requests_per_second: float = Field(
+        default=50.0, gt=0, le=10_000, description="Request-rate ceiling of the Kochava sink (per worker)."
+    )
+    kochava_request_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds per Kochava POST."
+    )
+    kochava_concurrency: int = Field(default=8, ge=1, le=64, description="Kochava POSTs in flight per batch.")
+    kseg_audience_entered_event: str = Field(
+        default="Audience Entered", min_length=1, description="S2S event name for an audience entry."
+    )
+    kseg_audience_exited_event: str = Field(
+        default="Audience Exited", min_length=1, description="S2S event name for an audience exit."
+    )
+    kseg_audiences_file: Path | None = Field(
+        default=None,
+        description="kseg's own audiences (YAML); default: the packaged app/audiences/audiences.yaml.",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("segment_endpoint")
@@ -291,6 +318,10 @@ class Settings(BaseSettings):
     @property
     def warehouse_group(self) -> str:
         return self.kseg_warehouse_group or f"{self.kseg_app_id}-warehouse"
+
+    @property
+    def kochava_dry_run(self) -> bool:
+        return not self.kochava_app_guid
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for one of kseg's logical topics."""

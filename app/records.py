@@ -229,13 +229,15 @@ class AttributionProfile(BaseModel):
     # adopted (docs/identity.md "The app's own profile"); later calls of the device use it.
     lifecycle: LifecycleState = Field(default_factory=LifecycleState)
     sdk_anonymous_id: str | None = None
+    # iOS ATT status as last seen on a postback (usable IDFA: authorized; zeroed: not), for Kochava S2S.
+    att_authorized: bool | None = None
 
 
 # ---------------------------------------------------------------------------------------------
 # Dead letters
 # ---------------------------------------------------------------------------------------------
 
-DeadLetterStage = Literal["receiver", "mapping", "identity", "segment", "warehouse"]
+DeadLetterStage = Literal["receiver", "mapping", "identity", "segment", "warehouse", "audiences", "kochava"]
 
 
 class DeadLetter(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app import topics
+from app.audiences.devices import device_facts, with_att
 from app.config import Settings
 from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
@@ -35,7 +36,7 @@ from app.mapping import (
 )
 from app.metrics import dead_letters
 from app.pipeline import metrics as m
-from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads
+from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads, utc_now_iso
 
 #: Postbacks a reinstalled device parks at most while it waits for the index's answers.
 MAX_PARKED = 200
@@ -104,11 +105,14 @@ class Batch:
         state: AttributionProfile | None = None,
         seen_id: str | None = None,
     ) -> None:
-        """Record a step; `state` is the device's new profile, `seen_id` a postback id to mark as seen."""
+        """Record a step; `state` is the device's new profile, `seen_id` a postback id to mark as seen.
+        A change the audiences depend on (member, ids, lifecycle signals) also sends the device's facts."""
         if device_key is not None and (state is not None or seen_id):
             state = state or self.profile(device_key)
             if seen_id:
                 state = remember(state, seen_id, self.config)
+            facts = device_facts(self.profile(device_key), state, device_key, utc_now_iso())
+            step.sends += [(topics.AUDIENCE_CHANGES, f.member.encode(), dumps(f)) for f in facts]
             self.states[device_key] = state
             step.device_key = device_key
         self.steps.append(step)
@@ -187,7 +191,7 @@ def handle_postback(
     state, index_updates = observations(mapped, state, device_key, settings)
     observed_state = state
     out = event_outputs(mapped, identity, state, config.lifecycle(profile))  # attribution, lifecycle, calls
-    state, messages, row = out.profile, out.calls, out.row
+    state, messages, row = with_att(out.profile, mapped), out.calls, out.row
     index_updates = with_first_touch(mapped, observed_state, state, index_updates, device_key)
     answers = sum(1 for u in index_updates if u.kind == "observed" and u.reprocess_for)
     if mapped.kind == "reinstall" and state.first_touch is None and answers:
