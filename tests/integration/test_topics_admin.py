@@ -87,11 +87,10 @@ async def test_migrate_4_to_8_partitions_keeps_profiles_dedupe_and_links(
     for i in range(DEVICES):
         assert (await old.get(install(i)))[0] == 200
     await wait_for(lambda: len(of(segment, "track", "Install Attributed")) == DEVICES, 60, "every install")
-    assert (await old.post("/v1/identity/links", {"user_id": "user-0", "idfv": idfv(0)}, token=LINK_TOKEN))[
-        0
-    ] == 200
+    assert (await link(old, "user-0", 0))[0] == 200
     await wait_for(lambda: of(segment, "alias"), 60, "user-0's alias")
-    anonymous = {m["properties"]["campaign"]["name"]: m["anonymousId"] for m in of(segment, "track")}
+    installs = of(segment, "track", "Install Attributed")
+    anonymous = {m["properties"]["campaign"]["name"]: m["anonymousId"] for m in installs}
     await old.stop()
 
     code, out = await kseg(old.env, "topics", "migrate", "--partitions", "8")
@@ -125,9 +124,7 @@ async def test_migrate_4_to_8_partitions_keeps_profiles_dedupe_and_links(
     # A logged-in user still resolves.
     assert by_order["o-0"]["userId"] == "user-0"
     # A link for an id seen before the migration finds its device (device index table).
-    assert (await new.post("/v1/identity/links", {"user_id": "user-5", "idfv": idfv(5)}, token=LINK_TOKEN))[
-        0
-    ] == 200
+    assert (await link(new, "user-5", 5))[0] == 200
     aliases = await wait_for(
         lambda: [a for a in of(segment, "alias") if a["userId"] == "user-5"], 60, "alias"
     )
