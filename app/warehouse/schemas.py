@@ -63,6 +63,8 @@ MODEL_SCHEMAS = {
     "identity-device-index.schema.json": ("app.identity.records:DeviceIndexUpdate", "identity.device-index"),
     "identity-device-linked.schema.json": ("app.identity.records:DeviceLinked", "identity.device-events"),
     "dead-letter.schema.json": ("app.records:DeadLetter", "deadletter"),
+    "audience-change.schema.json": ("app.audiences.records:MembershipChange|DeviceFacts", "audiences.changes"),
+    "kochava-request.schema.json": ("app.sinks.kochava.requests:KochavaRequest", "kochava.outbox"),
 }
 
 
@@ -70,10 +72,15 @@ def model_schema(name: str) -> dict[str, Any]:
     """The JSON Schema (Draft 2020-12) of the pydantic record behind schema file `name`."""
     import importlib
 
+    from functools import reduce
+    from operator import or_
+
+    from pydantic import TypeAdapter
+
     target, topic = MODEL_SCHEMAS[name]
     module, _, cls = target.partition(":")
-    model = getattr(importlib.import_module(module), cls)
-    body: dict[str, Any] = model.model_json_schema(mode="serialization")
+    models = [getattr(importlib.import_module(module), c) for c in cls.split("|")]  # a union: one of them
+    body: dict[str, Any] = TypeAdapter(reduce(or_, models)).json_schema(mode="serialization")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://kseg.example/schemas/{name}",
