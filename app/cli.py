@@ -28,6 +28,7 @@ examples:
   kseg mapping check my-profile.yaml
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 kseg dlq list --reason invalid_revenue --since 2h
   kseg loadgen --rate 500 --duration 30 --spike 10x@10s+10s
+  kseg digest run --date 2026-11-30
 """
 
 
@@ -154,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.dlq.cli import add_parser as add_dlq
 
     add_dlq(sub, _with_kafka_settings)
+
+    from app.digest.cli import add_parser as add_digest
+
+    add_digest(sub, _with_kafka_settings)
 
     from app.loadgen.cli import build_parser as add_loadgen
 

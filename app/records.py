@@ -203,7 +203,7 @@ class AttributionProfile(BaseModel):
 # Dead letters
 # ---------------------------------------------------------------------------------------------
 
-DeadLetterStage = Literal["receiver", "mapping", "identity", "segment", "warehouse"]
+DeadLetterStage = Literal["receiver", "mapping", "identity", "segment", "warehouse", "digest"]
 
 
 class DeadLetter(BaseModel):

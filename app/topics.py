@@ -28,6 +28,8 @@ DEVICE_EVENTS = "identity.device-events"
 OUTBOX = "segment.outbox"
 WAREHOUSE = "warehouse.events"
 DEADLETTER = "deadletter"
+SPEND = "campaign.spend"
+DIGEST_DAYS = "digest.days"
 
 
 @dataclass(frozen=True)
