@@ -18,3 +18,38 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "request_timeout_ms": int(settings.kseg_produce_timeout * 1000),
         "client_id": f"{settings.kseg_app_id}-producer",
     }
+
+
+async def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record of `topic` from the beginning to the end offsets at call time (aiokafka records).
+
+    For small state topics read whole (e.g. `digest.days`); gives up after `timeout` seconds with what
+    it has read rather than hanging on a broker whose end offsets lag."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[Any] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        deadline = asyncio.get_running_loop().time() + timeout
+        while remaining and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, records in batch.items():
+                for record in records:
+                    out.append(record)
+                    if record.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()

@@ -37,12 +37,18 @@ class TopicSpec:
     name: str
     description: str
     retention_hours: float
+    cleanup_policy: str = "delete"
 
 
 def catalogue(path: Path = CATALOGUE) -> list[TopicSpec]:
     data = yaml.safe_load(path.read_text())
     return [
-        TopicSpec(name=name, description=spec["description"], retention_hours=float(spec["retention_hours"]))
+        TopicSpec(
+            name=name,
+            description=spec["description"],
+            retention_hours=float(spec["retention_hours"]),
+            cleanup_policy=str(spec.get("cleanup_policy", "delete")),
+        )
         for name, spec in data["topics"].items()
     ]
 
@@ -66,7 +72,10 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
                 name=settings.topic(spec.name),
                 num_partitions=settings.kseg_topic_partitions,
                 replication_factor=settings.kseg_topic_replication,
-                topic_configs={"retention.ms": str(int(spec.retention_hours * 3600 * 1000))},
+                topic_configs={
+                    "retention.ms": str(int(spec.retention_hours * 3600 * 1000)),
+                    "cleanup.policy": spec.cleanup_policy,
+                },
             )
             for spec in catalogue()
             if settings.topic(spec.name) not in existing
