@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -15,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from app.config import Settings
 from app.digest.client import ReportingClient, ReportingError
+from app.digest.cohort import warehouse_connection
 from app.digest.job import DigestError, DigestResult, default_day, run_digest
 from app.digest.report import DEFAULT_COLUMNS, ColumnMapError, column_map
 from app.kafka import producer_config
@@ -117,25 +117,6 @@ def cmd_columns(args: argparse.Namespace) -> int:
 async def _columns(settings: Settings, report: str) -> list[str]:
     async with ReportingClient.from_settings(settings) as client:
         return await client.report_columns(report)
-
-
-@asynccontextmanager
-async def warehouse_connection(settings: Settings) -> AsyncIterator[Any]:
-    """An async psycopg connection to the warehouse (issue 13's `app.warehouse.db`)."""
-    from app.warehouse import db
-
-    try:
-        target = db.url(settings)
-    except db.WarehouseUnavailable as exc:
-        raise DigestError(str(exc), "warehouse_unavailable") from exc
-    try:
-        conn = await db.connect_async(target)
-    except Exception as exc:
-        raise DigestError(f"cannot open the warehouse at {target}: {exc}", "warehouse_unavailable") from exc
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def run_from_cli(settings: Settings, day: date, days: int) -> DigestResult:

@@ -12,14 +12,21 @@ Portable SQL only (no DISTINCT ON, no FILTER), like the warehouse's own DDL.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.config import Settings
 from app.digest.report import NO_VALUE
 from app.digest.traits import CampaignKey, Revenue
 
 EVENTS = "kseg_events"
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be reached: the digest cannot read cohorts or revenue."""
+
 
 #: One row per (campaign, device): the device's resolved user (when any), ordered by member.
 COHORT_SQL = f"""
@@ -80,10 +87,15 @@ class RevenueWindow:
 
 async def revenue(conn: Any, window: RevenueWindow, reporting_currency: str) -> dict[CampaignKey, Revenue]:
     """kseg's revenue per install campaign over the digest windows."""
+    import psycopg
+
     params = {"day": window.day, "d7": window.d7, "d30": window.d30, "end": window.end}
-    async with conn.cursor() as cur:
-        await cur.execute(revenue_sql(reporting_currency), params)
-        rows = await cur.fetchall()
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(revenue_sql(reporting_currency), params)
+            rows = await cur.fetchall()
+    except psycopg.Error as exc:
+        raise WarehouseError(f"cannot read revenue from {EVENTS}: {str(exc).strip()}") from exc
     return {
         (str(n), str(c)): Revenue(day=float(d or 0), d7=float(w or 0), d30=float(m or 0))
         for n, c, d, w, m in rows
@@ -93,17 +105,41 @@ async def revenue(conn: Any, window: RevenueWindow, reporting_currency: str) -> 
 async def members(conn: Any, campaigns: Iterable[CampaignKey], batch: int = 2000) -> AsyncIterator[Member]:
     """Every member of the cohorts of `campaigns`, each user once per campaign, streamed (server-side
     cursor) so a million-user campaign is never held in memory."""
+    import psycopg
+
     wanted = set(campaigns)
     last: tuple[CampaignKey, str] | None = None
-    async with conn.cursor(name="kseg_digest_cohort") as cur:
-        cur.itersize = batch
-        await cur.execute(COHORT_SQL)
-        async for network, campaign, user_id, anonymous_id in cur:
-            key = (str(network), str(campaign))
-            if key not in wanted:
-                continue
-            member = Member(key, str(user_id) if user_id else None, str(anonymous_id))
-            if last == (key, member.member):
-                continue  # the same user's second device in the same campaign
-            last = (key, member.member)
-            yield member
+    try:
+        async with conn.cursor(name="kseg_digest_cohort") as cur:
+            cur.itersize = batch
+            await cur.execute(COHORT_SQL)
+            async for network, campaign, user_id, anonymous_id in cur:
+                key = (str(network), str(campaign))
+                if key not in wanted:
+                    continue
+                member = Member(key, str(user_id) if user_id else None, str(anonymous_id))
+                if last == (key, member.member):
+                    continue  # the same user's second device in the same campaign
+                last = (key, member.member)
+                yield member
+    except psycopg.Error as exc:
+        raise WarehouseError(f"cannot read the cohorts from {EVENTS}: {str(exc).strip()}") from exc
+
+
+@asynccontextmanager
+async def warehouse_connection(settings: Settings) -> AsyncIterator[Any]:
+    """An async psycopg connection to the warehouse (issue 13's `app.warehouse.db`)."""
+    from app.warehouse import db
+
+    try:
+        target = db.url(settings)
+    except db.WarehouseUnavailable as exc:
+        raise WarehouseError(str(exc)) from exc
+    try:
+        conn = await db.connect_async(target)
+    except Exception as exc:
+        raise WarehouseError(f"cannot open the warehouse at {target}: {exc}") from exc
+    try:
+        yield conn
+    finally:
+        await conn.close()

@@ -20,7 +20,7 @@ from app import topics
 from app.config import Settings
 from app.digest import cohort
 from app.digest.client import ReportingClient, ReportingError
-from app.digest.report import ColumnMapError, column_map, parse_rows, summary_body, window
+from app.digest.report import CampaignDay, ColumnMapError, column_map, parse_rows, summary_body, window
 from app.digest.spend import spend_key, spend_row
 from app.digest.traits import (
     CampaignFigures,
@@ -159,23 +159,47 @@ async def run_digest(
     currency = settings.kochava_spend_currency.upper()
     paired = [(r, to_reporting(r.spend, currency, rates)) for r in rows]
 
-    async with connect_warehouse() as conn:
-        revenue = await cohort.revenue(conn, revenue_window(day, zone), rates.reporting_currency)
-        result.figures = campaign_figures(paired, revenue, day, rates.reporting_currency)
-
-        fetched_at = utc_now_iso()
-        spend_topic = settings.topic(topics.SPEND)
-        for row in rows:
-            if row.date < refresh_first.isoformat():
-                continue
-            value = spend_row(
-                row, currency=currency, rates=rates, run_id=result.run_id, fetched_at=fetched_at
-            )
-            await send(spend_topic, spend_key(row).encode(), dumps(value))
-            result.spend_rows += 1
-
-        await _fan_out(settings, result, conn, send, pacer, digest_timestamp(day, zone))
+    try:
+        async with connect_warehouse() as conn:
+            await _write(settings, result, conn, rows, paired, day, days, rates, send, pacer)
+    except cohort.WarehouseError as exc:
+        raise DigestError(
+            f"{exc}. The digest reads cohorts and revenue from the warehouse: start `kseg run` (or "
+            "`kseg warehouse load`), or set KSEG_WAREHOUSE_URL.",
+            "warehouse_unavailable",
+        ) from exc
     return result
+
+
+async def _write(
+    settings: Settings,
+    result: DigestResult,
+    conn: Any,
+    rows: list[CampaignDay],
+    paired: list[tuple[CampaignDay, float | None]],
+    day: date,
+    days: int,
+    rates: Rates,
+    send: Send,
+    pacer: AdaptiveRateLimiter | None,
+) -> None:
+    """Revenue first (a warehouse failure writes nothing), then spend rows, then the Segment fan-out."""
+    zone = settings.kochava_time_zone
+    refresh_first = day - timedelta(days=days - 1)
+    currency = settings.kochava_spend_currency.upper()
+    revenue = await cohort.revenue(conn, revenue_window(day, zone), rates.reporting_currency)
+    result.figures = campaign_figures(paired, revenue, day, rates.reporting_currency)
+
+    fetched_at = utc_now_iso()
+    spend_topic = settings.topic(topics.SPEND)
+    for row in rows:
+        if row.date < refresh_first.isoformat():
+            continue
+        value = spend_row(row, currency=currency, rates=rates, run_id=result.run_id, fetched_at=fetched_at)
+        await send(spend_topic, spend_key(row).encode(), dumps(value))
+        result.spend_rows += 1
+
+    await _fan_out(settings, result, conn, send, pacer, digest_timestamp(day, zone))
 
 
 async def _fan_out(
