@@ -141,7 +141,7 @@ async def test_full_digest_against_the_emulator(
         assert lines["spring"][-1] == "3" and lines["brand"][-1] == "1"
         assert "4 identifies and 2 group calls queued" in out
 
-        # Spend in the warehouse: days 2026-11-24..30 only (--days 7); November 10 was fetched but not written.
+        # Spend in the warehouse: 2026-11-24..30 only (--days 7); November 10 was fetched, not written.
         def spend() -> dict[tuple[str, str, str], Decimal]:
             rows = sql(url, 'SELECT "date"::text, network, campaign, spend FROM kseg_campaign_spend')
             return {(r[0], r[1], r[2]): r[3] for r in rows}
@@ -169,7 +169,7 @@ async def test_full_digest_against_the_emulator(
         spring_line = next(line for line in report.splitlines() if "spring" in line)
         assert "20.00" in spring_line and "1.50" in spring_line
 
-        # Segment: exactly one identify per cohort member with the hand-computed traits, one group per campaign.
+        # Segment: one identify per cohort member with the hand-computed traits, one group per campaign.
         await wait_for(lambda: len(digest_calls(segment)) == 6, 120, "4 identifies + 2 groups at Segment")
         identifies = [m for m in digest_calls(segment) if m["type"] == "identify"]
         members = sorted(m.get("userId") or "anon" for m in identifies)
