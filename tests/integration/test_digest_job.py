@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.emulators.kochava_reporting import KochavaReportingEmulator
@@ -101,6 +102,14 @@ async def run_cli(env: dict[str, str], *args: str, timeout: float = 180) -> tupl
     return proc.returncode or 0, out.decode(), err.decode()
 
 
+def count(url: str, table: str) -> int:
+    """Rows of `table`, 0 while the loader has not created it yet."""
+    try:
+        return int(sql(url, f"SELECT count(*) FROM {table}")[0][0])
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
 def digest_calls(segment: SegmentEmulator) -> list[dict[str, Any]]:
     return [m for m in segment.messages if m.get("context", {}).get("kseg", {}).get("source") == "digest"]
 
@@ -127,9 +136,7 @@ async def test_full_digest_against_the_emulator(
         for params in POSTBACKS:
             status, body, _ = await p.get(params)
             assert status == 200, body
-        await wait_for(
-            lambda: sql(url, "SELECT count(*) FROM kseg_events")[0][0] == len(POSTBACKS), 120, "events loaded"
-        )
+        await wait_for(lambda: count(url, "kseg_events") == len(POSTBACKS), 120, "events loaded")
 
         code, out, err = await run_cli(p.env, "digest", "run", "--date", "2026-11-30", "--days", "7")
         assert code == 0, err
