@@ -110,7 +110,7 @@ async def members(conn: Any, campaigns: Iterable[CampaignKey], batch: int = 2000
     wanted = set(campaigns)
     last: tuple[CampaignKey, str] | None = None
     try:
-        async with conn.cursor(name="kseg_digest_cohort") as cur:
+        async with conn.transaction(), conn.cursor(name="kseg_digest_cohort") as cur:
             cur.itersize = batch
             await cur.execute(COHORT_SQL)
             async for network, campaign, user_id, anonymous_id in cur:
@@ -138,7 +138,10 @@ async def warehouse_connection(settings: Settings) -> AsyncIterator[Any]:
     try:
         conn = await db.connect_async(target)
     except Exception as exc:
-        raise WarehouseError(f"cannot open the warehouse at {target}: {exc}") from exc
+        raise WarehouseError(
+            f"cannot open the warehouse at {target}: {exc}. Start `kseg run` (or `kseg warehouse load`), "
+            "or set KSEG_WAREHOUSE_URL."
+        ) from exc
     try:
         yield conn
     finally:

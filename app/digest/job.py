@@ -163,11 +163,7 @@ async def run_digest(
         async with connect_warehouse() as conn:
             await _write(settings, result, conn, rows, paired, day, days, rates, send, pacer)
     except cohort.WarehouseError as exc:
-        raise DigestError(
-            f"{exc}. The digest reads cohorts and revenue from the warehouse: start `kseg run` (or "
-            "`kseg warehouse load`), or set KSEG_WAREHOUSE_URL.",
-            "warehouse_unavailable",
-        ) from exc
+        raise DigestError(str(exc), "warehouse") from exc
     return result
 
 
