@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test test-unit test-integration lint typecheck bench clean
+.PHONY: help install run test test-unit test-integration lint typecheck bench identity-bench clean
 
 help:
 	@echo "make run    - run kseg (embedded broker + receiver + worker) on http://127.0.0.1:8080"
@@ -41,6 +41,9 @@ test: lint typecheck $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+identity-bench: $(STAMP)
+	$(BIN)/python -m bench.identity_bench
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

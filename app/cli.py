@@ -163,10 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
     from app.loadgen.cli import build_parser as add_loadgen
 
     add_loadgen(sub)
-
-    from app.identity.bench import build_parser as add_identity_bench
-
-    add_identity_bench(sub)
     return parser
 
 

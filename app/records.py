@@ -48,7 +48,7 @@ DEVICE_KEY_PARAMS = ("kochava_device_id", "idfa", "idfv", "adid", "gaid", "andro
 def device_key_of(params: dict[str, Any]) -> str | None:
     """The device key a postback is partitioned and profiled by: the Kochava device id, else the first
     other usable device id as `type:value`; None when there is none."""
-    from app.identity.ids import clean_id
+    from app.ids import clean_id
 
     for name in DEVICE_KEY_PARAMS:
         value = params.get(name)

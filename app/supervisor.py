@@ -1,8 +1,5 @@
-"""`kseg run`: the embedded broker (when needed), one receiver and one worker, stopped together.
-
-Children are separate processes (a crash in one shows up as its exit, and SIGKILL tests stay honest),
-started with PDEATHSIG so that even a SIGKILLed `kseg run` leaves no orphan behind.
-"""
+"""`kseg run`: the embedded broker (when needed), one receiver and one worker, stopped together and
+restarted when they exit (children come from `app.spawner`)."""
 
 from __future__ import annotations
 
@@ -13,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from app.broker.embedded import EmbeddedBroker, die_with_parent
+from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
+from app.spawner import spawn_role, stop_all
 
 #: A child may be restarted this many times within RESTART_WINDOW seconds before kseg gives up.
 MAX_RESTARTS = 5
@@ -49,25 +47,6 @@ def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, s
     if not settings.postback_tokens:
         env["KSEG_POSTBACK_TOKENS"] = "dev"
     return env
-
-
-def spawn(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", role], env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
-    )
-
-
-def stop_all(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def run(settings: Settings) -> int:
@@ -108,7 +87,7 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     exit_code = 0
     try:
-        children = [spawn("receiver", env), spawn("worker", env)]
+        children = [spawn_role("receiver", env), spawn_role("worker", env)]
         _say(
             BANNER.format(
                 host=host,
@@ -141,7 +120,7 @@ def run(settings: Settings) -> int:
                     exit_code, stopping = code or 1, True
                     break
                 _say(f"kseg run: the {role} exited with code {code}; restarting it")
-                children[i] = spawn(role, env)
+                children[i] = spawn_role(role, env)
             time.sleep(0.2)
     finally:
         _say("kseg run: stopping receiver and worker ...")

@@ -30,13 +30,13 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.broker.embedded import EmbeddedBroker, free_port
-from app.deployment import Deployment
 from app.loadgen.postbacks import Postback, PostbackGenerator
 from app.loadgen.runner import run_load
 from app.loadgen.spike import SpikeSpec
 from app.receiver.parsing import partition_key
 from app.records import postback_event_id, utc_now_iso
 from bench.baselines.passthrough import run_passthrough
+from bench.deployment import Deployment
 from tests.emulators.segment_api import SegmentEmulator
 
 ROOT = Path(__file__).resolve().parent.parent

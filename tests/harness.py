@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,9 +22,11 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.broker.embedded import free_port
-from app.worker.watchdog import EX_TEMPFAIL
+from app.runtime.watchdog import EX_TEMPFAIL
+from app.spawner import spawn_role
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token"
@@ -97,16 +98,7 @@ class Pipeline:
     def _spawn(self, name: str, role: str, extra: dict[str, str]) -> subprocess.Popen[bytes]:
         log = self.data_dir / f"{name}.log"
         self.logs[name] = log
-        out = log.open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", role],
-            cwd=ROOT,
-            env={**self.env, **extra},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        out.close()
+        proc = spawn_role(role, {**self.env, **extra}, log_path=log, cwd=ROOT)
         self.procs[name] = proc
         return proc
 
@@ -220,6 +212,15 @@ class Pipeline:
         url = f"http://127.0.0.1:{self.worker_ports[name]}/metrics"
         async with aiohttp.ClientSession() as session, session.get(url) as r:
             return await r.text()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value in a Prometheus text page (0 when absent), whatever the label order."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:

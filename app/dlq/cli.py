@@ -17,8 +17,7 @@ from aiokafka.errors import KafkaError
 
 from app.config import Settings
 from app.kafka import producer_config
-from app.receiver.parsing import ClientError, partition_key
-from app.records import DeadLetter, dumps, loads, utc_now_iso
+from app.records import DeadLetter, device_key_of, dumps, loads, utc_now_iso
 from app.topics import DEADLETTER, OUTBOX, RAW
 
 
@@ -78,9 +77,8 @@ def replay_target(letter: DeadLetter, settings: Settings) -> tuple[str, str, byt
     """Where a dead letter goes back in: (topic, key, value), or None if it cannot be replayed."""
     payload = letter.payload
     if payload.get("kind") == "postback" and isinstance(payload.get("params"), dict):
-        try:
-            key = partition_key(payload["params"])
-        except ClientError:
+        key = device_key_of(payload["params"])
+        if key is None:
             return None
         record = {**payload, "source": "replay", "received_at": payload.get("received_at") or utc_now_iso()}
         return settings.topic(RAW), key, dumps(record)

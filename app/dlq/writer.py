@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 def dead_letter_record(letter: DeadLetter, counter: Counter | None = None) -> tuple[bytes, bytes]:
     """(key, value) of one dead letter for its topic; counts it by stage and reason, and logs it."""
     if counter is not None:
-        counter.inc(stage=letter.stage, reason=letter.reason)
+        counter.labels(stage=letter.stage, reason=letter.reason).inc()
     log.warning("dead letter (%s/%s) %s: %s", letter.stage, letter.reason, letter.event_id, letter.error)
     return (letter.event_id or letter.reason).encode(), dumps(letter)
 

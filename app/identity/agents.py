@@ -17,27 +17,16 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from app.config import Settings
 from app.identity.index import apply_update, link_updates
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
 from app.records import DeadLetter
-from app.worker import channels
-from app.worker.faust_app import app, settings
-from app.worker.watchdog import activity
+from app.runtime.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[bytes | None, bytes], Awaitable[None]]
-
-#: typed device id (bytes) → orjson of a DeviceRecord. Keyed exactly like identity.device-index.
-devices = app.Table(
-    "identity-devices",
-    default=None,
-    key_type=bytes,
-    value_type=bytes,
-    partitions=settings.kseg_topic_partitions,
-    help="Device index: device keys, users and shared flag per typed device id.",
-)
 
 
 def _topic_sender(topic: Any) -> Send:
@@ -70,18 +59,18 @@ async def handle_link(value: bytes | None, send_index: Send, send_deadletter: Se
     try:
         link = LinkRequest.model_validate(orjson.loads(value or b""))
     except (orjson.JSONDecodeError, ValidationError) as exc:
-        identity_metrics.links_rejected.inc(reason="invalid_record")
+        identity_metrics.links_rejected.labels(reason="invalid_record").inc()
         await dead_letter(send_deadletter, "invalid_link", str(exc), value)
         return 0
     problem = link.problem()
     if problem:
-        identity_metrics.links_rejected.inc(reason=problem)
+        identity_metrics.links_rejected.labels(reason=problem).inc()
         await dead_letter(send_deadletter, problem, f"link {link.link_id} has {problem}", value, link.link_id)
         return 0
     updates = link_updates(link)
     for update in updates:
         await send_index(update.device.encode(), to_bytes(update))
-    identity_metrics.links_accepted.inc(source=link.source, stage="worker")
+    identity_metrics.links_accepted.labels(source=link.source, stage="worker").inc()
     return len(updates)
 
 
@@ -91,6 +80,7 @@ async def handle_index_update(
     table: MutableMapping[bytes, Any],
     send_event: Send,
     send_deadletter: Send,
+    settings: Settings,
 ) -> int:
     """Apply one index update to the table; notices are sent before the record is written back, so a
     crash in between re-sends them on replay instead of losing them. Returns the notices sent."""
@@ -104,7 +94,7 @@ async def handle_index_update(
     record = DeviceRecord.model_validate(orjson.loads(stored)) if stored else None
     outcome = apply_update(record, update, settings)
     for reason in outcome.refused:
-        identity_metrics.merges_refused.inc(reason=reason)
+        identity_metrics.merges_refused.labels(reason=reason).inc()
     for notice in outcome.notices:
         await send_event(notice.device_key.encode(), to_bytes(notice))
     if record is None or outcome.record != record:
@@ -112,19 +102,32 @@ async def handle_index_update(
     return len(outcome.notices)
 
 
-@app.agent(channels.links, name="identity-links")
-async def links_agent(stream: Any) -> None:
-    """Fan each link out to the device index, one update per device id."""
-    send_index, send_dlq = _topic_sender(channels.device_index), _topic_sender(channels.deadletter)
-    async for value in stream:
-        with activity.working("identity-links"):
-            await handle_link(value, send_index, send_dlq)
+def register(ctx: WorkerContext) -> None:
+    """Declare the device index table and the two identity agents on the worker."""
+    faust_app, topics = ctx.faust_app, ctx.topics
 
+    #: typed device id (bytes) → orjson of a DeviceRecord. Keyed exactly like identity.device-index.
+    devices = faust_app.Table(
+        "identity-devices",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=ctx.settings.kseg_topic_partitions,
+        help="Device index: device keys, users and shared flag per typed device id.",
+    )
 
-@app.agent(channels.device_index, name="identity-device-index")
-async def device_index_agent(stream: Any) -> None:
-    """Keep the device index and tell device keys when they are linked or found shared."""
-    send_event, send_dlq = _topic_sender(channels.device_events), _topic_sender(channels.deadletter)
-    async for event in stream.events():
-        with activity.working("identity-device-index"):
-            await handle_index_update(event.key, event.value, devices, send_event, send_dlq)
+    @faust_app.agent(topics.links, name="identity-links")
+    async def links_agent(stream: Any) -> None:
+        """Fan each link out to the device index, one update per device id."""
+        send_index, send_dlq = _topic_sender(topics.device_index), _topic_sender(topics.deadletter)
+        async for value in stream:
+            with ctx.activity.working("identity-links"):
+                await handle_link(value, send_index, send_dlq)
+
+    @faust_app.agent(topics.device_index, name="identity-device-index")
+    async def device_index_agent(stream: Any) -> None:
+        """Keep the device index and tell device keys when they are linked or found shared."""
+        send_event, send_dlq = _topic_sender(topics.device_events), _topic_sender(topics.deadletter)
+        async for event in stream.events():
+            with ctx.activity.working("identity-device-index"):
+                await handle_index_update(event.key, event.value, devices, send_event, send_dlq, ctx.settings)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import Settings
-from app.identity.ids import anonymous_id_for, message_id_for
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceLinked, id_type
+from app.ids import anonymous_id_for, message_id_for
 from app.records import Attribution, AttributionProfile
 
 LIBRARY = {"name": "kseg"}
@@ -156,7 +156,7 @@ def apply_link(
     if not (notice.user_id or notice.email_hash or notice.phone_hash):
         return new, []  # an inheritance-only notice: nothing to link
     if state.device_shared:
-        identity_metrics.merges_refused.inc(reason="shared_device")
+        identity_metrics.merges_refused.labels(reason="shared_device").inc()
         return new, []
 
     new.email_hash = notice.email_hash or state.email_hash

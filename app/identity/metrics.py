@@ -2,40 +2,34 @@
 
 from __future__ import annotations
 
-from app.metrics import Counter, Registry
+from dataclasses import dataclass
+
+from prometheus_client import Counter
 
 
+@dataclass(frozen=True)
 class IdentityMetrics:
-    """The identity counters on one registry (the receiver's and the worker's /metrics render it)."""
+    """The identity counters (process-wide; the receiver's and the worker's /metrics both show them)."""
 
-    def __init__(self, registry: Registry | None = None) -> None:
-        self.registry = registry or Registry()
-        self.links_accepted: Counter = self.registry.counter(
-            "kseg_identity_links_accepted_total", "Links accepted, by source and stage."
-        )
-        self.links_rejected: Counter = self.registry.counter(
-            "kseg_identity_links_rejected_total", "Links refused or ignored, by reason."
-        )
-        self.merges_refused: Counter = self.registry.counter(
-            "kseg_identity_merges_refused_total", "Merges not made, by reason (shared_device, cap)."
-        )
-        self.aliases_emitted: Counter = self.registry.counter(
-            "kseg_identity_aliases_emitted_total", "Late-authentication alias calls emitted."
-        )
-        self.junk_ids_blocked: Counter = self.registry.counter(
-            "kseg_identity_junk_ids_blocked_total", "Junk identifiers dropped, by id type."
-        )
-
-    @property
-    def counters(self) -> list[Counter]:
-        return [
-            self.links_accepted,
-            self.links_rejected,
-            self.merges_refused,
-            self.aliases_emitted,
-            self.junk_ids_blocked,
-        ]
+    links_accepted: Counter
+    links_rejected: Counter
+    merges_refused: Counter
+    aliases_emitted: Counter
+    junk_ids_blocked: Counter
 
 
-#: Process-wide identity counters.
-identity_metrics = IdentityMetrics()
+identity_metrics = IdentityMetrics(
+    links_accepted=Counter(
+        "kseg_identity_links_accepted", "Links accepted, by source and stage.", ["source", "stage"]
+    ),
+    links_rejected=Counter(
+        "kseg_identity_links_rejected", "Links refused or ignored, by reason.", ["reason"]
+    ),
+    merges_refused=Counter(
+        "kseg_identity_merges_refused", "Merges not made, by reason (shared_device, cap).", ["reason"]
+    ),
+    aliases_emitted=Counter("kseg_identity_aliases_emitted", "Late-authentication alias calls emitted."),
+    junk_ids_blocked=Counter(
+        "kseg_identity_junk_ids_blocked", "Junk identifiers dropped, by id type.", ["id_type"]
+    ),
+)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, Field, field_validator
 
-from app.identity.ids import clean_id
+from app.ids import clean_id
 from app.records import Attribution, DeviceIds, utc_now_iso
 
 LinkSource = Literal["api", "segment_webhook", "postback"]

@@ -8,9 +8,9 @@ are testable without Kafka.
 from __future__ import annotations
 
 from app.config import Settings
-from app.identity.ids import anonymous_id_for, clean_id, normalise_email, normalise_phone, sha256_hex
 from app.identity.metrics import identity_metrics
 from app.identity.records import AD_ID_TYPES, DeviceIndexUpdate, id_type, typed_device_key
+from app.ids import anonymous_id_for, clean_id, normalise_email, normalise_phone, sha256_hex
 from app.records import AttributionProfile, CanonicalEvent, ResolvedIdentity, ResolvedVia
 
 
@@ -30,7 +30,7 @@ def explicit_user_id(event: CanonicalEvent) -> str | None:
     """The event's user id unless junk (`anonymous`, `null`, `0`...), which is counted and dropped."""
     user_id = clean_id(event.user_id)
     if event.user_id is not None and user_id is None:
-        identity_metrics.junk_ids_blocked.inc(id_type="user_id")
+        identity_metrics.junk_ids_blocked.labels(id_type="user_id").inc()
     return user_id
 
 
@@ -62,7 +62,7 @@ def resolve(
     if explicit:
         user_id, via = explicit, "user_id"
         if state.device_shared:
-            identity_metrics.merges_refused.inc(reason="shared_device")
+            identity_metrics.merges_refused.labels(reason="shared_device").inc()
         else:
             if state.user_id and state.user_id != explicit:
                 # Reassigned: the previous user's hashes stay with the previous user.
@@ -130,7 +130,7 @@ def observations(
             usable.append(typed)
             continue
         if sum(1 for known in new.known_ids if id_type(known) == id_type(typed)) >= cap:
-            identity_metrics.merges_refused.inc(reason="cap")
+            identity_metrics.merges_refused.labels(reason="cap").inc()
             continue
         new.known_ids.append(typed)
         usable.append(typed)
@@ -155,7 +155,7 @@ def observations(
     if person is None:
         return new, updates
     if new.device_shared:
-        identity_metrics.merges_refused.inc(reason="shared_device")
+        identity_metrics.merges_refused.labels(reason="shared_device").inc()
         return new, updates
     # A new person links every usable id; a known person only the ids the index has not heard of.
     targets = fresh if person in new.linked_persons else usable

@@ -12,10 +12,10 @@ import hmac
 import json
 from typing import Any
 
-from app.identity.ids import clean_id
 from app.identity.metrics import identity_metrics
 from app.identity.records import LinkRequest
 from app.identity.resolver import email_hash
+from app.ids import clean_id
 from app.records import DeviceIds, utc_now_iso
 
 _WS = " \t\r\n"
@@ -80,7 +80,7 @@ def _clean(value: Any, id_type: str) -> str | None:
         return None
     cleaned = clean_id(value)
     if cleaned is None:
-        identity_metrics.junk_ids_blocked.inc(id_type=id_type)
+        identity_metrics.junk_ids_blocked.labels(id_type=id_type).inc()
     return cleaned
 
 

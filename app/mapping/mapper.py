@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from app.identity.ids import clean_id, is_zero_ad_id, message_id_for, normalise_email, normalise_phone
+from app.ids import clean_id, is_zero_ad_id, message_id_for, normalise_email, normalise_phone
 from app.mapping.profile import MappingProfile
 from app.records import (
     Attribution,

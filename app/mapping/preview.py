@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from app.attribution import apply_event
-from app.identity.ids import anonymous_id_for, sha256_hex
+from app.ids import anonymous_id_for, sha256_hex
 from app.mapping.mapper import dead_letter_unknown_profile, map_postback
 from app.mapping.profile import ProfileRegistry, UnknownProfile
 from app.mapping.segment import build_segment_calls

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from app.identity.ids import KSEG_UUID_NAMESPACE
+from app.ids import KSEG_UUID_NAMESPACE
 from app.records import Attribution, AttributionProfile, CanonicalEvent, ResolvedIdentity
 
 PROVIDER = "Kochava"

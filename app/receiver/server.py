@@ -12,8 +12,9 @@ import orjson
 from aiohttp import web
 
 from app.config import Settings
-from app.identity.routes import install_identity_routes
-from app.metrics import Registry
+from app.metrics import CONTENT_TYPE_LATEST, render
+from app.receiver import metrics
+from app.receiver.identity_routes import install_identity_routes
 from app.receiver.parsing import ClientError, check_token, partition_key, raw_record, read_params
 from app.receiver.publisher import Publisher, PublishUnavailable
 from app.topics import RAW
@@ -25,22 +26,6 @@ POSTBACK_PATH = "/v1/kochava/postbacks"
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 SETTINGS = web.AppKey("settings", Settings)
-
-
-class ReceiverMetrics:
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.received = registry.counter("kseg_receiver_requests_total", "Requests received, by route.")
-        self.accepted = registry.counter("kseg_receiver_accepted_total", "Records acked by Kafka, by route.")
-        self.rejected = registry.counter(
-            "kseg_receiver_rejected_total", "Requests answered 4xx/5xx, by reason."
-        )
-        self.produce_latency = registry.histogram(
-            "kseg_receiver_produce_seconds", "Time from produce to Kafka ack."
-        )
-
-
-METRICS = web.AppKey("metrics", ReceiverMetrics)
 
 
 def unavailable(settings: Settings, reason: str) -> web.Response:
@@ -56,31 +41,29 @@ async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Every error is JSON with a reason; client mistakes are 4xx, never 500."""
-    metrics = request.app[METRICS]
     try:
         return await handler(request)
     except ClientError as err:
-        metrics.rejected.inc(reason=err.code)
+        metrics.rejected.labels(reason=err.code).inc()
         return err.response()
     except web.HTTPRequestEntityTooLarge:
-        metrics.rejected.inc(reason="body_too_large")
+        metrics.rejected.labels(reason="body_too_large").inc()
         return ClientError(413, "body_too_large", "The body is too large.").response()
     except web.HTTPException as exc:
         if exc.status >= 400:
-            metrics.rejected.inc(reason=f"http_{exc.status}")
+            metrics.rejected.labels(reason=f"http_{exc.status}").inc()
             return web.json_response(
                 {"error": exc.reason, "message": exc.text or exc.reason}, status=exc.status
             )
         raise
     except PublishUnavailable as exc:
-        metrics.rejected.inc(reason=exc.reason)
+        metrics.rejected.labels(reason=exc.reason).inc()
         return unavailable(request.app[SETTINGS], exc.reason)
 
 
 async def postback(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    metrics = request.app[METRICS]
-    metrics.received.inc(route="postback")
+    metrics.received.labels(route="postback").inc()
     token = check_token(request, settings.postback_tokens)
     params, source = await read_params(request, settings.kseg_max_body_bytes)
     key = partition_key(params)
@@ -89,7 +72,7 @@ async def postback(request: web.Request) -> web.Response:
     record = raw_record(request, params, source, profile)
     latency = await request.app[PUBLISHER].publish(settings.topic(RAW), key, orjson.dumps(record))
     metrics.produce_latency.observe(latency)
-    metrics.accepted.inc(route="postback")
+    metrics.accepted.labels(route="postback").inc()
     return web.Response(body=SUCCESS, content_type="application/json")
 
 
@@ -104,34 +87,24 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].registry.render(), content_type="text/plain")
+    publisher = request.app[PUBLISHER]
+    metrics.pending_produces.set(publisher.pending)
+    metrics.ready.set(float(publisher.ready))
+    return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-RouteInstaller = Callable[[web.Application, Publisher, ReceiverMetrics], None]
-
-
-def build_app(settings: Settings, extra_routes: list[RouteInstaller] | None = None) -> web.Application:
-    """The receiver's aiohttp application; `extra_routes` add other authenticated inputs."""
+def build_app(settings: Settings) -> web.Application:
+    """The receiver's aiohttp application: postbacks, identity links and the Segment webhook."""
     app = web.Application(middlewares=[json_errors], client_max_size=settings.kseg_max_body_bytes)
     publisher = Publisher(settings)
-    registry = Registry()
-    metrics = ReceiverMetrics(registry)
-    registry.gauge(
-        "kseg_receiver_pending_produces", "Produces awaiting a Kafka ack.", fn=lambda: {(): publisher.pending}
-    )
-    registry.gauge(
-        "kseg_receiver_ready", "1 when the receiver can produce.", fn=lambda: {(): float(publisher.ready)}
-    )
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
-    app[METRICS] = metrics
     app.router.add_route("GET", POSTBACK_PATH, postback)
     app.router.add_route("POST", POSTBACK_PATH, postback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
-    for install in extra_routes or []:
-        install(app, publisher, metrics)
+    install_identity_routes(app, publisher)
 
     async def on_startup(_: web.Application) -> None:
         await publisher.start()
@@ -159,7 +132,7 @@ def serve(settings: Settings) -> None:
         asyncio.run(ensure_topics(settings))
     except RuntimeError as exc:
         log.warning("%s; the receiver starts anyway and answers 503 until Kafka is reachable", exc)
-    app = build_app(settings, extra_routes=[install_identity_routes])
+    app = build_app(settings)
     log.info(
         "receiver listening on http://%s:%s%s",
         settings.kseg_http_host,

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import Pipeline, read_topic, wait_for
+from tests.harness import Pipeline, metric, read_topic, wait_for
 
 INSTALL = {
     "event_name": "_install",
@@ -53,7 +53,9 @@ async def test_install_reaches_segment_as_identify_and_install_attributed(
     # A Kochava retry of the same postback is accepted again but not delivered twice.
     status, _, _ = await p.get(INSTALL)
     assert status == 200
-    await wait_for(lambda: "kseg_worker_deduplicated_total 1" in _sync_metrics(p), 20, "dedupe counter")
+    await wait_for(
+        lambda: metric(_sync_metrics(p), "kseg_worker_deduplicated_total") == 1, 20, "dedupe counter"
+    )
     assert len(segment.messages) == 2
 
 

@@ -1,4 +1,4 @@
-"""`kseg identity-bench --smoke` keeps working: every metric and population count is produced.
+"""`python -m bench.identity_bench --smoke` keeps working: every metric and population count is produced.
 
 Behaviour only: the targets themselves (0 wrong merges, ...) are checked by the real bench run, not here.
 """
@@ -27,7 +27,7 @@ POPULATION = ("users", "personal_devices", "logged_in_users", "shared_devices", 
 def test_identity_bench_smoke_produces_every_metric(tmp_path: Path) -> None:
     run = subprocess.run(
         [
-            *(sys.executable, "-m", "app.cli", "identity-bench", "--smoke", "--json"),
+            *(sys.executable, "-m", "bench.identity_bench", "--smoke", "--json"),
             *("--out", str(tmp_path), "--work", str(tmp_path / "work")),
         ],
         cwd=ROOT,

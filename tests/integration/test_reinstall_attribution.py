@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import Pipeline, wait_for
+from tests.harness import Pipeline, metric, wait_for
 from tests.integration.test_identity import install, of_type, purchase, start
 
 IDFV = "A1B2C3D4-0000-4000-8000-00000000BEEF"
@@ -51,7 +51,7 @@ async def test_reinstall_purchase_carries_the_original_install_campaign(
     )
     assert order["properties"]["install_campaign"] == "Spring Launch", order
     assert order["properties"]["install_network"] == "ExampleNetwork"
-    assert "kseg_worker_parked_total 1" in await p.worker_metrics()
+    assert metric(await p.worker_metrics(), "kseg_worker_parked_total") == 1
     # The original device keeps its own first touch.
     assert (await p.get(purchase("KI-A", 1)))[0] == 200
     [a_order] = await wait_for(

@@ -1,4 +1,5 @@
-"""Agent handlers with in-memory senders and table, plus the whole identity loop wired by hand."""
+"""Identity agent handlers with in-memory senders and table, and the whole identity loop through them and
+the processing agent's steps."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ from typing import Any
 
 import orjson
 
+from app import topics
 from app.config import Settings
 from app.identity.agents import handle_index_update, handle_link
-from app.identity.late_auth import apply_link
 from app.identity.records import DeviceLinked, DeviceRecord, LinkRequest, to_bytes
-from app.identity.resolver import observations, resolve
-from app.records import AttributionProfile, CanonicalEvent, DeviceIds
+from app.mapping import ProfileRegistry
+from app.pipeline.steps import StepConfig
+from app.records import DeviceIds
+from tests.pipeline_tables import Tables, raw
+
+S = Settings(_env_file=None)  # type: ignore[call-arg]
 
 
 class Sink:
@@ -59,48 +64,49 @@ async def test_index_update_writes_table_and_sends_notices() -> None:
     events, dlq = Sink(), Sink()
     observed = orjson.dumps({"kind": "observed", "device": "idfa:A", "device_key": "K1"})
     link = orjson.dumps({"kind": "link", "device": "idfa:A", "user_id": "u1"})
-    assert await handle_index_update(b"idfa:A", observed, table, events, dlq) == 0
+    assert await handle_index_update(b"idfa:A", observed, table, events, dlq, S) == 0
     assert DeviceRecord.model_validate(orjson.loads(table[b"idfa:A"])).device_keys == ["K1"]
-    assert await handle_index_update(b"idfa:A", link, table, events, dlq) == 1
+    assert await handle_index_update(b"idfa:A", link, table, events, dlq, S) == 1
     key, notice = events.sent[0]
     assert key == b"K1"
     assert DeviceLinked.model_validate(notice).user_id == "u1"
     assert notice["kind"] == "device_linked"
-    assert await handle_index_update(b"idfa:A", b"[]", table, events, dlq) == 0
+    assert await handle_index_update(b"idfa:A", b"[]", table, events, dlq, S) == 0
     assert dlq.sent[0][1]["reason"] == "invalid_index_update"
 
 
-def _event(n: int, user_id: str | None = None) -> CanonicalEvent:
-    return CanonicalEvent(
-        event_id=f"e{n}",
-        message_id=f"m{n}",
-        kind="event",
-        kochava_event_name="open",
-        segment_event_name="Application Opened",
-        timestamp="2024-05-01T10:00:00.000Z",
-        received_at=f"2024-05-01T10:00:{n:02d}.000Z",
-        devices=DeviceIds(kochava_device_id="K1", idfv="SHARED-IPAD"),
-        user_id=user_id,
-        profile="p",
-        profile_version="1",
-    )
-
-
 async def test_identity_loop_shared_ipad_never_merges_users() -> None:
-    """Three people log in on one iPad via the links API; no device key ever resolves to two users."""
-    s = Settings(_env_file=None, kseg_shared_device_threshold=2)  # type: ignore[call-arg]
+    """Three people log in on one iPad via the links API; no device key ever resolves to two users. The
+    agents' handlers and the processing agent's real steps, with dict tables."""
+    t = Tables(
+        config=StepConfig(
+            Settings(_env_file=None, kseg_shared_device_threshold=2), ProfileRegistry.load(None)
+        )
+    )  # type: ignore[call-arg]
+    s = t.config.settings
     table: dict[bytes, Any] = {}
-    profile = AttributionProfile()
-    ident, profile = resolve(_event(1), profile, "K1", s)
-    profile, updates = observations(_event(1), profile, "K1", s)
     events, dlq = Sink(), Sink()
-    for u in updates:
-        await handle_index_update(u.device.encode(), to_bytes(u), table, events, dlq)
 
-    messages: list[dict[str, Any]] = []
+    def opened(n: int) -> dict[str, Any]:
+        return raw(
+            {
+                "event_name": "open",
+                "kochava_device_id": "K1",
+                "idfv": "SHARED-IPAD",
+                "timestamp": str(1714557600 + n),
+            }
+        )
+
+    async def index(updates: list[tuple[bytes, Any]]) -> None:
+        for key, value in updates:
+            await handle_index_update(key, orjson.dumps(value), table, events, dlq, s)
+
+    t.run([("K1", opened(1))])
+    await index(t.sent.pop(topics.DEVICE_INDEX, []))
+    t.take(topics.WAREHOUSE)
     users_seen: list[str | None] = []
     for n, user in enumerate(["u1", "u2", "u3"], start=2):
-        index = Sink()
+        link_index = Sink()
         req = LinkRequest(
             link_id=f"L{n}",
             source="api",
@@ -108,18 +114,18 @@ async def test_identity_loop_shared_ipad_never_merges_users() -> None:
             devices=DeviceIds(idfv="SHARED-IPAD"),
             requested_at=f"2024-05-0{n}T00:00:00.000Z",
         )
-        await handle_link(to_bytes(req), index, dlq)
-        for key, value in index.sent:
-            await handle_index_update(key, orjson.dumps(value), table, events, dlq)
-        for _, value in events.sent:
-            profile, out = apply_link(profile, DeviceLinked.model_validate(value), "K1", s)
-            messages += out
+        await handle_link(to_bytes(req), link_index, dlq)
+        await index(link_index.sent)
+        t.run([(key.decode(), value) for key, value in events.sent])
         events.sent.clear()
-        ident, profile = resolve(_event(10 + n), profile, "K1", s)
-        users_seen.append(ident.user_id)
+        t.run([("K1", opened(10 + n))])
+        [row] = t.take(topics.WAREHOUSE)
+        users_seen.append(row["user_id"])
 
     assert users_seen == ["u1", "u2", None]  # u2 replaced u1; u3 made it shared: anonymous from then on
+    messages = t.take(topics.OUTBOX)
     aliases = [m for m in messages if m["type"] == "alias"]
-    assert [(a["previousId"], a["userId"]) for a in aliases] == [(ident.anonymous_id, "u1")]
-    assert {m["userId"] for m in messages} == {"u1", "u2"}
-    assert profile.device_shared and dlq.sent == []
+    assert [(a["previousId"], a["userId"]) for a in aliases] == [(t.profile("K1").anonymous_id, "u1")]
+    assert {m.get("userId") for m in messages if m["type"] != "track"} >= {"u1", "u2"}
+    assert "u3" not in {m.get("userId") for m in messages}
+    assert t.profile("K1").device_shared and dlq.sent == []

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.attribution import apply_event
+from app import topics
 from app.config import Settings
 from app.identity.index import apply_update
 from app.identity.late_auth import adopt_first_touch, apply_link
 from app.identity.records import DeviceIndexUpdate, DeviceLinked, DeviceRecord
-from app.identity.resolver import observations, resolve, with_first_touch
-from app.mapping import build_segment_calls
-from app.records import Attribution, AttributionProfile, CanonicalEvent, DeviceIds
+from app.records import Attribution, AttributionProfile
+from tests.pipeline_tables import Tables, raw
 
 DEV = "idfv:IDFV-1"
 SPRING = Attribution(network="Facebook", campaign="spring", attributed_at="2024-05-01T10:00:00.000Z")
@@ -180,85 +179,61 @@ def test_inherited_first_touch_is_on_the_first_link_identify() -> None:
     assert state.user_id == "u1"
 
 
-# -- observed updates carry the first touch --------------------------------------------------------
+# -- observed updates carry the first touch (through the processing agent's real steps) ---------------
 
 
-def event(key: str, kind: str = "install", **kw: Any) -> CanonicalEvent:
-    base: dict[str, Any] = {
-        "event_id": kw.pop("event_id", f"ev-{key}-{kind}"),
-        "message_id": "m1",
-        "kind": kind,
-        "kochava_event_name": "_install" if kind in ("install", "reinstall") else "Purchase",
-        "segment_event_name": "Install Attributed" if kind in ("install", "reinstall") else "Order Completed",
-        "timestamp": "2024-05-01T10:00:00.000Z",
-        "received_at": "2024-05-01T10:00:01.000Z",
-        "devices": DeviceIds(kochava_device_id=key, idfv="IDFV-1"),
-        "profile": "kochava-default",
-        "profile_version": "1",
+def install_params(key: str, **kw: Any) -> dict[str, Any]:
+    return {
+        "event_name": "_install",
+        "kochava_device_id": key,
+        "idfv": "IDFV-1",
+        "network_name": "Facebook",
+        "campaign_name": "spring",
+        "install_id": f"I-{key}",
+        "timestamp": "1714557600",
+        **kw,
     }
-    return CanonicalEvent(**{**base, **kw})
 
 
-def postback(
-    state: AttributionProfile, ev: CanonicalEvent, key: str
-) -> tuple[AttributionProfile, list[DeviceIndexUpdate], list[dict[str, Any]]]:
-    """What the processing agent does with one postback (app/pipeline/process.py::handle_postback)."""
-    s = settings()
-    identity, state = resolve(ev, state, key, s)
-    state, updates = observations(ev, state, key, s)
-    before = state
-    state, first_install = apply_event(state, ev)
-    updates = with_first_touch(ev, before, state, updates, key)
-    return state, updates, build_segment_calls(ev, identity, state, first_install=first_install)
+def index_updates(t: Tables) -> list[DeviceIndexUpdate]:
+    return [DeviceIndexUpdate.model_validate(v) for v in t.take(topics.DEVICE_INDEX)]
 
 
 def test_install_announces_its_ids_with_the_first_touch() -> None:
-    _, updates, _ = postback(AttributionProfile(), event("KA", attribution=SPRING, install_id="I-A"), "KA")
-    assert sorted((u.device, u.first_touch == SPRING, u.install_id) for u in updates) == [
-        ("idfv:IDFV-1", True, "I-A"),
-        ("kochava_device_id:KA", True, "I-A"),
+    t = Tables()
+    t.run([("KA", raw(install_params("KA")))])
+    assert sorted((u.device, u.first_touch is not None, u.install_id) for u in index_updates(t)) == [
+        ("idfv:IDFV-1", True, "I-KA"),
+        ("kochava_device_id:KA", True, "I-KA"),
     ]
 
 
 def test_install_after_earlier_events_re_announces_known_ids() -> None:
-    state, updates, _ = postback(AttributionProfile(), event("KA", "event", kochava_event_name="x"), "KA")
+    t = Tables()
+    t.run(
+        [
+            (
+                "KA",
+                raw(
+                    {
+                        "event_name": "x",
+                        "kochava_device_id": "KA",
+                        "idfv": "IDFV-1",
+                        "timestamp": "1714557500",
+                    }
+                ),
+            )
+        ]
+    )
+    updates = index_updates(t)
     assert all(u.first_touch is None for u in updates) and len(updates) == 2
-    _, updates, _ = postback(state, event("KA", attribution=SPRING, install_id="I-A"), "KA")
-    assert sorted(u.device for u in updates if u.first_touch == SPRING) == [DEV, "kochava_device_id:KA"]
+    t.run([("KA", raw(install_params("KA")))])
+    assert sorted(u.device for u in index_updates(t) if u.first_touch) == [DEV, "kochava_device_id:KA"]
 
 
 def test_shared_device_announces_no_first_touch() -> None:
-    _, updates, _ = postback(
-        AttributionProfile(device_shared=True), event("KA", attribution=SPRING, install_id="I-A"), "KA"
-    )
+    t = Tables()
+    t.profiles["KA"] = AttributionProfile(device_shared=True).model_dump(mode="json")
+    t.run([("KA", raw(install_params("KA")))])
+    updates = index_updates(t)
     assert updates and all(u.first_touch is None for u in updates)
-
-
-def test_reinstall_purchase_carries_the_original_install_campaign() -> None:
-    """The whole chain without Kafka: install on KA, reinstall on KB (same IDFV), notice, purchase."""
-    s = settings()
-    records: dict[str, DeviceRecord | None] = {}
-
-    def index(updates: list[DeviceIndexUpdate]) -> list[DeviceLinked]:
-        notices: list[DeviceLinked] = []
-        for u in updates:
-            out = apply_update(records.get(u.device), u, s)
-            records[u.device] = out.record
-            notices += out.notices
-        return notices
-
-    _, updates, _ = postback(AttributionProfile(), event("KA", attribution=SPRING, install_id="I-A"), "KA")
-    assert index(updates) == []
-    reinstall = event("KB", "reinstall", attribution=RETARGET, install_id="I-B", original_install_id="I-A")
-    kb, updates, _ = postback(AttributionProfile(), reinstall, "KB")
-    assert kb.first_touch is None
-    answers = index(updates)
-    # Every id the reinstall was observed with answers it once; only the shared idfv carries a first touch.
-    assert len(answers) == len(updates) and all(n.answers_reinstall and n.device_key == "KB" for n in answers)
-    [notice] = [n for n in answers if n.first_touch is not None]
-    assert notice.via == DEV and notice.confirmed
-    kb, messages = apply_link(kb, notice, "KB", s)
-    assert messages == []
-    _, _, calls = postback(kb, event("KB", "purchase", revenue=4.99, currency="USD"), "KB")
-    [order] = [c for c in calls if c.get("event") == "Order Completed"]
-    assert order["properties"]["install_campaign"] == "spring"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import Settings
-from app.identity.ids import anonymous_id_for, message_id_for
 from app.identity.late_auth import apply_link
-from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceLinked
+from app.ids import anonymous_id_for, message_id_for
+from app.metrics import sample
 from app.records import Attribution, AttributionProfile
 
 KEY = "KD-1"
@@ -45,7 +45,7 @@ def notice(user: str | None = "u1", **kw: Any) -> DeviceLinked:
 
 
 def test_first_link_emits_exactly_one_alias_and_one_identify() -> None:
-    before = identity_metrics.aliases_emitted.get()
+    before = sample("kseg_identity_aliases_emitted_total")
     state, messages = apply_link(anon_state(), notice(email_hash="eh"), KEY, settings())
     assert [m["type"] for m in messages] == ["alias", "identify"]
     alias, identify = messages
@@ -70,7 +70,7 @@ def test_first_link_emits_exactly_one_alias_and_one_identify() -> None:
         assert m["context"]["library"] == {"name": "kseg"}
         assert m["context"]["device"] == {"type": "ios", "id": "IDFV-1", "advertisingId": "IDFA-1"}
     assert (state.user_id, state.aliased_user_id, state.email_hash) == ("u1", "u1", "eh")
-    assert identity_metrics.aliases_emitted.get() == before + 1
+    assert sample("kseg_identity_aliases_emitted_total") == before + 1
 
 
 def test_same_user_again_is_idempotent() -> None:
@@ -117,10 +117,10 @@ def test_shared_notice_clears_user_and_nothing_merges_afterwards() -> None:
     state, messages = apply_link(state, notice(None, shared=True), KEY, settings())
     assert messages == []
     assert (state.user_id, state.email_hash, state.device_shared) == (None, None, True)
-    before = identity_metrics.merges_refused.get(reason="shared_device")
+    before = sample("kseg_identity_merges_refused_total", reason="shared_device")
     state2, messages = apply_link(state, notice("u5"), KEY, settings())
     assert messages == [] and state2.user_id is None
-    assert identity_metrics.merges_refused.get(reason="shared_device") == before + 1
+    assert sample("kseg_identity_merges_refused_total", reason="shared_device") == before + 1
 
 
 def test_android_device_context() -> None:

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from app.identity.ids import anonymous_id_for
-from app.identity.metrics import identity_metrics
 from app.identity.records import typed_device_key
 from app.identity.resolver import observations, resolve
+from app.ids import anonymous_id_for
+from app.metrics import sample
 from app.records import AttributionProfile, CanonicalEvent, DeviceIds
 
 KEY = "KD-123"
@@ -107,11 +107,11 @@ def test_anonymous_id_stays_when_user_is_known() -> None:
 
 @pytest.mark.parametrize("junk", ["anonymous", "null", "-1", "0", "", "00000000-0000-0000-0000-000000000000"])
 def test_junk_user_id_is_never_an_identifier(junk: str) -> None:
-    before = identity_metrics.junk_ids_blocked.get(id_type="user_id")
+    before = sample("kseg_identity_junk_ids_blocked_total", id_type="user_id")
     ident, new = resolve(event(user_id=junk), AttributionProfile(), KEY, settings())
     assert ident.user_id is None and ident.via == "anonymous"
     assert new.user_id is None
-    assert identity_metrics.junk_ids_blocked.get(id_type="user_id") == before + 1
+    assert sample("kseg_identity_junk_ids_blocked_total", id_type="user_id") == before + 1
 
 
 def test_junk_user_id_emits_no_link() -> None:
@@ -195,11 +195,11 @@ def test_device_key_without_kochava_id_is_its_own_typed_id() -> None:
 def test_ids_per_type_are_capped() -> None:
     s = settings(kseg_max_ids_per_profile=2)
     state = AttributionProfile()
-    before = identity_metrics.merges_refused.get(reason="cap")
+    before = sample("kseg_identity_merges_refused_total", reason="cap")
     for i in range(4):
         state, _ = observations(event(devices={"kochava_device_id": KEY, "idfv": f"V{i}"}), state, KEY, s)
     assert [k for k in state.known_ids if k.startswith("idfv:")] == ["idfv:V0", "idfv:V1"]
-    assert identity_metrics.merges_refused.get(reason="cap") == before + 2
+    assert sample("kseg_identity_merges_refused_total", reason="cap") == before + 2
     _, updates = observations(
         event(devices={"kochava_device_id": KEY, "idfv": "V3"}, user_id="u1"), state, KEY, s
     )

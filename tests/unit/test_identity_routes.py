@@ -18,7 +18,7 @@ from app import topics
 from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
 from app.identity.records import LinkRequest
-from app.identity.routes import LINKS_PATH, WEBHOOK_PATH, install_identity_routes
+from app.receiver.identity_routes import LINKS_PATH, WEBHOOK_PATH
 from app.receiver.server import PUBLISHER, build_app
 
 SECRET = "s"
@@ -53,7 +53,7 @@ async def settings(broker: EmbeddedBroker) -> Settings:
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[TestClient]:
-    app = build_app(settings, extra_routes=[install_identity_routes])
+    app = build_app(settings)
     async with TestClient(TestServer(app)) as c:
         publisher = app[PUBLISHER]
         for _ in range(200):
@@ -199,7 +199,7 @@ async def test_webhook_signature_and_durable_publish(client: TestClient, setting
 
 async def test_webhook_without_secret_answers_503(broker: EmbeddedBroker) -> None:
     s = make_settings(broker, segment_webhook_secret=None)
-    app = build_app(s, extra_routes=[install_identity_routes])
+    app = build_app(s)
     async with TestClient(TestServer(app)) as c:
         body = orjson.dumps(IDENTIFY)
         resp = await c.post(WEBHOOK_PATH, data=body, headers=signed(body))
@@ -209,7 +209,7 @@ async def test_webhook_without_secret_answers_503(broker: EmbeddedBroker) -> Non
 
 async def test_links_api_answers_503_when_kafka_is_not_connected(broker: EmbeddedBroker) -> None:
     s = make_settings(broker)
-    app = build_app(s, extra_routes=[install_identity_routes])
+    app = build_app(s)
     app.on_startup.clear()  # the producer never connects
     async with TestClient(TestServer(app)) as c:
         resp = await c.post(LINKS_PATH, json={"user_id": "u1", "idfv": "V"}, headers=AUTH)

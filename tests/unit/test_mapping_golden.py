@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from app.attribution import apply_event
-from app.identity.ids import message_id_for
+from app.ids import message_id_for
 from app.mapping import ProfileRegistry, build_segment_calls, build_warehouse_row, map_postback
 from app.records import AttributionProfile, CanonicalEvent, RawPostback, ResolvedIdentity, postback_event_id
 

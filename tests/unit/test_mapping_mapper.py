@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.identity.ids import message_id_for
+from app.ids import message_id_for
 from app.mapping import (
     DEAD_LETTER_REASONS,
     ProfileRegistry,

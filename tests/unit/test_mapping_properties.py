@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.attribution import apply_event
-from app.identity.ids import clean_id
+from app.ids import clean_id
 from app.mapping import (
     DEAD_LETTER_REASONS,
     ProfileRegistry,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.identity.ids import anonymous_id_for
+from app.ids import anonymous_id_for
 from app.mapping import ProfileRegistry, parse_try_input, preview
 from app.mapping.cli import cmd_try
 from app.records import RawPostback

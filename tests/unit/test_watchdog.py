@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from app.worker.watchdog import AgentActivity, PartitionOffsets, StallDetector
+from app.runtime.watchdog import AgentActivity, PartitionOffsets, StallDetector
 
 
 def at(read: int | None, committed: int | None, highwater: int | None = 10) -> PartitionOffsets:

@@ -12,50 +12,37 @@ import logging
 from typing import Any
 
 from app.dlq.writer import send_dead_letters
+from app.metrics import dead_letters
 from app.records import DeadLetter, loads
-from app.sinks.segment import build_sink
+from app.runtime.context import WorkerContext
+from app.runtime.health import WorkerHealth
+from app.sinks.segment import Deliverer, build_sink
+from app.sinks.segment.metrics import SinkStatsCollector
 from app.sinks.segment.policy import SegmentAuthError
 from app.sinks.segment.sender import SinkStats
-from app.worker import channels
-from app.worker import metrics as m
-from app.worker.faust_app import app, settings
-from app.worker.health import health
-from app.worker.watchdog import activity
 
 log = logging.getLogger(__name__)
 
 
-async def _dead_letter(letters: list[DeadLetter]) -> None:
-    await send_dead_letters(channels.deadletter, letters, m.dead_letters)
-
-
-sink_stats = SinkStats()
-deliverer = build_sink(settings, _dead_letter, metrics=sink_stats)
-m.expose_sink_stats(sink_stats)
-
-
-@app.agent(channels.outbox, name="segment-sink")
-async def segment_sink(stream: Any) -> None:
-    s = stream.noack()
-    async for events in s.noack_take(
-        settings.segment_batch_max_messages, within=settings.segment_batch_linger
-    ):
-        with activity.working("segment-sink"):
-            await deliver_batch(s, events)
-
-
-async def deliver_batch(s: Any, events: list[Any]) -> None:
-    """Deliver one batch of outbox events; ack them only after 2xx or their dead letters."""
+def decode_messages(values: list[bytes | None]) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
+    """The outbox records as Segment messages, and a dead letter for each one that is not JSON."""
     messages: list[dict[str, Any]] = []
-    for event in events:
+    letters: list[DeadLetter] = []
+    for value in values:
         try:
-            messages.append(loads(event.value))
+            messages.append(loads(value or b""))
         except Exception as exc:
-            raw = bytes(event.value or b"").decode("utf-8", "replace")
-            letter = DeadLetter(
-                stage="segment", reason="undecodable_message", error=repr(exc), payload={"raw": raw}
+            raw = bytes(value or b"").decode("utf-8", "replace")
+            letters.append(
+                DeadLetter(
+                    stage="segment", reason="undecodable_message", error=repr(exc), payload={"raw": raw}
+                )
             )
-            await _dead_letter([letter])
+    return messages, letters
+
+
+async def deliver_or_hold(deliverer: Deliverer, messages: list[dict[str, Any]], health: WorkerHealth) -> None:
+    """Deliver; on a 401/403 hold forever (nothing acked, nothing dead-lettered) with the worker unready."""
     try:
         await deliverer.deliver(messages)
     except SegmentAuthError as exc:
@@ -65,6 +52,30 @@ async def deliver_batch(s: Any, events: list[Any]) -> None:
             "fix SEGMENT_WRITE_KEY (and SEGMENT_ENDPOINT's region) and restart the worker.",
             exc.status,
         )
-        await asyncio.Event().wait()  # hold the batch: nothing acked, nothing dead-lettered
-    for event in events:
-        await s.ack(event)
+        await asyncio.Event().wait()
+
+
+def register(ctx: WorkerContext) -> None:
+    """Declare the `segment-sink` agent and expose its counters on the worker's registry."""
+    settings, topics = ctx.settings, ctx.topics
+
+    async def dead_letter(letters: list[DeadLetter]) -> None:
+        await send_dead_letters(topics.deadletter, letters, dead_letters)
+
+    stats = SinkStats()
+    deliverer = build_sink(settings, dead_letter, metrics=stats)
+    ctx.registry.register(SinkStatsCollector(stats))
+
+    @ctx.faust_app.agent(topics.outbox, name="segment-sink")
+    async def segment_sink(stream: Any) -> None:
+        s = stream.noack()
+        async for events in s.noack_take(
+            settings.segment_batch_max_messages, within=settings.segment_batch_linger
+        ):
+            with ctx.activity.working("segment-sink"):
+                messages, letters = decode_messages([event.value for event in events])
+                if letters:
+                    await dead_letter(letters)
+                await deliver_or_hold(deliverer, messages, ctx.health)
+                for event in events:
+                    await s.ack(event)

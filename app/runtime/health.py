@@ -19,6 +19,3 @@ class WorkerHealth:
     @property
     def ready(self) -> bool:
         return not self.blocked_reasons
-
-
-health = WorkerHealth()

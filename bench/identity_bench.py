@@ -1,4 +1,4 @@
-"""`kseg identity-bench`: identity resolution measured against a known ground truth, end to end.
+"""Identity bench (`make identity-bench`): identity resolution measured against a known ground truth.
 
 A seeded synthetic population goes through the **real pipeline**: an embedded Tansu broker, real
 `kseg receiver` and `kseg worker` processes, and the Segment emulator in this process, all on
@@ -46,8 +46,8 @@ reinstall: the original install's). Target 100 %.
 **junk id leaks** — Segment messages carrying a junk id as an id or device field, plus junk-only links the
 API accepted. Target 0.
 
-    kseg identity-bench                  # default 300 users / 400 devices
-    kseg identity-bench --smoke --json   # seconds of traffic: proves every figure is produced
+    python -m bench.identity_bench                  # default 300 users / 400 devices
+    python -m bench.identity_bench --smoke --json   # seconds of traffic: proves every figure is produced
 
 Exit 0 when every target is met, 1 when one is missed or the pipeline did not drain, 2 on bad input.
 Writes `identity-latest.json` and `identity-latest.md` to `--out` (default bench/results).
@@ -76,10 +76,10 @@ import aiohttp
 import orjson
 
 from app.broker.embedded import EmbeddedBroker
-from app.deployment import Deployment
 from app.records import postback_event_id, utc_now_iso
+from bench.deployment import Deployment
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 TOKEN = "identity-bench"
 NAMESPACE = "identity-bench"
@@ -873,11 +873,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def build_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the `identity-bench` subcommand to the main CLI's subparsers."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "identity-bench",
-        help="identity resolution scored against a synthetic ground truth, through the real pipeline",
+def build_parser() -> argparse.ArgumentParser:
+    """`python -m bench.identity_bench` (also `make identity-bench`)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.identity_bench",
         description=(__doc__ or "").split("\n\n")[0],
     )
     add = parser.add_argument
@@ -891,7 +890,6 @@ def build_parser(subparsers: Any) -> argparse.ArgumentParser:
     add("--keep", action="store_true", help="keep the work directory (process logs) even when all is well")
     add("--work", help="work directory for logs and message dumps (kept; default: a temporary one)")
     add("--json", action="store_true", help="print the JSON summary instead of the table")
-    parser.set_defaults(func=cmd_identity_bench)
     return parser
 
 
@@ -899,12 +897,10 @@ def cmd_identity_bench(args: argparse.Namespace) -> int:
     if args.smoke:
         args.users, args.devices = 12, 16
     if args.users > MAX_USERS:
-        print(f"kseg identity-bench: error: --users is capped at {MAX_USERS}", file=sys.stderr)
+        print(f"identity-bench: error: --users is capped at {MAX_USERS}", file=sys.stderr)
         return 2
     if not args.users <= args.devices <= 2 * args.users:
-        print(
-            "kseg identity-bench: error: --devices must be between --users and 2 x --users", file=sys.stderr
-        )
+        print("identity-bench: error: --devices must be between --users and 2 x --users", file=sys.stderr)
         return 2
     if args.work:
         work = Path(args.work)
@@ -938,3 +934,11 @@ def cmd_identity_bench(args: argparse.Namespace) -> int:
         + ("" if report["meta"]["drained"] else " (pipeline did not drain)")
     )
     return 0 if report["ok"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cmd_identity_bench(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

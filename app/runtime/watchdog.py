@@ -49,9 +49,6 @@ class AgentActivity:
         return time.monotonic() - self.last_active
 
 
-activity = AgentActivity()
-
-
 @dataclass
 class StallDetector:
     """Tracks, per partition, since when the committed offset has been stuck behind the read offset."""

@@ -1,4 +1,4 @@
-"""HTTP inputs of identity links: the Segment webhook and the links API, installed on the receiver.
+"""HTTP inputs of identity links: the Segment webhook and the links API, routes of the receiver.
 
 Both answer 200 only once every accepted link is durable in Kafka (`identity.links`); Kafka trouble
 becomes 503 + Retry-After through the receiver's middleware.
@@ -7,18 +7,18 @@ becomes 503 + Retry-After through the receiver's middleware.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from app import topics
 from app.config import Settings
-from app.identity.ids import clean_id, normalise_email, normalise_phone, sha256_hex
 from app.identity.metrics import identity_metrics
 from app.identity.records import LinkRequest, to_bytes
 from app.identity.webhook import links_from_payload, verify_signature
-from app.metrics import Counter, Registry
+from app.ids import clean_id, normalise_email, normalise_phone, sha256_hex
+from app.receiver import metrics
 from app.receiver.parsing import ClientError, check_token
 from app.receiver.publisher import Publisher
 from app.records import DeviceIds, utc_now_iso
@@ -33,15 +33,6 @@ WEBHOOK_MAX_BYTES = 8 * 1024 * 1024
 DEVICE_FIELDS = ("kochava_device_id", "idfa", "idfv", "adid", "android_id")
 _FIELD_ALIASES = {"gaid": "adid"}
 LINK_FIELDS = frozenset({"user_id", "anonymous_id", "email", "phone", *DEVICE_FIELDS, *_FIELD_ALIASES})
-
-
-class RouteMetrics(Protocol):
-    """The receiver's counters the identity routes share (`ReceiverMetrics`)."""
-
-    registry: Registry
-    received: Counter
-    accepted: Counter
-    rejected: Counter
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -95,12 +86,12 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
         phone_hash = sha256_hex(phone)
     user_id = clean_id(values.get("user_id"))
     if "user_id" in values and user_id is None:
-        identity_metrics.junk_ids_blocked.inc(id_type="user_id")
+        identity_metrics.junk_ids_blocked.labels(id_type="user_id").inc()
     devices: dict[str, str | None] = {}
     for name in DEVICE_FIELDS:
         devices[name] = clean_id(values.get(name))
         if name in values and devices[name] is None:
-            identity_metrics.junk_ids_blocked.inc(id_type=name)
+            identity_metrics.junk_ids_blocked.labels(id_type=name).inc()
 
     anonymous_id = clean_id(values.get("anonymous_id"))
     content = {"user_id": user_id, "email_hash": email_hash, "phone_hash": phone_hash, "devices": devices}
@@ -131,21 +122,17 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
     return link, ignored
 
 
-def install_identity_routes(app: web.Application, publisher: Publisher, metrics: RouteMetrics) -> None:
-    """Add the Segment webhook and the links API to the receiver, and expose the identity counters.
+def install_identity_routes(app: web.Application, publisher: Publisher) -> None:
+    """Add the Segment webhook and the links API to the receiver.
 
     Settings come from the publisher (the receiver builds it from the same `Settings`).
     """
     settings = publisher.settings
-    registry = metrics.registry
-    for counter in identity_metrics.counters:
-        if counter not in registry.metrics:
-            registry.metrics.append(counter)
 
     async def segment_webhook(request: web.Request) -> web.Response:
-        metrics.received.inc(route="segment_webhook")
+        metrics.received.labels(route="segment_webhook").inc()
         if not settings.segment_webhook_secret:
-            metrics.rejected.inc(reason="webhook_not_configured")
+            metrics.rejected.labels(reason="webhook_not_configured").inc()
             return web.json_response(
                 {
                     "error": "webhook_not_configured",
@@ -157,28 +144,28 @@ def install_identity_routes(app: web.Application, publisher: Publisher, metrics:
         raw = await read_body(request, max(settings.kseg_max_body_bytes, WEBHOOK_MAX_BYTES))
         signature = request.headers.get("X-Signature")
         if not signature:
-            identity_metrics.links_rejected.inc(reason="missing_signature")
+            identity_metrics.links_rejected.labels(reason="missing_signature").inc()
             raise ClientError(401, "missing_signature", "The X-Signature header is missing.")
         if not verify_signature(raw, signature, settings.segment_webhook_secret):
-            identity_metrics.links_rejected.inc(reason="invalid_signature")
+            identity_metrics.links_rejected.labels(reason="invalid_signature").inc()
             raise ClientError(
                 401, "invalid_signature", "X-Signature does not match the body and the shared secret."
             )
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            identity_metrics.links_rejected.inc(reason="invalid_json")
+            identity_metrics.links_rejected.labels(reason="invalid_json").inc()
             raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
         links, reasons = links_from_payload(payload, utc_now_iso())
         for reason in reasons:
-            identity_metrics.links_rejected.inc(reason=reason)
+            identity_metrics.links_rejected.labels(reason=reason).inc()
         if not links:
             # 200, not 4xx: Segment discards 4xx silently and retries nothing; this call simply links nobody.
             reason = reasons[0] if len(set(reasons)) == 1 else "nothing_linkable"
             return web.json_response({"message": "ignored", "reason": reason, "calls": len(reasons)})
         await publish_links(publisher, settings, links)
-        identity_metrics.links_accepted.inc(len(links), source="segment_webhook")
-        metrics.accepted.inc(len(links), route="segment_webhook")
+        identity_metrics.links_accepted.labels(source="segment_webhook", stage="receiver").inc(len(links))
+        metrics.accepted.labels(route="segment_webhook").inc(len(links))
         return web.json_response(
             {
                 "message": "success",
@@ -189,22 +176,22 @@ def install_identity_routes(app: web.Application, publisher: Publisher, metrics:
         )
 
     async def identity_links(request: web.Request) -> web.Response:
-        metrics.received.inc(route="identity_links")
+        metrics.received.labels(route="identity_links").inc()
         check_token(request, settings.postback_tokens)
         raw = await read_body(request, settings.kseg_max_body_bytes)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            identity_metrics.links_rejected.inc(reason="invalid_json")
+            identity_metrics.links_rejected.labels(reason="invalid_json").inc()
             raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
         try:
             link, ignored = parse_link_body(data, utc_now_iso())
         except ClientError as err:
-            identity_metrics.links_rejected.inc(reason=err.code)
+            identity_metrics.links_rejected.labels(reason=err.code).inc()
             raise
         await publish_links(publisher, settings, [link])
-        identity_metrics.links_accepted.inc(source="api")
-        metrics.accepted.inc(route="identity_links")
+        identity_metrics.links_accepted.labels(source="api", stage="receiver").inc()
+        metrics.accepted.labels(route="identity_links").inc()
         body: dict[str, Any] = {
             "message": "success",
             "link_id": link.link_id,

@@ -1,6 +1,6 @@
 """A local kseg deployment of real processes (receiver and worker) on one broker, for the benchmarks.
 
-`bench/run.py` and `kseg identity-bench` measure kseg as an operator runs it: separate `kseg receiver`
+`bench/run.py` and `bench/identity_bench.py` measure kseg as an operator runs it: separate `kseg receiver`
 and `kseg worker` processes configured through environment variables, on 127.0.0.1.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from app.broker.embedded import free_port
+from app.spawner import spawn_role, stop_all
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,15 +70,7 @@ class Deployment:
         return f"{self.app_id}.{name}"
 
     def spawn(self, role: str) -> None:
-        with (self.data_dir / f"{role}.log").open("ab") as log:
-            self.procs[role] = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", role],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        self.procs[role] = spawn_role(role, self.env, log_path=self.data_dir / f"{role}.log", cwd=ROOT)
 
     async def wait_ready(self, role: str, timeout: float = 90) -> None:
         port = self.http_port if role == "receiver" else self.worker_port
@@ -119,11 +111,4 @@ class Deployment:
         return [role for role, proc in self.procs.items() if proc.poll() is not None]
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(self.procs.values())

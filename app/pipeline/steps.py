@@ -1,0 +1,221 @@
+"""The processing agent's per-event logic as plain functions: postback → mapping → dedupe → identity →
+Segment outbox + warehouse row, and user-link notices → late authentication.
+
+Nothing here touches faust. A `Batch` reads stored state through the two functions it is given (the
+profile table and the dedupe window) and collects, per event, the records to produce and the table writes
+to make once they are durable; `app/pipeline/process.py` does the producing and writing, and unit tests
+drive these functions with plain dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from app import topics
+from app.attribution import apply_event
+from app.config import Settings
+from app.dlq.writer import dead_letter_record
+from app.identity.late_auth import apply_link
+from app.identity.records import DeviceLinked
+from app.identity.resolver import observations, resolve, with_first_touch
+from app.mapping import (
+    ProfileRegistry,
+    UnknownProfile,
+    build_segment_calls,
+    build_warehouse_row,
+    dead_letter_unknown_profile,
+    map_postback,
+)
+from app.metrics import dead_letters
+from app.pipeline import metrics as m
+from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads
+
+#: Postbacks a reinstalled device parks at most while it waits for the index's answers.
+MAX_PARKED = 200
+
+#: (logical topic name from `app.topics`, key, value) of one record to produce.
+Send = tuple[str, bytes, bytes]
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """What the steps need besides state: settings and the mapping profiles."""
+
+    settings: Settings
+    profiles: ProfileRegistry
+
+
+@dataclass
+class Step:
+    """What one event produces: records to send, then (once they are durable) table writes."""
+
+    event: Any
+    sends: list[Send] = field(default_factory=list)
+    profile: tuple[str, AttributionProfile] | None = None
+    dedupe_id: str | None = None
+
+
+@dataclass
+class Batch:
+    """One micro-batch. Its outputs go to Kafka together and are awaited once; only then are profile
+    states and dedupe marks written, in event order, so a crash before that replays the whole batch.
+
+    `stored_profile(device_key)` reads the profile table (JSON dict or None); `seen_before(event_id)`
+    asks the dedupe window. Reads within the batch see the batch's own earlier writes."""
+
+    stored_profile: Callable[[str], dict[str, Any] | None]
+    seen_before: Callable[[str], bool]
+    steps: list[Step] = field(default_factory=list)
+    states: dict[str, AttributionProfile] = field(default_factory=dict)
+    seen_ids: set[str] = field(default_factory=set)
+
+    def profile(self, device_key: str) -> AttributionProfile:
+        if device_key in self.states:
+            return self.states[device_key]
+        stored = self.stored_profile(device_key)
+        return AttributionProfile.model_validate(stored) if stored else AttributionProfile()
+
+    def seen(self, event_id: str) -> bool:
+        return event_id in self.seen_ids or self.seen_before(event_id)
+
+    def add(self, step: Step, device_key: str | None = None, state: AttributionProfile | None = None) -> None:
+        if device_key is not None and state is not None:
+            self.states[device_key] = state
+            step.profile = (device_key, state)
+        if step.dedupe_id:
+            self.seen_ids.add(step.dedupe_id)
+        self.steps.append(step)
+
+    @property
+    def sends(self) -> list[Send]:
+        """Every record to produce, in event order (all are awaited before any table write)."""
+        return [send for step in self.steps for send in step.sends]
+
+    def table_writes(self) -> Iterator[tuple[Any, tuple[str, dict[str, Any]] | None, str | None]]:
+        """Per step, in event order: (event, (device key, profile JSON) or None, event id to mark seen or
+        None). Made only after every send was acked, so a crash before them replays the batch."""
+        for step in self.steps:
+            profile = None
+            if step.profile is not None:
+                device_key, state = step.profile
+                profile = (device_key, state.model_dump(mode="json"))
+            yield step.event, profile, step.dedupe_id
+
+
+def dead_letter_send(letter: DeadLetter) -> Send:
+    return (topics.DEADLETTER, *dead_letter_record(letter, dead_letters))
+
+
+def handle_postback(
+    batch: Batch, event: Any, device_key: str, value: dict[str, Any], config: StepConfig
+) -> None:
+    settings = config.settings
+    try:
+        raw = RawPostback.model_validate(value)
+    except ValidationError as exc:
+        letter = DeadLetter(stage="mapping", reason="invalid_raw_record", error=str(exc), payload=value)
+        batch.add(Step(event, [dead_letter_send(letter)]))
+        return
+    if raw.source != "replay" and batch.seen(raw.event_id):  # a replay is deliberate; messageIds collapse
+        m.deduplicated.inc()
+        batch.add(Step(event))
+        return
+    parked = batch.profile(device_key)
+    if parked.awaiting_index_answers > 0:
+        if len(parked.parked) < MAX_PARKED:
+            batch.add(Step(event), device_key, parked.model_copy(update={"parked": [*parked.parked, value]}))
+            m.parked.inc()
+            return
+        release_parked(batch, event, device_key, parked, config)  # stop waiting rather than grow unbounded
+    profile_name = raw.profile or settings.kseg_default_profile
+    try:
+        profile = config.profiles.get(profile_name)
+    except UnknownProfile:
+        letter = dead_letter_unknown_profile(raw, profile_name)
+        batch.add(Step(event, [dead_letter_send(letter)], dedupe_id=raw.event_id))
+        return
+    mapped = map_postback(raw, profile, settings.kseg_namespace)
+    if isinstance(mapped, DeadLetter):
+        batch.add(Step(event, [dead_letter_send(mapped)], dedupe_id=raw.event_id))
+        return
+
+    state = batch.profile(device_key)
+    identity, state = resolve(mapped, state, device_key, settings)
+    state, index_updates = observations(mapped, state, device_key, settings)
+    observed_state = state
+    state, first_install = apply_event(state, mapped)
+    index_updates = with_first_touch(mapped, observed_state, state, index_updates, device_key)
+    answers = sum(1 for u in index_updates if u.kind == "observed" and u.reprocess_for)
+    if mapped.kind == "reinstall" and state.first_touch is None and answers:
+        # Wait for the index to say whether this reinstall inherits its original install's first touch,
+        # so the device's next purchases carry the install campaign (see docs/identity.md).
+        state = state.model_copy(update={"awaiting_index_answers": answers})
+    messages = build_segment_calls(mapped, identity, state, first_install=first_install)
+    row = build_warehouse_row(mapped, identity, state)
+
+    key = device_key.encode()
+    sends: list[Send] = [(topics.OUTBOX, key, dumps(msg)) for msg in messages]
+    sends.append((topics.WAREHOUSE, mapped.event_id.encode(), dumps(row)))
+    sends += [(topics.DEVICE_INDEX, u.device.encode(), dumps(u)) for u in index_updates]
+    batch.add(Step(event, sends, dedupe_id=raw.event_id), device_key, state)
+    m.processed.labels(kind=mapped.kind).inc()
+    for msg in messages:
+        m.segment_messages.labels(type=msg["type"]).inc()
+    m.warehouse_rows.inc()
+
+
+def handle_device_linked(
+    batch: Batch, event: Any, device_key: str, value: dict[str, Any], config: StepConfig
+) -> None:
+    try:
+        notice = DeviceLinked.model_validate(value)
+    except ValidationError as exc:
+        letter = DeadLetter(stage="identity", reason="invalid_link_notice", error=str(exc), payload=value)
+        batch.add(Step(event, [dead_letter_send(letter)]))
+        return
+    state, messages = apply_link(batch.profile(device_key), notice, device_key, config.settings)
+    key = device_key.encode()
+    batch.add(Step(event, [(topics.OUTBOX, key, dumps(msg)) for msg in messages]), device_key, state)
+    for msg in messages:
+        m.segment_messages.labels(type=msg["type"]).inc()
+    if notice.answers_reinstall and state.awaiting_index_answers > 0:
+        if state.first_touch is not None or state.awaiting_index_answers == 1:
+            release_parked(batch, event, device_key, state, config)
+        else:
+            remaining = state.awaiting_index_answers - 1
+            batch.add(Step(event), device_key, state.model_copy(update={"awaiting_index_answers": remaining}))
+
+
+def release_parked(
+    batch: Batch, event: Any, device_key: str, state: AttributionProfile, config: StepConfig
+) -> None:
+    """Stop waiting for the index and process the parked postbacks, in the order they arrived."""
+    parked = state.parked
+    batch.add(Step(event), device_key, state.model_copy(update={"awaiting_index_answers": 0, "parked": []}))
+    for value in parked:
+        handle_postback(batch, event, device_key, value, config)
+
+
+def handle_record(
+    batch: Batch, event: Any, key: bytes | None, value: bytes | None, config: StepConfig
+) -> None:
+    """Decode one record of the device stream (postback or user-link notice) and hand it to its handler."""
+    device_key = (key or b"").decode("utf-8", "replace")
+    try:
+        data = loads(value or b"")
+    except Exception as exc:  # a record no kseg process wrote: keep it, typed
+        raw = bytes(value or b"").decode("utf-8", "replace")
+        letter = DeadLetter(
+            stage="mapping", reason="undecodable_record", error=repr(exc), payload={"raw": raw}
+        )
+        batch.add(Step(event, [dead_letter_send(letter)]))
+        return
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind == "device_linked":
+        handle_device_linked(batch, event, device_key, data, config)
+    else:
+        handle_postback(batch, event, device_key, data if isinstance(data, dict) else {"value": data}, config)

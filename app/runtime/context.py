@@ -1,0 +1,26 @@
+"""What every domain's `register(ctx)` receives: the faust app and the process-wide worker parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from app.config import Settings
+from app.runtime.health import WorkerHealth
+from app.runtime.topics import WorkerTopics
+from app.runtime.watchdog import AgentActivity
+
+
+@dataclass
+class WorkerContext:
+    """Built once per worker by `app.worker.app.create_worker`; domains declare their tables, agents,
+    timers and pages on `faust_app` and read everything else from here, never from module globals."""
+
+    faust_app: faust.App
+    topics: WorkerTopics
+    settings: Settings
+    registry: CollectorRegistry
+    health: WorkerHealth
+    activity: AgentActivity

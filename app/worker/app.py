@@ -1,0 +1,147 @@
+"""The worker's composition root: one function builds the faust app, its topics, tables, agents, timers
+and pages from a `Settings` object. Only this module knows every domain; each adds itself with `register`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from app.config import Settings
+from app.identity import agents as identity_agents
+from app.pipeline import process
+from app.runtime.context import WorkerContext
+from app.runtime.health import WorkerHealth
+from app.runtime.topics import WorkerTopics
+from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart, partition_offsets
+from app.sinks.segment import agent as segment_sink
+from app.worker.metrics import LagCollector
+
+#: Every domain with agents, in pipeline order: adding a capability is one more entry.
+DOMAINS = (process.register, identity_agents.register, segment_sink.register)
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    """faust broker URLs on kseg's transport (faust's aiokafka one, with a short fetch wait)."""
+    return [f"ksegkafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
+
+
+def state_dir(settings: Settings) -> Path:
+    """One RocksDB directory per worker: workers cannot share one (fs#98)."""
+    return (settings.kseg_data_dir / "state" / settings.kseg_app_id / settings.kseg_worker_id).resolve()
+
+
+def build_faust_app(settings: Settings) -> faust.App:
+    """The faust App with every stream setting kseg relies on (stream-design-notes §6)."""
+    session = settings.kseg_session_timeout
+    return faust.App(
+        settings.kseg_app_id,
+        broker=broker_urls(settings.bootstrap),
+        store="rocksdb://",
+        datadir=str(state_dir(settings)),
+        autodiscover=False,
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        producer_linger_ms=0,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
+        topic_partitions=settings.kseg_topic_partitions,
+        topic_replication_factor=settings.kseg_topic_replication,
+        topic_allow_declare=True,
+        table_standby_replicas=0 if settings.kseg_embedded_broker else 1,
+        broker_session_timeout=session,
+        broker_heartbeat_interval=max(0.5, min(3.0, session / 6)),
+        broker_rebalance_timeout=max(session, 10.0),
+        broker_request_timeout=max(session * 1.5, 30.0),
+        broker_max_poll_records=500,
+        consumer_auto_offset_reset="earliest",
+        # Static membership: a restarted worker takes its old place without waiting for a rebalance.
+        consumer_group_instance_id=f"{settings.kseg_app_id}-{settings.kseg_worker_id}",
+        # Shutdown does not wait for in-flight events to be acked: a sink held by a Segment 401 would
+        # block it forever. Safe because only acked offsets are committed and every handler is
+        # idempotent (dedupe table, deterministic messageIds).
+        stream_wait_empty=False,
+        web_enabled=True,
+        web_bind=settings.kseg_http_host,
+        web_host=settings.kseg_http_host,
+        web_port=settings.kseg_worker_web_port,
+        web_in_thread=False,
+    )
+
+
+def create_worker(settings: Settings) -> WorkerContext:
+    """Build the whole worker for `settings`; `run_worker` starts it. Creates no directory and reads no
+    environment (`run_worker` makes the state directory's parent before starting)."""
+    faust_app = build_faust_app(settings)
+    registry = CollectorRegistry()
+    registry.register(REGISTRY)  # kseg's own module-level metrics and the process collector
+    ctx = WorkerContext(
+        faust_app=faust_app,
+        topics=WorkerTopics.declare(faust_app, settings),
+        settings=settings,
+        registry=registry,
+        health=WorkerHealth(),
+        activity=AgentActivity(),
+    )
+    for register in DOMAINS:
+        register(ctx)
+    register_operations(ctx)
+    return ctx
+
+
+def register_operations(ctx: WorkerContext) -> None:
+    """The SRE surface: /metrics (kseg's and faust's own sensors), /healthz, /readyz, /debug/partitions
+    and the stall watchdog."""
+    from faust.web import Request, Response, View
+
+    faust_app, settings = ctx.faust_app, ctx.settings
+    prefix = f"{settings.kseg_app_id}."
+
+    def offsets() -> dict[Any, Any]:
+        return partition_offsets(faust_app.consumer, prefix)
+
+    ctx.registry.register(LagCollector(offsets))
+    setup_prometheus_sensors(faust_app, pattern="/metrics", registry=ctx.registry, name_prefix="faust")
+
+    detector = StallDetector(settings.kseg_stall_seconds)
+
+    @faust_app.timer(interval=max(1.0, settings.kseg_stall_seconds / 6))
+    async def stall_watchdog() -> None:
+        stalled = detector.stalled(offsets(), ctx.activity.idle_for())
+        if stalled:
+            exit_for_restart(stalled)
+
+    @faust_app.page("/debug/partitions")
+    class Partitions(View):
+        """Per input partition: fetching or paused, last read, committed and end offsets (for SREs)."""
+
+        async def get(self, request: Request) -> Response:
+            rows = [
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "active": where.active,
+                    "read_offset": where.read,
+                    "committed_offset": where.committed,
+                    "highwater": where.highwater,
+                    "lag": where.lag,
+                }
+                for tp, where in sorted(offsets().items())
+            ]
+            return self.json({"partitions": rows})
+
+    @faust_app.page("/healthz")
+    class Healthz(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "alive"})
+
+    @faust_app.page("/readyz")
+    class Readyz(View):
+        async def get(self, request: Request) -> Response:
+            assigned = faust_app.consumer.assignment()
+            ready = ctx.health.ready and bool(assigned)
+            body = {"ready": ready, "blocked": ctx.health.blocked_reasons, "partitions": len(assigned)}
+            return self.json(body, status=200 if ready else 503)

@@ -1,0 +1,76 @@
+"""The processing agent's steps driven with plain dicts for its tables, the way `process.py` drives them
+with faust tables: read through the batch, produce everything, then write profiles and dedupe marks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app import topics
+from app.config import Settings
+from app.identity.index import apply_update
+from app.identity.records import DeviceIndexUpdate, DeviceLinked, DeviceRecord
+from app.mapping import ProfileRegistry
+from app.pipeline.steps import Batch, StepConfig, handle_record
+from app.records import AttributionProfile, postback_event_id
+
+
+def settings(**kw: Any) -> Settings:
+    return Settings(_env_file=None, kseg_namespace="test-ns", **kw)  # type: ignore[call-arg]
+
+
+def raw(params: dict[str, Any], source: str = "get", **kw: Any) -> dict[str, Any]:
+    """A postbacks.raw record as the receiver writes it."""
+    return {
+        "kind": "postback",
+        "event_id": postback_event_id(params),
+        "received_at": "2024-05-01T10:00:01.000Z",
+        "source": source,
+        "params": params,
+        **kw,
+    }
+
+
+@dataclass
+class Tables:
+    """A worker's state as dicts: profiles, dedupe marks and the device index; `sent` keeps every record
+    produced, by logical topic."""
+
+    config: StepConfig = field(default_factory=lambda: StepConfig(settings(), ProfileRegistry.load(None)))
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    index: dict[str, DeviceRecord | None] = field(default_factory=dict)
+    sent: dict[str, list[tuple[bytes, Any]]] = field(default_factory=dict)
+
+    def run(self, records: list[tuple[str, dict[str, Any]]]) -> Batch:
+        """One micro-batch of (device key, record) through the real steps, then its table writes."""
+        batch = Batch(stored_profile=self.profiles.get, seen_before=self.seen.__contains__)
+        for n, (key, value) in enumerate(records):
+            handle_record(batch, n, key.encode(), orjson.dumps(value), self.config)
+        for name, key, value in batch.sends:
+            self.sent.setdefault(name, []).append((key, orjson.loads(value)))
+        for _event, profile, dedupe_id in batch.table_writes():
+            if profile is not None:
+                self.profiles[profile[0]] = profile[1]
+            if dedupe_id:
+                self.seen.add(dedupe_id)
+        return batch
+
+    def take(self, name: str) -> list[Any]:
+        """Values produced to `name` since the last take."""
+        return [value for _, value in self.sent.pop(name, [])]
+
+    def profile(self, key: str) -> AttributionProfile:
+        return AttributionProfile.model_validate(self.profiles[key])
+
+    def apply_index(self) -> list[DeviceLinked]:
+        """Run the index updates produced so far through the device index; the notices it answers."""
+        notices: list[DeviceLinked] = []
+        for value in self.take(topics.DEVICE_INDEX):
+            update = DeviceIndexUpdate.model_validate(value)
+            out = apply_update(self.index.get(update.device), update, self.config.settings)
+            self.index[update.device] = out.record
+            notices += out.notices
+        return notices

@@ -1,0 +1,125 @@
+"""The processing agent's real step functions (`app/pipeline/steps.py`) with dict tables: outputs, the
+commit order, dedupe, dead letters, reinstall parking and its bound."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app import topics
+from app.pipeline import steps
+from app.records import DeadLetter
+from tests.pipeline_tables import Tables, raw
+
+INSTALL = {
+    "event_name": "_install",
+    "kochava_device_id": "KA",
+    "idfv": "IDFV-1",
+    "network_name": "Facebook",
+    "campaign_name": "spring",
+    "install_id": "inst-A",
+    "timestamp": "1714557600",
+}
+
+
+def purchase(key: str, n: int, **kw: Any) -> dict[str, Any]:
+    return {
+        "event_name": "Purchase",
+        "kochava_device_id": key,
+        "event_value": "4.99",
+        "currency": "USD",
+        "order_id": f"o{n}",
+        "timestamp": str(1714557700 + n),
+        **kw,
+    }
+
+
+def test_install_produces_calls_row_and_index_updates_then_writes_state() -> None:
+    t = Tables()
+    batch = t.run([("KA", raw(INSTALL))])
+    names = [name for name, _, _ in batch.sends]
+    assert names.count(topics.WAREHOUSE) == 1 and topics.DEVICE_INDEX in names
+    calls = t.take(topics.OUTBOX)
+    assert {c["type"] for c in calls} == {"identify", "track"}
+    assert t.profile("KA").first_touch is not None
+    assert t.profile("KA").first_touch.campaign == "spring"  # type: ignore[union-attr]
+    assert raw(INSTALL)["event_id"] in t.seen
+
+
+def test_table_writes_come_in_event_order_after_the_sends() -> None:
+    t = Tables()
+    batch = t.run([("KA", raw(INSTALL)), ("KA", raw(purchase("KA", 1)))])
+    writes = list(batch.table_writes())
+    assert [event for event, _, _ in writes] == [0, 1]
+    assert writes[-1][1] is not None and writes[-1][1][1]["purchase_count"] == 1
+
+
+def test_exact_repeats_are_dropped_within_a_batch_and_across_batches_but_replays_are_not() -> None:
+    t = Tables()
+    t.run([("KA", raw(INSTALL)), ("KA", raw(INSTALL))])
+    assert len(t.take(topics.WAREHOUSE)) == 1
+    t.run([("KA", raw(INSTALL))])
+    assert t.take(topics.WAREHOUSE) == []
+    t.run([("KA", raw(INSTALL, source="replay"))])
+    assert len(t.take(topics.WAREHOUSE)) == 1
+
+
+def test_bad_records_become_typed_dead_letters() -> None:
+    t = Tables()
+    batch = steps.Batch(stored_profile=t.profiles.get, seen_before=t.seen.__contains__)
+    steps.handle_record(batch, 0, b"KA", b"{not json", t.config)
+    steps.handle_record(batch, 1, b"KA", b'{"kind": "postback"}', t.config)
+    steps.handle_record(batch, 2, b"KA", b'{"kind": "device_linked"}', t.config)
+    unknown = raw(INSTALL, profile="no-such-profile")
+    steps.handle_record(batch, 3, b"KA", __import__("orjson").dumps(unknown), t.config)
+    letters = [DeadLetter.model_validate_json(v) for name, _, v in batch.sends if name == topics.DEADLETTER]
+    assert [(x.stage, x.reason) for x in letters] == [
+        ("mapping", "undecodable_record"),
+        ("mapping", "invalid_raw_record"),
+        ("identity", "invalid_link_notice"),
+        ("mapping", "unknown_profile"),
+    ]
+    assert [d for _, _, d in batch.table_writes() if d] == [unknown["event_id"]]  # only a mapped decision
+
+
+def _reinstall(t: Tables) -> None:
+    """Install on KA, then a reinstall on KB with the same IDFV: KB waits for the index's answers."""
+    t.run([("KA", raw(INSTALL))])
+    t.apply_index()
+    t.take(topics.OUTBOX)
+    reinstall = {
+        **INSTALL,
+        "kochava_device_id": "KB",
+        "network_name": "Retargeter",
+        "campaign_name": "winback",
+        "install_id": "inst-B",
+        "reprocess_for": "inst-A",
+        "timestamp": "1714560000",
+    }
+    t.run([("KB", raw(reinstall))])
+    assert t.profile("KB").awaiting_index_answers > 0
+
+
+def test_reinstall_parks_postbacks_until_the_index_answers_then_carries_the_install_campaign() -> None:
+    t = Tables()
+    _reinstall(t)
+    t.take(topics.OUTBOX)
+    t.run([("KB", raw(purchase("KB", 1)))])
+    assert t.take(topics.OUTBOX) == [] and len(t.profile("KB").parked) == 1
+    notices = t.apply_index()
+    t.run([("KB", n.model_dump(mode="json")) for n in notices])
+    orders = [c for c in t.take(topics.OUTBOX) if c.get("event") == "Order Completed"]
+    assert [o["properties"]["install_campaign"] for o in orders] == ["spring"]
+    assert t.profile("KB").parked == [] and t.profile("KB").awaiting_index_answers == 0
+
+
+def test_parking_is_bounded_the_overflowing_postback_releases_everything_in_order() -> None:
+    t = Tables()
+    _reinstall(t)
+    t.take(topics.OUTBOX)
+    t.run([("KB", raw(purchase("KB", n))) for n in range(steps.MAX_PARKED)])
+    assert len(t.profile("KB").parked) == steps.MAX_PARKED and t.take(topics.OUTBOX) == []
+    t.run([("KB", raw(purchase("KB", steps.MAX_PARKED)))])
+    orders = [c for c in t.take(topics.OUTBOX) if c.get("event") == "Order Completed"]
+    assert [o["properties"]["order_id"] for o in orders] == [f"o{n}" for n in range(steps.MAX_PARKED + 1)]
+    state = t.profile("KB")
+    assert state.parked == [] and state.awaiting_index_answers == 0
