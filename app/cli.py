@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from app.digest.cli import add_parser as add_digest
 
-    add_digest(sub, _with_kafka_settings)
+    add_digest(sub, _with_kafka_settings, _settings)
 
     from app.loadgen.cli import build_parser as add_loadgen
 

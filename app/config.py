@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     kochava_digest_hour: int = Field(
         default=6, ge=0, le=23, description="Local hour (KOCHAVA_TIME_ZONE) of the daily digest run."
     )
+    kochava_digest_check_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="How often the leader worker checks whether a digest day is due.",
+    )
     kochava_digest_days: int = Field(
         default=7,
         ge=1,

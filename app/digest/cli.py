@@ -47,8 +47,13 @@ def _days(text: str) -> int:
     return int(text)
 
 
-def add_parser(sub: Any, with_kafka: Callable[[Callable[..., int], argparse.Namespace], int]) -> None:
-    """`kseg digest ...`; `with_kafka(command, args)` runs a command that needs the Kafka settings."""
+def add_parser(
+    sub: Any,
+    with_kafka: Callable[[Callable[..., int], argparse.Namespace], int],
+    settings: Callable[[], Settings],
+) -> None:
+    """`kseg digest ...`; `with_kafka(command, args)` runs a command that needs the Kafka settings,
+    `settings()` gives the validated settings to one that does not."""
     digest = sub.add_parser(
         "digest",
         help="daily Kochava campaign digest: spend, CPI and ROAS, traits on the cohort",
@@ -71,7 +76,7 @@ def add_parser(sub: Any, with_kafka: Callable[[Callable[..., int], argparse.Name
     p.set_defaults(func=lambda args: with_kafka(cmd_run, args))
     p = dsub.add_parser("columns", help=COLUMNS_HELP, description=COLUMNS_HELP + ".")
     p.add_argument("--report", default="summary", help="report type to ask about (default: summary)")
-    p.set_defaults(func=cmd_columns)
+    p.set_defaults(func=lambda args: cmd_columns(args, settings()))
 
 
 def _fail(message: str) -> int:
@@ -92,10 +97,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_columns(args: argparse.Namespace) -> int:
-    from app.cli import _settings
-
-    settings = _settings()
+def cmd_columns(args: argparse.Namespace, settings: Settings) -> int:
     try:
         mapping = column_map(settings.kochava_column_map)
         names = asyncio.run(_columns(settings, args.report))

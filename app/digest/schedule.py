@@ -33,8 +33,6 @@ from app.records import dumps, loads
 
 log = logging.getLogger(__name__)
 
-#: How often the leader checks whether a day is due (seconds).
-TICK_SECONDS = 60.0
 MAX_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 15 * 60.0
 RETRY_CAP_SECONDS = 6 * 3600.0

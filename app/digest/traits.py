@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from app.digest.report import CampaignDay
-from app.identity.ids import KSEG_UUID_NAMESPACE
+from app.ids import KSEG_UUID_NAMESPACE
 
 CampaignKey = tuple[str, str]
 

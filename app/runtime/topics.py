@@ -22,6 +22,8 @@ class WorkerTopics:
     outbox: faust.TopicT
     warehouse: faust.TopicT
     deadletter: faust.TopicT
+    spend: faust.TopicT
+    digest_days: faust.TopicT
 
     @classmethod
     def declare(cls, faust_app: faust.App, settings: Settings) -> WorkerTopics:
@@ -44,6 +46,8 @@ class WorkerTopics:
             outbox=topic(topics.OUTBOX),
             warehouse=topic(topics.WAREHOUSE),
             deadletter=topic(topics.DEADLETTER),
+            spend=topic(topics.SPEND),
+            digest_days=topic(topics.DIGEST_DAYS),
         )
 
     def by_name(self, name: str) -> faust.TopicT:
@@ -55,5 +59,7 @@ class WorkerTopics:
             topics.OUTBOX: self.outbox,
             topics.WAREHOUSE: self.warehouse,
             topics.DEADLETTER: self.deadletter,
+            topics.SPEND: self.spend,
+            topics.DIGEST_DAYS: self.digest_days,
         }
         return handles[name]

@@ -12,6 +12,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from app.config import Settings
+from app.digest import agents as digest_agents
 from app.identity import agents as identity_agents
 from app.pipeline import process
 from app.runtime.context import WorkerContext
@@ -22,7 +23,7 @@ from app.sinks.segment import agent as segment_sink
 from app.worker.metrics import LagCollector
 
 #: Every domain with agents, in pipeline order: adding a capability is one more entry.
-DOMAINS = (process.register, identity_agents.register, segment_sink.register)
+DOMAINS = (process.register, identity_agents.register, segment_sink.register, digest_agents.register)
 
 
 def broker_urls(bootstrap: str) -> list[str]:

@@ -66,7 +66,7 @@ async def test_report_flow_returns_the_rows(emu) -> None:
 
 async def test_wrong_key_says_so_and_is_not_retried(emu) -> None:
     async with client(emu, key="wrong") as c:
-        with pytest.raises(AppNotFound, match="App does not exist.*KOCHAVA_API_KEY"):
+        with pytest.raises(AppNotFound, match=r"App does not exist\..*KOCHAVA_API_KEY"):
             await c.run_report("summary", body())
     assert emu.calls["summary"] == 1 and emu.reports == {}
 
@@ -99,7 +99,7 @@ async def test_a_report_stuck_in_running_ends_in_a_bounded_wait(emu) -> None:
     emu.stick_next()
     started = time.monotonic()
     async with client(emu, poll=PollPolicy(first_wait=0.05, max_wait=0.1, timeout=0.8)) as c:
-        with pytest.raises(ReportTimeout, match="still running after 0.8 s"):
+        with pytest.raises(ReportTimeout, match=r"still running after 0\.8 s"):
             await c.run_report("summary", body())
     assert time.monotonic() - started < 10  # bounded: it gave up instead of polling forever
     assert emu.calls["progress"] >= 3
@@ -108,7 +108,7 @@ async def test_a_report_stuck_in_running_ends_in_a_bounded_wait(emu) -> None:
 async def test_a_failed_report_is_an_error_with_kochavas_message(emu) -> None:
     emu.error_next(message="Report generation failed.")
     async with client(emu) as c:
-        with pytest.raises(ReportingError, match="Report generation failed."):
+        with pytest.raises(ReportingError, match=r"Report generation failed\."):
             await c.run_report("summary", body())
 
 
