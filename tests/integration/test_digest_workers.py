@@ -1,0 +1,87 @@
+"""The daily schedule inside real worker processes: two workers, one digest per day, none after restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from app.warehouse.db import connect_async
+from app.warehouse.store import ensure_schema
+from tests.emulators.kochava_reporting import KochavaReportingEmulator
+from tests.emulators.segment_api import SegmentEmulator
+from tests.harness import Pipeline, metric, read_topic, wait_for
+from tests.warehouse_support import warehouse_pg
+
+pytestmark = pytest.mark.integration
+__all__ = ["warehouse_pg"]
+
+KEY, GUID = "sched-key", "kosched-guid"
+
+
+async def test_the_schedule_fires_once_per_day_across_two_workers(
+    make_pipeline: Any, segment: SegmentEmulator, warehouse_pg: Any, dump_logs: list[Pipeline]
+) -> None:
+    conn = await connect_async(warehouse_pg.url)
+    await ensure_schema(conn, "USD")  # the loader's tables, empty: cohorts of nobody
+    await conn.close()
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    async with KochavaReportingEmulator(KEY, GUID, queue_seconds=0.5, run_seconds=1.0) as kochava:
+        kochava.set_rows([
+            {"date": yesterday, "network": "Meta", "campaign": "spring", "installs": "4", "install_spend": "20"},
+            {"date": yesterday, "network": "Google", "campaign": "brand", "installs": "2", "install_spend": "9"},
+        ])  # fmt: skip
+        p: Pipeline = make_pipeline(
+            segment.url,
+            KSEG_WAREHOUSE_URL=warehouse_pg.url,
+            KOCHAVA_API_KEY=KEY,
+            KOCHAVA_APP_GUID=GUID,
+            KOCHAVA_REPORTING_URL=kochava.url,
+            KOCHAVA_TIME_ZONE="UTC",
+            KOCHAVA_DIGEST_HOUR="0",  # yesterday is due at once
+            KOCHAVA_DIGEST_CHECK_SECONDS="1",
+            KOCHAVA_POLL_FIRST_WAIT="0.5",
+            KOCHAVA_POLL_MAX_WAIT="0.5",
+        )
+        dump_logs.append(p)
+        await p.start_receiver()
+        await asyncio.gather(p.start_worker("worker-1"), p.start_worker("worker-2"))
+
+        def groups() -> list[dict[str, Any]]:
+            return [m for m in segment.messages if m["type"] == "group"]
+
+        await wait_for(lambda: len(groups()) == 2, 180, "the digest's two group calls at Segment")
+
+        async def done() -> list[dict[str, Any]]:
+            days = [v for _, v in await read_topic(p.bootstrap, p.topic("digest.days"))]
+            return [d for d in days if d["status"] == "done"]
+
+        await wait_for(done, 60, "the day's done record")
+        assert [d["day"] for d in await done()] == [yesterday]
+        assert kochava.calls["summary"] == 1  # one report requested: one run
+        spend = await read_topic(p.bootstrap, p.topic("campaign.spend"))
+        assert sorted(k for k, _ in spend) == [
+            f"{yesterday}|Google|brand".encode(),
+            f"{yesterday}|Meta|spring".encode(),
+        ]
+
+        # Both workers keep checking; neither runs the day again, even after both restart.
+        ran = {
+            n: metric(await p.worker_metrics(n), "kseg_digest_ticks_total", outcome="ran")
+            for n in ("worker-1", "worker-2")
+        }
+        assert sorted(ran.values()) == [0.0, 1.0], ran
+        for name in ("worker-1", "worker-2"):
+            p.kill(name)
+        await asyncio.gather(p.start_worker("worker-1"), p.start_worker("worker-2"))
+
+        async def skipped() -> bool:
+            texts = [await p.worker_metrics(n) for n in ("worker-1", "worker-2")]
+            return any(metric(t, "kseg_digest_ticks_total", outcome="skipped") >= 3 for t in texts)
+
+        await wait_for(skipped, 120, "the new leader to check (and skip) the done day three times")
+        assert kochava.calls["summary"] == 1 and len(groups()) == 2
+        assert len(await read_topic(p.bootstrap, p.topic("campaign.spend"))) == 2
+        assert len(await done()) == 1
