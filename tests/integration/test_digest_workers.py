@@ -29,10 +29,8 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
     await conn.close()
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     async with KochavaReportingEmulator(KEY, GUID, queue_seconds=0.5, run_seconds=1.0) as kochava:
-        kochava.set_rows([
-            {"date": yesterday, "network": "Meta", "campaign": "spring", "installs": "4", "install_spend": "20"},
-            {"date": yesterday, "network": "Google", "campaign": "brand", "installs": "2", "install_spend": "9"},
-        ])  # fmt: skip
+        row = {"date": yesterday, "network": "Meta", "campaign": "spring", "installs": "4"}
+        kochava.set_rows([{**row, "install_spend": "20"}, {**row, "network": "Google", "campaign": "brand"}])
         p: Pipeline = make_pipeline(
             segment.url,
             KSEG_WAREHOUSE_URL=warehouse_pg.url,
