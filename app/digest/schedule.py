@@ -139,9 +139,16 @@ class DigestScheduler:
         # A claim outlives the longest possible run: the report wait plus time to fan out.
         self.lease = lease if lease is not None else settings.kochava_report_timeout + 3 * 3600.0
         self.outcomes: dict[str, int] = {}
+        #: Last terminal state seen per day: a done day (or one failed until its retry time) is skipped
+        #: without reading Kafka on every check.
+        self._ended: dict[str, DayState] = {}
 
     def _count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    async def _finish(self, state: DayState) -> None:
+        await self.store.write(state)
+        self._ended[state.day] = state
 
     async def tick(self) -> str:
         """Returns what happened: `ran`, `failed`, `waiting`, `skipped` or `lost_claim`."""
@@ -152,7 +159,15 @@ class DigestScheduler:
             self.settings.kochava_digest_hour,
         )
         key = day.isoformat()
+        known = self._ended.get(key)
+        if known is not None and decide([known], now, self.lease) != "run":
+            outcome = "skipped" if known.status == "done" or known.retry_at is None else "waiting"
+            self._count(outcome)
+            return outcome
         history = await self.store.history(key)
+        ended = [s for s in history if s.status != "running"]
+        if ended:
+            self._ended[key] = ended[-1]
         choice = decide(history, now, self.lease)
         if choice != "run":
             outcome = "skipped" if choice == "skip" else "waiting"
@@ -175,7 +190,7 @@ class DigestScheduler:
         except Exception as exc:
             end = self.clock()
             retry_at = end + retry_delay(attempts) if attempts < MAX_ATTEMPTS else None
-            await self.store.write(
+            await self._finish(
                 DayState(day=key, status="failed", claim=claim, worker=worker, at=end, attempts=attempts,
                          retry_at=retry_at, error=f"{type(exc).__name__}: {exc}"[:2000])
             )  # fmt: skip
@@ -191,7 +206,7 @@ class DigestScheduler:
             self._count("failed")
             return "failed"
         summary = result.summary() if hasattr(result, "summary") else str(result)
-        await self.store.write(
+        await self._finish(
             DayState(day=key, status="done", claim=claim, worker=worker, at=self.clock(), attempts=attempts,
                      summary=summary[:4000])
         )  # fmt: skip

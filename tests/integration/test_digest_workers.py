@@ -47,10 +47,12 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
         await p.start_receiver()
         await asyncio.gather(p.start_worker("worker-1"), p.start_worker("worker-2"))
 
-        def groups() -> list[dict[str, Any]]:
-            return [m for m in segment.messages if m["type"] == "group"]
+        async def groups() -> list[dict[str, Any]]:
+            """The digest's group calls in the Segment outbox (delivery itself: test_digest_job)."""
+            outbox = [v for _, v in await read_topic(p.bootstrap, p.topic("segment.outbox"))]
+            return [m for m in outbox if m["type"] == "group" and m["context"]["kseg"]["source"] == "digest"]
 
-        await wait_for(lambda: len(groups()) == 2, 180, "the digest's two group calls at Segment")
+        await wait_for(lambda: groups(), 180, "the digest's group calls in the outbox")
 
         async def done() -> list[dict[str, Any]]:
             days = [v for _, v in await read_topic(p.bootstrap, p.topic("digest.days"))]
@@ -58,6 +60,7 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
 
         await wait_for(done, 60, "the day's done record")
         assert [d["day"] for d in await done()] == [yesterday]
+        assert sorted(g["groupId"] for g in await groups()) == ["kochava:Google/brand", "kochava:Meta/spring"]
         assert kochava.calls["summary"] == 1  # one report requested: one run
         spend = await read_topic(p.bootstrap, p.topic("campaign.spend"))
         assert sorted(k for k, _ in spend) == [
@@ -80,6 +83,6 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
             return any(metric(t, "kseg_digest_ticks_total", outcome="skipped") >= 3 for t in texts)
 
         await wait_for(skipped, 120, "the new leader to check (and skip) the done day three times")
-        assert kochava.calls["summary"] == 1 and len(groups()) == 2
+        assert kochava.calls["summary"] == 1 and len(await groups()) == 2
         assert len(await read_topic(p.bootstrap, p.topic("campaign.spend"))) == 2
         assert len(await done()) == 1
