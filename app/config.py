@@ -155,6 +155,12 @@ class Settings(BaseSettings):
     kochava_request_retries: int = Field(
         default=5, ge=0, le=50, description="Retries of one call after a 5xx, 429 or timeout."
     )
+    kochava_digest_max_backlog: int = Field(
+        default=10_000,
+        ge=0,
+        le=10_000_000,
+        description="Pause the digest's fan-out while the Segment outbox lag exceeds this (0: never).",
+    )
     kochava_digest_rate: float = Field(
         default=200.0, gt=0, le=10000, description="Digest identifies queued per second (live traffic first)."
     )

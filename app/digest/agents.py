@@ -17,6 +17,7 @@ from app.digest.client import ReportingClient
 from app.digest.cohort import warehouse_connection
 from app.digest.job import DigestResult, run_digest
 from app.digest.schedule import DayStateStore, DigestScheduler
+from app.kafka import group_lag
 from app.metrics import dead_letters
 from app.runtime.context import WorkerContext
 from app.sinks.segment.ratelimit import AdaptiveRateLimiter
@@ -48,6 +49,7 @@ def register(ctx: WorkerContext) -> None:
         await pending  # acked before the next record: the run's counts are what Kafka holds
 
     pacer = AdaptiveRateLimiter(settings.kochava_digest_rate)
+    outbox = settings.topic(topics.OUTBOX)
 
     async def run_day(day: date) -> DigestResult:
         async with ReportingClient.from_settings(settings) as client:
@@ -59,6 +61,7 @@ def register(ctx: WorkerContext) -> None:
                 send=send,
                 connect_warehouse=lambda: warehouse_connection(settings),
                 pacer=pacer,
+                backlog=lambda: group_lag(settings.bootstrap, settings.kseg_app_id, outbox),
             )
         identifies.inc(sum(result.identifies.values()))
         spend_rows.inc(result.spend_rows)

@@ -17,8 +17,9 @@ from app.digest.client import ReportingClient, ReportingError
 from app.digest.cohort import warehouse_connection
 from app.digest.job import DigestError, DigestResult, default_day, run_digest
 from app.digest.report import DEFAULT_COLUMNS, ColumnMapError, column_map
-from app.kafka import producer_config
+from app.kafka import group_lag, producer_config
 from app.sinks.segment.ratelimit import AdaptiveRateLimiter
+from app.topics import OUTBOX
 
 RUN_HELP = "fetch a day's Kochava campaign report; write spend and refresh campaign traits in Segment"
 RUN_DESCRIPTION = """\
@@ -143,6 +144,7 @@ async def run_from_cli(settings: Settings, day: date, days: int) -> DigestResult
                 send=send,
                 connect_warehouse=lambda: warehouse_connection(settings),
                 pacer=AdaptiveRateLimiter(settings.kochava_digest_rate),
+                backlog=lambda: group_lag(settings.bootstrap, settings.kseg_app_id, settings.topic(OUTBOX)),
             )
     finally:
         await producer.stop()

@@ -8,6 +8,7 @@ again replaces its figures and sends nothing Segment has not deduplicated.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,11 @@ TRAIT_DAYS = 30
 
 #: `send(topic, key, value)`: produce one record and wait for its ack (aiokafka or faust behind it).
 Send = Callable[[str, bytes, bytes], Awaitable[None]]
+#: Records the Segment sink has not delivered yet (the outbox lag); None: do not look.
+Backlog = Callable[[], Awaitable[int]]
+#: The fan-out asks for the backlog every this many queued calls, and pauses at most this long at once.
+BACKLOG_EVERY = 500
+BACKLOG_MAX_PAUSE = 600.0
 #: Opens the warehouse connection (an async context manager yielding a psycopg AsyncConnection).
 ConnectWarehouse = Callable[[], Any]
 
@@ -65,6 +71,7 @@ class DigestResult:
     dead_letters: Counter[str] = field(default_factory=Counter)
     api_calls: int = 0
     api_retries: dict[str, int] = field(default_factory=dict)
+    backlog_pauses: int = 0
 
     def summary(self) -> str:
         """The per-campaign table people read after `kseg digest run`."""
@@ -86,6 +93,8 @@ class DigestResult:
             )
         if self.dead_letters:
             lines.append(f"dead letters: {dict(self.dead_letters)} (see `kseg dlq`)")
+        if self.backlog_pauses:
+            lines.append(f"paused {self.backlog_pauses} times for live traffic (Segment outbox backlog)")
         if self.api_retries:
             lines.append(f"Reporting API retries: {self.api_retries}")
         return "\n".join(lines)
@@ -134,6 +143,7 @@ async def run_digest(
     send: Send,
     connect_warehouse: ConnectWarehouse,
     pacer: AdaptiveRateLimiter | None = None,
+    backlog: Backlog | None = None,
     run_id: str | None = None,
 ) -> DigestResult:
     """Digest `day`, refreshing the spend of `days` days ending on it; see the module docstring."""
@@ -161,7 +171,7 @@ async def run_digest(
 
     try:
         async with connect_warehouse() as conn:
-            await _write(settings, result, conn, rows, paired, day, days, rates, send, pacer)
+            await _write(settings, result, conn, rows, paired, day, days, rates, send, pacer, backlog)
     except cohort.WarehouseError as exc:
         raise DigestError(str(exc), "warehouse") from exc
     return result
@@ -178,6 +188,7 @@ async def _write(
     rates: Rates,
     send: Send,
     pacer: AdaptiveRateLimiter | None,
+    backlog: Backlog | None,
 ) -> None:
     """Revenue first (a warehouse failure writes nothing), then spend rows, then the Segment fan-out."""
     zone = settings.kochava_time_zone
@@ -195,7 +206,7 @@ async def _write(
         await send(spend_topic, spend_key(row).encode(), dumps(value))
         result.spend_rows += 1
 
-    await _fan_out(settings, result, conn, send, pacer, digest_timestamp(day, zone))
+    await _fan_out(settings, result, conn, send, pacer, backlog, digest_timestamp(day, zone))
 
 
 async def _fan_out(
@@ -204,14 +215,18 @@ async def _fan_out(
     conn: Any,
     send: Send,
     pacer: AdaptiveRateLimiter | None,
+    backlog: Backlog | None,
     timestamp: str,
 ) -> None:
-    """One group call per campaign, then one identify per cohort member, paced by `pacer`."""
+    """One group call per campaign, then one identify per cohort member, paced by `pacer` and held
+    back while the Segment outbox has a backlog (live traffic first)."""
     outbox = settings.topic(topics.OUTBOX)
     by_key = {f.key: f for f in result.figures}
     ns = settings.kseg_namespace
+    queued = 0
 
     async def queue(message: dict[str, Any], key: str) -> bool:
+        nonlocal queued
         found = problems(message)
         if found:
             letter = DeadLetter(
@@ -226,9 +241,12 @@ async def _fan_out(
             )
             result.dead_letters[letter.reason] += 1
             return False
+        if backlog is not None and queued % BACKLOG_EVERY == 0:
+            result.backlog_pauses += await wait_for_room(backlog, settings.kochava_digest_max_backlog)
         if pacer is not None:
             await pacer.acquire()
         await send(outbox, key.encode(), dumps(message))
+        queued += 1
         return True
 
     for fig in result.figures:
@@ -241,3 +259,19 @@ async def _fan_out(
         )
         if await queue(msg, member.anonymous_id):
             result.identifies[member.key] += 1
+
+
+async def wait_for_room(
+    backlog: Backlog, limit: int, poll: float = 2.0, max_pause: float = BACKLOG_MAX_PAUSE
+) -> int:
+    """Wait while the outbox backlog is above `limit` (0: never wait), at most `max_pause` seconds:
+    a sink stopped by a wrong write key must not hold the digest forever. Returns 1 if it paused."""
+    if limit <= 0:
+        return 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_pause
+    paused = 0
+    while await backlog() > limit and loop.time() < deadline:
+        paused = 1
+        await asyncio.sleep(poll)
+    return paused
