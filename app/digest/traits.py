@@ -8,6 +8,7 @@ deduplicated by Segment instead of counted twice.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -102,7 +103,7 @@ def _round(value: float | None) -> float | None:
 
 
 def campaign_figures(
-    days: list[tuple[CampaignDay, float | None]],
+    days: Sequence[tuple[CampaignDay, float | None]],
     revenue: dict[CampaignKey, Revenue],
     digest_day: date,
     reporting_currency: str,
