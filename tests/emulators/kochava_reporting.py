@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import csv
 import io
-import signal
 import time
 import uuid
 from collections import Counter
@@ -55,6 +54,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import orjson
 from aiohttp import web
+
+from tests.emulators.serving import serve_until_signal
 
 PREFIX = "/v1.4"
 APP_DOES_NOT_EXIST = "App does not exist."
@@ -443,17 +444,7 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     if args.rows:
         emu.set_rows(orjson.loads(Path(args.rows).read_bytes()))
-    await emu.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    print(f"listening on {emu.url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await emu.stop()
+    await serve_until_signal(emu)
 
 
 def main(argv: list[str] | None = None) -> int:

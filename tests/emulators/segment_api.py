@@ -41,7 +41,6 @@ import base64
 import binascii
 import contextlib
 import math
-import signal
 import sys
 import time
 import zlib
@@ -53,6 +52,8 @@ from typing import IO, Any, Literal
 
 import orjson
 from aiohttp import web
+
+from tests.emulators.serving import serve_until_signal
 
 MAX_REQUEST_BYTES = 500_000
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -579,17 +580,7 @@ async def _serve(args: argparse.Namespace) -> None:
         record_path=args.record,
         store_messages=not args.no_store,
     )
-    await emu.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    print(f"listening on {emu.url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await emu.stop()
+    await serve_until_signal(emu)
 
 
 def main(argv: list[str] | None = None) -> int:
