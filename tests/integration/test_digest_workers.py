@@ -49,7 +49,8 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
 
         async def groups() -> list[dict[str, Any]]:
             """The digest's group calls in the Segment outbox (delivery itself: test_digest_job)."""
-            outbox = [v for _, v in await read_topic(p.bootstrap, p.topic("segment.outbox"))]
+            records = [v for _, v in await read_topic(p.bootstrap, p.topic("segment.outbox"))]
+            outbox = [m for r in records for m in r.get("messages", [r])]
             return [m for m in outbox if m["type"] == "group" and m["context"]["kseg"]["source"] == "digest"]
 
         await wait_for(lambda: groups(), 180, "the digest's group calls in the outbox")
