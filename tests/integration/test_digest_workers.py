@@ -21,6 +21,14 @@ __all__ = ["warehouse_pg"]
 KEY, GUID = "sched-key", "kosched-guid"
 
 
+async def start_both(p: Pipeline) -> None:
+    """Two workers of one group (generous readiness timeouts: two joining workers rebalance a while)."""
+    for name in ("worker-1", "worker-2"):
+        await p.start_worker(name, wait_ready=False)
+    for name in ("worker-1", "worker-2"):
+        await p.wait_worker_ready(name, timeout=240)
+
+
 async def test_the_schedule_fires_once_per_day_across_two_workers(
     make_pipeline: Any, segment: SegmentEmulator, warehouse_pg: Any, dump_logs: list[Pipeline]
 ) -> None:
@@ -45,7 +53,7 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
         )
         dump_logs.append(p)
         await p.start_receiver()
-        await asyncio.gather(p.start_worker("worker-1"), p.start_worker("worker-2"))
+        await start_both(p)
 
         async def groups() -> list[dict[str, Any]]:
             """The digest's group calls in the Segment outbox (delivery itself: test_digest_job)."""
@@ -77,7 +85,7 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
         assert sorted(ran.values()) == [0.0, 1.0], ran
         for name in ("worker-1", "worker-2"):
             p.kill(name)
-        await asyncio.gather(p.start_worker("worker-1"), p.start_worker("worker-2"))
+        await start_both(p)
 
         async def skipped() -> bool:
             texts = [await p.worker_metrics(n) for n in ("worker-1", "worker-2")]
