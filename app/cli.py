@@ -98,8 +98,8 @@ def _with_kafka_settings(command: Any, args: argparse.Namespace) -> int:
     settings = _settings()
     if not settings.kafka_bootstrap_servers:
         raise SystemExit(
-            "kseg dlq: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
-            "(the embedded broker) or your cluster's."
+            f"kseg {args.command}: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
+            "(the embedded broker, with KSEG_EMBEDDED_BROKER=true) or your cluster's."
         )
     result: int = command(args, settings)
     return result
