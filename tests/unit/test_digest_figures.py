@@ -172,3 +172,40 @@ def test_segment_calls_are_valid_and_their_ids_deterministic() -> None:
         digest_message_id("other", "user:u1", ("Meta", "spring"), "2026-11-30", "identify"),
     }
     assert len(ids) == 5 and user["messageId"] in ids
+
+
+def test_default_day_is_yesterday_in_the_reporting_zone() -> None:
+    from app.config import Settings
+    from app.digest.job import default_day
+
+    now = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)  # still Nov 30 in Toronto
+    assert default_day(Settings(kochava_time_zone="UTC"), now) == date(2026, 11, 30)
+    assert default_day(Settings(kochava_time_zone="America/Toronto"), now) == date(2026, 11, 29)
+
+
+def test_an_unknown_time_zone_is_refused_with_an_example() -> None:
+    from pydantic import ValidationError
+
+    from app.config import Settings
+
+    with pytest.raises(ValidationError, match="America/Toronto"):
+        Settings(kochava_time_zone="Mars/Olympus")
+
+
+def test_summary_lists_every_campaign_with_its_figures() -> None:
+    from app.digest.job import DigestResult
+
+    parsed = parse_rows(
+        [row("2026-11-30"), row("2026-11-30", "summer")], column_map(""), window(DAY, 1, "UTC")
+    )
+    figs = campaign_figures([(r, r.spend) for r in parsed], {("Meta", "spring"): Revenue(day=30)}, DAY, "USD")
+    result = DigestResult(
+        "r1", "2026-11-30", ("2026-11-24", "2026-11-30"), spend_rows=2, figures=figs, groups=2
+    )
+    result.identifies[("Meta", "spring")] = 3
+    text = result.summary()
+    assert "2 spend rows for 2026-11-24..2026-11-30, 2 campaigns, 3 identifies and 2 group calls" in text
+    spring = next(line.split() for line in text.splitlines() if line.startswith("Meta") and "spring" in line)
+    assert spring[2:7] == ["10", "20.00", "30.00", "2.00", "1.50"] and spring[-1] == "3"
+    summer = next(line.split() for line in text.splitlines() if "summer" in line)
+    assert summer[4] == "0.00" and summer[-1] == "0"
