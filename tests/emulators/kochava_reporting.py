@@ -120,6 +120,7 @@ class Fault:
     remaining: int
     status: int = 503
     delay: float = 0.0
+    retry_after: float | None = None
     message: str = ""
 
 
@@ -204,8 +205,9 @@ class KochavaReportingEmulator:
             key = (str(row["date"]), str(row["network"]), str(row["campaign"]))
             self._rows[key] = {k: (None if v is None else str(v)) for k, v in row.items()}
 
-    def fail_next(self, n: int = 1, *, status: int = 503) -> None:
-        self.faults.append(Fault("status", n, status=status))
+    def fail_next(self, n: int = 1, *, status: int = 503, retry_after: float | None = None) -> None:
+        """The next `n` calls answer `status` (5xx, or 429 with an optional `Retry-After`)."""
+        self.faults.append(Fault("status", n, status=status, retry_after=retry_after))
 
     def slow_next(self, n: int = 1, *, delay: float) -> None:
         self.faults.append(Fault("slow", n, delay=delay))
@@ -261,7 +263,8 @@ class KochavaReportingEmulator:
         failure = self._take({"status"})
         if failure is not None:
             self.calls[endpoint] += 1
-            return web.json_response({"message": "emulated server error"}, status=failure.status)
+            headers = {} if failure.retry_after is None else {"Retry-After": f"{failure.retry_after:g}"}
+            return web.json_response({"message": "emulated failure"}, status=failure.status, headers=headers)
         try:
             body = await self._body(request, endpoint)
             result: web.StreamResponse = handler(body)

@@ -79,6 +79,15 @@ async def test_5xx_is_retried_then_succeeds(emu) -> None:
     assert len(rows) == 1
 
 
+async def test_429_waits_for_retry_after(emu) -> None:
+    emu.fail_next(1, status=429, retry_after=0.5)
+    started = time.monotonic()
+    async with client(emu) as c:
+        await c.run_report("summary", body())
+        assert c.stats.retries == {"http_429": 1}
+    assert time.monotonic() - started >= 0.5
+
+
 async def test_5xx_on_every_attempt_gives_up_with_a_clear_error(emu) -> None:
     emu.fail_next(10, status=500)
     async with client(emu, retries=2) as c:
