@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from app.warehouse.db import connect_async
 from app.warehouse.store import ensure_schema
+
 from tests.emulators.kochava_reporting import KochavaReportingEmulator
 from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import Pipeline, metric, read_topic, wait_for
