@@ -146,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser("check", help=text, description=text)
     p.add_argument("file", help="a mapping profile (YAML)")
     p.set_defaults(func=cmd_mapping_check)
-    text = "show the Segment calls and warehouse row a postback would produce (or its dead-letter reason)"
+    text = (
+        "show the lifecycle signals (acquisition channel, stage), Segment calls and warehouse row a postback "
+        "would produce for a first-seen device (or its dead-letter reason)"
+    )
     p = msub.add_parser("try", help=text, description=text)
     p.add_argument("input", help="a query string (event_name=...&...) or a JSON object; - reads stdin")
     p.add_argument("--profile", help="profile name (default: KSEG_DEFAULT_PROFILE)")
@@ -160,19 +163,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_digest(sub, _with_kafka_settings, _settings)
 
+    from app.audiences.cli import add_parser as add_audiences
+
+    add_audiences(sub, _with_kafka_settings)
+
     from app.loadgen.cli import build_parser as add_loadgen
 
     add_loadgen(sub)
+
+    from app.warehouse.cli import add_parsers as add_warehouse
+
+    add_warehouse(sub, _settings)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from app.lifecycle.currency import RatesError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except RatesError as exc:  # KSEG_CURRENCY_RATES_FILE / KSEG_REPORTING_CURRENCY: say what to fix
+        print(f"kseg: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

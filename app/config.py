@@ -16,6 +16,39 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SEGMENT_US_ENDPOINT = "https://api.segment.io"
 SEGMENT_EU_ENDPOINT = "https://events.eu1.segmentapis.com"
 KOCHAVA_REPORTING_URL = "https://reporting.api.kochava.com/v1.4"
+KOCHAVA_TRACKING_URL = "https://control.kochava.com"
+
+
+#: Default `KSEG_LTV_TIERS`: tier name = lowest lifetime revenue (reporting currency) of the tier.
+DEFAULT_LTV_TIERS = "low=0,medium=20,high=100"
+
+
+def parse_tiers(text: str) -> list[tuple[str, float]]:
+    """`low=0,medium=20,high=100` → [(name, threshold)] ascending; `ValueError` saying what is wrong."""
+    tiers: list[tuple[str, float]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not name or " " in name:
+            raise ValueError(f"tier {part!r} must be name=threshold, e.g. high=100")
+        try:
+            threshold = float(value)
+        except ValueError:
+            raise ValueError(f"tier {name!r}: threshold {value.strip()!r} is not a number") from None
+        if threshold < 0 or threshold != threshold:
+            raise ValueError(f"tier {name!r}: threshold must be a number >= 0")
+        tiers.append((name, threshold))
+    if not tiers:
+        raise ValueError("at least one tier is needed, e.g. low=0,medium=20,high=100")
+    names = [n for n, _ in tiers]
+    if len(set(names)) != len(names):
+        raise ValueError("tier names must be unique")
+    thresholds = [t for _, t in tiers]
+    if thresholds != sorted(thresholds) or len(set(thresholds)) != len(thresholds):
+        raise ValueError("tier thresholds must strictly increase from left to right")
+    return tiers
 
 
 class Settings(BaseSettings):
@@ -59,6 +92,50 @@ class Settings(BaseSettings):
     kseg_produce_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a Kafka ack.")
     kseg_retry_after_seconds: int = Field(default=5, ge=1, description="Retry-After sent with a 503.")
 
+    # --- Security (issue 16; docs/security.md) ------------------------------------------------
+    kseg_link_tokens: str = Field(
+        default="",
+        description="Comma-separated tokens for POST /v1/identity/links; postback tokens are refused there.",
+    )
+    segment_webhook_header_name: str = Field(
+        default="X-Kseg-Webhook-Secret",
+        min_length=1,
+        max_length=100,
+        description="Custom header carrying SEGMENT_WEBHOOK_HEADER_SECRET on Segment webhook deliveries.",
+    )
+    segment_webhook_header_secret: str | None = Field(
+        default=None,
+        description="Shared header secret: authenticates whole batched Segment webhook deliveries.",
+    )
+    kseg_rate_limit_per_token: float = Field(
+        default=0.0,
+        ge=0,
+        le=1_000_000,
+        description="Requests/s allowed per credential (token bucket); 0: off. Excess: 429 + Retry-After.",
+    )
+    kseg_rate_limit_burst: int = Field(
+        default=5000, ge=1, le=10_000_000, description="Token-bucket size: requests a credential may burst."
+    )
+    kseg_http_header_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="Seconds a connection may take to send its headers, or idle between requests.",
+    )
+    kseg_http_body_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds a client may take to send a request body (else 408)."
+    )
+    kseg_http_max_header_bytes: int = Field(
+        default=8190, ge=1024, le=65536, description="Longest request line or header field (else 400/431)."
+    )
+    kseg_http_max_headers: int = Field(
+        default=64, ge=8, le=1024, description="Most header fields a request may carry."
+    )
+    kseg_worker_web_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of the worker's and warehouse loader's pages; loopback unless scraped",
+    )
+
     # --- Worker --------------------------------------------------------------------------------
     kseg_data_dir: Path = Field(default=Path("./var"), description="Dry-run outbox, table state, exports.")
     kseg_worker_id: str = Field(default="worker-1", description="Names this worker's RocksDB data directory.")
@@ -97,6 +174,33 @@ class Settings(BaseSettings):
         default=False, description="Send raw email as a trait (else hashed)."
     )
 
+    # --- Lifecycle signals (issue 10, app/lifecycle) ------------------------------------------
+    kseg_reporting_currency: str = Field(
+        default="USD",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 currency of ltv_revenue and revenue_reporting (needs a rate in the rate file).",
+    )
+    kseg_currency_rates_file: Path | None = Field(
+        default=None,
+        description="Versioned currency rate file (YAML); unset: the packaged app/lifecycle/rates.yaml.",
+    )
+    kseg_winback_suppress_days: float = Field(
+        default=14.0,
+        ge=0,
+        le=365,
+        description="Days after a re-engagement during which winback_suppress_until excludes the user.",
+    )
+    kseg_ltv_tiers: str = Field(
+        default=DEFAULT_LTV_TIERS,
+        description="ltv_tier thresholds in the reporting currency: name=lowest lifetime revenue, ascending.",
+    )
+
+    @field_validator("kseg_ltv_tiers")
+    @classmethod
+    def _tiers_parse(cls, value: str) -> str:
+        parse_tiers(value)
+        return value
+
     # --- Segment -------------------------------------------------------------------------------
     segment_write_key: str | None = Field(
         default=None, description="Segment source write key; unset: dry run."
@@ -113,7 +217,6 @@ class Settings(BaseSettings):
     kochava_api_key: str | None = Field(
         default=None, description="Kochava Reporting API key (the user's key); unset: no digest runs."
     )
-    kochava_app_guid: str | None = Field(default=None, description="Kochava app GUID the digest reports on.")
     kochava_reporting_url: str = Field(
         default=KOCHAVA_REPORTING_URL, description="Reporting API v1.4 base URL (every call is a POST)."
     )
@@ -154,8 +257,8 @@ class Settings(BaseSettings):
         le=86400,
         description="Give up on a report not completed after this many seconds.",
     )
-    kochava_request_timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds per HTTP call.")
-    kochava_request_retries: int = Field(
+    kochava_reporting_timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds per HTTP call.")
+    kochava_reporting_retries: int = Field(
         default=5, ge=0, le=50, description="Retries of one call after a 5xx, 429 or timeout."
     )
     kochava_digest_max_backlog: int = Field(
@@ -166,6 +269,59 @@ class Settings(BaseSettings):
     )
     kochava_digest_rate: float = Field(
         default=200.0, gt=0, le=10000, description="Digest identifies queued per second (live traffic first)."
+    )
+
+    # --- Warehouse (issue 13) ------------------------------------------------------------------
+    kseg_warehouse_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of the warehouse. Unset: embedded server under KSEG_DATA_DIR/postgres.",
+    )
+    kseg_warehouse_group: str | None = Field(
+        default=None, description="Warehouse loader consumer group (default `<KSEG_APP_ID>-warehouse`)."
+    )
+    kseg_warehouse_web_port: int = Field(
+        default=6068, ge=0, le=65535, description="Warehouse loader /metrics, /healthz and /readyz port."
+    )
+    kseg_warehouse_batch_rows: int = Field(
+        default=2000, ge=1, le=100_000, description="Most records the loader writes in one transaction."
+    )
+    kseg_warehouse_batch_wait: float = Field(
+        default=0.5, gt=0, le=60, description="Seconds the loader waits for records to fill a batch."
+    )
+    kseg_warehouse_retry_max: float = Field(
+        default=10.0, gt=0, le=600, description="Longest wait between retries while the database is down."
+    )
+    kseg_warehouse_fault_kill_after_commits: int = Field(
+        default=0,
+        ge=0,
+        description="Testing only: the loader SIGKILLs itself after this many database commits, before "
+        "committing the Kafka offsets (0: never).",
+    )
+
+    # --- Kochava S2S + audiences (issue 11) ------------------------------------------------------
+    kochava_app_guid: str | None = Field(
+        default=None, description="Kochava app GUID (kochava_app_id); unset: the Kochava sink runs dry."
+    )
+    kochava_tracking_url: str = Field(
+        default=KOCHAVA_TRACKING_URL,
+        description="Host of Kochava's S2S /track/json and /v1/cpi/identityLink.php.",
+    )
+    kochava_max_requests_per_second: float = Field(
+        default=50.0, gt=0, le=10_000, description="Request-rate ceiling of the Kochava sink (per worker)."
+    )
+    kochava_request_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds per Kochava POST."
+    )
+    kochava_concurrency: int = Field(default=8, ge=1, le=64, description="Kochava POSTs in flight per batch.")
+    kseg_audience_entered_event: str = Field(
+        default="Audience Entered", min_length=1, description="S2S event name for an audience entry."
+    )
+    kseg_audience_exited_event: str = Field(
+        default="Audience Exited", min_length=1, description="S2S event name for an audience exit."
+    )
+    kseg_audiences_file: Path | None = Field(
+        default=None,
+        description="kseg's own audiences (YAML); default: the packaged app/audiences/audiences.yaml.",
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -193,6 +349,10 @@ class Settings(BaseSettings):
     @property
     def postback_tokens(self) -> list[str]:
         return [t.strip() for t in self.kseg_postback_tokens.split(",") if t.strip()]
+
+    @property
+    def link_tokens(self) -> list[str]:
+        return [t.strip() for t in self.kseg_link_tokens.split(",") if t.strip()]
 
     @property
     def token_profiles(self) -> dict[str, str]:
@@ -226,6 +386,14 @@ class Settings(BaseSettings):
     @property
     def dry_run(self) -> bool:
         return not self.segment_write_key
+
+    @property
+    def warehouse_group(self) -> str:
+        return self.kseg_warehouse_group or f"{self.kseg_app_id}-warehouse"
+
+    @property
+    def kochava_dry_run(self) -> bool:
+        return not self.kochava_app_guid
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for one of kseg's logical topics."""

@@ -20,21 +20,16 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every record of `topic` from the beginning to the end offsets at call time (aiokafka records).
-
-    For small state topics read whole (e.g. `digest.days`); gives up after `timeout` seconds with what
-    it has read rather than hanging on a broker whose end offsets lag."""
-    import asyncio
-
+async def read_to_end(settings: Settings, topic: str) -> list[Any]:
+    """Every record of `topic`, from the beginning to the end offsets at the call (for CLIs: dead letters,
+    a table's changelog). aiokafka `ConsumerRecord`s in partition order; [] when the topic is missing."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        await consumer.topics()  # refreshes metadata for every topic
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
         if not tps:
             return []
         consumer.assign(tps)
@@ -42,9 +37,10 @@ async def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list
         ends = await consumer.end_offsets(tps)
         out: list[Any] = []
         remaining = {tp for tp in tps if ends[tp] > 0}
-        deadline = asyncio.get_running_loop().time() + timeout
-        while remaining and asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(*remaining, timeout_ms=500)
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=2000)
+            if not batch:
+                break
             for tp, records in batch.items():
                 for record in records:
                     out.append(record)

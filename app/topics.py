@@ -30,6 +30,8 @@ WAREHOUSE = "warehouse.events"
 DEADLETTER = "deadletter"
 SPEND = "campaign.spend"
 DIGEST_DAYS = "digest.days"
+AUDIENCE_CHANGES = "audiences.changes"
+KOCHAVA_OUTBOX = "kochava.outbox"
 
 
 @dataclass(frozen=True)

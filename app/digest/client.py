@@ -130,8 +130,8 @@ class ReportingClient:
             settings.kochava_reporting_url,
             settings.kochava_api_key or "",
             settings.kochava_app_guid or "",
-            request_timeout=settings.kochava_request_timeout,
-            retries=settings.kochava_request_retries,
+            request_timeout=settings.kochava_reporting_timeout,
+            retries=settings.kochava_reporting_retries,
             poll=PollPolicy(
                 settings.kochava_poll_first_wait,
                 settings.kochava_poll_max_wait,

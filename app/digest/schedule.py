@@ -113,7 +113,7 @@ class DayStateStore:
         return [s for s in await self.read_all() if s.day == day]
 
     async def read_all(self) -> list[DayState]:
-        records = await read_to_end(self.settings.bootstrap, self.topic)
+        records = await read_to_end(self.settings, self.topic)
         return [DayState.model_validate(loads(r.value)) for r in records if r.value]
 
 

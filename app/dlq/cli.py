@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 from app.config import Settings
 from app.kafka import producer_config, read_to_end
 from app.records import DeadLetter, device_key_of, dumps, loads, utc_now_iso
-from app.topics import DEADLETTER, OUTBOX, RAW
+from app.topics import DEADLETTER, KOCHAVA_OUTBOX, OUTBOX, RAW
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -39,15 +39,16 @@ async def read_dead_letters(
     settings: Settings, reason: str | None, since: datetime | None
 ) -> list[DeadLetter]:
     """Every dead letter currently in the topic (from the beginning to the end offsets at start)."""
-    letters: list[DeadLetter] = []
-    for record in await read_to_end(settings.bootstrap, settings.topic(DEADLETTER)):
-        letter = DeadLetter.model_validate(loads(record.value))
-        if reason and letter.reason != reason:
-            continue
-        if since and datetime.fromisoformat(letter.last_seen.replace("Z", "+00:00")) < since:
-            continue
-        letters.append(letter)
-    return letters
+    letters = [
+        DeadLetter.model_validate(loads(r.value))
+        for r in await read_to_end(settings, settings.topic(DEADLETTER))
+    ]
+    return [
+        letter
+        for letter in letters
+        if not (reason and letter.reason != reason)
+        and not (since and datetime.fromisoformat(letter.last_seen.replace("Z", "+00:00")) < since)
+    ]
 
 
 def replay_target(letter: DeadLetter, settings: Settings) -> tuple[str, str, bytes] | None:
@@ -62,6 +63,9 @@ def replay_target(letter: DeadLetter, settings: Settings) -> tuple[str, str, byt
     if "messageId" in payload and "type" in payload:
         key = str(payload.get("userId") or payload.get("anonymousId") or payload["messageId"])
         return settings.topic(OUTBOX), key, dumps(payload)
+    if payload.get("kind") == "kochava_request":
+        key = str(payload.get("device_key") or payload.get("request_id") or "kochava")
+        return settings.topic(KOCHAVA_OUTBOX), key, dumps(payload)
     return None
 
 

@@ -24,6 +24,8 @@ class WorkerTopics:
     deadletter: faust.TopicT
     spend: faust.TopicT
     digest_days: faust.TopicT
+    audience_changes: faust.TopicT
+    kochava_outbox: faust.TopicT
 
     @classmethod
     def declare(cls, faust_app: faust.App, settings: Settings) -> WorkerTopics:
@@ -48,6 +50,8 @@ class WorkerTopics:
             deadletter=topic(topics.DEADLETTER),
             spend=topic(topics.SPEND),
             digest_days=topic(topics.DIGEST_DAYS),
+            audience_changes=topic(topics.AUDIENCE_CHANGES),
+            kochava_outbox=topic(topics.KOCHAVA_OUTBOX),
         )
 
     def by_name(self, name: str) -> faust.TopicT:
@@ -61,5 +65,7 @@ class WorkerTopics:
             topics.DEADLETTER: self.deadletter,
             topics.SPEND: self.spend,
             topics.DIGEST_DAYS: self.digest_days,
+            topics.AUDIENCE_CHANGES: self.audience_changes,
+            topics.KOCHAVA_OUTBOX: self.kochava_outbox,
         }
         return handles[name]

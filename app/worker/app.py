@@ -11,6 +11,7 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from app.audiences import agent as audiences_agent
 from app.config import Settings
 from app.digest import agents as digest_agents
 from app.identity import agents as identity_agents
@@ -19,11 +20,20 @@ from app.runtime.context import WorkerContext
 from app.runtime.health import WorkerHealth
 from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart, partition_offsets
+from app.sinks.kochava import agent as kochava_sink
 from app.sinks.segment import agent as segment_sink
 from app.worker.metrics import LagCollector
+from app.worker.web import web_settings
 
 #: Every domain with agents, in pipeline order: adding a capability is one more entry.
-DOMAINS = (process.register, identity_agents.register, segment_sink.register, digest_agents.register)
+DOMAINS = (
+    process.register,
+    identity_agents.register,
+    segment_sink.register,
+    audiences_agent.register,
+    kochava_sink.register,
+    digest_agents.register,
+)
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -65,11 +75,7 @@ def build_faust_app(settings: Settings) -> faust.App:
         # block it forever. Safe because only acked offsets are committed and every handler is
         # idempotent (dedupe table, deterministic messageIds).
         stream_wait_empty=False,
-        web_enabled=True,
-        web_bind=settings.kseg_http_host,
-        web_host=settings.kseg_http_host,
-        web_port=settings.kseg_worker_web_port,
-        web_in_thread=False,
+        **web_settings(settings),
     )
 
 

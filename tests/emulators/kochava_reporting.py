@@ -55,7 +55,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 import orjson
 from aiohttp import web
 
-from tests.emulators.serving import serve_until_signal
+from tests.emulators.common import serve_until_stopped
 
 PREFIX = "/v1.4"
 APP_DOES_NOT_EXIST = "App does not exist."
@@ -447,7 +447,7 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     if args.rows:
         emu.set_rows(orjson.loads(Path(args.rows).read_bytes()))
-    await serve_until_signal(emu)
+    await serve_until_stopped(emu)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ async def env(broker: str, emu: KochavaReportingEmulator, tmp_path: Path) -> dic
         "KOCHAVA_REPORTING_URL": emu.url,
         "KOCHAVA_POLL_FIRST_WAIT": "0.1",
         "KOCHAVA_POLL_MAX_WAIT": "0.2",
-        "KOCHAVA_REQUEST_RETRIES": "2",
+        "KOCHAVA_REPORTING_RETRIES": "2",
         "PYTHONUNBUFFERED": "1",
     }
 
