@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.emulators.kochava_api import KochavaEmulator
 from tests.emulators.kochava_reporting import KochavaReportingEmulator
 from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import ROOT, Pipeline, wait_for
@@ -118,7 +119,11 @@ async def test_full_digest_against_the_emulator(
     make_pipeline: Any, segment: SegmentEmulator, warehouse_pg: Any, dump_logs: list[Pipeline]
 ) -> None:
     url = warehouse_pg.url
-    async with KochavaReportingEmulator(KEY, GUID, queue_seconds=0.2, run_seconds=0.3) as kochava:
+    # KOCHAVA_APP_GUID also turns on the Kochava S2S sink (issue 11): point it at its emulator.
+    async with (
+        KochavaEmulator(GUID) as s2s,
+        KochavaReportingEmulator(KEY, GUID, queue_seconds=0.2, run_seconds=0.3) as kochava,
+    ):
         kochava.set_rows(REPORT)
         p: Pipeline = make_pipeline(
             segment.url,
@@ -126,6 +131,7 @@ async def test_full_digest_against_the_emulator(
             KOCHAVA_API_KEY=KEY,
             KOCHAVA_APP_GUID=GUID,
             KOCHAVA_REPORTING_URL=kochava.url,
+            KOCHAVA_TRACKING_URL=s2s.url,
             KOCHAVA_POLL_FIRST_WAIT="0.2",
             KOCHAVA_POLL_MAX_WAIT="0.3",
         )

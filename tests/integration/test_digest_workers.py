@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from app.warehouse.db import connect_async
 from app.warehouse.store import ensure_schema
-
+from tests.emulators.kochava_api import KochavaEmulator
 from tests.emulators.kochava_reporting import KochavaReportingEmulator
 from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import Pipeline, metric, read_topic, wait_for
@@ -35,7 +36,11 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
     await ensure_schema(conn, "USD")  # the loader's tables, empty: cohorts of nobody
     await conn.close()
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    async with KochavaReportingEmulator(KEY, GUID, queue_seconds=0.5, run_seconds=1.0) as kochava:
+    # KOCHAVA_APP_GUID also turns on the Kochava S2S sink (issue 11): point it at its emulator.
+    async with (
+        KochavaEmulator(GUID) as s2s,
+        KochavaReportingEmulator(KEY, GUID, queue_seconds=0.5, run_seconds=1.0) as kochava,
+    ):
         row = {"date": yesterday, "network": "Meta", "campaign": "spring", "installs": "4"}
         kochava.set_rows([{**row, "install_spend": "20"}, {**row, "network": "Google", "campaign": "brand"}])
         p: Pipeline = make_pipeline(
@@ -44,6 +49,7 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
             KOCHAVA_API_KEY=KEY,
             KOCHAVA_APP_GUID=GUID,
             KOCHAVA_REPORTING_URL=kochava.url,
+            KOCHAVA_TRACKING_URL=s2s.url,
             KOCHAVA_TIME_ZONE="UTC",
             KOCHAVA_DIGEST_HOUR="0",  # yesterday is due at once
             KOCHAVA_DIGEST_CHECK_SECONDS="1",
