@@ -15,7 +15,7 @@ import pytest
 
 from tests.emulators.kochava_api import KochavaEmulator
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import Pipeline, read_topic, wait_for
+from tests.harness import LINK_TOKEN, Pipeline, read_topic, wait_for
 
 SECRET = "webhook-secret"
 GUID = "koapp-e2e"
@@ -118,7 +118,7 @@ async def link_devices(
         assert (await p.get(install(device, **ids)))[0] == 200
     for device, ids in devices:
         status, body, _ = await p.post(
-            "/v1/identity/links", {"user_id": user, "kochava_device_id": device, **ids}
+            "/v1/identity/links", {"user_id": user, "kochava_device_id": device, **ids}, token=LINK_TOKEN
         )
         assert status == 200, body
     wanted = {d for d, _ in devices}
@@ -176,7 +176,9 @@ async def test_identify_mode_entry_every_device_dedupe_late_device_exit_identity
     ] == 200
     # A device linked after the entry enters too (and gets its IdentityLink); a repeated link does not.
     await link_devices(p, kochava, "u1", ("KIAUD3", {"idfv": IDFV_3}))
-    assert (await p.post("/v1/identity/links", {"user_id": "u1", "kochava_device_id": "KIAUD1"}))[0] == 200
+    assert (
+        await p.post("/v1/identity/links", {"user_id": "u1", "kochava_device_id": "KIAUD1"}, token=LINK_TOKEN)
+    )[0] == 200
     await wait_for(
         lambda: len(audience_events(kochava, "Audience Entered")) >= 3, 60, "the late device's entry"
     )

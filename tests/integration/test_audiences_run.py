@@ -66,7 +66,7 @@ async def test_kseg_run_engage_audience_and_suppression_reach_kochava(tmp_path: 
                     assert r.status == 200
                 link = {"user_id": "runner", "kochava_device_id": "KIRUN1", "idfv": IDFV}
                 async with http.post(
-                    f"{base}/v1/identity/links", json=link, headers={"Authorization": "Bearer dev"}
+                    f"{base}/v1/identity/links", json=link, headers={"Authorization": "Bearer dev-links"}
                 ) as r:
                     assert r.status == 200, await r.text()
                 await wait_for(lambda: kochava.identity_links, 60, "the IdentityLink")
