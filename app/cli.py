@@ -29,6 +29,7 @@ examples:
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 kseg dlq list --reason invalid_revenue --since 2h
   kseg loadgen --rate 500 --duration 30 --spike 10x@10s+10s
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 kseg topics plan
+  kseg digest run --date 2026-11-30
 """
 
 
@@ -100,7 +101,7 @@ def _with_kafka_settings(command: Any, args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap_servers:
         raise SystemExit(
             f"kseg {args.command}: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
-            "(the embedded broker) or your cluster's."
+            "(the embedded broker, with KSEG_EMBEDDED_BROKER=true) or your cluster's."
         )
     result: int = command(args, settings)
     return result
@@ -163,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.admin.cli import add_parser as add_topics
 
     add_topics(sub, _with_kafka_settings)
+
+    from app.digest.cli import add_parser as add_digest
+
+    add_digest(sub, _with_kafka_settings, _settings)
 
     from app.audiences.cli import add_parser as add_audiences
 

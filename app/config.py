@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SEGMENT_US_ENDPOINT = "https://api.segment.io"
 SEGMENT_EU_ENDPOINT = "https://events.eu1.segmentapis.com"
+KOCHAVA_REPORTING_URL = "https://reporting.api.kochava.com/v1.4"
 KOCHAVA_TRACKING_URL = "https://control.kochava.com"
 
 
@@ -239,6 +240,64 @@ class Settings(BaseSettings):
     segment_gzip: bool = True
     segment_batch_linger: float = Field(default=0.5, gt=0, description="Seconds to wait to fill a batch.")
 
+    # --- Campaign digest (issue 14: Kochava Reporting API -> spend, CPI/ROAS traits) -------------
+    kochava_api_key: str | None = Field(
+        default=None, description="Kochava Reporting API key (the user's key); unset: no digest runs."
+    )
+    kochava_reporting_url: str = Field(
+        default=KOCHAVA_REPORTING_URL, description="Reporting API v1.4 base URL (every call is a POST)."
+    )
+    kochava_time_zone: str = Field(
+        default="UTC", description="The app's reporting time zone: digest days and report windows."
+    )
+    kochava_digest_hour: int = Field(
+        default=6, ge=0, le=23, description="Local hour (KOCHAVA_TIME_ZONE) of the daily digest run."
+    )
+    kochava_digest_check_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="How often the leader worker checks whether a digest day is due.",
+    )
+    kochava_digest_days: int = Field(
+        default=7,
+        ge=1,
+        le=100,
+        description="Days of spend re-fetched and replaced on every run (restatements).",
+    )
+    kochava_spend_currency: str = Field(
+        default="USD", min_length=3, max_length=3, description="Currency of the report's spend figures."
+    )
+    kochava_column_map: str = Field(
+        default="",
+        description="Report column names, `installs=install_count,...` (see `kseg digest columns`).",
+    )
+    kochava_poll_first_wait: float = Field(
+        default=15.0, ge=0, le=300, description="Seconds before the first progress poll."
+    )
+    kochava_poll_max_wait: float = Field(
+        default=10.0, gt=0, le=300, description="Longest pause between progress polls (backoff cap)."
+    )
+    kochava_report_timeout: float = Field(
+        default=1800.0,
+        gt=0,
+        le=86400,
+        description="Give up on a report not completed after this many seconds.",
+    )
+    kochava_reporting_timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds per HTTP call.")
+    kochava_reporting_retries: int = Field(
+        default=5, ge=0, le=50, description="Retries of one call after a 5xx, 429 or timeout."
+    )
+    kochava_digest_max_backlog: int = Field(
+        default=10_000,
+        ge=0,
+        le=10_000_000,
+        description="Pause the digest's fan-out while the Segment outbox lag exceeds this (0: never).",
+    )
+    kochava_digest_rate: float = Field(
+        default=200.0, gt=0, le=10000, description="Digest identifies queued per second (live traffic first)."
+    )
+
     # --- Warehouse (issue 13) ------------------------------------------------------------------
     kseg_warehouse_url: str | None = Field(
         default=None,
@@ -313,6 +372,19 @@ class Settings(BaseSettings):
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (mutual TLS)")
         return self
+
+    @field_validator("kochava_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as America/Toronto"
+            ) from None
+        return value
 
     # --- Derived -------------------------------------------------------------------------------
     @property

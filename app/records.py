@@ -237,7 +237,9 @@ class AttributionProfile(BaseModel):
 # Dead letters
 # ---------------------------------------------------------------------------------------------
 
-DeadLetterStage = Literal["receiver", "mapping", "identity", "segment", "warehouse", "audiences", "kochava"]
+DeadLetterStage = Literal[
+    "receiver", "mapping", "identity", "segment", "warehouse", "audiences", "kochava", "digest"
+]
 
 
 class DeadLetter(BaseModel):

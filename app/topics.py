@@ -37,6 +37,7 @@ OUTBOX = "segment.outbox"
 WAREHOUSE = "warehouse.events"
 DEADLETTER = "deadletter"
 SPEND = "campaign.spend"
+DIGEST_DAYS = "digest.days"
 AUDIENCE_CHANGES = "audiences.changes"
 KOCHAVA_OUTBOX = "kochava.outbox"
 

@@ -22,6 +22,8 @@ class WorkerTopics:
     outbox: faust.TopicT
     warehouse: faust.TopicT
     deadletter: faust.TopicT
+    spend: faust.TopicT
+    digest_days: faust.TopicT
     audience_changes: faust.TopicT
     kochava_outbox: faust.TopicT
 
@@ -46,6 +48,8 @@ class WorkerTopics:
             outbox=topic(topics.OUTBOX),
             warehouse=topic(topics.WAREHOUSE),
             deadletter=topic(topics.DEADLETTER),
+            spend=topic(topics.SPEND),
+            digest_days=topic(topics.DIGEST_DAYS),
             audience_changes=topic(topics.AUDIENCE_CHANGES),
             kochava_outbox=topic(topics.KOCHAVA_OUTBOX),
         )
@@ -59,6 +63,8 @@ class WorkerTopics:
             topics.OUTBOX: self.outbox,
             topics.WAREHOUSE: self.warehouse,
             topics.DEADLETTER: self.deadletter,
+            topics.SPEND: self.spend,
+            topics.DIGEST_DAYS: self.digest_days,
             topics.AUDIENCE_CHANGES: self.audience_changes,
             topics.KOCHAVA_OUTBOX: self.kochava_outbox,
         }

@@ -63,15 +63,18 @@ MODEL_SCHEMAS = {
     "identity-device-index.schema.json": ("app.identity.records:DeviceIndexUpdate", "identity.device-index"),
     "identity-device-linked.schema.json": ("app.identity.records:DeviceLinked", "identity.device-events"),
     "dead-letter.schema.json": ("app.records:DeadLetter", "deadletter"),
-    "audience-change.schema.json": ("app.audiences.records:MembershipChange|DeviceFacts", "audiences.changes"),
+    "audience-change.schema.json": (
+        "app.audiences.records:MembershipChange|DeviceFacts",
+        "audiences.changes",
+    ),
     "kochava-request.schema.json": ("app.sinks.kochava.requests:KochavaRequest", "kochava.outbox"),
+    "digest-day.schema.json": ("app.digest.schedule:DayState", "digest.days"),
 }
 
 
 def model_schema(name: str) -> dict[str, Any]:
     """The JSON Schema (Draft 2020-12) of the pydantic record behind schema file `name`."""
     import importlib
-
     from functools import reduce
     from operator import or_
 

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from app.audiences import agent as audiences_agent
 from app.config import Settings
+from app.digest import agents as digest_agents
 from app.identity import agents as identity_agents
 from app.kafka import faust_credentials
 from app.pipeline import process
@@ -32,6 +33,7 @@ DOMAINS = (
     segment_sink.register,
     audiences_agent.register,
     kochava_sink.register,
+    digest_agents.register,
 )
 
 

@@ -238,7 +238,6 @@ _EVENT: dict[str, Any] = {
 }
 
 
-
 def test_anonymous_device_is_a_member_only_once_ad_suppressed() -> None:
     from app.audiences.devices import member_of
     from app.records import LifecycleState

@@ -1,0 +1,1 @@
+"""The daily Kochava campaign digest: Reporting API client, spend rows, CPI/ROAS traits, schedule."""

@@ -1,0 +1,81 @@
+"""The digest inside the worker: a leader-only timer that runs the due day once (see `schedule`).
+
+Why a timer (every KOCHAVA_DIGEST_CHECK_SECONDS) and not a crontab: a crontab that fires while no
+worker is leader (a deploy, a rebalance) skips the day; the timer asks "is a day due and not done?"
+at every check, so a late worker still runs it, and the day's state in Kafka keeps it from running twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from prometheus_client import Counter
+
+from app import topics
+from app.digest.client import ReportingClient
+from app.digest.cohort import warehouse_connection
+from app.digest.job import DigestResult, run_digest
+from app.digest.schedule import DayStateStore, DigestScheduler
+from app.kafka import group_lag
+from app.metrics import dead_letters
+from app.runtime.context import WorkerContext
+from app.sinks.segment.ratelimit import AdaptiveRateLimiter
+
+log = logging.getLogger(__name__)
+
+#: Topics the digest produces to, by logical name.
+PRODUCED = (topics.SPEND, topics.OUTBOX, topics.DEADLETTER, topics.DIGEST_DAYS)
+
+
+def register(ctx: WorkerContext) -> None:
+    """Declare the `digest-schedule` timer (leader only) and the digest's counters."""
+    settings = ctx.settings
+    ticks = Counter(
+        "kseg_digest_ticks", "Digest schedule checks, by outcome (ran, failed, waiting, ...).", ["outcome"],
+        registry=ctx.registry,
+    )  # fmt: skip
+    identifies = Counter(
+        "kseg_digest_identifies", "Digest identifies queued to the Segment outbox.", registry=ctx.registry
+    )
+    spend_rows = Counter("kseg_digest_spend_rows", "Spend rows produced.", registry=ctx.registry)
+    if not (settings.kochava_api_key and settings.kochava_app_guid):
+        log.info("digest: KOCHAVA_API_KEY / KOCHAVA_APP_GUID unset, so no daily digest is scheduled")
+        return
+    handles = {settings.topic(name): ctx.topics.by_name(name) for name in PRODUCED}
+
+    async def send(topic: str, key: bytes, value: bytes) -> None:
+        pending = await handles[topic].send(key=key, value=value)
+        await pending  # acked before the next record: the run's counts are what Kafka holds
+
+    pacer = AdaptiveRateLimiter(settings.kochava_digest_rate)
+    outbox = settings.topic(topics.OUTBOX)
+
+    async def run_day(day: date) -> DigestResult:
+        async with ReportingClient.from_settings(settings) as client:
+            result = await run_digest(
+                settings,
+                day=day,
+                days=settings.kochava_digest_days,
+                client=client,
+                send=send,
+                connect_warehouse=lambda: warehouse_connection(settings),
+                pacer=pacer,
+                backlog=lambda: group_lag(settings.bootstrap, settings.kseg_app_id, outbox),
+            )
+        identifies.inc(sum(result.identifies.values()))
+        spend_rows.inc(result.spend_rows)
+        for reason, count in result.dead_letters.items():
+            dead_letters.labels(stage="digest", reason=reason).inc(count)
+        return result
+
+    scheduler = DigestScheduler(settings, DayStateStore(settings, send), run_day)
+
+    @ctx.faust_app.timer(settings.kochava_digest_check_seconds, on_leader=True, name="digest-schedule")
+    async def digest_schedule() -> None:
+        try:
+            outcome = await scheduler.tick()
+        except Exception as exc:  # Kafka unreachable while reading the state: try again next tick
+            log.warning("digest schedule check failed: %s", exc)
+            outcome = "check_failed"
+        ticks.labels(outcome=outcome).inc()
