@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from app.records import DeadLetter, utc_now_iso
+from app.sinks.http import HttpResult
 from app.sinks.kochava.client import KochavaHttpClient, refused
 from app.sinks.kochava.requests import KochavaRequest
-from app.sinks.segment.client import HttpResult
 from app.sinks.segment.policy import (
     Backoff,
     Outcome,
@@ -134,7 +134,7 @@ class KochavaSender:
             wait: float | None = None
             result: HttpResult | None = None
             try:
-                result = await self.client.post(request.path(), body)
+                result = await self.client.post_json(request.path(), body)
             except SegmentTransportError as exc:
                 label, detail, outcome = exc.kind, str(exc), Outcome.RETRY
             else:
