@@ -7,7 +7,9 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
+
+from aiohttp import web
 
 
 @dataclass(kw_only=True)
@@ -31,6 +33,43 @@ class FaultBudget:
     def consume(self) -> None:
         if self._until is None and self.count is not None:
             self.count -= 1
+
+
+class LoopbackServer:
+    """An aiohttp app of the emulator's (`make_app`) served on `host` and a free port by default:
+    `start()`/`stop()` and `async with`. Subclasses set `host`/`port` and may extend start and stop."""
+
+    host: str
+    port: int
+    _runner: web.AppRunner | None = None
+    #: Cancel a handler when its client hangs up (False: the request completes, as a real API's would).
+    handler_cancellation = True
+
+    def make_app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        self._runner = web.AppRunner(
+            self.make_app(),
+            shutdown_timeout=0.5,
+            handler_cancellation=self.handler_cancellation,
+            access_log=None,
+        )
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
 
 class _Emulator(Protocol):

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.emulators.common import FaultBudget, serve_until_stopped
+from tests.emulators.common import FaultBudget, LoopbackServer, serve_until_stopped
 
 TRACK_PATH = "/track/json"
 IDENTITY_LINK_PATH = "/v1/cpi/identityLink.php"
@@ -160,8 +160,10 @@ def identity_link_problem(body: Any, app_guid: str) -> tuple[str, str] | None:
     return None
 
 
-class KochavaEmulator:
+class KochavaEmulator(LoopbackServer):
     """The two endpoints over real HTTP, with accepted bodies kept in `events` and `identity_links`."""
+
+    handler_cancellation = False  # a client timing out does not undo what Kochava already kept
 
     def __init__(self, app_guid: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app_guid = app_guid
@@ -173,7 +175,6 @@ class KochavaEmulator:
         self.rejections: Counter[str] = Counter()
         self.idfa_dropped = 0
         self.faults: list[Fault] = []
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -189,28 +190,6 @@ class KochavaEmulator:
         app.router.add_delete("/_emulator/faults", self._handle_clear)
         app.router.add_post("/_emulator/reset", self._handle_reset)
         return app
-
-    async def start(self) -> KochavaEmulator:
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        if self.port == 0:
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> KochavaEmulator:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ---- faults -------------------------------------------------------------------------------
     def fail_next(self, n: int = 1, *, status: int = 503, retry_after: float | None = None) -> None:

@@ -55,7 +55,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 import orjson
 from aiohttp import web
 
-from tests.emulators.common import serve_until_stopped
+from tests.emulators.common import LoopbackServer, serve_until_stopped
 
 PREFIX = "/v1.4"
 APP_DOES_NOT_EXIST = "App does not exist."
@@ -130,7 +130,7 @@ class _Refuse(Exception):
         self.message = message
 
 
-class KochavaReportingEmulator:
+class KochavaReportingEmulator(LoopbackServer):
     """In-process Reporting API; `url` is the v1.4 base (`…/v1.4`) the client is pointed at."""
 
     def __init__(
@@ -153,7 +153,6 @@ class KochavaReportingEmulator:
         self.rename = dict(rename or {})
         self.faults: list[Fault] = []
         self._rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self._runner: web.AppRunner | None = None
         self.reset()
 
     @property
@@ -172,24 +171,6 @@ class KochavaReportingEmulator:
         app.router.add_get("/_emulator/stats", self._handle_stats)
         app.router.add_route("*", f"{PREFIX}/{{tail:.*}}", self._handle_unknown)
         return app
-
-    async def start(self) -> KochavaReportingEmulator:
-        self._runner = web.AppRunner(self.make_app(), shutdown_timeout=0.5, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> KochavaReportingEmulator:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ---- data and faults ---------------------------------------------------------------------
     def reset(self) -> None:

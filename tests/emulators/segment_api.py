@@ -48,12 +48,12 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Self
 
 import orjson
 from aiohttp import web
 
-from tests.emulators.common import FaultBudget, serve_until_stopped
+from tests.emulators.common import FaultBudget, LoopbackServer, serve_until_stopped
 
 MAX_REQUEST_BYTES = 500_000
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -197,7 +197,7 @@ def _is_poison(msg: Any) -> bool:
     )
 
 
-class SegmentEmulator:
+class SegmentEmulator(LoopbackServer):
     """In-process aiohttp server speaking Segment's Tracking API, with recording and fault injection."""
 
     def __init__(
@@ -223,7 +223,6 @@ class SegmentEmulator:
         self.store_messages = store_messages
         self._record_path = Path(record_path) if record_path else None
         self._record_file: IO[bytes] | None = None
-        self._runner: web.AppRunner | None = None
         self.faults: deque[Fault] = deque()
         self._recent: deque[float] = deque()
         self.reset()
@@ -249,30 +248,16 @@ class SegmentEmulator:
         app.router.add_post("/_emulator/reset", self._handle_reset)
         return app
 
-    async def start(self) -> SegmentEmulator:
+    async def start(self) -> Self:
         if self._record_path is not None:
             self._record_file = self._record_path.open("ab")
-        self._runner = web.AppRunner(
-            self.make_app(), shutdown_timeout=0.5, handler_cancellation=True, access_log=None
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
+        return await super().start()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().stop()
         if self._record_file is not None:
             self._record_file.close()
             self._record_file = None
-
-    async def __aenter__(self) -> SegmentEmulator:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ---- recording ---------------------------------------------------------------------------
     def reset(self) -> None:
