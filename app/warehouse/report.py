@@ -30,6 +30,7 @@ SUMS = (
     "revenue_reengagement",
     "unconverted_orders",
     "spend",
+    "network_installs",
 )
 COLUMNS = (*SUMS, "cpi", "cpa", "roas")
 CENT = Decimal("0.01")
@@ -72,7 +73,8 @@ class Report:
 
 def _ratios(row: dict[str, Any]) -> dict[str, Any]:
     spend, revenue = row.get("spend"), row.get("revenue") or Decimal(0)
-    row["cpi"] = spend / row["installs"] if spend is not None and row["installs"] else None
+    kochava_installs = row.get("network_installs")
+    row["cpi"] = spend / kochava_installs if spend is not None and kochava_installs else None
     row["cpa"] = spend / row["purchasers"] if spend is not None and row["purchasers"] else None
     row["roas"] = revenue / spend if spend else None
     return row
@@ -97,7 +99,9 @@ def query(conn: Any, start: date, end: date, by: str) -> Report:
     totals: dict[str, Any] = {k: "TOTAL" if i == 0 else "" for i, k in enumerate(keys)}
     for column in SUMS:
         values = [r[column] for r in rows if r[column] is not None]
-        totals[column] = sum(values, Decimal(0)) if values else (None if column == "spend" else 0)
+        totals[column] = (
+            sum(values, Decimal(0)) if values else (None if column in ("spend", "network_installs") else 0)
+        )
     return Report(start, end, by, ", ".join(sorted(currencies)) or "USD", rows, _ratios(totals))
 
 
@@ -138,6 +142,7 @@ HEADERS = {
     "revenue_reengagement": "re-eng. rev.",
     "unconverted_orders": "unconv.",
     "spend": "spend",
+    "network_installs": "K. inst.",
     "cpi": "CPI",
     "cpa": "CPA",
     "roas": "ROAS",

@@ -263,7 +263,7 @@ SELECT
   sp.clicks,
   sp.impressions,
   sp.network_installs,
-  sp.spend / NULLIF(a.installs, 0) AS cpi,
+  sp.spend / NULLIF(sp.network_installs, 0) AS cpi,  -- Kochava's installs: what the spend bought
   sp.spend / NULLIF(a.purchasers, 0) AS cpa,
   COALESCE(a.revenue, 0) / NULLIF(sp.spend, 0) AS roas,
   COALESCE(c.cohort_revenue_d7, 0) / NULLIF(sp.spend, 0) AS roas_d7

@@ -102,6 +102,7 @@ def sample_report() -> Report:
                 "revenue_reengagement": Decimal(0),
                 "unconverted_orders": Decimal(1),
                 "spend": Decimal("50"),
+                "network_installs": Decimal(3),  # Kochava's count: CPI = 50 / 3
             }
         ),
         _ratios(
@@ -117,6 +118,7 @@ def sample_report() -> Report:
                 "revenue_reengagement": Decimal(0),
                 "unconverted_orders": Decimal(0),
                 "spend": None,
+                "network_installs": None,
             }
         ),
     ]
@@ -133,6 +135,7 @@ def sample_report() -> Report:
             "revenue_reengagement": 0,
             "unconverted_orders": 1,
             "spend": Decimal("50"),
+            "network_installs": Decimal(3),
         }
     )
     return Report(date.min, date.max, "campaign", "USD", rows, totals)
