@@ -83,6 +83,10 @@ RULES: tuple[Rule, ...] = (
     ("kafka client network (conn, protocol)", _under("aiokafka/", "kafka/")),
     ("HTTP (aiohttp, faust web)", _under("aiohttp", "faust/web/", "yarl", "multidict")),
     ("logging", _under("/logging/")),
+    (
+        "socket syscalls (send, recv, epoll, loop wake-ups)",
+        _under("asyncio/selector_events.py", "/selectors.py"),
+    ),
     ("asyncio scheduling (tasks, futures, loop)", _under("/asyncio/", "uvloop")),
     ("kseg other (worker, runtime)", _under("/app/")),
     ("baseline agent code", _under("/bench/baselines/")),

@@ -61,6 +61,7 @@ class Progress:
         if self.first is None:
             self.first = time.perf_counter()
             self.cpu_first = cpu_seconds()
+            self.result.with_suffix(".started").touch()  # a profiler may attach from here on
 
     def on_acked(self, _message: Any) -> None:
         self.acked += 1
