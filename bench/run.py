@@ -66,7 +66,7 @@ class Profile:
     profile_events: int
 
 
-FULL = Profile(6000, 15, 20000, 1000, 20, 500, 20, 30, 20, 120, 4000)
+FULL = Profile(6000, 15, 8000, 1000, 20, 500, 20, 30, 20, 150, 3000)
 SMOKE = Profile(200, 2, 300, 100, 2, 50, 1, 1, 1, 30, 300)
 
 #: Issue 12's targets (same run, same broker).
@@ -115,7 +115,11 @@ LIMITS = {
         "request. Against Apache Kafka the default 16 KB batches apply."
     ),
     "worker_peak_rss_mb": "RocksDB block cache and faust's buffers grow with the number of partitions.",
-    "spike_lost": "Postbacks answered 200 but never delivered: see the delivery tests.",
+    "spike_lost": (
+        "Postbacks answered 200 but never delivered. 'missing' means the backlog had not drained when "
+        "the wait (drain_timeout) ended (spike_lag_at_end > 0): late, not known lost; the delivery tests "
+        "prove at-least-once under faults."
+    ),
 }
 
 
@@ -667,18 +671,26 @@ async def scenario_spike(run: Run) -> dict[str, Any]:
         while not accepted <= run.segment.arrivals.keys() and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         drained_at = time.perf_counter()
+        lag_at_end: float | None = None
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            lag_at_end = await dep.raw_lag()
     finally:
         watcher.cancel()
         dep.stop()
-    lost = len(accepted - run.segment.arrivals.keys())
+    undelivered = len(accepted - run.segment.arrivals.keys())
+    # Not drained within the wait: what is still queued on postbacks.raw is late, not lost, so `lost`
+    # is only known when nothing is queued any more.
+    lost = undelivered if undelivered == 0 or lag_at_end == 0 else None
     return {
         "spike_offered": report.sent,
         "spike_accepted": len(accepted),
         "spike_503s": report.rejected_503,
         "spike_client_saturated": report.client_saturated,
         "spike_lost": lost,
+        "spike_undelivered_at_end": undelivered,
+        "spike_lag_at_end": lag_at_end,
         "spike_peak_lag": peak_lag,
-        "spike_drain_seconds": round(max(0.0, drained_at - burst_end), 1) if lost == 0 else None,
+        "spike_drain_seconds": round(max(0.0, drained_at - burst_end), 1) if undelivered == 0 else None,
     }
 
 
