@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     kseg_dedupe_ttl_hours: float = Field(
         default=24.0, gt=0, description="Dedupe window for repeated postbacks."
     )
+    kseg_dedupe_max_per_device: int = Field(
+        default=500, ge=1, le=100_000, description="Postback ids remembered per device for dedupe (newest)."
+    )
     kseg_mapping_dir: Path | None = Field(default=None, description="Extra mapping profiles (YAML).")
     kseg_default_profile: str = Field(
         default="kochava-default", description="Profile used when none is named."

@@ -197,6 +197,10 @@ class AttributionProfile(BaseModel):
     # later postbacks are processed; they are parked here meanwhile, durable with the profile.
     awaiting_index_answers: int = 0
     parked: list[JSONDict] = Field(default_factory=list)
+    # Dedupe: ids of this device's postbacks already processed (event id → wall-clock seconds when they
+    # were), within KSEG_DEDUPE_TTL_HOURS and at most KSEG_DEDUPE_MAX_PER_DEVICE. Kept with the profile so
+    # one changelog write covers both: event ids are per device (the device id is in the hash).
+    recent_events: dict[str, float] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------

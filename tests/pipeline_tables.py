@@ -1,5 +1,6 @@
 """The processing agent's steps driven with plain dicts for its tables, the way `process.py` drives them
-with faust tables: read through the batch, produce everything, then write profiles and dedupe marks."""
+with faust tables: read through the batch, produce everything, then write each device's profile (which
+holds its dedupe marks) once."""
 
 from __future__ import annotations
 
@@ -35,27 +36,27 @@ def raw(params: dict[str, Any], source: str = "get", **kw: Any) -> dict[str, Any
 
 @dataclass
 class Tables:
-    """A worker's state as dicts: profiles, dedupe marks and the device index; `sent` keeps every record
-    produced, by logical topic."""
+    """A worker's state as dicts: profiles and the device index; `sent` keeps every record produced, by
+    logical topic (an outbox record's Segment calls one by one; `records` counts records as produced)."""
 
     config: StepConfig = field(default_factory=lambda: StepConfig(settings(), ProfileRegistry.load(None)))
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
+    records: dict[str, int] = field(default_factory=dict)
     index: dict[str, DeviceRecord | None] = field(default_factory=dict)
     sent: dict[str, list[tuple[bytes, Any]]] = field(default_factory=dict)
 
     def run(self, records: list[tuple[str, dict[str, Any]]]) -> Batch:
         """One micro-batch of (device key, record) through the real steps, then its table writes."""
-        batch = Batch(stored_profile=self.profiles.get, seen_before=self.seen.__contains__)
+        batch = Batch(stored_profile=self.profiles.get, config=self.config)
         for n, (key, value) in enumerate(records):
             handle_record(batch, n, key.encode(), orjson.dumps(value), self.config)
         for name, key, value in batch.sends:
-            self.sent.setdefault(name, []).append((key, orjson.loads(value)))
-        for _event, profile, dedupe_id in batch.table_writes():
-            if profile is not None:
-                self.profiles[profile[0]] = profile[1]
-            if dedupe_id:
-                self.seen.add(dedupe_id)
+            self.records[name] = self.records.get(name, 0) + 1
+            data = orjson.loads(value)
+            for item in data["messages"] if name == topics.OUTBOX else [data]:
+                self.sent.setdefault(name, []).append((key, item))
+        for _event, device_key, state in batch.profile_writes():
+            self.profiles[device_key] = state
         return batch
 
     def take(self, name: str) -> list[Any]:

@@ -1,14 +1,13 @@
 """The processing agent and its tables: micro-batches of the device stream through `app.pipeline.steps`.
 
 It consumes two co-partitioned topics keyed by device key: raw postbacks, and user-link notices from
-the identity index. Its tables (profiles, dedupe) are keyed by that same device key or by ids derived
-from it, so every write for a key comes from one partition.
+the identity index. Its one table (profiles, with each device's dedupe marks) is keyed by that same
+device key, so every write for a key comes from one partition.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
+import asyncio
 from typing import Any
 
 from app.mapping import ProfileRegistry
@@ -21,46 +20,32 @@ BATCH_WITHIN = 0.01
 
 
 def register(ctx: WorkerContext) -> None:
-    """Declare the `profiles` and `dedupe` tables and the `process` agent on the worker."""
+    """Declare the `profiles` table and the `process` agent on the worker."""
     settings, faust_app = ctx.settings, ctx.faust_app
     config = StepConfig(settings, ProfileRegistry.load(settings.kseg_mapping_dir))
-    partitions = settings.kseg_topic_partitions
 
-    #: Per-device attribution and identity state (AttributionProfile as JSON).
-    profiles = faust_app.Table("profiles", default=None, partitions=partitions)
-
-    ttl = timedelta(hours=settings.kseg_dedupe_ttl_hours)
-    ttl_seconds = ttl.total_seconds()
-    # Event ids seen recently: tumbling windows one TTL wide, expiring after two, keyed by wall-clock time
-    # (not record timestamps, which brokers may leave unset). A lookup checks this window and the previous.
-    windowed: Any = faust_app.Table("dedupe", default=int, partitions=partitions).tumbling(
-        ttl, expires=ttl * 2
-    )
-    dedupe = windowed.relative_to(lambda event=None: time.time())
-    dedupe_previous = windowed.relative_to(lambda event=None: time.time() - ttl_seconds)
-
-    def seen_before(event_id: str) -> bool:
-        return bool(dedupe[event_id].value() or dedupe_previous[event_id].value())
+    #: Per-device attribution, identity and dedupe state (AttributionProfile as JSON).
+    profiles = faust_app.Table("profiles", default=None, partitions=settings.kseg_topic_partitions)
 
     async def process_batch(stream: Any, context: Any, events: list[Any]) -> None:
         """`stream` is the one being iterated and acked; `context` is the agent's parent stream, used only
         to point faust's current-event context at each event, so table reads and writes use its
-        partition. (Setting it on `stream` itself would overwrite the event noack_take is about to buffer.)"""
-        batch = Batch(stored_profile=profiles.get, seen_before=seen_before)
+        partition. (Setting it on `stream` itself would overwrite the event noack_take is about to buffer.)
+
+        Records go straight to the app's producer (one aiokafka send per record, acks awaited together):
+        faust's per-record `Topic.send` machinery cost more than kseg's own code (bench/README.md)."""
+        batch = Batch(stored_profile=profiles.get, config=config)
         for event in events:
             context._set_current_event(event)
             handle_record(batch, event, event.key, event.value, config)
         futures = [
-            await ctx.topics.by_name(name).send(key=key, value=value) for name, key, value in batch.sends
+            await faust_app.producer.send(settings.topic(name), key, value, None, None, None)
+            for name, key, value in batch.sends
         ]
-        for fut in futures:
-            await fut
-        for event, profile, dedupe_id in batch.table_writes():
+        await asyncio.gather(*futures)
+        for event, device_key, state in batch.profile_writes():
             context._set_current_event(event)
-            if profile is not None:
-                profiles[profile[0]] = profile[1]
-            if dedupe_id:
-                dedupe[dedupe_id] = 1
+            profiles[device_key] = state
         for event in events:
             await stream.ack(event)
 

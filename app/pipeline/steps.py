@@ -1,15 +1,16 @@
 """The processing agent's per-event logic as plain functions: postback → mapping → dedupe → identity →
 Segment outbox + warehouse row, and user-link notices → late authentication.
 
-Nothing here touches faust. A `Batch` reads stored state through the two functions it is given (the
-profile table and the dedupe window) and collects, per event, the records to produce and the table writes
-to make once they are durable; `app/pipeline/process.py` does the producing and writing, and unit tests
-drive these functions with plain dicts.
+Nothing here touches faust. A `Batch` reads stored state through the function it is given (the profile
+table, which also holds each device's dedupe marks) and collects, per event, the records to produce and
+the device states to write once they are durable; `app/pipeline/process.py` does the producing and
+writing, and unit tests drive these functions with plain dicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,35 +44,35 @@ Send = tuple[str, bytes, bytes]
 
 @dataclass(frozen=True)
 class StepConfig:
-    """What the steps need besides state: settings and the mapping profiles."""
+    """What the steps need besides state: settings, the mapping profiles and the wall clock (dedupe)."""
 
     settings: Settings
     profiles: ProfileRegistry
+    clock: Callable[[], float] = time.time
 
 
 @dataclass
 class Step:
-    """What one event produces: records to send, then (once they are durable) table writes."""
+    """What one event produces: records to send, then (once they are durable) its device's new state."""
 
     event: Any
     sends: list[Send] = field(default_factory=list)
-    profile: tuple[str, AttributionProfile] | None = None
-    dedupe_id: str | None = None
+    device_key: str | None = None
 
 
 @dataclass
 class Batch:
-    """One micro-batch. Its outputs go to Kafka together and are awaited once; only then are profile
-    states and dedupe marks written, in event order, so a crash before that replays the whole batch.
+    """One micro-batch. Its outputs go to Kafka together and are awaited once; only then is each device's
+    final profile written, once per device, so a crash before that replays the whole batch. The profile
+    also carries the device's dedupe marks, so an event is marked seen only after its outputs are durable.
 
-    `stored_profile(device_key)` reads the profile table (JSON dict or None); `seen_before(event_id)`
-    asks the dedupe window. Reads within the batch see the batch's own earlier writes."""
+    `stored_profile(device_key)` reads the profile table (JSON dict or None). Reads within the batch see
+    the batch's own earlier changes."""
 
     stored_profile: Callable[[str], dict[str, Any] | None]
-    seen_before: Callable[[str], bool]
+    config: StepConfig
     steps: list[Step] = field(default_factory=list)
     states: dict[str, AttributionProfile] = field(default_factory=dict)
-    seen_ids: set[str] = field(default_factory=set)
 
     def profile(self, device_key: str) -> AttributionProfile:
         if device_key in self.states:
@@ -79,15 +80,25 @@ class Batch:
         stored = self.stored_profile(device_key)
         return AttributionProfile.model_validate(stored) if stored else AttributionProfile()
 
-    def seen(self, event_id: str) -> bool:
-        return event_id in self.seen_ids or self.seen_before(event_id)
+    def seen(self, device_key: str, event_id: str) -> bool:
+        """Whether the device processed this postback within the dedupe window."""
+        at = self.profile(device_key).recent_events.get(event_id)
+        return at is not None and self.config.clock() - at < self.config.settings.kseg_dedupe_ttl_hours * 3600
 
-    def add(self, step: Step, device_key: str | None = None, state: AttributionProfile | None = None) -> None:
-        if device_key is not None and state is not None:
+    def add(
+        self,
+        step: Step,
+        device_key: str | None = None,
+        state: AttributionProfile | None = None,
+        seen_id: str | None = None,
+    ) -> None:
+        """Record a step; `state` is the device's new profile, `seen_id` a postback id to mark as seen."""
+        if device_key is not None and (state is not None or seen_id):
+            state = state or self.profile(device_key)
+            if seen_id:
+                state = remember(state, seen_id, self.config)
             self.states[device_key] = state
-            step.profile = (device_key, state)
-        if step.dedupe_id:
-            self.seen_ids.add(step.dedupe_id)
+            step.device_key = device_key
         self.steps.append(step)
 
     @property
@@ -95,15 +106,31 @@ class Batch:
         """Every record to produce, in event order (all are awaited before any table write)."""
         return [send for step in self.steps for send in step.sends]
 
-    def table_writes(self) -> Iterator[tuple[Any, tuple[str, dict[str, Any]] | None, str | None]]:
-        """Per step, in event order: (event, (device key, profile JSON) or None, event id to mark seen or
-        None). Made only after every send was acked, so a crash before them replays the batch."""
+    def profile_writes(self) -> list[tuple[Any, str, dict[str, Any]]]:
+        """(event, device key, profile JSON): each changed device's final state once, with the device's last
+        event (for its partition). Made only after every send was acked."""
+        last: dict[str, Any] = {}
         for step in self.steps:
-            profile = None
-            if step.profile is not None:
-                device_key, state = step.profile
-                profile = (device_key, state.model_dump(mode="json"))
-            yield step.event, profile, step.dedupe_id
+            if step.device_key is not None:
+                last[step.device_key] = step.event
+        return [(event, key, self.states[key].model_dump(mode="json")) for key, event in last.items()]
+
+
+def remember(state: AttributionProfile, event_id: str, config: StepConfig) -> AttributionProfile:
+    """`state` with `event_id` marked seen now; ids past the TTL dropped, then the oldest over the cap."""
+    now = config.clock()
+    horizon = now - config.settings.kseg_dedupe_ttl_hours * 3600
+    recent = {k: at for k, at in state.recent_events.items() if at > horizon}
+    recent[event_id] = now
+    cap = config.settings.kseg_dedupe_max_per_device
+    if len(recent) > cap:
+        recent = dict(sorted(recent.items(), key=lambda item: item[1])[-cap:])
+    return state.model_copy(update={"recent_events": recent})
+
+
+def segment_calls_record(messages: list[dict[str, Any]]) -> bytes:
+    """One outbox record holding all the Segment calls of one event (the sink unpacks it)."""
+    return dumps({"kind": "segment_calls", "messages": messages})
 
 
 def dead_letter_send(letter: DeadLetter) -> Send:
@@ -120,7 +147,7 @@ def handle_postback(
         letter = DeadLetter(stage="mapping", reason="invalid_raw_record", error=str(exc), payload=value)
         batch.add(Step(event, [dead_letter_send(letter)]))
         return
-    if raw.source != "replay" and batch.seen(raw.event_id):  # a replay is deliberate; messageIds collapse
+    if raw.source != "replay" and batch.seen(device_key, raw.event_id):  # a replay is deliberate
         m.deduplicated.inc()
         batch.add(Step(event))
         return
@@ -136,11 +163,11 @@ def handle_postback(
         profile = config.profiles.get(profile_name)
     except UnknownProfile:
         letter = dead_letter_unknown_profile(raw, profile_name)
-        batch.add(Step(event, [dead_letter_send(letter)], dedupe_id=raw.event_id))
+        batch.add(Step(event, [dead_letter_send(letter)]), device_key, seen_id=raw.event_id)
         return
     mapped = map_postback(raw, profile, settings.kseg_namespace)
     if isinstance(mapped, DeadLetter):
-        batch.add(Step(event, [dead_letter_send(mapped)], dedupe_id=raw.event_id))
+        batch.add(Step(event, [dead_letter_send(mapped)]), device_key, seen_id=raw.event_id)
         return
 
     state = batch.profile(device_key)
@@ -158,10 +185,10 @@ def handle_postback(
     row = build_warehouse_row(mapped, identity, state)
 
     key = device_key.encode()
-    sends: list[Send] = [(topics.OUTBOX, key, dumps(msg)) for msg in messages]
+    sends: list[Send] = [(topics.OUTBOX, key, segment_calls_record(messages))] if messages else []
     sends.append((topics.WAREHOUSE, mapped.event_id.encode(), dumps(row)))
     sends += [(topics.DEVICE_INDEX, u.device.encode(), dumps(u)) for u in index_updates]
-    batch.add(Step(event, sends, dedupe_id=raw.event_id), device_key, state)
+    batch.add(Step(event, sends), device_key, state, seen_id=raw.event_id)
     m.processed.labels(kind=mapped.kind).inc()
     for msg in messages:
         m.segment_messages.labels(type=msg["type"]).inc()
@@ -179,7 +206,8 @@ def handle_device_linked(
         return
     state, messages = apply_link(batch.profile(device_key), notice, device_key, config.settings)
     key = device_key.encode()
-    batch.add(Step(event, [(topics.OUTBOX, key, dumps(msg)) for msg in messages]), device_key, state)
+    sends = [(topics.OUTBOX, key, segment_calls_record(messages))] if messages else []
+    batch.add(Step(event, sends), device_key, state)
     for msg in messages:
         m.segment_messages.labels(type=msg["type"]).inc()
     if notice.answers_reinstall and state.awaiting_index_answers > 0:

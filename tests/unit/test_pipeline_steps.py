@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from app import topics
+from app.mapping import ProfileRegistry
 from app.pipeline import steps
+from app.pipeline.steps import StepConfig
 from app.records import DeadLetter
-from tests.pipeline_tables import Tables, raw
+from tests.pipeline_tables import Tables, raw, settings
 
 INSTALL = {
     "event_name": "_install",
@@ -42,15 +44,31 @@ def test_install_produces_calls_row_and_index_updates_then_writes_state() -> Non
     assert {c["type"] for c in calls} == {"identify", "track"}
     assert t.profile("KA").first_touch is not None
     assert t.profile("KA").first_touch.campaign == "spring"  # type: ignore[union-attr]
-    assert raw(INSTALL)["event_id"] in t.seen
+    assert raw(INSTALL)["event_id"] in t.profile("KA").recent_events
 
 
-def test_table_writes_come_in_event_order_after_the_sends() -> None:
+def test_one_outbox_record_per_event_and_one_profile_write_per_device_per_batch() -> None:
     t = Tables()
-    batch = t.run([("KA", raw(INSTALL)), ("KA", raw(purchase("KA", 1)))])
-    writes = list(batch.table_writes())
-    assert [event for event, _, _ in writes] == [0, 1]
-    assert writes[-1][1] is not None and writes[-1][1][1]["purchase_count"] == 1
+    batch = t.run([("KA", raw(INSTALL)), ("KB", raw(purchase("KB", 0))), ("KA", raw(purchase("KA", 1)))])
+    assert t.records[topics.OUTBOX] == 3 and t.records[topics.WAREHOUSE] == 3
+    assert len(t.take(topics.OUTBOX)) == 4  # the install's identify + track travel in one record
+    writes = batch.profile_writes()
+    assert [(event, key) for event, key, _ in writes] == [(2, "KA"), (1, "KB")]  # each device's last event
+    assert writes[0][2]["purchase_count"] == 1 and len(writes[0][2]["recent_events"]) == 2
+
+
+def test_dedupe_marks_expire_after_the_ttl_and_are_capped_per_device() -> None:
+    now = [1_000_000.0]
+    t = Tables(
+        config=StepConfig(settings(kseg_dedupe_max_per_device=3), ProfileRegistry.load(None), lambda: now[0])
+    )
+    t.run([("KA", raw(INSTALL))])
+    now[0] += 24 * 3600 + 1  # past the 24 h window: the repeat is processed again
+    t.run([("KA", raw(INSTALL))])
+    assert len(t.take(topics.WAREHOUSE)) == 2
+    t.run([("KA", raw(purchase("KA", n))) for n in range(5)])
+    recent = t.profile("KA").recent_events
+    assert len(recent) == 3 and all(now[0] == at for at in recent.values())
 
 
 def test_exact_repeats_are_dropped_within_a_batch_and_across_batches_but_replays_are_not() -> None:
@@ -65,7 +83,7 @@ def test_exact_repeats_are_dropped_within_a_batch_and_across_batches_but_replays
 
 def test_bad_records_become_typed_dead_letters() -> None:
     t = Tables()
-    batch = steps.Batch(stored_profile=t.profiles.get, seen_before=t.seen.__contains__)
+    batch = steps.Batch(stored_profile=t.profiles.get, config=t.config)
     steps.handle_record(batch, 0, b"KA", b"{not json", t.config)
     steps.handle_record(batch, 1, b"KA", b'{"kind": "postback"}', t.config)
     steps.handle_record(batch, 2, b"KA", b'{"kind": "device_linked"}', t.config)
@@ -78,7 +96,8 @@ def test_bad_records_become_typed_dead_letters() -> None:
         ("identity", "invalid_link_notice"),
         ("mapping", "unknown_profile"),
     ]
-    assert [d for _, _, d in batch.table_writes() if d] == [unknown["event_id"]]  # only a mapped decision
+    [(_, key, state)] = batch.profile_writes()  # only a mapping decision marks the postback seen
+    assert key == "KA" and list(state["recent_events"]) == [unknown["event_id"]]
 
 
 def _reinstall(t: Tables) -> None:

@@ -25,20 +25,33 @@ log = logging.getLogger(__name__)
 
 
 def decode_messages(values: list[bytes | None]) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
-    """The outbox records as Segment messages, and a dead letter for each one that is not JSON."""
+    """The Segment messages in outbox records — one record holds all the calls of one event
+    (`{"kind": "segment_calls", "messages": [...]}`), a replayed dead letter is one message — and a dead
+    letter for each record that is neither."""
     messages: list[dict[str, Any]] = []
     letters: list[DeadLetter] = []
     for value in values:
         try:
-            messages.append(loads(value or b""))
+            data = loads(value or b"")
         except Exception as exc:
             raw = bytes(value or b"").decode("utf-8", "replace")
-            letters.append(
-                DeadLetter(
-                    stage="segment", reason="undecodable_message", error=repr(exc), payload={"raw": raw}
-                )
-            )
+            letters.append(undecodable(repr(exc), raw))
+            continue
+        if (
+            isinstance(data, dict)
+            and data.get("kind") == "segment_calls"
+            and isinstance(data.get("messages"), list)
+        ):
+            messages.extend(m if isinstance(m, dict) else {"value": m} for m in data["messages"])
+        elif isinstance(data, dict):
+            messages.append(data)  # one message (a replayed dead letter); validation rejects a non-message
+        else:
+            letters.append(undecodable("not a JSON object", data))
     return messages, letters
+
+
+def undecodable(error: str, raw: Any) -> DeadLetter:
+    return DeadLetter(stage="segment", reason="undecodable_message", error=error, payload={"raw": raw})
 
 
 async def deliver_or_hold(deliverer: Deliverer, messages: list[dict[str, Any]], health: WorkerHealth) -> None:
