@@ -9,10 +9,10 @@ cannot drift from the worker's settings.
 
 Two shapes (one process each, run one after the other by `bench/run.py`):
 
-- `--sends N --table --sink` (kseg's shape): per event one table write (one changelog record) and N sends,
-  the first to an `outbox` topic that a second agent in the same process reads back (as kseg's Segment
-  sink reads kseg's outbox); the rest to an `other` topic. Done when every send is acknowledged and every
-  outbox record was read back.
+- `--sends N --table --read-back R` (kseg's shape): per event one table write (one changelog record) and N
+  sends, the first R to an `outbox` topic that a second agent in the same process reads back (as kseg's
+  Segment sink reads its outbox and its identity agents read the index updates the worker wrote), the rest
+  to an `other` topic. Done when every send is acknowledged and every outbox record was read back.
 - `--sends 1` (one output per event): faust's cost over the passthrough for the same work.
 
 The events are read as raw bytes and copied out unchanged (no JSON, no kseg code). The process writes its
@@ -20,7 +20,8 @@ result (events, seconds from the first event to the last completion, events_per_
 process in that window) as JSON to `--result` and keeps running until it is stopped.
 
     python -m bench.baselines.faust_agent --bootstrap 127.0.0.1:9092 --src bench1.postbacks.raw \\
-        --app-id fb1 --expected 20000 --sends 3 --table --sink --data-dir /tmp/fb1 --result /tmp/fb1.json
+        --app-id fb1 --expected 20000 --sends 5 --table --read-back 3 --data-dir /tmp/fb1 \\
+        --web-port 6099 --result /tmp/fb1.json
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def cpu_seconds() -> float:
 class Progress:
     """Counts events, acknowledged sends and read-back records; writes the result once all are in."""
 
-    def __init__(self, expected: int, sends: int, sink: bool, result: Path) -> None:
-        self.expected, self.sends, self.sink, self.result = expected, sends, sink, result
+    def __init__(self, expected: int, sends: int, read_back: int, result: Path) -> None:
+        self.expected, self.sends, self.reads, self.result = expected, sends, read_back, result
         self.processed = self.acked = self.read_back = 0
         self.first: float | None = None
         self.cpu_first = 0.0
@@ -81,7 +82,7 @@ class Progress:
         done = (
             self.processed >= self.expected
             and self.acked >= self.expected * self.sends
-            and (not self.sink or self.read_back >= self.expected)
+            and self.read_back >= self.expected * self.reads
         )
         if not done:
             return
@@ -93,7 +94,7 @@ class Progress:
             "events_per_s": round(self.processed / seconds, 1) if seconds > 0 else 0.0,
             "cpu_seconds": round(cpu_seconds() - self.cpu_first, 3),
             "sends_per_event": self.sends,
-            "sink": self.sink,
+            "read_back_per_event": self.reads,
         }
         tmp = self.result.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(report))
@@ -127,7 +128,6 @@ def build(args: argparse.Namespace, progress: Progress) -> Any:
 
     source, outbox, other = topic(args.src), topic(settings.topic("outbox")), topic(settings.topic("other"))
     table = faust_app.Table("state", default=None, partitions=args.partitions) if args.table else None
-    extra_sends = args.sends - 1
 
     @faust_app.agent(source, name="baseline")
     async def baseline(stream: Any) -> None:
@@ -135,12 +135,12 @@ def build(args: argparse.Namespace, progress: Progress) -> Any:
             progress.start()
             if table is not None:
                 table[key.decode() if key else ""] = value.decode()
-            await outbox.send(key=key, value=value, callback=progress.on_acked)
-            for _ in range(extra_sends):
-                await other.send(key=key, value=value, callback=progress.on_acked)
+            for i in range(args.sends):
+                target = outbox if i < args.read_back else other
+                await target.send(key=key, value=value, callback=progress.on_acked)
             progress.on_processed()
 
-    if args.sink:
+    if args.read_back:
 
         @faust_app.agent(outbox, name="sink")
         async def sink(stream: Any) -> None:
@@ -156,9 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--src", required=True, help="topic to read (from the beginning)")
     parser.add_argument("--app-id", required=True, help="faust app id (consumer group, topic prefix)")
     parser.add_argument("--expected", type=int, required=True, help="events to process")
-    parser.add_argument("--sends", type=int, default=1, help="records sent per event (first to the outbox)")
+    parser.add_argument("--sends", type=int, default=1, help="records sent per event")
     parser.add_argument("--table", action="store_true", help="one table write per event")
-    parser.add_argument("--sink", action="store_true", help="a second agent reads the outbox back")
+    parser.add_argument(
+        "--read-back",
+        type=int,
+        default=0,
+        help="of the sends, how many a second agent in the process reads back",
+    )
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument(
         "--embedded",
@@ -171,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--web-port", type=int, required=True, help="faust web port (as the worker has one)")
     parser.add_argument("--result", type=Path, required=True, help="where the JSON result is written")
     args = parser.parse_args(argv)
-    if args.sends < 1 or args.expected < 1:
-        parser.error("--sends and --expected must be >= 1")
+    if args.sends < 1 or args.expected < 1 or not 0 <= args.read_back <= args.sends:
+        parser.error("--sends and --expected must be >= 1, --read-back between 0 and --sends")
     host = args.bootstrap.split(",")[0].rsplit(":", 1)[0].strip("[]")
     if host not in ("localhost", "::1") and not host.startswith("127."):
         parser.error(f"refusing non-loopback bootstrap {args.bootstrap!r}")
     prefix = args.app_id
     asyncio.run(ensure_topics(args.bootstrap, [f"{prefix}.outbox", f"{prefix}.other"], args.partitions))
-    progress = Progress(args.expected, args.sends, args.sink, args.result)
+    progress = Progress(args.expected, args.sends, args.read_back, args.result)
     faust_app, _ = build(args, progress)
     KsegWorker(faust_app, loglevel="warn", quiet=True, redirect_stdouts=False).execute_from_commandline()
     return 0

@@ -26,6 +26,7 @@ EVERY_FIGURE = (
     "faust_shape_events_per_s",
     "faust_shape_cpu_s_per_1k",
     "faust_shape_records_per_event",
+    "faust_shape_read_back_per_event",
     "worker_ratio",
     "worker_vs_faust_shape",
     "faust_shape_ratio",
