@@ -4,12 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test test-unit test-integration lint typecheck bench identity-bench clean
+.PHONY: help install run test test-unit test-integration lint typecheck bench identity-bench fuzz clean
 
 help:
 	@echo "make run    - run kseg (embedded broker + receiver + worker) on http://127.0.0.1:8080"
 	@echo "make test   - lint, type-check and run every test (unit + integration on the embedded broker)"
 	@echo "make bench  - run the benchmark suite; writes bench/results/latest.{json,md}"
+	@echo "make fuzz   - the hostile-input suite, longer: FUZZ_EXAMPLES requests within FUZZ_SECONDS (127.0.0.1 only)"
 	@echo "make lint / make typecheck / make test-unit / make test-integration / make clean"
 
 $(STAMP): pyproject.toml
@@ -44,6 +45,12 @@ bench: $(STAMP)
 
 identity-bench: $(STAMP)
 	$(BIN)/python -m bench.identity_bench
+
+FUZZ_EXAMPLES ?= 3000
+FUZZ_SECONDS  ?= 600
+fuzz: $(STAMP)
+	KSEG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) KSEG_FUZZ_SECONDS=$(FUZZ_SECONDS) \
+		$(BIN)/pytest tests/integration/test_hostile_input.py -q -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

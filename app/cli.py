@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.loadgen.cli import build_parser as add_loadgen
 
     add_loadgen(sub)
+
+    from app.warehouse.cli import add_parsers as add_warehouse
+
+    add_warehouse(sub, _settings)
     return parser
 
 

@@ -58,6 +58,50 @@ class Settings(BaseSettings):
     kseg_produce_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a Kafka ack.")
     kseg_retry_after_seconds: int = Field(default=5, ge=1, description="Retry-After sent with a 503.")
 
+    # --- Security (issue 16; docs/security.md) ------------------------------------------------
+    kseg_link_tokens: str = Field(
+        default="",
+        description="Comma-separated tokens for POST /v1/identity/links; postback tokens are refused there.",
+    )
+    segment_webhook_header_name: str = Field(
+        default="X-Kseg-Webhook-Secret",
+        min_length=1,
+        max_length=100,
+        description="Custom header carrying SEGMENT_WEBHOOK_HEADER_SECRET on Segment webhook deliveries.",
+    )
+    segment_webhook_header_secret: str | None = Field(
+        default=None,
+        description="Shared header secret: authenticates whole batched Segment webhook deliveries.",
+    )
+    kseg_rate_limit_per_token: float = Field(
+        default=0.0,
+        ge=0,
+        le=1_000_000,
+        description="Requests/s allowed per credential (token bucket); 0: off. Excess: 429 + Retry-After.",
+    )
+    kseg_rate_limit_burst: int = Field(
+        default=5000, ge=1, le=10_000_000, description="Token-bucket size: requests a credential may burst."
+    )
+    kseg_http_header_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="Seconds a connection may take to send its headers, or idle between requests.",
+    )
+    kseg_http_body_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds a client may take to send a request body (else 408)."
+    )
+    kseg_http_max_header_bytes: int = Field(
+        default=8190, ge=1024, le=65536, description="Longest request line or header field (else 400/431)."
+    )
+    kseg_http_max_headers: int = Field(
+        default=64, ge=8, le=1024, description="Most header fields a request may carry."
+    )
+    kseg_worker_web_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of the worker's and warehouse loader's pages; loopback unless scraped",
+    )
+
     # --- Worker --------------------------------------------------------------------------------
     kseg_data_dir: Path = Field(default=Path("./var"), description="Dry-run outbox, table state, exports.")
     kseg_worker_id: str = Field(default="worker-1", description="Names this worker's RocksDB data directory.")
@@ -108,6 +152,33 @@ class Settings(BaseSettings):
     segment_gzip: bool = True
     segment_batch_linger: float = Field(default=0.5, gt=0, description="Seconds to wait to fill a batch.")
 
+    # --- Warehouse (issue 13) ------------------------------------------------------------------
+    kseg_warehouse_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of the warehouse. Unset: embedded server under KSEG_DATA_DIR/postgres.",
+    )
+    kseg_warehouse_group: str | None = Field(
+        default=None, description="Warehouse loader consumer group (default `<KSEG_APP_ID>-warehouse`)."
+    )
+    kseg_warehouse_web_port: int = Field(
+        default=6068, ge=0, le=65535, description="Warehouse loader /metrics, /healthz and /readyz port."
+    )
+    kseg_warehouse_batch_rows: int = Field(
+        default=2000, ge=1, le=100_000, description="Most records the loader writes in one transaction."
+    )
+    kseg_warehouse_batch_wait: float = Field(
+        default=0.5, gt=0, le=60, description="Seconds the loader waits for records to fill a batch."
+    )
+    kseg_warehouse_retry_max: float = Field(
+        default=10.0, gt=0, le=600, description="Longest wait between retries while the database is down."
+    )
+    kseg_warehouse_fault_kill_after_commits: int = Field(
+        default=0,
+        ge=0,
+        description="Testing only: the loader SIGKILLs itself after this many database commits, before "
+        "committing the Kafka offsets (0: never).",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("segment_endpoint")
@@ -120,6 +191,10 @@ class Settings(BaseSettings):
     @property
     def postback_tokens(self) -> list[str]:
         return [t.strip() for t in self.kseg_postback_tokens.split(",") if t.strip()]
+
+    @property
+    def link_tokens(self) -> list[str]:
+        return [t.strip() for t in self.kseg_link_tokens.split(",") if t.strip()]
 
     @property
     def token_profiles(self) -> dict[str, str]:
@@ -153,6 +228,10 @@ class Settings(BaseSettings):
     @property
     def dry_run(self) -> bool:
         return not self.segment_write_key
+
+    @property
+    def warehouse_group(self) -> str:
+        return self.kseg_warehouse_group or f"{self.kseg_app_id}-warehouse"
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for one of kseg's logical topics."""

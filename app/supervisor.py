@@ -1,5 +1,5 @@
-"""`kseg run`: the embedded broker (when needed), one receiver and one worker, stopped together and
-restarted when they exit (children come from `app.spawner`)."""
+"""`kseg run`: the embedded broker and warehouse (when needed), receiver, worker and warehouse loader,
+stopped together and restarted when they exit (children come from `app.spawner`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
 from app.spawner import spawn_role, stop_all
+from app.warehouse.embedded import EmbeddedWarehouse, pgdata_dir
 
 #: A child may be restarted this many times within RESTART_WINDOW seconds before kseg gives up.
 MAX_RESTARTS = 5
@@ -23,6 +24,8 @@ kseg is running
   receiver   http://{host}:{port}/v1/kochava/postbacks   (metrics: /metrics, readiness: /readyz)
   worker     http://{host}:{wport}/metrics
   kafka      {bootstrap}{embedded}{dlq_hint}
+  warehouse  {warehouse}   (loader metrics: http://{host}:{lport}/metrics)
+             revenue by install campaign: kseg report roas --by campaign
   segment    {segment}
 
 Try it:
@@ -46,6 +49,8 @@ def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, s
         env.setdefault("KSEG_SESSION_TIMEOUT", "10")
     if not settings.postback_tokens:
         env["KSEG_POSTBACK_TOKENS"] = "dev"
+    if not settings.link_tokens:
+        env["KSEG_LINK_TOKENS"] = "dev-links"  # the links API needs its own credential (docs/security.md)
     return env
 
 
@@ -62,9 +67,12 @@ def run(settings: Settings) -> int:
         _say("!" * 78)
         _say("!! KSEG_POSTBACK_TOKENS is not set: accepting the development token `dev`.            !!")
         _say("!! Anyone who can reach this port can post data. Set KSEG_POSTBACK_TOKENS for real use. !!")
+        if not settings.link_tokens:
+            _say("!! The links API (POST /v1/identity/links) takes KSEG_LINK_TOKENS, here `dev-links`.    !!")
         _say("!" * 78)
     env = child_env(settings, bootstrap, embedded)
-    token = (env.get("KSEG_POSTBACK_TOKENS") or "dev").split(",")[0].strip()
+    # Print the development token, never a configured one: stdout ends up in journals and CI logs.
+    token = "dev" if not settings.postback_tokens else "<one of KSEG_POSTBACK_TOKENS>"
     host, port = settings.kseg_http_host, settings.kseg_http_port
     curl = (
         f"http://{host}:{port}/v1/kochava/postbacks?token={token}&event_name=_install"
@@ -78,6 +86,25 @@ def run(settings: Settings) -> int:
     )
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
+    # Warehouse (issue 13): embedded PostgreSQL unless KSEG_WAREHOUSE_URL names one; the loader is a child.
+    warehouse = None
+    if not settings.kseg_warehouse_url:
+        try:
+            warehouse = EmbeddedWarehouse(pgdata_dir(settings.kseg_data_dir)).start()
+        except Exception as exc:
+            _say(
+                f"kseg run: cannot start the embedded PostgreSQL in {pgdata_dir(settings.kseg_data_dir)} "
+                f"({exc}); see its log there, or set KSEG_WAREHOUSE_URL to a PostgreSQL of yours"
+            )
+            if broker is not None:
+                broker.stop()
+            return 1
+    warehouse_text = (
+        f"embedded PostgreSQL, data in {pgdata_dir(settings.kseg_data_dir)}"
+        if warehouse
+        else "KSEG_WAREHOUSE_URL"
+    )
+    roles = ("receiver", "worker", "warehouse load")
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -87,12 +114,14 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     exit_code = 0
     try:
-        children = [spawn_role("receiver", env), spawn_role("worker", env)]
+        children = [spawn_role(role.split(), env) for role in roles]
         _say(
             BANNER.format(
                 host=host,
                 port=port,
                 wport=settings.kseg_worker_web_port,
+                lport=settings.kseg_warehouse_web_port,
+                warehouse=warehouse_text,
                 bootstrap=bootstrap,
                 embedded=" (embedded Tansu, memory only: data is lost when kseg stops)" if embedded else "",
                 segment=segment,
@@ -107,7 +136,7 @@ def run(settings: Settings) -> int:
         )
         restarts: list[float] = []
         while not stopping:
-            for i, role in enumerate(("receiver", "worker")):
+            for i, role in enumerate(roles):
                 code = children[i].poll()
                 if code is None or stopping:
                     continue
@@ -120,11 +149,13 @@ def run(settings: Settings) -> int:
                     exit_code, stopping = code or 1, True
                     break
                 _say(f"kseg run: the {role} exited with code {code}; restarting it")
-                children[i] = spawn_role(role, env)
+                children[i] = spawn_role(role.split(), env)
             time.sleep(0.2)
     finally:
-        _say("kseg run: stopping receiver and worker ...")
+        _say("kseg run: stopping receiver, worker and warehouse loader ...")
         stop_all(children)
+        if warehouse is not None and warehouse.started_here:
+            warehouse.stop()
         if broker is not None:
             broker.stop()
         _say("kseg run: stopped")

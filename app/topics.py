@@ -28,6 +28,7 @@ DEVICE_EVENTS = "identity.device-events"
 OUTBOX = "segment.outbox"
 WAREHOUSE = "warehouse.events"
 DEADLETTER = "deadletter"
+SPEND = "campaign.spend"
 
 
 @dataclass(frozen=True)

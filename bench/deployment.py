@@ -30,6 +30,7 @@ class Deployment:
     data_dir: Path
     app_id: str = field(default_factory=lambda: f"bench{int(time.time() * 1000) % 10_000_000}")
     token: str = "bench"
+    link_token: str = "bench-links"
     extra_env: dict[str, str] = field(default_factory=dict)
     http_port: int = field(default_factory=free_port)
     worker_port: int = field(default_factory=free_port)
@@ -47,6 +48,7 @@ class Deployment:
             "KSEG_HTTP_PORT": str(self.http_port),
             "KSEG_WORKER_WEB_PORT": str(self.worker_port),
             "KSEG_POSTBACK_TOKENS": self.token,
+            "KSEG_LINK_TOKENS": self.link_token,
             "KSEG_DATA_DIR": str(self.data_dir),
             "KSEG_SESSION_TIMEOUT": "6",
             "KSEG_TOPIC_PARTITIONS": "8",

@@ -76,12 +76,14 @@ import aiohttp
 import orjson
 
 from app.broker.embedded import EmbeddedBroker
+from app.receiver.identity_routes import LINKS_PATH
 from app.records import postback_event_id, utc_now_iso
 from bench.deployment import Deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 TOKEN = "identity-bench"
+LINK_TOKEN = "identity-bench-links"
 NAMESPACE = "identity-bench"
 SHARED_THRESHOLD = 2
 MAX_USERS = 20_000
@@ -301,7 +303,7 @@ class Traffic:
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         """One request with bounded retries on 503 and connection errors; (status, body)."""
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        headers = {"Authorization": f"Bearer {LINK_TOKEN if path.startswith(LINKS_PATH) else TOKEN}"}
         status: int = 0
         body: dict[str, Any] = {}
         for attempt in range(REQUEST_ATTEMPTS):
@@ -374,7 +376,7 @@ class Traffic:
         await self.postback(device, "Purchase", 3, actor, extra, expected_campaign=device.install_campaign)
 
     async def link(self, user_id: str, body: dict[str, Any]) -> int:
-        status, _ = await self._request("POST", "/v1/identity/links", json={"user_id": user_id, **body})
+        status, _ = await self._request("POST", LINKS_PATH, json={"user_id": user_id, **body})
         self.statuses[f"link_{status}"] += 1
         if status == 200:
             self.links_ok += 1
@@ -766,6 +768,7 @@ async def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 work,
                 app_id=f"idbench{int(time.time() * 1000) % 10_000_000}",
                 token=TOKEN,
+                link_token=LINK_TOKEN,
                 extra_env={
                     "KSEG_NAMESPACE": NAMESPACE,
                     "KSEG_SHARED_DEVICE_THRESHOLD": str(SHARED_THRESHOLD),

@@ -30,6 +30,7 @@ from app.spawner import spawn_role
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token"
+LINK_TOKEN = "test-link-token"
 
 
 async def wait_for(
@@ -67,6 +68,7 @@ class Pipeline:
             "KSEG_APP_ID": self.app_id,
             "KSEG_HTTP_PORT": str(self.http_port),
             "KSEG_POSTBACK_TOKENS": TOKEN,
+            "KSEG_LINK_TOKENS": LINK_TOKEN,
             "KSEG_DATA_DIR": str(data_dir),
             "KSEG_SESSION_TIMEOUT": "4",
             "KSEG_TOPIC_PARTITIONS": "4",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from app.dlq.redact import redact
 from app.metrics import Counter
 from app.records import DeadLetter, dumps
 
@@ -11,7 +12,9 @@ log = logging.getLogger(__name__)
 
 
 def dead_letter_record(letter: DeadLetter, counter: Counter | None = None) -> tuple[bytes, bytes]:
-    """(key, value) of one dead letter for its topic; counts it by stage and reason, and logs it."""
+    """(key, value) of one dead letter for its topic, without raw emails or phones; counts it by stage
+    and reason, and logs it."""
+    letter = redact(letter)
     if counter is not None:
         counter.labels(stage=letter.stage, reason=letter.reason).inc()
     log.warning("dead letter (%s/%s) %s: %s", letter.stage, letter.reason, letter.event_id, letter.error)

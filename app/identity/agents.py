@@ -18,6 +18,7 @@ import orjson
 from pydantic import ValidationError
 
 from app.config import Settings
+from app.dlq.redact import redact
 from app.identity.index import apply_update, link_updates
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
@@ -51,7 +52,7 @@ async def dead_letter(
     letter = DeadLetter(
         stage="identity", reason=reason, error=error[:2000], event_id=ref, payload=_payload(value)
     )
-    await send(ref.encode() if ref else None, to_bytes(letter))
+    await send(ref.encode() if ref else None, to_bytes(redact(letter)))
 
 
 async def handle_link(value: bytes | None, send_index: Send, send_deadletter: Send) -> int:

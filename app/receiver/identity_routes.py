@@ -19,8 +19,11 @@ from app.identity.records import LinkRequest, to_bytes
 from app.identity.webhook import links_from_payload, verify_signature
 from app.ids import clean_id, normalise_email, normalise_phone, sha256_hex
 from app.receiver import metrics
-from app.receiver.parsing import ClientError, check_token
+from app.receiver.bodies import read_body
+from app.receiver.errors import ClientError
+from app.receiver.parsing import match_token, supplied_token
 from app.receiver.publisher import Publisher
+from app.receiver.ratelimit import LIMITER
 from app.records import DeviceIds, utc_now_iso
 
 WEBHOOK_PATH = "/v1/segment/webhook"
@@ -35,14 +38,72 @@ _FIELD_ALIASES = {"gaid": "adid"}
 LINK_FIELDS = frozenset({"user_id", "anonymous_id", "email", "phone", *DEVICE_FIELDS, *_FIELD_ALIASES})
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The raw body up to `limit` bytes (read ourselves so the webhook can exceed the postback limit)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise ClientError(413, "body_too_large", f"The body is over {limit} bytes.", {"limit": limit})
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise ClientError(413, "body_too_large", f"The body is over {limit} bytes.", {"limit": limit})
-    return body
+def check_link_token(request: web.Request, settings: Settings) -> str:
+    """The links API's credential: one of KSEG_LINK_TOKENS, never a postback token.
+
+    Postback URLs are handed to Kochava and ad networks; anyone holding one must not be able to link
+    devices to users. 403 names the mistake when a postback token is used here.
+    """
+    if not settings.link_tokens:
+        raise ClientError(
+            403,
+            "links_api_disabled",
+            "The links API is off: set KSEG_LINK_TOKENS on the receiver and send one of them as "
+            "`Authorization: Bearer ...`.",
+        )
+    supplied = supplied_token(request)
+    if not supplied:
+        raise ClientError(
+            401, "missing_token", "Send a KSEG_LINK_TOKENS token as `Authorization: Bearer ...`."
+        )
+    matched = match_token(supplied, settings.link_tokens)
+    if matched is not None:
+        return matched
+    if match_token(supplied, settings.postback_tokens) is not None:
+        raise ClientError(
+            403,
+            "postback_token_refused",
+            "This is a postback token (KSEG_POSTBACK_TOKENS); the links API takes only a "
+            "KSEG_LINK_TOKENS token.",
+        )
+    raise ClientError(401, "invalid_token", "The token is not one of KSEG_LINK_TOKENS.")
+
+
+def _unauthenticated(code: str, message: str) -> ClientError:
+    """A counted 401 for the webhook (Segment discards 401s, so the counter is how anyone notices)."""
+    identity_metrics.links_rejected.labels(reason=code).inc()
+    return ClientError(401, code, message)
+
+
+def check_webhook_auth(request: web.Request, raw: bytes, settings: Settings) -> tuple[str, bool]:
+    """Authenticate one Segment webhook delivery; (rate-limit key, whether the whole body is covered).
+
+    The header secret (a custom header set on the destination) covers every call of a batch; the
+    X-Signature HMAC covers the whole body of a classic webhook but only element 0 of an Actions batch.
+    Each configured check must pass.
+    """
+    header_secret = settings.segment_webhook_header_secret
+    name = settings.segment_webhook_header_name
+    if header_secret:
+        supplied = request.headers.get(name)
+        if not supplied:
+            raise _unauthenticated(
+                "missing_webhook_header",
+                f"The {name} header is missing: add it to the Segment destination's custom headers.",
+            )
+        if match_token(supplied, [header_secret]) is None:
+            raise _unauthenticated(
+                "invalid_webhook_header", f"The {name} header does not match SEGMENT_WEBHOOK_HEADER_SECRET."
+            )
+    if settings.segment_webhook_secret:
+        signature = request.headers.get("X-Signature")
+        if not signature:
+            raise _unauthenticated("missing_signature", "The X-Signature header is missing.")
+        if not verify_signature(raw, signature, settings.segment_webhook_secret):
+            raise _unauthenticated(
+                "invalid_signature", "X-Signature does not match the body and the shared secret."
+            )
+    return header_secret or settings.segment_webhook_secret or "", bool(header_secret)
 
 
 async def publish_links(publisher: Publisher, settings: Settings, links: list[LinkRequest]) -> None:
@@ -131,32 +192,31 @@ def install_identity_routes(app: web.Application, publisher: Publisher) -> None:
 
     async def segment_webhook(request: web.Request) -> web.Response:
         metrics.received.labels(route="segment_webhook").inc()
-        if not settings.segment_webhook_secret:
+        if not (settings.segment_webhook_secret or settings.segment_webhook_header_secret):
             metrics.rejected.labels(reason="webhook_not_configured").inc()
             return web.json_response(
                 {
                     "error": "webhook_not_configured",
-                    "message": "Set SEGMENT_WEBHOOK_SECRET to the webhook's shared secret "
-                    "to accept Segment calls.",
+                    "message": "Set SEGMENT_WEBHOOK_SECRET (the webhook's signing secret) and/or "
+                    "SEGMENT_WEBHOOK_HEADER_SECRET to accept Segment calls.",
                 },
                 status=503,
+                headers={"Retry-After": str(settings.kseg_retry_after_seconds)},
             )
-        raw = await read_body(request, max(settings.kseg_max_body_bytes, WEBHOOK_MAX_BYTES))
-        signature = request.headers.get("X-Signature")
-        if not signature:
-            identity_metrics.links_rejected.labels(reason="missing_signature").inc()
-            raise ClientError(401, "missing_signature", "The X-Signature header is missing.")
-        if not verify_signature(raw, signature, settings.segment_webhook_secret):
-            identity_metrics.links_rejected.labels(reason="invalid_signature").inc()
-            raise ClientError(
-                401, "invalid_signature", "X-Signature does not match the body and the shared secret."
-            )
+        raw = await read_body(
+            request, max(settings.kseg_max_body_bytes, WEBHOOK_MAX_BYTES), settings.kseg_http_body_timeout
+        )
+        credential, whole_body_authenticated = check_webhook_auth(request, raw, settings)
+        request.app[LIMITER].check("segment_webhook", credential)
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             identity_metrics.links_rejected.labels(reason="invalid_json").inc()
             raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
         links, reasons = links_from_payload(payload, utc_now_iso())
+        if isinstance(payload, list) and len(payload) > 1 and not whole_body_authenticated:
+            # Only element 0 is signed: the rest is accepted as before, but counted (docs/security.md).
+            metrics.unauthenticated_calls.labels(route="segment_webhook").inc(len(payload) - 1)
         for reason in reasons:
             identity_metrics.links_rejected.labels(reason=reason).inc()
         if not links:
@@ -177,8 +237,9 @@ def install_identity_routes(app: web.Application, publisher: Publisher) -> None:
 
     async def identity_links(request: web.Request) -> web.Response:
         metrics.received.labels(route="identity_links").inc()
-        check_token(request, settings.postback_tokens)
-        raw = await read_body(request, settings.kseg_max_body_bytes)
+        token = check_link_token(request, settings)
+        request.app[LIMITER].check("identity_links", token)
+        raw = await read_body(request, settings.kseg_max_body_bytes, settings.kseg_http_body_timeout)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -3,61 +3,58 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
 
+from app.receiver.bodies import read_body
+from app.receiver.errors import ClientError
 from app.records import DEVICE_KEY_PARAMS, device_key_of, postback_event_id, utc_now_iso
 
 
-@dataclass
-class ClientError(Exception):
-    """A 4xx answer: status, a machine-readable code and a sentence saying what to do."""
-
-    status: int
-    code: str
-    message: str
-    details: dict[str, Any] | None = None
-
-    def response(self) -> web.Response:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
-        if self.details:
-            body.update(self.details)
-        return web.json_response(body, status=self.status, dumps=lambda v: orjson.dumps(v).decode())
-
-
-def check_token(request: web.Request, tokens: list[str]) -> str:
-    """The matching token, compared in constant time; 401 when missing or wrong."""
-    supplied = request.query.get("token")
+def supplied_token(request: web.Request) -> str | None:
+    """The credential the request carries: `Authorization: Bearer ...`, else `?token=...`."""
     auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        supplied = auth[7:].strip()
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.query.get("token") or None
+
+
+def _bytes(value: str) -> bytes:
+    # Query strings may decode to lone surrogates; a credential must never make encoding raise.
+    return value.encode("utf-8", "backslashreplace")
+
+
+def match_token(supplied: str, tokens: list[str]) -> str | None:
+    """The configured token equal to `supplied`, compared in constant time against every one."""
+    matched = None
+    for token in tokens:
+        if hmac.compare_digest(_bytes(supplied), _bytes(token)):
+            matched = token
+    return matched
+
+
+def check_token(request: web.Request, tokens: list[str], setting: str = "KSEG_POSTBACK_TOKENS") -> str:
+    """The matching token; 401 when missing or not one of `tokens` (named by its `setting`)."""
+    supplied = supplied_token(request)
     if not supplied:
         raise ClientError(
             401, "missing_token", "Pass the token as ?token=... or `Authorization: Bearer ...`."
         )
-    matched = None
-    for token in tokens:
-        if hmac.compare_digest(supplied.encode(), token.encode()):
-            matched = token
+    matched = match_token(supplied, tokens)
     if matched is None:
-        raise ClientError(401, "invalid_token", "The token is not one of KSEG_POSTBACK_TOKENS.")
+        raise ClientError(401, "invalid_token", f"The token is not one of {setting}.")
     return matched
 
 
-async def read_params(request: web.Request, max_body: int) -> tuple[dict[str, Any], str]:
+async def read_params(request: web.Request, max_body: int, timeout: float) -> tuple[dict[str, Any], str]:
     """Postback parameters and their source: the query string for GET, a JSON or form body for POST."""
     query = {k: v for k, v in parse_qsl(request.query_string, keep_blank_values=True)}
     if request.method == "GET":
         return query, "get"
-    if request.content_length is not None and request.content_length > max_body:
-        raise ClientError(413, "body_too_large", f"The body is over {max_body} bytes.", {"limit": max_body})
-    body = await request.content.read(max_body + 1)
-    if len(body) > max_body:
-        raise ClientError(413, "body_too_large", f"The body is over {max_body} bytes.", {"limit": max_body})
+    body = await read_body(request, max_body, timeout)
     ctype = request.content_type
     if not body.strip():
         return query, "post_form"

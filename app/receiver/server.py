@@ -14,9 +14,12 @@ from aiohttp import web
 from app.config import Settings
 from app.metrics import CONTENT_TYPE_LATEST, render
 from app.receiver import metrics
+from app.receiver.errors import ClientError
 from app.receiver.identity_routes import install_identity_routes
-from app.receiver.parsing import ClientError, check_token, partition_key, raw_record, read_params
+from app.receiver.parsing import check_token, partition_key, raw_record, read_params
 from app.receiver.publisher import Publisher, PublishUnavailable
+from app.receiver.ratelimit import LIMITER, CredentialLimiter
+from app.receiver.wire import serve_until_signal
 from app.topics import RAW
 
 log = logging.getLogger(__name__)
@@ -36,13 +39,20 @@ def unavailable(settings: Settings, reason: str) -> web.Response:
     )
 
 
+def _as_json(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusal (404 for a path outside any route, 417...) as kseg's JSON error."""
+    metrics.rejected.labels(reason=f"http_{exc.status}").inc()
+    code = exc.reason.strip().lower().replace(" ", "_").replace("-", "_") or "http_error"
+    return web.json_response({"error": code, "message": exc.text or exc.reason}, status=exc.status)
+
+
 @web.middleware
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Every error is JSON with a reason; client mistakes are 4xx, never 500."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except ClientError as err:
         metrics.rejected.labels(reason=err.code).inc()
         return err.response()
@@ -51,21 +61,22 @@ async def json_errors(
         return ClientError(413, "body_too_large", "The body is too large.").response()
     except web.HTTPException as exc:
         if exc.status >= 400:
-            metrics.rejected.labels(reason=f"http_{exc.status}").inc()
-            return web.json_response(
-                {"error": exc.reason, "message": exc.text or exc.reason}, status=exc.status
-            )
+            return _as_json(exc)
         raise
     except PublishUnavailable as exc:
         metrics.rejected.labels(reason=exc.reason).inc()
         return unavailable(request.app[SETTINGS], exc.reason)
+    if isinstance(response, web.HTTPException) and response.status >= 400:
+        return _as_json(response)  # aiohttp returns (not raises) some refusals
+    return response
 
 
 async def postback(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     metrics.received.labels(route="postback").inc()
     token = check_token(request, settings.postback_tokens)
-    params, source = await read_params(request, settings.kseg_max_body_bytes)
+    request.app[LIMITER].check("postback", token)
+    params, source = await read_params(request, settings.kseg_max_body_bytes, settings.kseg_http_body_timeout)
     key = partition_key(params)
     named = params.get("profile")  # from the query string, or from a JSON / form body
     profile = str(named) if named else settings.token_profiles.get(token)
@@ -93,18 +104,61 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def unrouted(request: web.Request) -> web.Response:
+    """404 for an unknown path, 405 (with Allow) for a known path and the wrong method."""
+    allowed = sorted(
+        {
+            route.method
+            for resource in request.app.router.resources()
+            if resource.canonical == request.path
+            for route in resource
+            if route.method != "*"
+        }
+    )
+    if allowed:
+        raise ClientError(
+            405,
+            "method_not_allowed",
+            f"{request.path} takes {', '.join(allowed)}.",
+            headers={"Allow": ",".join(allowed)},
+        )
+    raise ClientError(404, "not_found", "No such endpoint; see docs/security.md for the list.")
+
+
+def server_limits(settings: Settings) -> dict[str, object]:
+    """aiohttp connection limits: slow or oversized requests are cut off before a handler runs.
+
+    The keep-alive timer also runs from the moment a connection opens, so it bounds how long a client
+    may take to send its headers (slowloris). Decompression is ours (`app.receiver.bodies`)."""
+    return {
+        "auto_decompress": False,
+        "keepalive_timeout": settings.kseg_http_header_timeout,
+        "max_line_size": settings.kseg_http_max_header_bytes,
+        "max_field_size": settings.kseg_http_max_header_bytes,
+        "max_headers": settings.kseg_http_max_headers,
+    }
+
+
 def build_app(settings: Settings) -> web.Application:
     """The receiver's aiohttp application: postbacks, identity links and the Segment webhook."""
-    app = web.Application(middlewares=[json_errors], client_max_size=settings.kseg_max_body_bytes)
+    app = web.Application(
+        middlewares=[json_errors],
+        client_max_size=settings.kseg_max_body_bytes,
+        handler_args=server_limits(settings),
+    )
     publisher = Publisher(settings)
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
+    app[LIMITER] = CredentialLimiter(settings.kseg_rate_limit_per_token, settings.kseg_rate_limit_burst)
     app.router.add_route("GET", POSTBACK_PATH, postback)
     app.router.add_route("POST", POSTBACK_PATH, postback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     install_identity_routes(app, publisher)
+    # Last: every other path or method reaches kseg's code (JSON 404/405) instead of aiohttp's
+    # system routes.
+    app.router.add_route("*", "/{tail:.*}", unrouted)
 
     async def on_startup(_: web.Application) -> None:
         await publisher.start()
@@ -124,6 +178,11 @@ def serve(settings: Settings) -> None:
             "kseg receiver: KSEG_POSTBACK_TOKENS is empty. Set it to one or more comma-separated tokens "
             "and put one of them in the Kochava postback URL (?token=...)."
         )
+    if set(settings.postback_tokens) & set(settings.link_tokens):
+        raise SystemExit(
+            "kseg receiver: a token is in both KSEG_POSTBACK_TOKENS and KSEG_LINK_TOKENS. Postback URLs are "
+            "shared with Kochava and ad networks; give the links API its own tokens."
+        )
     import asyncio
 
     from app.topics import ensure_topics
@@ -139,4 +198,4 @@ def serve(settings: Settings) -> None:
         settings.kseg_http_port,
         POSTBACK_PATH,
     )
-    web.run_app(app, host=settings.kseg_http_host, port=settings.kseg_http_port, print=None, access_log=None)
+    asyncio.run(serve_until_signal(app, settings.kseg_http_host, settings.kseg_http_port))

@@ -20,6 +20,7 @@ from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart, partition_offsets
 from app.sinks.segment import agent as segment_sink
 from app.worker.metrics import LagCollector
+from app.worker.web import web_settings
 
 #: Every domain with agents, in pipeline order: adding a capability is one more entry.
 DOMAINS = (process.register, identity_agents.register, segment_sink.register)
@@ -64,11 +65,7 @@ def build_faust_app(settings: Settings) -> faust.App:
         # block it forever. Safe because only acked offsets are committed and every handler is
         # idempotent (dedupe table, deterministic messageIds).
         stream_wait_empty=False,
-        web_enabled=True,
-        web_bind=settings.kseg_http_host,
-        web_host=settings.kseg_http_host,
-        web_port=settings.kseg_worker_web_port,
-        web_in_thread=False,
+        **web_settings(settings),
     )
 
 

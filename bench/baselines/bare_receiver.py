@@ -29,6 +29,7 @@ except ImportError:  # run as a script from a checkout without the editable inst
 ROUTE = "/v1/kochava/postbacks"  # app.receiver.server.POSTBACK_PATH
 SUCCESS_BODY = b'{"message":"success"}'
 MAX_BODY_BYTES = 64 * 1024  # Settings.kseg_max_body_bytes default
+BODY_TIMEOUT = 10.0  # Settings.kseg_http_body_timeout default
 STATS = web.AppKey("stats", Counter)  # "records": how many the receiver would have produced
 
 
@@ -43,7 +44,7 @@ def make_app(tokens: frozenset[str] = frozenset({"dev"})) -> web.Application:
         # Same steps as app.receiver.server.postback, minus metrics and the Kafka produce.
         try:
             check_token(request, token_list)
-            params, source = await read_params(request, MAX_BODY_BYTES)
+            params, source = await read_params(request, MAX_BODY_BYTES, BODY_TIMEOUT)
             key = partition_key(params)
         except ClientError as err:
             return err.response()

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import Pipeline, wait_for
+from tests.harness import LINK_TOKEN, Pipeline, wait_for
 
 IDFV = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 
@@ -68,11 +68,13 @@ async def test_anonymous_events_then_login_alias_once_and_attribution_on_user(
     anonymous_id = of_type(segment, "track", "Install Attributed")[0]["anonymousId"]
     assert all("userId" not in m for m in segment.messages)
 
-    status, body, _ = await p.post("/v1/identity/links", {"user_id": "user-42", "idfv": IDFV})
+    status, body, _ = await p.post(
+        "/v1/identity/links", {"user_id": "user-42", "idfv": IDFV}, token=LINK_TOKEN
+    )
     assert status == 200, body
     await wait_for(lambda: of_type(segment, "alias"), 30, "the alias")
     # The same link again must not alias twice.
-    status, _, _ = await p.post("/v1/identity/links", {"user_id": "user-42", "idfv": IDFV})
+    status, _, _ = await p.post("/v1/identity/links", {"user_id": "user-42", "idfv": IDFV}, token=LINK_TOKEN)
     assert status == 200
     assert (await p.get(purchase("KIAAA1", 10)))[0] == 200
     orders = await wait_for(lambda: of_type(segment, "track", "Order Completed"), 30, "the purchase")
@@ -98,9 +100,13 @@ async def test_shared_device_never_merges_two_users(
     assert (await p.get(install("KISHARED", idfv=shared_idfv)))[0] == 200
     assert (await p.get(app_event("KISHARED", "Level Complete", 1)))[0] == 200
     await wait_for(lambda: of_type(segment, "track", "Level Completed"), 30, "the anonymous event")
-    assert (await p.post("/v1/identity/links", {"user_id": "alice", "idfv": shared_idfv}))[0] == 200
+    assert (await p.post("/v1/identity/links", {"user_id": "alice", "idfv": shared_idfv}, token=LINK_TOKEN))[
+        0
+    ] == 200
     await wait_for(lambda: of_type(segment, "alias"), 30, "alice's alias")
-    assert (await p.post("/v1/identity/links", {"user_id": "bob", "idfv": shared_idfv}))[0] == 200
+    assert (await p.post("/v1/identity/links", {"user_id": "bob", "idfv": shared_idfv}, token=LINK_TOKEN))[
+        0
+    ] == 200
 
     async def shared() -> bool:
         return 'merges_refused_total{reason="shared_device"}' in await p.worker_metrics()

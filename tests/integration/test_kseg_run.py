@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 
 from app.broker.embedded import free_port
+from app.warehouse.embedded import pgdata_dir, running_url
 from tests.harness import ROOT, wait_for
 
 
@@ -54,12 +55,13 @@ def readme_curl_url(port: int) -> str:
 async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_everything(
     tmp_path: Path,
 ) -> None:
-    port, worker_port = free_port(), free_port()
+    port, worker_port, loader_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_"))}
     env.update(
         {
             "KSEG_HTTP_PORT": str(port),
             "KSEG_WORKER_WEB_PORT": str(worker_port),
+            "KSEG_WAREHOUSE_WEB_PORT": str(loader_port),
             "KSEG_DATA_DIR": str(tmp_path),
             "KSEG_APP_ID": "runtest",
         }
@@ -94,14 +96,31 @@ async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_
         types = await wait_for(lambda: len(batch_types()) >= 2 and batch_types(), 60, "the dry-run batch")
         assert ("identify", None) in types and ("track", "Install Attributed") in types
 
+        # The README's next command: revenue by install campaign, from the embedded warehouse.
+        def report() -> dict | None:
+            done = subprocess.run(
+                [sys.executable, "-m", "app.cli", "report", "roas", "--by", "campaign", "--json"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            rows = orjson.loads(done.stdout)["rows"]
+            return rows[0] if rows else None
+
+        row = await wait_for(report, 60, "the install in `kseg report roas`")
+        assert (row["network"], row["campaign"], row["installs"]) == ("ExampleNetwork", "Spring", 1)
+
         family = descendants(proc.pid)
-        assert len(family) >= 3  # broker, receiver, worker
+        assert len(family) >= 4  # broker, receiver, worker, warehouse loader
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         deadline = time.monotonic() + 10
         while any(alive(p) for p in family) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not [p for p in family if alive(p)], "kseg run left processes behind"
+        assert running_url(pgdata_dir(tmp_path)) is None, "kseg run left the embedded PostgreSQL running"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -19,29 +18,22 @@ from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
 from app.identity.records import LinkRequest
 from app.receiver.identity_routes import LINKS_PATH, WEBHOOK_PATH
-from app.receiver.server import PUBLISHER, build_app
+from app.receiver.server import build_app
+from tests.receiver_app import receiver_settings, started_client
 
 SECRET = "s"
-AUTH = {"Authorization": "Bearer t1"}
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as b:
-        yield b
+AUTH = {"Authorization": "Bearer links-1"}
 
 
 def make_settings(broker: EmbeddedBroker, **kw: Any) -> Settings:
     values: dict[str, Any] = {
-        "kafka_bootstrap_servers": broker.bootstrap_servers,
-        "kseg_embedded_broker": True,
-        "kseg_app_id": f"t-identity-{uuid.uuid4().hex[:8]}",
         "kseg_postback_tokens": "t1",
+        "kseg_link_tokens": "links-1",
         "segment_webhook_secret": SECRET,
         "kseg_topic_partitions": 2,
         **kw,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return receiver_settings(broker, **values)
 
 
 @pytest.fixture
@@ -53,15 +45,9 @@ async def settings(broker: EmbeddedBroker) -> Settings:
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[TestClient]:
-    app = build_app(settings)
-    async with TestClient(TestServer(app)) as c:
-        publisher = app[PUBLISHER]
-        for _ in range(200):
-            if publisher.ready:
-                break
-            await asyncio.sleep(0.05)
-        assert publisher.ready
-        yield c
+    c = await started_client(settings)
+    yield c
+    await c.close()
 
 
 async def consume_links(
@@ -108,6 +94,10 @@ async def test_links_api_auth_validation_and_durable_publish(client: TestClient,
     assert resp.status == 401
     resp = await client.post(LINKS_PATH, json=good, headers={"Authorization": "Bearer nope"})
     assert resp.status == 401
+    resp = await client.post(LINKS_PATH, json=good, headers={"Authorization": "Bearer t1"})
+    assert (resp.status, (await resp.json())["error"]) == (403, "postback_token_refused")
+    resp = await client.post(f"{LINKS_PATH}?token=t1", json=good)
+    assert (resp.status, (await resp.json())["error"]) == (403, "postback_token_refused")
 
     resp = await client.post(LINKS_PATH, data=b"{oops", headers=AUTH)
     assert (resp.status, (await resp.json())["error"]) == (400, "invalid_json")
@@ -204,6 +194,7 @@ async def test_webhook_without_secret_answers_503(broker: EmbeddedBroker) -> Non
         body = orjson.dumps(IDENTIFY)
         resp = await c.post(WEBHOOK_PATH, data=body, headers=signed(body))
         assert resp.status == 503
+        assert resp.headers["Retry-After"]
         assert "SEGMENT_WEBHOOK_SECRET" in (await resp.json())["message"]
 
 

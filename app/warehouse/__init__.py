@@ -1,0 +1,1 @@
+"""The warehouse leg: warehouse rows and spend from Kafka into PostgreSQL, and ROAS reports from it."""
