@@ -97,7 +97,7 @@ def _with_kafka_settings(command: Any, args: argparse.Namespace) -> int:
     settings = _settings()
     if not settings.kafka_bootstrap_servers:
         raise SystemExit(
-            "kseg dlq: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
+            f"kseg {args.command}: KAFKA_BOOTSTRAP_SERVERS is not set. Use the address `kseg run` printed "
             "(the embedded broker) or your cluster's."
         )
     result: int = command(args, settings)
@@ -145,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser("check", help=text, description=text)
     p.add_argument("file", help="a mapping profile (YAML)")
     p.set_defaults(func=cmd_mapping_check)
-    text = "show the Segment calls and warehouse row a postback would produce (or its dead-letter reason)"
+    text = (
+        "show the lifecycle signals (acquisition channel, stage), Segment calls and warehouse row a postback "
+        "would produce for a first-seen device (or its dead-letter reason)"
+    )
     p = msub.add_parser("try", help=text, description=text)
     p.add_argument("input", help="a query string (event_name=...&...) or a JSON object; - reads stdin")
     p.add_argument("--profile", help="profile name (default: KSEG_DEFAULT_PROFILE)")
@@ -154,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.dlq.cli import add_parser as add_dlq
 
     add_dlq(sub, _with_kafka_settings)
+
+    from app.audiences.cli import add_parser as add_audiences
+
+    add_audiences(sub, _with_kafka_settings)
 
     from app.loadgen.cli import build_parser as add_loadgen
 
@@ -168,10 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from app.lifecycle.currency import RatesError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except RatesError as exc:  # KSEG_CURRENCY_RATES_FILE / KSEG_REPORTING_CURRENCY: say what to fix
+        print(f"kseg: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

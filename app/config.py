@@ -15,6 +15,39 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SEGMENT_US_ENDPOINT = "https://api.segment.io"
 SEGMENT_EU_ENDPOINT = "https://events.eu1.segmentapis.com"
+KOCHAVA_TRACKING_URL = "https://control.kochava.com"
+
+
+#: Default `KSEG_LTV_TIERS`: tier name = lowest lifetime revenue (reporting currency) of the tier.
+DEFAULT_LTV_TIERS = "low=0,medium=20,high=100"
+
+
+def parse_tiers(text: str) -> list[tuple[str, float]]:
+    """`low=0,medium=20,high=100` → [(name, threshold)] ascending; `ValueError` saying what is wrong."""
+    tiers: list[tuple[str, float]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not name or " " in name:
+            raise ValueError(f"tier {part!r} must be name=threshold, e.g. high=100")
+        try:
+            threshold = float(value)
+        except ValueError:
+            raise ValueError(f"tier {name!r}: threshold {value.strip()!r} is not a number") from None
+        if threshold < 0 or threshold != threshold:
+            raise ValueError(f"tier {name!r}: threshold must be a number >= 0")
+        tiers.append((name, threshold))
+    if not tiers:
+        raise ValueError("at least one tier is needed, e.g. low=0,medium=20,high=100")
+    names = [n for n, _ in tiers]
+    if len(set(names)) != len(names):
+        raise ValueError("tier names must be unique")
+    thresholds = [t for _, t in tiers]
+    if thresholds != sorted(thresholds) or len(set(thresholds)) != len(thresholds):
+        raise ValueError("tier thresholds must strictly increase from left to right")
+    return tiers
 
 
 class Settings(BaseSettings):
@@ -140,6 +173,33 @@ class Settings(BaseSettings):
         default=False, description="Send raw email as a trait (else hashed)."
     )
 
+    # --- Lifecycle signals (issue 10, app/lifecycle) ------------------------------------------
+    kseg_reporting_currency: str = Field(
+        default="USD",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 currency of ltv_revenue and revenue_reporting (needs a rate in the rate file).",
+    )
+    kseg_currency_rates_file: Path | None = Field(
+        default=None,
+        description="Versioned currency rate file (YAML); unset: the packaged app/lifecycle/rates.yaml.",
+    )
+    kseg_winback_suppress_days: float = Field(
+        default=14.0,
+        ge=0,
+        le=365,
+        description="Days after a re-engagement during which winback_suppress_until excludes the user.",
+    )
+    kseg_ltv_tiers: str = Field(
+        default=DEFAULT_LTV_TIERS,
+        description="ltv_tier thresholds in the reporting currency: name=lowest lifetime revenue, ascending.",
+    )
+
+    @field_validator("kseg_ltv_tiers")
+    @classmethod
+    def _tiers_parse(cls, value: str) -> str:
+        parse_tiers(value)
+        return value
+
     # --- Segment -------------------------------------------------------------------------------
     segment_write_key: str | None = Field(
         default=None, description="Segment source write key; unset: dry run."
@@ -177,6 +237,32 @@ class Settings(BaseSettings):
         ge=0,
         description="Testing only: the loader SIGKILLs itself after this many database commits, before "
         "committing the Kafka offsets (0: never).",
+    )
+
+    # --- Kochava S2S + audiences (issue 11) ------------------------------------------------------
+    kochava_app_guid: str | None = Field(
+        default=None, description="Kochava app GUID (kochava_app_id); unset: the Kochava sink runs dry."
+    )
+    kochava_tracking_url: str = Field(
+        default=KOCHAVA_TRACKING_URL,
+        description="Host of Kochava's S2S /track/json and /v1/cpi/identityLink.php.",
+    )
+    kochava_max_requests_per_second: float = Field(
+        default=50.0, gt=0, le=10_000, description="Request-rate ceiling of the Kochava sink (per worker)."
+    )
+    kochava_request_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds per Kochava POST."
+    )
+    kochava_concurrency: int = Field(default=8, ge=1, le=64, description="Kochava POSTs in flight per batch.")
+    kseg_audience_entered_event: str = Field(
+        default="Audience Entered", min_length=1, description="S2S event name for an audience entry."
+    )
+    kseg_audience_exited_event: str = Field(
+        default="Audience Exited", min_length=1, description="S2S event name for an audience exit."
+    )
+    kseg_audiences_file: Path | None = Field(
+        default=None,
+        description="kseg's own audiences (YAML); default: the packaged app/audiences/audiences.yaml.",
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -232,6 +318,10 @@ class Settings(BaseSettings):
     @property
     def warehouse_group(self) -> str:
         return self.kseg_warehouse_group or f"{self.kseg_app_id}-warehouse"
+
+    @property
+    def kochava_dry_run(self) -> bool:
+        return not self.kochava_app_guid
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for one of kseg's logical topics."""

@@ -171,6 +171,30 @@ class ResolvedIdentity(BaseModel):
     email: str | None = None  # raw, only when KSEG_ALLOW_RAW_EMAIL_TRAIT is on
 
 
+LifecycleStage = Literal["installed", "active", "converted", "reengaged", "reinstalled"]
+
+
+class LifecycleState(BaseModel):
+    """Per-profile lifecycle signals (app.lifecycle): channel, stage, suppression, LTV, and what was sent."""
+
+    acquisition_channel: str | None = None
+    acquisition_paid: bool | None = None
+    stage: LifecycleStage | None = None
+    stage_changed_at: str | None = None
+    reengagement_channel: str | None = None
+    winback_suppress_until: str | None = None
+    ad_suppressed: bool = False
+    ad_suppressed_at: str | None = None
+    ad_suppression_reason: str | None = None
+    #: Revenue in `reporting_currency`; amounts in currencies without a rate stay apart, by currency.
+    ltv_revenue: float = 0.0
+    reporting_currency: str | None = None
+    revenue_without_rate: dict[str, float] = Field(default_factory=dict)
+    ltv_tier: str | None = None
+    #: The lifecycle traits as last sent to Segment, so an identify goes out only when one changes.
+    sent: JSONDict = Field(default_factory=dict)
+
+
 class AttributionProfile(BaseModel):
     """Per-device state kept in the profiles table: first and last touch, value, conversion."""
 
@@ -201,13 +225,19 @@ class AttributionProfile(BaseModel):
     # were), within KSEG_DEDUPE_TTL_HOURS and at most KSEG_DEDUPE_MAX_PER_DEVICE. Kept with the profile so
     # one changelog write covers both: event ids are per device (the device id is in the hash).
     recent_events: dict[str, float] = Field(default_factory=dict)
+    # Lifecycle signals (app.lifecycle) and the app's own Segment profile: the SDK's anonymousId once
+    # adopted (docs/identity.md "The app's own profile"); later calls of the device use it.
+    lifecycle: LifecycleState = Field(default_factory=LifecycleState)
+    sdk_anonymous_id: str | None = None
+    # iOS ATT status as last seen on a postback (usable IDFA: authorized; zeroed: not), for Kochava S2S.
+    att_authorized: bool | None = None
 
 
 # ---------------------------------------------------------------------------------------------
 # Dead letters
 # ---------------------------------------------------------------------------------------------
 
-DeadLetterStage = Literal["receiver", "mapping", "identity", "segment", "warehouse"]
+DeadLetterStage = Literal["receiver", "mapping", "identity", "segment", "warehouse", "audiences", "kochava"]
 
 
 class DeadLetter(BaseModel):

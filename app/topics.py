@@ -29,6 +29,8 @@ OUTBOX = "segment.outbox"
 WAREHOUSE = "warehouse.events"
 DEADLETTER = "deadletter"
 SPEND = "campaign.spend"
+AUDIENCE_CHANGES = "audiences.changes"
+KOCHAVA_OUTBOX = "kochava.outbox"
 
 
 @dataclass(frozen=True)

@@ -69,9 +69,11 @@ class Tables:
     def apply_index(self) -> list[DeviceLinked]:
         """Run the index updates produced so far through the device index; the notices it answers."""
         notices: list[DeviceLinked] = []
-        for value in self.take(topics.DEVICE_INDEX):
-            update = DeviceIndexUpdate.model_validate(value)
+        queue = [DeviceIndexUpdate.model_validate(value) for value in self.take(topics.DEVICE_INDEX)]
+        while queue:
+            update = queue.pop(0)
             out = apply_update(self.index.get(update.device), update, self.config.settings)
             self.index[update.device] = out.record
             notices += out.notices
+            queue += out.forward  # an accepted SDK anonymousId claim's adopts, as the index agent sends them
         return notices

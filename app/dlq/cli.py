@@ -12,13 +12,13 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from app.config import Settings
-from app.kafka import producer_config
+from app.kafka import producer_config, read_to_end
 from app.records import DeadLetter, device_key_of, dumps, loads, utc_now_iso
-from app.topics import DEADLETTER, OUTBOX, RAW
+from app.topics import DEADLETTER, KOCHAVA_OUTBOX, OUTBOX, RAW
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -39,38 +39,16 @@ async def read_dead_letters(
     settings: Settings, reason: str | None, since: datetime | None
 ) -> list[DeadLetter]:
     """Every dead letter currently in the topic (from the beginning to the end offsets at start)."""
-    topic = settings.topic(DEADLETTER)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # refreshes metadata for every topic
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        letters: list[DeadLetter] = []
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=2000)
-            if not batch:
-                break
-            for tp, records in batch.items():
-                for record in records:
-                    letter = DeadLetter.model_validate(loads(record.value))
-                    if (reason and letter.reason != reason) or (
-                        since and datetime.fromisoformat(letter.last_seen.replace("Z", "+00:00")) < since
-                    ):
-                        pass
-                    else:
-                        letters.append(letter)
-                    if record.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-        return letters
-    finally:
-        await consumer.stop()
+    letters = [
+        DeadLetter.model_validate(loads(r.value))
+        for r in await read_to_end(settings, settings.topic(DEADLETTER))
+    ]
+    return [
+        letter
+        for letter in letters
+        if not (reason and letter.reason != reason)
+        and not (since and datetime.fromisoformat(letter.last_seen.replace("Z", "+00:00")) < since)
+    ]
 
 
 def replay_target(letter: DeadLetter, settings: Settings) -> tuple[str, str, bytes] | None:
@@ -85,6 +63,9 @@ def replay_target(letter: DeadLetter, settings: Settings) -> tuple[str, str, byt
     if "messageId" in payload and "type" in payload:
         key = str(payload.get("userId") or payload.get("anonymousId") or payload["messageId"])
         return settings.topic(OUTBOX), key, dumps(payload)
+    if payload.get("kind") == "kochava_request":
+        key = str(payload.get("device_key") or payload.get("request_id") or "kochava")
+        return settings.topic(KOCHAVA_OUTBOX), key, dumps(payload)
     return None
 
 

@@ -82,9 +82,11 @@ async def handle_index_update(
     send_event: Send,
     send_deadletter: Send,
     settings: Settings,
+    send_index: Send | None = None,
 ) -> int:
-    """Apply one index update to the table; notices are sent before the record is written back, so a
-    crash in between re-sends them on replay instead of losing them. Returns the notices sent."""
+    """Apply one index update to the table; notices (and forwarded index updates: an accepted SDK
+    anonymousId claim's adopts, via `send_index`) are sent before the record is written back, so a crash in
+    between re-sends them on replay instead of losing them. Returns the notices sent."""
     try:
         update = DeviceIndexUpdate.model_validate(orjson.loads(value or b""))
     except (orjson.JSONDecodeError, ValidationError) as exc:
@@ -98,6 +100,9 @@ async def handle_index_update(
         identity_metrics.merges_refused.labels(reason=reason).inc()
     for notice in outcome.notices:
         await send_event(notice.device_key.encode(), to_bytes(notice))
+    if outcome.forward and send_index is not None:
+        for forwarded in outcome.forward:
+            await send_index(forwarded.device.encode(), to_bytes(forwarded))
     if record is None or outcome.record != record:
         table[table_key] = to_bytes(outcome.record)  # assigned, never mutated in place: writes the changelog
     return len(outcome.notices)
@@ -129,6 +134,9 @@ def register(ctx: WorkerContext) -> None:
     async def device_index_agent(stream: Any) -> None:
         """Keep the device index and tell device keys when they are linked or found shared."""
         send_event, send_dlq = _topic_sender(topics.device_events), _topic_sender(topics.deadletter)
+        send_index = _topic_sender(topics.device_index)
         async for event in stream.events():
             with ctx.activity.working("identity-device-index"):
-                await handle_index_update(event.key, event.value, devices, send_event, send_dlq, ctx.settings)
+                await handle_index_update(
+                    event.key, event.value, devices, send_event, send_dlq, ctx.settings, send_index
+                )

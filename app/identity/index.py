@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from app.config import Settings
-from app.identity.records import DeviceIndexUpdate, DeviceLinked, DeviceRecord, LinkRequest
+from app.identity.records import (
+    SDK_ANONYMOUS_ID,
+    DeviceIndexUpdate,
+    DeviceLinked,
+    DeviceRecord,
+    LinkRequest,
+)
 
 
 @dataclass
@@ -21,6 +27,8 @@ class IndexOutcome:
     record: DeviceRecord
     notices: list[DeviceLinked] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    #: Index updates for other keys of the index (an accepted claim's `adopt`s), sent like notices.
+    forward: list[DeviceIndexUpdate] = field(default_factory=list)
 
 
 def _older(at: str, than: str | None) -> bool:
@@ -88,6 +96,10 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
       current user and every key is told.
     """
     rec = record.model_copy(deep=True) if record else DeviceRecord()
+    if update.kind == "claim":
+        return apply_claim(rec, update, settings)
+    if update.kind == "adopt":
+        return apply_adopt(rec, update)
     out = IndexOutcome(record=rec)
     device = update.device
 
@@ -153,7 +165,67 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
     for notice in out.notices:
         if notice.first_touch is not None:
             notice.confirmed = confirmed
+    if key_new and key and rec.anonymous_id:
+        _tell_anonymous_id(out, rec, device, key, update.at)
     return _answer_reinstall(out, update)
+
+
+def _tell_anonymous_id(out: IndexOutcome, rec: DeviceRecord, device: str, key: str, at: str) -> None:
+    """Tell one device key the SDK anonymousId adopted for this id (on its notice, or a notice of its own)."""
+    for notice in out.notices:
+        if notice.device_key == key:
+            notice.anonymous_id = rec.anonymous_id
+            return
+    out.notices.append(DeviceLinked(device_key=key, via=device, linked_at=at, anonymous_id=rec.anonymous_id))
+
+
+def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: Settings) -> IndexOutcome:
+    """An SDK anonymousId claims the device ids it was seen with (record keyed `sdk_anonymous_id:<id>`).
+
+    The first claim wins the anonymousId for its device; a later claim sharing no id with it is another
+    device and is refused (`anonymous_id_conflict`): one anonymousId never collects two devices' first
+    touches. An accepted claim is forwarded as one `adopt` per device id.
+    """
+    out = IndexOutcome(record=rec)
+    wanted = [typed for typed in update.claim_ids if not typed.startswith(f"{SDK_ANONYMOUS_ID}:")]
+    if not wanted or not update.anonymous_id:
+        return out
+    if rec.claim_ids and not set(wanted) & set(rec.claim_ids):
+        rec.conflicts += 1
+        out.refused.append("anonymous_id_conflict")
+        return out
+    fresh = [typed for typed in wanted if typed not in rec.claim_ids]
+    cap = settings.kseg_max_ids_per_profile * 5  # ids per type x id types: one device's ids at most
+    rec.claim_ids = [*rec.claim_ids, *fresh][:cap]
+    rec.anonymous_id = update.anonymous_id
+    out.forward = [
+        DeviceIndexUpdate(
+            kind="adopt",
+            device=typed,
+            anonymous_id=update.anonymous_id,
+            source=update.source,
+            at=update.at,
+            ref=update.ref,
+        )
+        for typed in fresh  # a repeat of the same SDK calls brings no new id: nothing to forward
+    ]
+    return out
+
+
+def apply_adopt(rec: DeviceRecord, update: DeviceIndexUpdate) -> IndexOutcome:
+    """Adopt an SDK anonymousId for one device id and tell its device keys; never for a shared id."""
+    out = IndexOutcome(record=rec)
+    if rec.shared:
+        out.refused.append("shared_device")
+        return out
+    if not update.anonymous_id or rec.anonymous_id == update.anonymous_id:
+        return out
+    rec.anonymous_id = update.anonymous_id
+    out.notices = [
+        DeviceLinked(device_key=k, via=update.device, linked_at=update.at, anonymous_id=rec.anonymous_id)
+        for k in rec.device_keys
+    ]
+    return out
 
 
 def _answer_reinstall(out: IndexOutcome, update: DeviceIndexUpdate) -> IndexOutcome:
@@ -174,12 +246,27 @@ def _answer_reinstall(out: IndexOutcome, update: DeviceIndexUpdate) -> IndexOutc
 
 
 def link_updates(link: LinkRequest) -> list[DeviceIndexUpdate]:
-    """Fan-out of one link: one index update per typed device id of the link.
+    """Fan-out of one link: one index update per typed device id of the link, after the SDK anonymousId's
+    claim when the link carries one.
 
     For `kochava_device_id:<k>` the device key is `k` itself, so the index can tell that device
     right away instead of waiting for its next postback.
     """
     updates = []
+    if link.anonymous_id:
+        updates.append(
+            DeviceIndexUpdate(
+                kind="claim",
+                device=f"{SDK_ANONYMOUS_ID}:{link.anonymous_id}",
+                anonymous_id=link.anonymous_id,
+                claim_ids=link.typed_devices(),
+                source=link.source,
+                at=link.requested_at,
+                ref=link.link_id,
+            )
+        )
+    if not link.has_person():
+        return updates
     for typed in link.typed_devices():
         id_kind, _, value = typed.partition(":")
         updates.append(

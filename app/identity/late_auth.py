@@ -13,7 +13,9 @@ from typing import Any
 from app.config import Settings
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceLinked, id_type
+from app.identity.resolver import effective_anonymous_id
 from app.ids import anonymous_id_for, message_id_for
+from app.lifecycle.traits import lifecycle_traits
 from app.records import Attribution, AttributionProfile
 
 LIBRARY = {"name": "kseg"}
@@ -97,7 +99,7 @@ def identify_message(
 ) -> dict[str, Any]:
     """Identify with the install attribution; without `anonymous_id` it carries no device ids either,
     so nothing in it can tie this user to another user's anonymous history."""
-    traits = attribution_traits(state.first_touch)
+    traits = {**attribution_traits(state.first_touch), **lifecycle_traits(state)}
     if email_hash:
         traits["email_sha256"] = email_hash
     if phone_hash:
@@ -131,6 +133,44 @@ def adopt_first_touch(state: AttributionProfile, notice: DeviceLinked) -> Attrib
     return new
 
 
+def adopt_anonymous_id(
+    state: AttributionProfile, notice: DeviceLinked, device_key: str, settings: Settings
+) -> tuple[AttributionProfile, list[dict[str, Any]]]:
+    """Adopt the app's SDK anonymousId a notice carries; send the device's first touch to it at once.
+
+    Never on a shared device. The identify carries the install attribution, acquisition channel and the
+    lifecycle traits (and the userId when the device is linked), with the device's ids in context so
+    Segment ties the SDK's profile to kseg's. Nothing is sent while the device has nothing to say yet: its
+    first postback then goes to the adopted id directly. messageIds derive from (device key, anonymousId).
+    """
+    sdk_id = notice.anonymous_id
+    if not sdk_id or notice.shared or state.device_shared:
+        if sdk_id and (notice.shared or state.device_shared):
+            identity_metrics.merges_refused.labels(reason="shared_device").inc()
+        return state, []
+    if state.sdk_anonymous_id == sdk_id:
+        return state, []
+    new = state.model_copy(deep=True)
+    new.sdk_anonymous_id = sdk_id
+    identity_metrics.anonymous_ids_adopted.inc()
+    traits = {**attribution_traits(new.first_touch), **lifecycle_traits(new)}
+    if not traits:
+        return new, []
+    if new.email_hash:
+        traits["email_sha256"] = new.email_hash
+    message: dict[str, Any] = {
+        "type": "identify",
+        "anonymousId": sdk_id,
+        "traits": traits,
+        "messageId": message_id_for(settings.kseg_namespace, f"adopt:{device_key}:{sdk_id}", "identify"),
+        "timestamp": notice.linked_at,
+        "context": _context(new, with_device=True),
+    }
+    if new.user_id:
+        message["userId"] = new.user_id
+    return new, [message]
+
+
 def apply_link(
     state: AttributionProfile, notice: DeviceLinked, device_key: str, settings: Settings
 ) -> tuple[AttributionProfile, list[dict[str, Any]]]:
@@ -145,16 +185,30 @@ def apply_link(
       without the anonymousId; the anonymous history stays with the first user (no second alias).
     """
     new = state.model_copy(deep=True)
-    anonymous_id = state.anonymous_id or anonymous_id_for(settings.kseg_namespace, device_key)
-    new.anonymous_id = anonymous_id
+    new.anonymous_id = state.anonymous_id or anonymous_id_for(settings.kseg_namespace, device_key)
 
     if notice.shared:
         new.device_shared = True
         new.user_id = new.email_hash = new.phone_hash = None
         return new, []
     new = adopt_first_touch(new, notice)
+    new, adopted = adopt_anonymous_id(new, notice, device_key, settings)
+    anonymous_id = effective_anonymous_id(new, device_key, settings)
     if not (notice.user_id or notice.email_hash or notice.phone_hash):
-        return new, []  # an inheritance-only notice: nothing to link
+        return new, adopted  # an inheritance- or adoption-only notice: nothing to link
+    state_linked, linked = _link(state, new, notice, anonymous_id, device_key, settings)
+    return state_linked, [*adopted, *linked]
+
+
+def _link(
+    state: AttributionProfile,
+    new: AttributionProfile,
+    notice: DeviceLinked,
+    anonymous_id: str,
+    device_key: str,
+    settings: Settings,
+) -> tuple[AttributionProfile, list[dict[str, Any]]]:
+    """The person part of `apply_link` (see there); `new` already carries adoption and inheritance."""
     if state.device_shared:
         identity_metrics.merges_refused.labels(reason="shared_device").inc()
         return new, []

@@ -16,6 +16,7 @@ class IdentityMetrics:
     merges_refused: Counter
     aliases_emitted: Counter
     junk_ids_blocked: Counter
+    anonymous_ids_adopted: Counter
 
 
 identity_metrics = IdentityMetrics(
@@ -31,5 +32,8 @@ identity_metrics = IdentityMetrics(
     aliases_emitted=Counter("kseg_identity_aliases_emitted", "Late-authentication alias calls emitted."),
     junk_ids_blocked=Counter(
         "kseg_identity_junk_ids_blocked", "Junk identifiers dropped, by id type.", ["id_type"]
+    ),
+    anonymous_ids_adopted=Counter(
+        "kseg_identity_anonymous_ids_adopted", "App SDK anonymousIds adopted for a device."
     ),
 )

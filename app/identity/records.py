@@ -20,6 +20,8 @@ LinkSource = Literal["api", "segment_webhook", "postback"]
 
 #: Device id types of the index, in fan-out order. GAID is `adid`.
 DEVICE_ID_TYPES = ("kochava_device_id", "idfa", "idfv", "adid", "android_id")
+#: Index key prefix of an SDK anonymousId's claim record (which device's ids it belongs to).
+SDK_ANONYMOUS_ID = "sdk_anonymous_id"
 AD_ID_TYPES = frozenset({"idfa", "adid"})
 _KEY_ALIASES = {"gaid": "adid"}
 
@@ -73,9 +75,13 @@ class LinkRequest(BaseModel):
     def typed_devices(self) -> list[str]:
         return self.devices.typed()
 
+    def has_person(self) -> bool:
+        return bool(self.user_id or self.email_hash or self.phone_hash)
+
     def problem(self) -> str | None:
-        """Why the link cannot be used (a reason code), or None when it is valid."""
-        if not (self.user_id or self.email_hash or self.phone_hash):
+        """Why the link cannot be used (a reason code), or None when it is valid. A link names a person,
+        or only the app's SDK anonymousId for the device (adopted, docs/identity.md)."""
+        if not (self.has_person() or self.anonymous_id):
             return "no_person_id"
         if not self.typed_devices():
             return "no_device_id"
@@ -89,9 +95,13 @@ class LinkRequest(BaseModel):
 
 
 class DeviceIndexUpdate(BaseModel):
-    """One fact about one typed device id, keyed by that id on `identity.device-index`."""
+    """One fact about one typed device id, keyed by that id on `identity.device-index`.
 
-    kind: Literal["observed", "link"]
+    `claim` is keyed by `sdk_anonymous_id:<id>` instead: the app's SDK anonymousId claims the device ids it
+    was seen with (`claim_ids`); an accepted claim becomes one `adopt` per device id.
+    """
+
+    kind: Literal["observed", "link", "claim", "adopt"]
     device: str
     device_key: str | None = None
     user_id: str | None = None
@@ -106,6 +116,9 @@ class DeviceIndexUpdate(BaseModel):
     first_touch: Attribution | None = None
     install_id: str | None = None
     reprocess_for: str | None = None
+    # claim / adopt: the SDK anonymousId and (claim) the typed device ids it was seen with.
+    anonymous_id: str | None = None
+    claim_ids: list[str] = Field(default_factory=list)
 
 
 class DeviceLinked(BaseModel):
@@ -127,6 +140,8 @@ class DeviceLinked(BaseModel):
     # The answer to a reinstall's observation (sent whether or not there is a first touch to inherit),
     # so the reinstalled device knows when to stop parking its postbacks.
     answers_reinstall: bool = False
+    # The app's SDK anonymousId for this device, to adopt (never sent for a shared device id).
+    anonymous_id: str | None = None
 
 
 class DeviceRecord(BaseModel):
@@ -144,3 +159,7 @@ class DeviceRecord(BaseModel):
     first_touch: Attribution | None = None
     install_id: str | None = None
     first_touch_key: str | None = None
+    # The SDK anonymousId adopted for this id (newest accepted claim wins) ...
+    anonymous_id: str | None = None
+    # ... and, on an `sdk_anonymous_id:<id>` record, the device ids that anonymousId belongs to.
+    claim_ids: list[str] = Field(default_factory=list)

@@ -26,6 +26,12 @@ def phone_hash(value: object) -> str | None:
     return sha256_hex(phone) if phone else None
 
 
+def effective_anonymous_id(state: AttributionProfile, device_key: str, settings: Settings) -> str:
+    """The anonymousId the device's calls carry: the adopted SDK one, else kseg's own for the device key."""
+    derived = state.anonymous_id or anonymous_id_for(settings.kseg_namespace, device_key)
+    return state.sdk_anonymous_id or derived
+
+
 def explicit_user_id(event: CanonicalEvent) -> str | None:
     """The event's user id unless junk (`anonymous`, `null`, `0`...), which is counted and dropped."""
     user_id = clean_id(event.user_id)
@@ -39,12 +45,13 @@ def resolve(
 ) -> tuple[ResolvedIdentity, AttributionProfile]:
     """Who sent this event: explicit userId > device link > email hash > phone hash > anonymous.
 
-    The anonymousId is derived from the device key, so every event of a device lands on one
-    profile even before any link. An explicit userId links the device unless it is known shared.
+    The anonymousId is the app's SDK anonymousId once adopted for the device (docs/identity.md), else
+    derived from the device key, so every event of a device lands on one profile even before any link.
+    An explicit userId links the device unless it is known shared.
     """
     new = state.model_copy(deep=True)
-    anonymous_id = anonymous_id_for(settings.kseg_namespace, device_key)
-    new.anonymous_id = anonymous_id
+    new.anonymous_id = anonymous_id_for(settings.kseg_namespace, device_key)
+    anonymous_id = effective_anonymous_id(new, device_key, settings)
 
     event_email = normalise_email(event.email)
     event_email_hash = sha256_hex(event_email) if event_email else None

@@ -120,11 +120,18 @@ def device_ids(message: dict[str, Any]) -> tuple[DeviceIds, str | None]:
     return DeviceIds(**ids), reason
 
 
+def _library(context: dict[str, Any]) -> str | None:
+    name = _dict(context.get("library")).get("name")
+    return name if isinstance(name, str) else None
+
+
 def link_from_message(message: Any, received_at: str | None = None) -> LinkRequest | str:
     """A `LinkRequest` from one Segment call, or the reason it links nothing.
 
     Linkable: an identify with a userId or an email, or any call with a userId, plus at least one
-    usable device id. Only the email's hash is kept.
+    usable device id. Only the email's hash is kept. Any call of the app's SDK with an anonymousId and a
+    usable device id also carries that anonymousId, for kseg to adopt for the device (docs/identity.md);
+    kseg's own calls (context.library.name "kseg", if the webhook sees them) are never adopted.
     """
     if not isinstance(message, dict):
         return "not_an_object"
@@ -133,24 +140,30 @@ def link_from_message(message: Any, received_at: str | None = None) -> LinkReque
     user_id = _clean(message.get("userId"), "user_id")
     raw_email = _dict(message.get("traits")).get("email") or _dict(context.get("traits")).get("email")
     hashed_email = email_hash(raw_email) if call_type == "identify" else None
-    if not user_id and not hashed_email:
+    raw_anonymous = message.get("anonymousId")
+    anonymous_id = clean_id(raw_anonymous) if isinstance(raw_anonymous, str) else None
+    if _library(context) == "kseg":
+        anonymous_id = None
+    if not user_id and not hashed_email and not anonymous_id:
         return "no_user_id"
     devices, reason = device_ids(message)
     if not devices.typed():
         return reason or "no_device_id"
-    anonymous_id = message.get("anonymousId")
     message_id = message.get("messageId") if isinstance(message.get("messageId"), str) else None
+    person = bool(user_id or hashed_email)
     content = {
-        "message_id": message_id,
+        # An adoption-only call is the same fact on every SDK call: one link id for all of them.
+        "message_id": message_id if person else None,
         "user_id": user_id,
         "email_hash": hashed_email,
+        "anonymous_id": anonymous_id,
         "devices": devices.model_dump(),
     }
     return LinkRequest(
         link_id=LinkRequest.make_id("segment_webhook", content),
         source="segment_webhook",
         user_id=user_id,
-        anonymous_id=str(anonymous_id) if isinstance(anonymous_id, str | int) else None,
+        anonymous_id=anonymous_id,
         email_hash=hashed_email,
         devices=devices,
         requested_at=received_at or utc_now_iso(),

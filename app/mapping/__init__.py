@@ -9,6 +9,7 @@ from app.mapping.mapper import (
     parse_revenue,
     parse_timestamp,
 )
+from app.mapping.outputs import EventOutputs, event_outputs
 from app.mapping.preview import anonymous_identity, parse_try_input, preview
 from app.mapping.profile import (
     MappingProfile,
@@ -19,12 +20,13 @@ from app.mapping.profile import (
     check_profile_file,
     load_profile_file,
 )
-from app.mapping.segment import build_segment_calls
+from app.mapping.segment import build_segment_calls, with_lifecycle
 from app.mapping.warehouse import WAREHOUSE_COLUMNS, build_warehouse_row
 
 __all__ = [
     "DEAD_LETTER_REASONS",
     "WAREHOUSE_COLUMNS",
+    "EventOutputs",
     "MappingProfile",
     "ProfileError",
     "ProfileProblem",
@@ -35,10 +37,12 @@ __all__ = [
     "build_warehouse_row",
     "check_profile_file",
     "dead_letter_unknown_profile",
+    "event_outputs",
     "load_profile_file",
     "map_postback",
     "parse_revenue",
     "parse_timestamp",
     "parse_try_input",
     "preview",
+    "with_lifecycle",
 ]

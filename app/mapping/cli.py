@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from app.config import Settings
+from app.lifecycle.currency import RatesError, load_rates
 from app.mapping.preview import parse_try_input, preview
 from app.mapping.profile import ProfileError, ProfileRegistry, check_profile_file, load_profile_file
 from app.records import RawPostback, postback_event_id, utc_now_iso
@@ -54,6 +55,12 @@ def cmd_try(input_text: str, profile_name: str | None, settings: Settings) -> in
         profile=profile_name,
         params=params,
     )
-    result = preview(raw, registry, settings.kseg_namespace, profile_name or settings.kseg_default_profile)
+    try:
+        rates = load_rates(settings.kseg_currency_rates_file, settings.kseg_reporting_currency)
+    except RatesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = profile_name or settings.kseg_default_profile
+    result = preview(raw, registry, settings.kseg_namespace, name, settings, rates)
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 1 if "dead_letter" in result else 0

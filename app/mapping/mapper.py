@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from app.ids import clean_id, is_zero_ad_id, message_id_for, normalise_email, normalise_phone
+from app.lifecycle.rules import is_reengagement_type
 from app.mapping.profile import MappingProfile
 from app.records import (
     Attribution,
@@ -352,9 +353,11 @@ def _map(raw: RawPostback, profile: MappingProfile, namespace: str) -> Canonical
 
     attribution_type = _text(p, f.attribution_type, "attribution_type")
     attribution_type = attribution_type.lower() if attribution_type else None
-    reengagement = attribution_type in _REENGAGEMENT_WORDS
-    if reengagement:
+    reengagement = is_reengagement_type(attribution_type, profile.lifecycle)
+    if attribution_type in _REENGAGEMENT_WORDS:
         attribution_type = "reengagement"
+    elif reengagement and attribution_type and "attribution" in attribution_type:
+        attribution_type = "reattribution"
     country = _text(p, f.country, "country")
     if country and country.isalpha() and len(country) <= 3:
         country = country.upper()

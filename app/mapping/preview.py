@@ -10,12 +10,13 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from app.attribution import apply_event
+from app.config import Settings
 from app.ids import anonymous_id_for, sha256_hex
+from app.lifecycle.config import LifecycleConfig, lifecycle_config
+from app.lifecycle.currency import Rates, load_rates
 from app.mapping.mapper import dead_letter_unknown_profile, map_postback
+from app.mapping.outputs import event_outputs
 from app.mapping.profile import ProfileRegistry, UnknownProfile
-from app.mapping.segment import build_segment_calls
-from app.mapping.warehouse import build_warehouse_row
 from app.records import (
     AttributionProfile,
     CanonicalEvent,
@@ -48,9 +49,15 @@ def _dead(letter: DeadLetter) -> dict[str, Any]:
 
 
 def preview(
-    raw: RawPostback, registry: ProfileRegistry, namespace: str, profile_name: str | None = None
+    raw: RawPostback,
+    registry: ProfileRegistry,
+    namespace: str,
+    profile_name: str | None = None,
+    settings: Settings | None = None,
+    rates: Rates | None = None,
 ) -> dict[str, Any]:
-    """{"segment": [...], "warehouse": {...}} for a mappable postback, else {"dead_letter": {...}}."""
+    """{"lifecycle": {...}, "segment": [...], "warehouse": {...}} for a mappable postback, else
+    {"dead_letter": {...}}. Lifecycle uses `settings`/`rates` (default: USD and the packaged rates)."""
     name = profile_name or raw.profile or DEFAULT_PROFILE
     try:
         profile = registry.get(name)
@@ -60,11 +67,24 @@ def preview(
     if isinstance(result, DeadLetter):
         return _dead(result)
     identity = anonymous_identity(result, namespace, device_key_of(raw.params))
-    state, first_install = apply_event(AttributionProfile(anonymous_id=identity.anonymous_id), result)
-    return {
-        "segment": build_segment_calls(result, identity, state, first_install=first_install),
-        "warehouse": build_warehouse_row(result, identity, state),
+    if settings is not None:
+        rates = rates or load_rates(settings.kseg_currency_rates_file, settings.kseg_reporting_currency)
+        config = lifecycle_config(profile.lifecycle, settings, rates)
+    else:
+        config = LifecycleConfig(rates=rates or load_rates(None, "USD"), rules=profile.lifecycle)
+    out = event_outputs(result, identity, AttributionProfile(anonymous_id=identity.anonymous_id), config)
+    state = out.profile
+    life = state.lifecycle
+    summary = {
+        "acquisition_channel": life.acquisition_channel,
+        "acquisition_paid": life.acquisition_paid,
+        "event_channel": life.reengagement_channel if result.reengagement else None,
+        "reengagement": result.reengagement,
+        "stage": life.stage,
+        "revenue_reporting": out.revenue_reporting,
+        "reporting_currency": life.reporting_currency,
     }
+    return {"lifecycle": summary, "segment": out.calls, "warehouse": out.row}
 
 
 def parse_try_input(text: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.lifecycle.rules import LifecycleRules
+
 #: Directory of the profiles shipped inside the package.
 BUILTIN_PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -179,6 +181,8 @@ class ProfileShape(BaseModel):
     fields: FieldKeys = Field(default_factory=FieldKeys)
     product_keys: ProductKeys = Field(default_factory=ProductKeys)
     drop_params: list[str] = Field(default_factory=lambda: list(DEFAULT_DROP_PARAMS))
+    #: Channel table, organic and re-engagement markers, conversion rules (app.lifecycle.rules).
+    lifecycle: LifecycleRules = Field(default_factory=LifecycleRules)
 
     @field_validator("name")
     @classmethod

@@ -10,6 +10,8 @@ import uuid
 from typing import Any
 
 from app.ids import KSEG_UUID_NAMESPACE
+from app.lifecycle.signals import STAGE_CHANGED_EVENT, StageChange
+from app.lifecycle.traits import mark_sent, pending_traits
 from app.records import Attribution, AttributionProfile, CanonicalEvent, ResolvedIdentity
 
 PROVIDER = "Kochava"
@@ -190,6 +192,9 @@ def build_segment_calls(
         props.update(_attribution_details(touch))
         if event.install_id:
             props["install_id"] = event.install_id
+        if event.kind == "install" and first_install and profile.lifecycle.acquisition_channel:
+            props["channel"] = profile.lifecycle.acquisition_channel
+            props["paid"] = bool(profile.lifecycle.acquisition_paid)
         if event.kind == "install" and first_install:
             traits.update(
                 _compact(
@@ -225,16 +230,8 @@ def build_segment_calls(
 
     elif event.kind in ("purchase", "conversion"):
         props = _value_event_properties(event, profile, touch)
+        # converted_at / conversion_name are lifecycle traits (app.lifecycle.traits): sent once, on change.
         tracks.append(_track(event, identity, event.segment_event_name, props, "track"))
-        if event.kind == "conversion":
-            traits.update(
-                _compact(
-                    {
-                        "converted_at": profile.converted_at or event.timestamp,
-                        "conversion_name": profile.conversion_name or event.conversion_name,
-                    }
-                )
-            )
 
     else:
         props = {**event.properties, **_value_fields(event)}
@@ -254,6 +251,8 @@ def build_segment_calls(
             reprops["campaign"] = campaign
         reprops.update(_attribution_details(touch))
         reprops["trigger_event"] = event.segment_event_name
+        if profile.lifecycle.reengagement_channel:
+            reprops["channel"] = profile.lifecycle.reengagement_channel
         tracks.append(_track(event, identity, REENGAGEMENT_EVENT, reprops, "reengagement"))
         traits.update(
             _compact(
@@ -272,3 +271,33 @@ def build_segment_calls(
         calls.append(identify)
     calls.extend(tracks)
     return calls
+
+
+def with_lifecycle(
+    calls: list[dict[str, Any]],
+    event: CanonicalEvent,
+    identity: ResolvedIdentity,
+    profile: AttributionProfile,
+    change: StageChange | None,
+) -> tuple[list[dict[str, Any]], AttributionProfile]:
+    """The event's calls with its lifecycle signals, and the profile marked as told.
+
+    Changed lifecycle traits join the event's identify (or one identify of their own, first, so the traits
+    are set when the tracks land); nothing is added when nothing a marketer builds on changed. A stage
+    change adds one `Lifecycle Stage Changed` track {from, to, reason}.
+    """
+    pending = pending_traits(profile)
+    out = list(calls)
+    if pending:
+        at = next((i for i, c in enumerate(out) if c["type"] == "identify"), None)
+        if at is None:
+            identify = _base(event, identity, "identify", "lifecycle")
+            identify["traits"] = {**pending, **_identity_traits(identity)}
+            out.insert(0, identify)
+        else:
+            out[at] = {**out[at], "traits": {**out[at]["traits"], **pending}}
+    if change is not None:
+        props = _compact({"from": change.from_stage, "to": change.to_stage, "reason": change.reason})
+        props.update(_compact({"acquisition_channel": profile.lifecycle.acquisition_channel}))
+        out.append(_track(event, identity, STAGE_CHANGED_EVENT, props, "stage"))
+    return out, mark_sent(profile, pending)

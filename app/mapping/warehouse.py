@@ -64,6 +64,17 @@ WAREHOUSE_COLUMNS = (
     "properties",
     "profile",
     "profile_version",
+    # lifecycle signals (app.lifecycle; names fixed by the team contract)
+    "acquisition_channel",
+    "acquisition_paid",
+    "reengagement_channel",
+    "lifecycle_stage",
+    "winback_suppress_until",
+    "ad_suppressed",
+    "revenue_reporting",
+    "reporting_currency",
+    "ltv_revenue",
+    "ltv_tier",
 )
 
 
@@ -72,11 +83,16 @@ def _json_text(value: Any) -> str:
 
 
 def build_warehouse_row(
-    event: CanonicalEvent, identity: ResolvedIdentity, profile: AttributionProfile
+    event: CanonicalEvent,
+    identity: ResolvedIdentity,
+    profile: AttributionProfile,
+    revenue_reporting: float | None = None,
 ) -> dict[str, Any]:
-    """The row for one event; `profile` is the device state after the event (first touch, totals)."""
+    """The row for one event; `profile` is the device state after the event (first touch, totals, lifecycle);
+    `revenue_reporting` the event's revenue in the reporting currency (None: no revenue or no rate)."""
     touch = event.attribution
     first = profile.first_touch
+    life = profile.lifecycle
     ids = event.devices
     row: dict[str, Any] = {
         "event_id": event.event_id,
@@ -129,5 +145,15 @@ def build_warehouse_row(
         "properties": _json_text(event.properties),
         "profile": event.profile,
         "profile_version": event.profile_version,
+        "acquisition_channel": life.acquisition_channel,
+        "acquisition_paid": life.acquisition_paid,
+        "reengagement_channel": life.reengagement_channel if event.reengagement else None,
+        "lifecycle_stage": life.stage,
+        "winback_suppress_until": life.winback_suppress_until,
+        "ad_suppressed": life.ad_suppressed,
+        "revenue_reporting": revenue_reporting,
+        "reporting_currency": life.reporting_currency,
+        "ltv_revenue": life.ltv_revenue if profile.purchase_count else None,
+        "ltv_tier": life.ltv_tier,
     }
     return {column: row[column] for column in WAREHOUSE_COLUMNS}

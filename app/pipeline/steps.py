@@ -17,23 +17,26 @@ from typing import Any
 from pydantic import ValidationError
 
 from app import topics
-from app.attribution import apply_event
+from app.audiences.devices import device_facts, with_att
 from app.config import Settings
 from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
 from app.identity.records import DeviceLinked
 from app.identity.resolver import observations, resolve, with_first_touch
+from app.lifecycle import metrics as lifecycle_metrics
+from app.lifecycle.config import LifecycleConfig, lifecycle_config, load_config_rates
+from app.lifecycle.currency import Rates
 from app.mapping import (
+    MappingProfile,
     ProfileRegistry,
     UnknownProfile,
-    build_segment_calls,
-    build_warehouse_row,
     dead_letter_unknown_profile,
+    event_outputs,
     map_postback,
 )
 from app.metrics import dead_letters
 from app.pipeline import metrics as m
-from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads
+from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads, utc_now_iso
 
 #: Postbacks a reinstalled device parks at most while it waits for the index's answers.
 MAX_PARKED = 200
@@ -44,11 +47,21 @@ Send = tuple[str, bytes, bytes]
 
 @dataclass(frozen=True)
 class StepConfig:
-    """What the steps need besides state: settings, the mapping profiles and the wall clock (dedupe)."""
+    """What the steps need besides state: settings, the mapping profiles, the wall clock (dedupe) and the
+    currency rates (read from `KSEG_CURRENCY_RATES_FILE` when not given)."""
 
     settings: Settings
     profiles: ProfileRegistry
     clock: Callable[[], float] = time.time
+    rates: Rates | None = None
+
+    def __post_init__(self) -> None:
+        if self.rates is None:
+            object.__setattr__(self, "rates", load_config_rates(self.settings))
+
+    def lifecycle(self, profile: MappingProfile) -> LifecycleConfig:
+        assert self.rates is not None
+        return lifecycle_config(profile.lifecycle, self.settings, self.rates)
 
 
 @dataclass
@@ -92,11 +105,14 @@ class Batch:
         state: AttributionProfile | None = None,
         seen_id: str | None = None,
     ) -> None:
-        """Record a step; `state` is the device's new profile, `seen_id` a postback id to mark as seen."""
+        """Record a step; `state` is the device's new profile, `seen_id` a postback id to mark as seen.
+        A change the audiences depend on (member, ids, lifecycle signals) also sends the device's facts."""
         if device_key is not None and (state is not None or seen_id):
             state = state or self.profile(device_key)
             if seen_id:
                 state = remember(state, seen_id, self.config)
+            facts = device_facts(self.profile(device_key), state, device_key, utc_now_iso())
+            step.sends += [(topics.AUDIENCE_CHANGES, f.member.encode(), dumps(f)) for f in facts]
             self.states[device_key] = state
             step.device_key = device_key
         self.steps.append(step)
@@ -174,15 +190,18 @@ def handle_postback(
     identity, state = resolve(mapped, state, device_key, settings)
     state, index_updates = observations(mapped, state, device_key, settings)
     observed_state = state
-    state, first_install = apply_event(state, mapped)
+    out = event_outputs(mapped, identity, state, config.lifecycle(profile))  # attribution, lifecycle, calls
+    state, messages, row = with_att(out.profile, mapped), out.calls, out.row
     index_updates = with_first_touch(mapped, observed_state, state, index_updates, device_key)
     answers = sum(1 for u in index_updates if u.kind == "observed" and u.reprocess_for)
     if mapped.kind == "reinstall" and state.first_touch is None and answers:
         # Wait for the index to say whether this reinstall inherits its original install's first touch,
         # so the device's next purchases carry the install campaign (see docs/identity.md).
         state = state.model_copy(update={"awaiting_index_answers": answers})
-    messages = build_segment_calls(mapped, identity, state, first_install=first_install)
-    row = build_warehouse_row(mapped, identity, state)
+    if out.change is not None:
+        lifecycle_metrics.stage_changes.labels(to=out.change.to_stage).inc()
+    if out.unconverted_currency:
+        lifecycle_metrics.revenue_without_rate.labels(currency=out.unconverted_currency).inc()
 
     key = device_key.encode()
     sends: list[Send] = [(topics.OUTBOX, key, segment_calls_record(messages))] if messages else []

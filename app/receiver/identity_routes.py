@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from app import topics
+from app.audiences.webhook import publish_membership_changes
 from app.config import Settings
 from app.identity.metrics import identity_metrics
 from app.identity.records import LinkRequest, to_bytes
@@ -155,7 +156,13 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
             identity_metrics.junk_ids_blocked.labels(id_type=name).inc()
 
     anonymous_id = clean_id(values.get("anonymous_id"))
-    content = {"user_id": user_id, "email_hash": email_hash, "phone_hash": phone_hash, "devices": devices}
+    content = {
+        "user_id": user_id,
+        "email_hash": email_hash,
+        "phone_hash": phone_hash,
+        "anonymous_id": anonymous_id,
+        "devices": devices,
+    }
     link = LinkRequest(
         link_id=LinkRequest.make_id("api", content),
         source="api",
@@ -171,7 +178,8 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
         raise ClientError(
             400,
             problem,
-            "A link needs a person: `user_id`, `email` or `phone` (placeholder values do not count).",
+            "A link needs a person (`user_id`, `email` or `phone`) or the app's Segment `anonymous_id` "
+            "(placeholder values do not count).",
         )
     if problem == "no_device_id":
         raise ClientError(
@@ -213,12 +221,18 @@ def install_identity_routes(app: web.Application, publisher: Publisher) -> None:
         except orjson.JSONDecodeError as exc:
             identity_metrics.links_rejected.labels(reason="invalid_json").inc()
             raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
-        links, reasons = links_from_payload(payload, utc_now_iso())
+        received_at = utc_now_iso()
+        # Engage audience deliveries: membership changes, durable before the 200 (docs/audiences.md).
+        changes, _ = await publish_membership_changes(publisher, settings, payload, received_at)
+        links, reasons = links_from_payload(payload, received_at)
         if isinstance(payload, list) and len(payload) > 1 and not whole_body_authenticated:
             # Only element 0 is signed: the rest is accepted as before, but counted (docs/security.md).
             metrics.unauthenticated_calls.labels(route="segment_webhook").inc(len(payload) - 1)
         for reason in reasons:
             identity_metrics.links_rejected.labels(reason=reason).inc()
+        if changes and not links:
+            metrics.accepted.labels(route="segment_webhook").inc(changes)
+            return web.json_response({"message": "success", "audience_changes": changes, "accepted": 0})
         if not links:
             # 200, not 4xx: Segment discards 4xx silently and retries nothing; this call simply links nobody.
             reason = reasons[0] if len(set(reasons)) == 1 else "nothing_linkable"
@@ -232,6 +246,7 @@ def install_identity_routes(app: web.Application, publisher: Publisher) -> None:
                 "accepted": len(links),
                 "ignored": len(reasons),
                 "link_ids": [x.link_id for x in links],
+                "audience_changes": changes,
             }
         )
 

@@ -22,6 +22,8 @@ class WorkerTopics:
     outbox: faust.TopicT
     warehouse: faust.TopicT
     deadletter: faust.TopicT
+    audience_changes: faust.TopicT
+    kochava_outbox: faust.TopicT
 
     @classmethod
     def declare(cls, faust_app: faust.App, settings: Settings) -> WorkerTopics:
@@ -44,6 +46,8 @@ class WorkerTopics:
             outbox=topic(topics.OUTBOX),
             warehouse=topic(topics.WAREHOUSE),
             deadletter=topic(topics.DEADLETTER),
+            audience_changes=topic(topics.AUDIENCE_CHANGES),
+            kochava_outbox=topic(topics.KOCHAVA_OUTBOX),
         )
 
     def by_name(self, name: str) -> faust.TopicT:
@@ -55,5 +59,7 @@ class WorkerTopics:
             topics.OUTBOX: self.outbox,
             topics.WAREHOUSE: self.warehouse,
             topics.DEADLETTER: self.deadletter,
+            topics.AUDIENCE_CHANGES: self.audience_changes,
+            topics.KOCHAVA_OUTBOX: self.kochava_outbox,
         }
         return handles[name]

@@ -11,6 +11,7 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from app.audiences import agent as audiences_agent
 from app.config import Settings
 from app.identity import agents as identity_agents
 from app.pipeline import process
@@ -18,12 +19,19 @@ from app.runtime.context import WorkerContext
 from app.runtime.health import WorkerHealth
 from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart, partition_offsets
+from app.sinks.kochava import agent as kochava_sink
 from app.sinks.segment import agent as segment_sink
 from app.worker.metrics import LagCollector
 from app.worker.web import web_settings
 
 #: Every domain with agents, in pipeline order: adding a capability is one more entry.
-DOMAINS = (process.register, identity_agents.register, segment_sink.register)
+DOMAINS = (
+    process.register,
+    identity_agents.register,
+    segment_sink.register,
+    audiences_agent.register,
+    kochava_sink.register,
+)
 
 
 def broker_urls(bootstrap: str) -> list[str]:

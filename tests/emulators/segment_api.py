@@ -41,18 +41,19 @@ import base64
 import binascii
 import contextlib
 import math
-import signal
 import sys
 import time
 import zlib
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import orjson
 from aiohttp import web
+
+from tests.emulators.common import FaultBudget, serve_until_stopped
 
 MAX_REQUEST_BYTES = 500_000
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -65,7 +66,7 @@ FaultKind = Literal["status", "slow", "drop"]
 
 
 @dataclass
-class Fault:
+class Fault(FaultBudget):
     """One injected fault, applied to the next `count` requests or to every request for `duration` s.
 
     - ``status``: answer `status` without recording anything; with `retry_after` set the answer
@@ -80,16 +81,11 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     after_accept: bool = False
-    count: int | None = 1
-    duration: float | None = None
-    _until: float | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind == "status" and self.status is None:
             self.status = 500
-        if self.duration is not None:
-            self.count = None
-            self._until = time.monotonic() + self.duration
+        super().__post_init__()
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Fault:
@@ -102,15 +98,6 @@ class Fault:
         if kind not in ("status", "slow", "drop"):
             raise ValueError(f"unknown fault kind {kind!r}")
         return cls(**raw)
-
-    def active(self, now: float) -> bool:
-        if self._until is not None:
-            return now < self._until
-        return self.count is None or self.count > 0
-
-    def consume(self) -> None:
-        if self._until is None and self.count is not None:
-            self.count -= 1
 
 
 @dataclass
@@ -579,17 +566,7 @@ async def _serve(args: argparse.Namespace) -> None:
         record_path=args.record,
         store_messages=not args.no_store,
     )
-    await emu.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    print(f"listening on {emu.url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await emu.stop()
+    await serve_until_stopped(emu)
 
 
 def main(argv: list[str] | None = None) -> int:

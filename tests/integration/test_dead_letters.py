@@ -95,8 +95,8 @@ async def test_unmappable_postbacks_are_dead_lettered_counted_listed_and_replaye
         status, body, _ = await p.get(params)
         assert (status, body) == (200, {"message": "success"}), params
 
-    # install: identify + track; purchase: track; event: track.
-    await wait_for(lambda: len(segment.messages) >= 4, 30, "the good postbacks at Segment")
+    # Three new devices, each: identify (first touch / lifecycle) + its track + Lifecycle Stage Changed.
+    await wait_for(lambda: len(segment.messages) >= 9, 30, "the good postbacks at Segment")
     letters = await wait_for(lambda: _at_least(dead_letters(p), 4), 30, "4 dead letters")
 
     # ---- typed dead letters carrying the raw postback ------------------------------------------
@@ -118,7 +118,7 @@ async def test_unmappable_postbacks_are_dead_lettered_counted_listed_and_replaye
     for reason in ("invalid_revenue", "invalid_currency", "unparseable_timestamp"):
         assert (by_reason[reason]["profile"], by_reason[reason]["profile_version"]) == (
             "kochava-default",
-            "1",
+            "2",
         )
     unknown = by_reason["unknown_profile"]
     assert unknown["profile"] == "nope" and unknown["payload"]["profile"] == "nope"
@@ -128,13 +128,21 @@ async def test_unmappable_postbacks_are_dead_lettered_counted_listed_and_replaye
     devices = [m["context"]["kseg"]["kochava_device_id"] for m in segment.messages]
     assert not {params["kochava_device_id"] for params in BAD.values()} & set(devices)
     events = sorted(
-        (m["context"]["kseg"]["kochava_device_id"], m["type"], m.get("event")) for m in segment.messages
+        (m["context"]["kseg"]["kochava_device_id"], m["type"], m.get("event"))
+        for m in segment.messages
+        if m.get("event") != "Lifecycle Stage Changed" and m["type"] != "identify"
     )
     assert events == [
-        ("KIDLOK1", "identify", None),
         ("KIDLOK1", "track", "Install Attributed"),
         ("KIDLOK2", "track", "Order Completed"),
         ("KIDLOK3", "track", "Level Completed"),
+    ]
+    assert sorted(
+        m["context"]["kseg"]["kochava_device_id"] for m in segment.messages if m["type"] == "identify"
+    ) == [
+        "KIDLOK1",
+        "KIDLOK2",
+        "KIDLOK3",
     ]
 
     # ---- the worker counts them per stage and reason ------------------------------------------
@@ -186,7 +194,7 @@ async def test_unmappable_postbacks_are_dead_lettered_counted_listed_and_replaye
     metrics = await p.worker_metrics()
     assert metric(metrics, "kseg_dead_letters_total", stage="mapping", reason="unknown_profile") == 2
     assert len(await dead_letters(p)) == 5  # nothing else was replayed
-    assert len(segment.messages) == 4
+    assert len(segment.messages) == 9
 
 
 async def _at_least(coro: Any, n: int) -> list[Any] | None:

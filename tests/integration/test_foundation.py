@@ -36,11 +36,14 @@ async def test_install_reaches_segment_as_identify_and_install_attributed(
 
     status, body, _ = await p.get(INSTALL)
     assert (status, body) == (200, {"message": "success"})
-    await wait_for(lambda: len(segment.messages) >= 2, 30, "identify + track at the Segment emulator")
+    await wait_for(lambda: len(segment.messages) >= 3, 30, "identify + tracks at the Segment emulator")
 
     identify = _by_type(segment.messages, "identify")
     track = _by_type(segment.messages, "track", "Install Attributed")
     assert len(identify) == 1 and len(track) == 1
+    assert (
+        _by_type(segment.messages, "track", "Lifecycle Stage Changed")[0]["properties"]["to"] == "installed"
+    )
     assert track[0]["properties"]["provider"] == "Kochava"
     assert track[0]["properties"]["campaign"]["source"] == "ExampleNetwork"
     assert track[0]["anonymousId"] == identify[0]["anonymousId"]
@@ -56,7 +59,7 @@ async def test_install_reaches_segment_as_identify_and_install_attributed(
     await wait_for(
         lambda: metric(_sync_metrics(p), "kseg_worker_deduplicated_total") == 1, 20, "dedupe counter"
     )
-    assert len(segment.messages) == 2
+    assert len(segment.messages) == 3
 
 
 def _sync_metrics(p: Pipeline) -> str:

@@ -82,8 +82,15 @@ async def test_anonymous_events_then_login_alias_once_and_attribution_on_user(
     aliases = of_type(segment, "alias")
     assert len(aliases) == 1
     assert aliases[0]["previousId"] == anonymous_id and aliases[0]["userId"] == "user-42"
-    identifies = [m for m in of_type(segment, "identify") if m.get("userId") == "user-42"]
-    assert len(identifies) == 1
+    identifies = [
+        m
+        for m in of_type(segment, "identify")
+        if m.get("userId") == "user-42" and "kochava_campaign" in m["traits"]
+    ]
+    assert len(identifies) == 1  # one late-authentication identify with the install attribution
+    # The purchase after login is the device's first: its lifecycle identify goes to the user too.
+    converted = [m for m in of_type(segment, "identify") if m["traits"].get("lifecycle_stage") == "converted"]
+    assert [m.get("userId") for m in converted] == ["user-42"]
     assert identifies[0]["traits"]["kochava_campaign"] == "Spring Launch"
     assert identifies[0]["traits"]["kochava_network"] == "ExampleNetwork"
     # Later events belong to the user and carry the install campaign for ROAS.

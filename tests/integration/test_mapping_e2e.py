@@ -147,8 +147,9 @@ async def test_every_kind_maps_to_the_spec_at_segment_and_the_warehouse(
     status, body, _ = await p.post("/v1/kochava/postbacks", PRODUCTS_PURCHASE)
     assert (status, body) == (200, {"message": "success"})
 
-    # 2 install + 2 reinstall + 2 conversion + 1 event + 2 install + 3 re-engaged purchase + 1 purchase.
-    expected_total = 13
+    # 2 install + 2 reinstall + 2 conversion + 1 event + 2 install + 3 re-engaged purchase + 1 purchase,
+    # plus a `Lifecycle Stage Changed` for each of the 6 stage changes and an identify for the first purchase.
+    expected_total = 20
     await wait_for(lambda: len(segment.messages) >= expected_total, 45, f"{expected_total} Segment messages")
 
     # ---- install: first-touch identify + Install Attributed ------------------------------------
@@ -172,7 +173,7 @@ async def test_every_kind_maps_to_the_spec_at_segment_and_the_warehouse(
         "type": "ios",
     }
     assert first["context"]["kseg"]["profile"] == "kochava-default"
-    assert first["context"]["kseg"]["profile_version"] == "1"
+    assert first["context"]["kseg"]["profile_version"] == "2"
     first_touch = one(ios, "identify", kochava_network="ExampleNetwork")
     assert first_touch["traits"]["kochava_campaign"] == "Winter Sale"
     assert first_touch["traits"]["kochava_ad_group"] == "ios_lookalike"
@@ -209,7 +210,9 @@ async def test_every_kind_maps_to_the_spec_at_segment_and_the_warehouse(
     assert "auth_token" not in level["properties"]
     assert "campaign" not in level["properties"]  # no attribution on this postback
     assert level["timestamp"] == "2025-02-07T00:00:00.000Z"
-    assert len(ios) == 7, [(m["type"], m.get("event")) for m in ios]
+    stages = [m["properties"]["to"] for m in ios if m.get("event") == "Lifecycle Stage Changed"]
+    assert stages == ["installed", "reinstalled", "converted"]  # the event after conversion changes nothing
+    assert len(ios) == 10, [(m["type"], m.get("event")) for m in ios]
 
     # ---- re-engagement on a purchase ---------------------------------------------------------
     droid = messages_of(segment, "KIE2EDROID")
@@ -233,7 +236,9 @@ async def test_every_kind_maps_to_the_spec_at_segment_and_the_warehouse(
     last_touch = one(droid, "identify", last_reengagement_network="RetargetCo")
     assert last_touch["traits"]["last_reengagement_at"] == "2025-01-02T00:00:00.000Z"
     assert last_touch["traits"]["last_reengagement_campaign"] == "Lapsed 30d"
-    assert len(droid) == 5, [(m["type"], m.get("event")) for m in droid]
+    assert last_touch["traits"]["lifecycle_stage"] == "reengaged"
+    assert last_touch["traits"]["winback_suppress_until"] == "2025-01-16T00:00:00.000Z"
+    assert len(droid) == 7, [(m["type"], m.get("event")) for m in droid]
 
     # ---- purchase with products (JSON body) ---------------------------------------------------
     shop = messages_of(segment, "KIE2ESHOP")
@@ -257,7 +262,7 @@ async def test_every_kind_maps_to_the_spec_at_segment_and_the_warehouse(
     rows = await wait_for(lambda: _at_least(warehouse_rows(), 7), 20, "7 warehouse rows")
     assert len(rows) == 7, [(r["kochava_device_id"], r["event_name"]) for r in rows]
     assert len({r["event_id"] for r in rows}) == 7
-    assert {(r["profile"], r["profile_version"]) for r in rows} == {("kochava-default", "1")}
+    assert {(r["profile"], r["profile_version"]) for r in rows} == {("kochava-default", "2")}
     by_kind = sorted((r["kochava_device_id"], r["event_type"], r["segment_event"]) for r in rows)
     assert by_kind == [
         ("KIE2EDROID", "install", "Install Attributed"),
@@ -364,7 +369,8 @@ async def test_custom_profile_from_mapping_dir_by_url_parameter(
         "the default-profile dead letter",
     )
     assert [(d["reason"], d["profile"]) for d in letters] == [("missing_event_name", "kochava-default")]
-    assert len(segment.messages) == 1, [(m["type"], m.get("event")) for m in segment.messages]
+    # The IAP order, plus the first purchase's lifecycle identify and stage change.
+    assert len(segment.messages) == 3, [(m["type"], m.get("event")) for m in segment.messages]
 
 
 async def _values(records_coro: Any) -> list[Any]:

@@ -101,7 +101,7 @@ def test_mapping_help_names_check_and_try_purposes() -> None:
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "validate a profile file" in text
-    assert "show the Segment calls and warehouse row" in text
+    assert "acquisition channel, stage), Segment calls and warehouse row" in text
 
 
 def test_receiver_without_tokens_refuses_to_start() -> None:
@@ -127,7 +127,12 @@ def test_mapping_try_on_the_readme_purchase() -> None:
     assert result.returncode == 0, result.stderr
     preview = json.loads(result.stdout)
     tracks = [m for m in preview["segment"] if m["type"] == "track"]
-    assert [m["event"] for m in tracks] == ["Order Completed"]
+    # A first purchase converts the device: its stage change is a track of its own.
+    assert [m["event"] for m in tracks] == ["Order Completed", "Lifecycle Stage Changed"]
+    assert tracks[1]["properties"] == {"to": "converted", "reason": "conversion"}
+    assert preview["lifecycle"]["stage"] == "converted"
+    assert preview["lifecycle"]["reporting_currency"] == "USD"
+    assert preview["warehouse"]["revenue_reporting"] == round(19.99 * 1.08, 6)
     props = tracks[0]["properties"]
     assert props["revenue"] == 19.99
     assert props["currency"] == "EUR"
@@ -147,7 +152,7 @@ def test_mapping_try_reports_the_dead_letter_and_exits_1() -> None:
 def test_mapping_check_accepts_the_shipped_default_profile() -> None:
     result = kseg("mapping", "check", str(DEFAULT_PROFILE))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == "OK profile kochava-default v1"
+    assert result.stdout.strip() == "OK profile kochava-default v2"
 
 
 def test_mapping_check_reports_file_and_line_of_each_problem(tmp_path: Path) -> None:

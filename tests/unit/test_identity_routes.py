@@ -154,7 +154,8 @@ async def test_webhook_signature_and_durable_publish(client: TestClient, setting
     track = orjson.dumps({"type": "track", "event": "x", "anonymousId": "a"})
     resp = await client.post(WEBHOOK_PATH, data=track, headers=signed(track))
     assert resp.status == 200
-    assert await resp.json() == {"message": "ignored", "reason": "no_user_id", "calls": 1}
+    # An anonymousId without any device id adopts nothing.
+    assert await resp.json() == {"message": "ignored", "reason": "no_device_id", "calls": 1}
 
     resp = await client.post(WEBHOOK_PATH, data=body, headers=signed(body))
     result = await resp.json()

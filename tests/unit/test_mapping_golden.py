@@ -14,9 +14,10 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from app.attribution import apply_event
 from app.ids import message_id_for
-from app.mapping import ProfileRegistry, build_segment_calls, build_warehouse_row, map_postback
+from app.lifecycle.config import LifecycleConfig
+from app.lifecycle.currency import load_rates
+from app.mapping import ProfileRegistry, event_outputs, map_postback
 from app.records import AttributionProfile, CanonicalEvent, RawPostback, ResolvedIdentity, postback_event_id
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
@@ -30,7 +31,10 @@ OWN_PROFILE_FIELDS = {
     "converted",
     "converted_at",
     "conversion_name",
+    "lifecycle",
 }
+#: Lifecycle settings of the fixtures: the packaged rates in USD, the default window and tiers.
+RATES = load_rates(None, "USD")
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -57,10 +61,11 @@ def _run(
     registry = ProfileRegistry.load(None)
     event = map_postback(_raw(case), registry.get(case["profile"]), case["namespace"])
     assert isinstance(event, CanonicalEvent), event
-    state, first = apply_event(AttributionProfile.model_validate(case["prior_profile"]), event)
+    profile = registry.get(case["profile"])
     identity = ResolvedIdentity.model_validate(case["identity"])
-    calls = build_segment_calls(event, identity, state, first_install=first)
-    return event, calls, build_warehouse_row(event, identity, state), state, first
+    config = LifecycleConfig(rates=RATES, rules=profile.lifecycle)
+    out = event_outputs(event, identity, AttributionProfile.model_validate(case["prior_profile"]), config)
+    return event, out.calls, out.row, out.profile, out.first_install
 
 
 def test_every_kind_has_a_golden_fixture() -> None:
@@ -72,6 +77,19 @@ def test_every_kind_has_a_golden_fixture() -> None:
         reengagement |= event.reengagement
     assert kinds == {"install", "reinstall", "purchase", "conversion", "event"}
     assert reengagement
+    traits = {k for path in FIXTURES for c in _run(_load(path))[1] for k in c.get("traits", {})}
+    lifecycle = {
+        "acquisition_channel",
+        "acquisition_paid",
+        "lifecycle_stage",
+        "last_reengagement_channel",
+        "winback_suppress_until",
+        "ad_suppressed",
+        "ltv_revenue",
+        "ltv_tier",
+        "ltv_revenue_without_rate",
+    }
+    assert lifecycle <= traits, lifecycle - traits  # every new trait has a reviewed fixture
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])

@@ -10,11 +10,14 @@ import jsonschema
 import pytest
 
 from app.attribution import apply_event
-from app.mapping import ProfileRegistry, build_segment_calls, build_warehouse_row, map_postback
+from app.lifecycle.config import LifecycleConfig
+from app.lifecycle.currency import load_rates
+from app.mapping import ProfileRegistry, build_segment_calls, build_warehouse_row, event_outputs, map_postback
 from app.mapping.segment import call_message_id
 from app.records import Attribution, AttributionProfile, CanonicalEvent, RawPostback, ResolvedIdentity
 
 PROFILE = ProfileRegistry.load(None).get("kochava-default")
+LIFECYCLE = LifecycleConfig(rates=load_rates(None, "USD"), rules=PROFILE.lifecycle)
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 ZERO = "00000000-0000-0000-0000-000000000000"
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "topics" / "schemas" / "warehouse-row.schema.json"
@@ -42,6 +45,13 @@ def run(
 ) -> list[dict[str, Any]]:
     state, first = apply_event(prior or AttributionProfile(), event)
     return build_segment_calls(event, identity, state, first_install=first)
+
+
+def run_all(
+    event: CanonicalEvent, prior: AttributionProfile | None = None, identity: ResolvedIdentity = ANON
+) -> list[dict[str, Any]]:
+    """The calls the worker sends for `event`: mapping plus the lifecycle traits that changed."""
+    return event_outputs(event, identity, prior or AttributionProfile(), LIFECYCLE).calls
 
 
 def by_type(calls: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -107,10 +117,15 @@ def test_purchase_is_enriched_with_first_touch() -> None:
 
 
 def test_conversion_sets_converted_traits() -> None:
-    calls = by_type(run(ev(event_name="Subscribe", idfa=IDFA, timestamp="1736000000")))
+    prior = AttributionProfile()
+    calls = by_type(run_all(ev(event_name="Subscribe", idfa=IDFA, timestamp="1736000000"), prior))
     assert calls["identify"]["traits"] == {
         "converted_at": "2025-01-04T14:13:20.000Z",
         "conversion_name": "Subscription Started",
+        "lifecycle_stage": "converted",
+        "ad_suppressed": True,
+        "ad_suppressed_at": "2025-01-04T14:13:20.000Z",
+        "ad_suppression_reason": "conversion:Subscription Started",
     }
 
 
@@ -127,13 +142,15 @@ def test_zeroed_ad_id_is_omitted_and_tracking_disabled() -> None:
 
 def test_user_id_and_hashed_email_only() -> None:
     ident = ResolvedIdentity(user_id="u1", anonymous_id="a1", via="user_id", email_hash="h" * 64)
-    calls = run(ev(event_name="Subscribe", idfa=IDFA), identity=ident)
+    calls = run_all(ev(event_name="Subscribe", idfa=IDFA), identity=ident)
     identify = by_type(calls)["identify"]
     assert identify["userId"] == "u1" and identify["anonymousId"] == "a1"
     assert identify["traits"]["email_sha256"] == "h" * 64 and "email" not in identify["traits"]
     raw_ok = ResolvedIdentity(anonymous_id="a1", email_hash="h" * 64, email="a@b.co")
     assert (
-        by_type(run(ev(event_name="Subscribe", idfa=IDFA), identity=raw_ok))["identify"]["traits"]["email"]
+        by_type(run_all(ev(event_name="Subscribe", idfa=IDFA), identity=raw_ok))["identify"]["traits"][
+            "email"
+        ]
         == "a@b.co"
     )
 
@@ -149,7 +166,7 @@ def test_message_ids_deterministic_distinct_and_derived() -> None:
 
 
 def test_context_is_fresh_per_call() -> None:
-    calls = run(ev(event_name="Subscribe", idfa=IDFA))
+    calls = run_all(ev(event_name="Subscribe", idfa=IDFA))
     calls[0]["context"]["library"]["name"] = "mutated"
     assert calls[1]["context"]["library"]["name"] == "kseg"
 

@@ -63,7 +63,8 @@ def test_preview_maps_with_anonymous_identity() -> None:
         REGISTRY,
         "ns",
     )
-    assert set(out) == {"segment", "warehouse"}
+    assert set(out) == {"lifecycle", "segment", "warehouse"}
+    assert out["lifecycle"]["acquisition_channel"] == "organic"  # no attributed network
     anon = anonymous_id_for("ns", "KI1")
     assert {c["anonymousId"] for c in out["segment"]} == {anon}
     assert out["warehouse"]["anonymous_id"] == anon and out["warehouse"]["event_type"] == "install"
@@ -82,7 +83,8 @@ def test_cmd_try_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert out["segment"][0]["event"] == "Order Completed"
+    assert [c.get("event") for c in out["segment"]] == [None, "Order Completed", "Lifecycle Stage Changed"]
+    assert out["segment"][0]["traits"]["ad_suppressed"] is True
     assert out["warehouse"]["revenue"] == 9.99
 
 

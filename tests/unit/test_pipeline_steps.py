@@ -51,7 +51,8 @@ def test_one_outbox_record_per_event_and_one_profile_write_per_device_per_batch(
     t = Tables()
     batch = t.run([("KA", raw(INSTALL)), ("KB", raw(purchase("KB", 0))), ("KA", raw(purchase("KA", 1)))])
     assert t.records[topics.OUTBOX] == 3 and t.records[topics.WAREHOUSE] == 3
-    assert len(t.take(topics.OUTBOX)) == 4  # the install's identify + track travel in one record
+    # Each event's identify + track + Lifecycle Stage Changed travel in one record.
+    assert len(t.take(topics.OUTBOX)) == 9
     writes = batch.profile_writes()
     assert [(event, key) for event, key, _ in writes] == [(2, "KA"), (1, "KB")]  # each device's last event
     assert writes[0][2]["purchase_count"] == 1 and len(writes[0][2]["recent_events"]) == 2

@@ -56,7 +56,10 @@ def test_email_from_context_traits_and_track_calls_need_a_user_id() -> None:
     msg = call(userId=None, traits={}, context={**call()["context"], "traits": {"email": "a@b.co"}})
     link = link_from_message(msg)
     assert isinstance(link, LinkRequest) and link.user_id is None and link.email_hash
-    assert link_from_message({**msg, "type": "track"}) == "no_user_id"
+    no_anon = {k: v for k, v in msg.items() if k != "anonymousId"}
+    assert link_from_message({**no_anon, "type": "track"}) == "no_user_id"
+    adopt = link_from_message({**msg, "type": "track"})  # the anonymousId alone is adopted, nobody linked
+    assert isinstance(adopt, LinkRequest) and adopt.anonymous_id == "anon-1" and not adopt.has_person()
     track = link_from_message(call(type="track", traits=None))
     assert isinstance(track, LinkRequest) and track.user_id == "u1" and track.email_hash is None
 
@@ -66,7 +69,7 @@ def test_zero_idfa_and_junk_user_ids_never_link() -> None:
     msg = call(context={"device": {"type": "ios", "advertisingId": "00000000-0000-0000-0000-000000000000"}})
     assert link_from_message(msg) == "no_device_id"
     assert sample("kseg_identity_junk_ids_blocked_total", id_type="idfa") == before + 1
-    assert link_from_message(call(userId="anonymous", traits={})) == "no_user_id"
+    assert link_from_message(call(userId="anonymous", traits={}, anonymousId=None)) == "no_user_id"
 
 
 def test_ad_id_ignored_when_ad_tracking_disabled() -> None:
@@ -90,6 +93,7 @@ def test_link_id_is_deterministic_for_redeliveries() -> None:
 
 
 def test_batch_payload_keeps_links_and_reasons() -> None:
-    links, reasons = links_from_payload([call(), call(), call(userId=None, traits={}), "junk"])
+    nobody = call(userId=None, traits={}, anonymousId=None)
+    links, reasons = links_from_payload([call(), call(), nobody, "junk"])
     assert len(links) == 1  # the duplicate collapses
     assert reasons == ["no_user_id", "not_an_object"]

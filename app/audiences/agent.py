@@ -1,0 +1,140 @@
+"""The audiences agent: `audiences.changes` (by member) → `audience-members` table → `kochava.outbox`.
+
+Membership changes (Engage webhook) and device facts (processing agent) of one member share its key, so
+the table lookup is local to the partition. Every Kochava request is acked by Kafka before the member's
+new state is written (a crash in between re-sends, never loses: at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from app.audiences.metrics import AudienceMetrics
+from app.audiences.own import OwnAudience, load_own_audiences
+from app.audiences.records import DeviceFacts, MembershipChange, MemberState
+from app.audiences.rules import EventNames, Outcome, apply_change, apply_device
+from app.dlq.writer import dead_letter_record
+from app.metrics import dead_letters
+from app.records import DeadLetter, dumps
+from app.runtime.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[bytes, bytes], Awaitable[None]]
+TABLE = "audience-members"
+
+
+def _payload(value: bytes | None) -> dict[str, Any]:
+    try:
+        data = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return {"raw": (value or b"").decode("utf-8", "replace")}
+    return data if isinstance(data, dict) else {"raw": data}
+
+
+def _count(outcome: Outcome, metrics: AudienceMetrics) -> None:
+    for applied in outcome.applied:
+        metrics.changes.labels(
+            applied.audience_key, applied.source, "entered" if applied.entered else "exited"
+        ).inc()
+    for reason in outcome.ignored:
+        metrics.ignored.labels(reason).inc()
+    for audience_key, reason in outcome.skipped:
+        metrics.skipped.labels(audience_key, reason).inc()
+    if outcome.identity_links:
+        metrics.identity_links.inc(outcome.identity_links)
+
+
+async def handle_record(
+    key: bytes | None,
+    value: bytes | None,
+    table: MutableMapping[bytes, Any],
+    *,
+    own: list[OwnAudience],
+    names: EventNames,
+    send_outbox: Send,
+    send_deadletter: Send,
+    metrics: AudienceMetrics,
+) -> int:
+    """Apply one record to its member's state; returns the Kochava requests queued."""
+    data = _payload(value)
+    try:
+        if data.get("kind") == "membership_change":
+            change = MembershipChange.model_validate(data)
+            member = change.member
+        elif data.get("kind") == "device_facts":
+            facts = DeviceFacts.model_validate(data)
+            member = facts.member
+        else:
+            raise ValueError(f"unknown record kind {data.get('kind')!r}")
+    except (ValidationError, ValueError) as exc:
+        metrics.ignored.labels("invalid_record").inc()
+        letter = DeadLetter(
+            stage="audiences", reason="invalid_audience_record", error=str(exc)[:2000], payload=data
+        )
+        await send_deadletter(*dead_letter_record(letter, dead_letters))
+        return 0
+    table_key = member.encode()
+    stored = table.get(table_key)
+    state = MemberState.model_validate(orjson.loads(stored)) if stored else None
+    if data["kind"] == "membership_change":
+        outcome = apply_change(state, change, names)
+    else:
+        outcome = apply_device(state, facts, own, names)
+    # One record's requests go to distinct devices (plus one IdentityLink): produced together, all acked
+    # before the state is written.
+    await asyncio.gather(
+        *(send_outbox((r.device_key or r.request_id).encode(), dumps(r)) for r in outcome.requests)
+    )
+    _count(outcome, metrics)
+    new = dumps(outcome.state)
+    if stored != new:
+        table[table_key] = new  # assigned, never mutated in place: writes the changelog
+    return len(outcome.requests)
+
+
+def register(ctx: WorkerContext) -> None:
+    """Declare the `audience-members` table and the audiences agent on the worker."""
+    settings = ctx.settings
+    own = load_own_audiences(settings.kseg_audiences_file)
+    names = EventNames(settings.kseg_audience_entered_event, settings.kseg_audience_exited_event)
+    metrics = AudienceMetrics(ctx.registry)
+    table = ctx.faust_app.Table(
+        TABLE,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.kseg_topic_partitions,
+        help="Audience membership and devices per member (user, email hash or device).",
+    )
+    outbox, deadletter = ctx.topics.kochava_outbox, ctx.topics.deadletter
+
+    def sender(topic: Any) -> Send:
+        async def send(key: bytes, value: bytes) -> None:
+            fut = await topic.send(key=key, value=value)
+            await fut
+
+        return send
+
+    send_outbox, send_dlq = sender(outbox), sender(deadletter)
+
+    @ctx.faust_app.agent(ctx.topics.audience_changes, name="audiences")
+    async def audiences_agent(stream: Any) -> None:
+        async for event in stream.events():
+            with ctx.activity.working("audiences"):
+                await handle_record(
+                    event.key,
+                    event.value,
+                    table,
+                    own=own,
+                    names=names,
+                    send_outbox=send_outbox,
+                    send_deadletter=send_dlq,
+                    metrics=metrics,
+                )

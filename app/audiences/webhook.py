@@ -1,0 +1,35 @@
+"""Engage deliveries on the signed Segment webhook: membership changes made durable on `audiences.changes`.
+
+Called by the webhook route after the signature check, before its 200: Segment retries a 5xx, so a
+change is either in Kafka or the delivery is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from app import topics
+from app.audiences.engage import changes_from_payload
+from app.config import Settings
+from app.records import dumps
+
+
+class _Publisher(Protocol):
+    async def publish(self, topic: str, key: str | None, value: bytes) -> float: ...
+
+
+async def publish_membership_changes(
+    publisher: _Publisher, settings: Settings, payload: Any, received_at: str
+) -> tuple[int, list[str]]:
+    """Publish the delivery's membership changes (keyed by member); returns (published, unusable reasons)."""
+    changes, reasons = changes_from_payload(payload, received_at)
+    topic = settings.topic(topics.AUDIENCE_CHANGES)
+    results = await asyncio.gather(
+        *(publisher.publish(topic, change.member, dumps(change)) for change in changes),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return len(changes), reasons

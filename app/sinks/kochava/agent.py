@@ -1,0 +1,101 @@
+"""The Kochava sink agent: `kochava.outbox` → Kochava S2S / IdentityLink, acked after 2xx or dead letter.
+
+Its own topic and agent: a Kochava outage holds only this agent's offsets (lag on `kochava.outbox`),
+never Segment delivery or ingest. Without KOCHAVA_APP_GUID it runs dry (KSEG_DATA_DIR/kochava-outbox.jsonl).
+A 401/403 stops it (offsets stay uncommitted) and makes /readyz say why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.config import Settings
+from app.dlq.writer import send_dead_letters
+from app.metrics import dead_letters
+from app.records import DeadLetter, loads
+from app.runtime.context import WorkerContext
+from app.sinks.kochava.client import KochavaHttpClient
+from app.sinks.kochava.dryrun import KochavaDryRun
+from app.sinks.kochava.metrics import KochavaSinkMetrics, KochavaStatsCollector
+from app.sinks.kochava.requests import KochavaRequest
+from app.sinks.kochava.sender import DeadLetterFn, KochavaAuthError, KochavaSender, KochavaStats
+from app.sinks.segment.ratelimit import AdaptiveRateLimiter
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 200
+BATCH_WITHIN = 0.2
+
+
+def decode(events: list[Any]) -> tuple[list[KochavaRequest], list[DeadLetter]]:
+    requests: list[KochavaRequest] = []
+    letters: list[DeadLetter] = []
+    for event in events:
+        try:
+            requests.append(KochavaRequest.model_validate(loads(event.value)))
+        except (ValidationError, ValueError, TypeError) as exc:
+            raw = bytes(event.value or b"").decode("utf-8", "replace")
+            letters.append(
+                DeadLetter(
+                    stage="kochava",
+                    reason="invalid_outbox_record",
+                    error=repr(exc)[:2000],
+                    payload={"raw": raw},
+                )
+            )
+    return requests, letters
+
+
+def build_deliverer(
+    settings: Settings, dead_letter: DeadLetterFn, metrics: KochavaSinkMetrics, stats: KochavaStats
+) -> KochavaSender | KochavaDryRun:
+    """The real sender, or the dry run when KOCHAVA_APP_GUID is unset."""
+    if settings.kochava_dry_run:
+        return KochavaDryRun(
+            settings.kseg_data_dir, settings.kochava_tracking_url, on_result=metrics.on_result
+        )
+    return KochavaSender(
+        KochavaHttpClient(settings.kochava_tracking_url, settings.kochava_request_timeout),
+        AdaptiveRateLimiter(settings.kochava_max_requests_per_second),
+        app_guid=settings.kochava_app_guid or "",
+        dead_letter=dead_letter,
+        on_result=metrics.on_result,
+        stats=stats,
+        concurrency=settings.kochava_concurrency,
+    )
+
+
+def register(ctx: WorkerContext) -> None:
+    """Declare the `kochava-sink` agent and expose its metrics on the worker's registry."""
+    settings = ctx.settings
+    metrics = KochavaSinkMetrics(ctx.registry)
+    stats = KochavaStats()
+    ctx.registry.register(KochavaStatsCollector(stats))
+
+    async def dead_letter(letters: list[DeadLetter]) -> None:
+        await send_dead_letters(ctx.topics.deadletter, letters, dead_letters)
+
+    deliverer = build_deliverer(settings, dead_letter, metrics, stats)
+
+    @ctx.faust_app.agent(ctx.topics.kochava_outbox, name="kochava-sink")
+    async def kochava_sink(stream: Any) -> None:
+        s = stream.noack()
+        async for events in s.noack_take(BATCH_MAX, within=BATCH_WITHIN):
+            with ctx.activity.working("kochava-sink"):
+                requests, letters = decode(events)
+                if letters:
+                    await dead_letter(letters)
+                try:
+                    await deliverer.deliver(requests)
+                except KochavaAuthError as exc:
+                    ctx.health.block(
+                        "kochava", f"Kochava answered {exc.status}: check KOCHAVA_APP_GUID, then restart"
+                    )
+                    log.error("%s", exc)
+                    await asyncio.Event().wait()  # hold the batch: nothing acked, nothing dead-lettered
+                for event in events:
+                    await s.ack(event)

@@ -1,0 +1,188 @@
+"""Offset-safe delivery of one Kafka batch of Kochava requests, on the Segment sink's policy and limiter.
+
+`KochavaSender.deliver()` returns only when every request was answered 2xx or dead-lettered (and the
+dead-letter callback awaited), so the caller may ack. Status classification, `Retry-After`, capped
+backoff with jitter and the adaptive rate limiter are the Segment sink's (`app.sinks.segment.policy`,
+`.ratelimit`); Kochava has no batch endpoint, so requests go one by one, a few in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from app.records import DeadLetter, utc_now_iso
+from app.sinks.kochava.client import KochavaHttpClient, refused
+from app.sinks.kochava.requests import KochavaRequest
+from app.sinks.segment.client import HttpResult
+from app.sinks.segment.policy import (
+    Backoff,
+    Outcome,
+    SegmentTransportError,
+    SinkStopped,
+    classify_status,
+    retry_wait_from_headers,
+)
+from app.sinks.segment.ratelimit import AdaptiveRateLimiter, sleep_or_stop
+
+log = logging.getLogger(__name__)
+
+DeadLetterFn = Callable[[list[DeadLetter]], Awaitable[None]]
+#: Called once per request with its final outcome: "sent" or "failed".
+ResultFn = Callable[[KochavaRequest, str], None]
+
+
+class KochavaAuthError(RuntimeError):
+    """Kochava answered 401/403: a configuration error; stop, ack nothing, dead-letter nothing."""
+
+    def __init__(self, status: int, body: str = "") -> None:
+        super().__init__(
+            f"Kochava answered {status}: check KOCHAVA_APP_GUID and KOCHAVA_TRACKING_URL, then restart the "
+            f"worker; offsets were not committed. {body[:200]}"
+        )
+        self.status = status
+
+
+@dataclass
+class KochavaStats:
+    """Cumulative counters of the Kochava sink (exported by the audiences metrics)."""
+
+    requests_by_status: Counter[str] = field(default_factory=Counter)
+    delivered: int = 0
+    retries: int = 0
+    retry_after_waits: int = 0
+    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
+    failing_since: float | None = None
+
+
+class KochavaSender:
+    """Posts, retries (forever on transient failures), rate-limits and dead-letters Kochava requests."""
+
+    def __init__(
+        self,
+        client: KochavaHttpClient,
+        limiter: AdaptiveRateLimiter,
+        *,
+        app_guid: str,
+        dead_letter: DeadLetterFn,
+        on_result: ResultFn | None = None,
+        stats: KochavaStats | None = None,
+        concurrency: int = 8,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.limiter = limiter
+        self.app_guid = app_guid
+        self._dead_letter = dead_letter
+        self._on_result = on_result
+        self.stats = stats if stats is not None else KochavaStats()
+        self.concurrency = concurrency
+        self.backoff = backoff or Backoff()
+        self._rng = rng or random.Random()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        self.stop()
+        await self.client.close()
+
+    async def deliver(self, requests: list[KochavaRequest]) -> int:
+        """Deliver or dead-letter every request; returns how many were delivered. Raises `KochavaAuthError`
+        on 401/403 and `SinkStopped` after `stop()` (nothing is dead-lettered then: do not ack)."""
+        if self._stop.is_set():
+            raise SinkStopped("sink is stopped")
+        gate = asyncio.Semaphore(self.concurrency)
+        dead: list[DeadLetter] = []
+        delivered = 0
+
+        async def one(request: KochavaRequest) -> None:
+            nonlocal delivered
+            async with gate:
+                letter = await self._post_until_answered(request)
+            if letter is None:
+                delivered += 1
+            else:
+                dead.append(letter)
+            if self._on_result is not None:
+                self._on_result(request, "sent" if letter is None else "failed")
+
+        results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if dead:
+            await self._dead_letter(dead)
+            for letter in dead:
+                self.stats.dead_letters_by_reason[letter.reason] += 1
+        return delivered
+
+    async def _post_until_answered(self, request: KochavaRequest) -> DeadLetter | None:
+        """POST until 2xx (None) or a non-retryable answer (its dead letter)."""
+        failures = 0
+        first_seen = utc_now_iso()
+        body = request.with_app_id(self.app_guid)
+        while True:
+            await self.limiter.acquire(self._stop)
+            wait: float | None = None
+            result: HttpResult | None = None
+            try:
+                result = await self.client.post(request.path(), body)
+            except SegmentTransportError as exc:
+                label, detail, outcome = exc.kind, str(exc), Outcome.RETRY
+            else:
+                label, detail = str(result.status), result.text[:300]
+                outcome = classify_status(result.status)
+                if outcome is Outcome.RETRY:
+                    wait = retry_wait_from_headers(result.headers)
+            self.stats.requests_by_status[label] += 1
+            if outcome is Outcome.AUTH:
+                raise KochavaAuthError(int(label), detail)
+            if outcome is Outcome.SUCCESS and result is not None and refused(result):
+                outcome = Outcome.REJECT
+                label = f"{label}_refused"
+            if outcome is Outcome.SUCCESS:
+                self.limiter.on_success()
+                self.stats.delivered += 1
+                self.stats.failing_since = None
+                return None
+            if outcome is Outcome.REJECT:
+                log.warning(
+                    "Kochava rejected %s %s (%s): %s", request.endpoint, request.request_id, label, detail
+                )
+                return DeadLetter(
+                    stage="kochava",
+                    reason=f"kochava_rejected_{label}",
+                    error=detail[:2000],
+                    event_id=request.request_id,
+                    http_status=result.status if result is not None else None,
+                    attempts=failures + 1,
+                    first_seen=first_seen,
+                    payload=request.model_dump(mode="json"),
+                )
+            failures += 1
+            self.stats.retries += 1
+            if self.stats.failing_since is None:
+                self.stats.failing_since = time.time()
+            if label == "429":
+                self.limiter.on_rate_limited()
+            if failures in (1, 5) or failures % 20 == 0:
+                log.warning(
+                    "Kochava %s failed (%s, attempt %d), retrying: %s",
+                    request.endpoint,
+                    label,
+                    failures,
+                    detail,
+                )
+            if wait:
+                self.stats.retry_after_waits += 1
+                self.limiter.pause_for(wait)  # pauses every Kochava request, as Retry-After asks
+            else:
+                await sleep_or_stop(self.backoff.delay(failures, self._rng), self._stop)
