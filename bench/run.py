@@ -33,6 +33,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app import topics
 from app.broker.embedded import EmbeddedBroker, die_with_parent, free_port
 from app.loadgen.postbacks import Postback, PostbackGenerator
 from app.loadgen.runner import run_load
@@ -626,8 +627,16 @@ async def scenario_baselines(run: Run) -> dict[str, Any]:
     }
 
 
-#: kseg topics the worker itself reads back (Segment sink; identity index agent; processing agent).
-READ_BACK_TOPICS = ("segment.outbox", "identity.device-index", "identity.device-events", "identity.links")
+#: kseg topics the worker itself reads back: the sinks' outboxes, the identity agents' index updates and
+#: links, the processing agent's device events, the audiences agent's changes.
+READ_BACK_TOPICS = (
+    topics.OUTBOX,
+    topics.KOCHAVA_OUTBOX,
+    topics.DEVICE_INDEX,
+    topics.LINKS,
+    topics.DEVICE_EVENTS,
+    topics.AUDIENCE_CHANGES,
+)
 
 
 def kseg_shape(results: dict[str, Any]) -> tuple[int, int]:
