@@ -112,11 +112,16 @@ class Deployment:
             return await r.text()
 
     async def raw_lag(self) -> float:
+        return await self.lag(".postbacks.raw")
+
+    async def lag(self, topic_part: str = "") -> float:
+        """The worker's consumer lag summed over its input topics whose name contains `topic_part`
+        (all of them by default: raw postbacks, outboxes, index updates, ...)."""
         text = await self.metrics_text("worker")
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith("kseg_consumer_lag") and ".postbacks.raw" in line
+            if line.startswith("kseg_consumer_lag") and topic_part in line
         )
 
     async def start(self, *roles: str) -> Deployment:
