@@ -35,6 +35,8 @@ class Deployment:
     http_port: int = field(default_factory=free_port)
     worker_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: Web port of each extra worker ("worker2", "worker3", ...); "worker" uses `worker_port`.
+    extra_worker_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -72,10 +74,23 @@ class Deployment:
         return f"{self.app_id}.{name}"
 
     def spawn(self, role: str) -> None:
-        self.procs[role] = spawn_role(role, self.env, log_path=self.data_dir / f"{role}.log", cwd=ROOT)
+        """Start `role`: "receiver", "worker", or "worker2", "worker3", ... (more workers in the same group,
+        each with its own worker id, RocksDB directory and web port)."""
+        env = self.env
+        if role.startswith("worker") and role != "worker":
+            port = self.extra_worker_ports.setdefault(role, free_port())
+            env = {**env, "KSEG_WORKER_ID": role, "KSEG_WORKER_WEB_PORT": str(port)}
+        command = "worker" if role.startswith("worker") else role
+        self.procs[role] = spawn_role(command, env, log_path=self.data_dir / f"{role}.log", cwd=ROOT)
+
+    def port_of(self, role: str) -> int:
+        """The HTTP port of a role (the receiver's API, or a worker's /metrics and /readyz)."""
+        if role == "receiver":
+            return self.http_port
+        return self.worker_port if role == "worker" else self.extra_worker_ports[role]
 
     async def wait_ready(self, role: str, timeout: float = 90) -> None:
-        port = self.http_port if role == "receiver" else self.worker_port
+        port = self.port_of(role)
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
@@ -90,14 +105,23 @@ class Deployment:
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"{role} not ready after {timeout}s")
 
-    async def raw_lag(self) -> float:
-        url = f"http://127.0.0.1:{self.worker_port}/metrics"
+    async def metrics_text(self, role: str = "worker") -> str:
+        """The Prometheus text of a role's /metrics."""
+        url = f"http://127.0.0.1:{self.port_of(role)}/metrics"
         async with aiohttp.ClientSession() as session, session.get(url) as r:
-            text = await r.text()
+            return await r.text()
+
+    async def raw_lag(self) -> float:
+        return await self.lag(".postbacks.raw")
+
+    async def lag(self, topic_part: str = "") -> float:
+        """The worker's consumer lag summed over its input topics whose name contains `topic_part`
+        (all of them by default: raw postbacks, outboxes, index updates, ...)."""
+        text = await self.metrics_text("worker")
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith("kseg_consumer_lag") and ".postbacks.raw" in line
+            if line.startswith("kseg_consumer_lag") and topic_part in line
         )
 
     async def start(self, *roles: str) -> Deployment:

@@ -1,11 +1,13 @@
 """kseg's benchmark suite: every figure next to a baseline measured in the same run, on this machine.
 
-    python -m bench.run            # full suite (several minutes); writes bench/results/latest.{json,md}
-    python -m bench.run --smoke    # seconds, tiny numbers: proves every figure is produced
+    python -m bench.run                # full suite (about ten minutes); writes bench/results/latest.{json,md}
+    python -m bench.run --smoke        # tiny numbers, proves every figure is produced (in `make test`)
+    python -m bench.run --only spike   # one scenario (names: see --help); a comma list runs several
+    python -m bench.run --render-only  # rewrite latest.md from latest.json (after editing LIMITS)
 
 Everything runs on 127.0.0.1: the embedded Tansu broker, real `kseg receiver` / `kseg worker`
-processes, the Segment emulator (in this process, to time arrivals), and the load generator.
-Targets are checked here, never in tests.
+processes, the baselines (each its own process), the Segment emulator (in this process, to time
+arrivals), and the load generator. Targets are checked here, never in tests.
 """
 
 from __future__ import annotations
@@ -15,33 +17,37 @@ import asyncio
 import contextlib
 import os
 import platform
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.broker.embedded import EmbeddedBroker, free_port
+from app import topics
+from app.broker.embedded import EmbeddedBroker, die_with_parent, free_port
 from app.loadgen.postbacks import Postback, PostbackGenerator
 from app.loadgen.runner import run_load
 from app.loadgen.spike import SpikeSpec
 from app.receiver.parsing import partition_key
 from app.records import postback_event_id, utc_now_iso
-from bench.baselines.passthrough import run_passthrough
 from bench.deployment import Deployment
+from bench.profile_breakdown import breakdown
 from tests.emulators.segment_api import SegmentEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TOKEN = Deployment.token  # the postback token every bench deployment accepts
+PARTITIONS = 8  # of every topic: kseg's, the baselines' (KSEG_TOPIC_PARTITIONS in Deployment)
 
 
 @dataclass
@@ -58,17 +64,23 @@ class Profile:
     spike_length: float
     spike_after: float
     drain_timeout: float
+    profile_events: int
 
 
-FULL = Profile(6000, 15, 20000, 1000, 20, 500, 20, 30, 20, 120)
-SMOKE = Profile(200, 2, 300, 100, 2, 50, 1, 1, 1, 30)
+FULL = Profile(6000, 15, 8000, 1000, 20, 500, 20, 30, 20, 150, 3000)
+SMOKE = Profile(200, 2, 300, 100, 2, 50, 1, 1, 1, 30, 300)
 
+#: Issue 12's targets (same run, same broker).
 TARGETS = {
-    "receiver_ratio": (">=", 0.70),
-    "worker_ratio": (">=", 0.30),
+    "receiver_ratio": (">=", 0.60),
+    "worker_ratio": (">=", 0.35),
+    "worker_vs_faust_shape": (">=", 0.80),
     "e2e_p99_ms": ("<=", 250.0),
     "spike_lost": ("<=", 0),
-    "spike_drain_seconds": ("<=", 60.0),
+    # kseg's delivery guarantee, checked on every drain: every prefilled postback reaches Segment.
+    "pipeline_undelivered": ("<=", 0),
+    "workers2_undelivered": ("<=", 0),
+    "spike_drain_seconds": ("<=", 40.0),
     "events_per_segment_request": (">=", 200.0),
     "worker_peak_rss_mb": ("<=", 300.0),
 }
@@ -77,27 +89,49 @@ TARGETS = {
 #: What limits a figure when it misses its target, and what was tried (printed under the results table).
 LIMITS = {
     "worker_ratio": (
-        "The worker is CPU-bound in one Python event loop: profiles put most samples in faust's and "
-        "aiokafka's produce path and the fetcher, then kseg's mapping and identity code. Each postback "
-        "writes about five records (Segment messages, warehouse row, profile and dedupe changelogs, index "
-        "updates) where the passthrough writes one, and on the embedded broker every record is its own "
-        "produce batch (Tansu's end-offset bug). Tried: micro-batched processing with one ack wait per "
-        "batch (about 1.4x), dropping faust's DEBUG-level spinner logging (about 10 %), and 16 KB batches "
-        "(about 25 % more on a 4,000-postback drain, so batching is not the main limit). "
-        "Scale is by workers, up to the partition "
-        "count; this 2-core machine also runs the broker, the emulator and the load generator."
+        "Bounded by the record shape, not by kseg's code: a trivial faust agent with kseg's measured "
+        "records per event (faust_shape_ratio) is as far below the passthrough as the worker. The profile "
+        "below puts about 45 % of the worker's CPU in the per-record produce path (15 % is the kernel "
+        "send of one produce request per record: one-record batches on the embedded broker). Next levers: "
+        "multi-record batches where end offsets need not be exact (issue 12 item 3), fewer identity-index "
+        "records per event, dropping faust's Prometheus sensors (about 7 %). See notes below."
+    ),
+    "worker_vs_faust_shape": (">=", 0.80),
+    "e2e_p99_ms": ("<=", 250.0),
+    "spike_lost": ("<=", 0),
+    # kseg's delivery guarantee, checked on every drain: every prefilled postback reaches Segment.
+    "pipeline_undelivered": ("<=", 0),
+    "workers2_undelivered": ("<=", 0),
+    "spike_drain_seconds": ("<=", 40.0),
+    "events_per_segment_request": (">=", 200.0),
+    "worker_peak_rss_mb": ("<=", 300.0),
+}
+
+
+#: What limits a figure when it misses its target, and what was tried (printed under the results table).
+LIMITS = {
+    "worker_ratio": (
+        "The worker is CPU-bound in one Python event loop; see the side-by-side table and the profile "
+        "below: the trivial faust agent with kseg's record shape (faust_shape_ratio) bounds what any kseg "
+        "code can reach on this broker, and the profile says which part of the rest is faust's per-record "
+        "machinery and which is kseg's own code."
+    ),
+    "worker_vs_faust_shape": (
+        "The gap between kseg's worker and a faust agent that writes the same records without any kseg "
+        "code is kseg's own per-event work plus its sinks: see the profile's kseg shares; "
+        "worker_cpu_vs_faust_shape is the same comparison in CPU per event."
     ),
     "e2e_p99_ms": (
-        "At 1,000 postbacks/s the offered rate is above one worker's throughput on this machine "
-        "(worker_events_per_s), so a backlog builds and latency grows with it for the whole run. "
-        "e2e_low_* shows the latency at a rate one worker sustains here. More workers (up to "
-        "KSEG_TOPIC_PARTITIONS) or more cores are the remedy; the Segment sink's linger "
-        "(SEGMENT_BATCH_LINGER) adds up to its value to every delivery."
+        "Measured at half the worker throughput of the same run (e2e_rate). The Segment sink's linger "
+        "(SEGMENT_BATCH_LINGER, 0.2 s in the bench) and the consumer fetch wait of each hop (100 ms) are "
+        "in every delivery, reinstall postbacks parked for the identity index cross two more hops, and on a "
+        "shared 2-core machine the worker competes with the receiver, broker and load generator for CPU; "
+        "e2e_1000_* shows the latency at the old fixed 1,000/s."
     ),
     "spike_drain_seconds": (
         "The backlog of a 10x burst drains at one worker's throughput (worker_events_per_s), so the drain "
-        "time is the backlog divided by it; nothing was lost (spike_lost). The burst itself was limited "
-        "by the load generator's concurrency on 2 cores (spike_client_saturated)."
+        "time is about the peak lag divided by it (missing: not drained within drain_timeout). The burst was "
+        "limited by the load generator's concurrency on 2 cores (spike_client_saturated)."
     ),
     "events_per_segment_request": (
         "Batches fill up to 500 messages or SEGMENT_BATCH_LINGER seconds; at low event rates the linger "
@@ -106,13 +140,25 @@ LIMITS = {
     "receiver_ratio": (
         "The receiver answers only after Kafka's ack (acks=all), and on the embedded broker every record is "
         "its own produce batch (Tansu's end-offset bug), so each partition takes one record per produce "
-        "round trip: concurrent postbacks queue behind each other per partition. At an offered 3,000/s both "
-        "sides kept up (0.87-0.98 in earlier runs); at 6,000/s this is the ceiling. Not tried yet: letting "
-        "the receiver batch (only the raw topic's end offsets, i.e. its lag metric, would be off on Tansu), "
-        "more partitions, more receiver processes. Against Apache Kafka the default 16 KB batches apply."
+        "round trip. receiver_cpu_s_per_1k against bare_aiohttp_cpu_s_per_1k shows the CPU it adds per "
+        "request. Against Apache Kafka the default 16 KB batches apply."
     ),
     "worker_peak_rss_mb": "RocksDB block cache and faust's buffers grow with the number of partitions.",
-    "spike_lost": "Postbacks answered 200 but never delivered: see the delivery tests.",
+    "pipeline_undelivered": (
+        "Prefilled postbacks that had not reached Segment when the drain wait ended: either late (a stalled "
+        "partition) or lost; *_undelivered_sample names them, the worker logs (--work) say what happened."
+    ),
+    "workers2_undelivered": (
+        "As pipeline_undelivered, with two workers: seen once in five smoke runs (299 of 300) after a "
+        "worker's group membership was dropped and re-joined (workers2_group_rejoins; "
+        "'UnknownMemberIdError' on the embedded broker), reported to the lead."
+    ),
+    "spike_lost": (
+        "Postbacks answered 200 but never delivered. 'missing' means the backlog had not drained when "
+        "the wait (drain_timeout) ended (spike_lag_at_end > 0, over all worker inputs): late, not known "
+        "lost; the delivery tests "
+        "prove at-least-once under faults."
+    ),
 }
 
 
@@ -130,6 +176,27 @@ class TimedEmulator(SegmentEmulator):
             if event_id and event_id not in self.arrivals:
                 self.arrivals[event_id] = now
         super()._accept(batch)
+
+
+@dataclass
+class Run:
+    """What the scenarios of one bench run share: broker, emulator, sizes, the figures so far."""
+
+    broker: str
+    segment: TimedEmulator
+    work: Path
+    prof: Profile
+    results: dict[str, Any]
+    profile: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The one-worker scenario's backlog topic, which the baselines read too (same records, same run).
+    backlog_topic: str | None = None
+    _records: list[tuple[bytes, bytes, str]] | None = None
+
+    def records(self) -> list[tuple[bytes, bytes, str]]:
+        """The backlog: the same distinct postbacks for every drain scenario."""
+        if self._records is None:
+            self._records = raw_records(self.prof.pipeline_events)
+        return self._records
 
 
 def event_id_of(query: str) -> str:
@@ -173,6 +240,25 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (all its threads), from /proc/PID/stat."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 (state) is fields[0]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def per_1k(cpu: float | None, events: int) -> float | None:
+    """CPU seconds per 1,000 events (equal to CPU milliseconds per event)."""
+    return round(cpu / events * 1000, 3) if cpu is not None and events else None
+
+
+def ratio(a: Any, b: Any) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
 def say(text: str) -> None:
     sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {text}\n")
     sys.stderr.flush()
@@ -190,30 +276,29 @@ async def flood(url: str, prof: Profile) -> Any:
     )
 
 
-async def scenario_ingest(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
+async def scenario_ingest(run: Run) -> dict[str, Any]:
     """1. Receiver ingest with the Kafka ack, next to a bare aiohttp handler under the same load."""
-    dep = await Deployment(broker, segment.url, work / "ingest").start("receiver")
+    dep = await Deployment(run.broker, run.segment.url, run.work / "ingest").start("receiver")
     try:
-        report = await flood(dep.url, prof)
+        pid = dep.procs["receiver"].pid
+        cpu_before = cpu_seconds(pid)
+        report = await flood(dep.url, run.prof)
+        cpu_after = cpu_seconds(pid)
     finally:
         dep.stop()
     port = free_port()
     bare = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "baselines" / "bare_receiver.py"),
-            "--port",
-            str(port),
-            "--tokens",
-            TOKEN,
-        ],
+        [sys.executable, "-m", "bench.baselines.bare_receiver", "--port", str(port), "--tokens", TOKEN],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     try:
         await _wait_port(port)
-        baseline = await flood(f"http://127.0.0.1:{port}/v1/kochava/postbacks", prof)
+        bare_before = cpu_seconds(bare.pid)
+        baseline = await flood(f"http://127.0.0.1:{port}/v1/kochava/postbacks", run.prof)
+        bare_after = cpu_seconds(bare.pid)
     finally:
         bare.terminate()
         bare.wait(10)
@@ -221,11 +306,17 @@ async def scenario_ingest(broker: str, segment: TimedEmulator, work: Path, prof:
     return {
         "receiver_accepted_per_s": round(kseg_rate, 1),
         "bare_aiohttp_accepted_per_s": round(bare_rate, 1),
-        "receiver_ratio": round(kseg_rate / bare_rate, 3) if bare_rate else None,
-        "receiver_p99_ms": report.latency_ms(99),
+        "receiver_ratio": ratio(kseg_rate, bare_rate),
+        "receiver_p99_ms": _r(report.latency_ms(99)),
         "receiver_503s": report.rejected_503,
-        "offered_rate": prof.ingest_rate,
+        "offered_rate": run.prof.ingest_rate,
+        "receiver_cpu_s_per_1k": per_1k(_delta(cpu_before, cpu_after), report.accepted),
+        "bare_aiohttp_cpu_s_per_1k": per_1k(_delta(bare_before, bare_after), baseline.accepted),
     }
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return after - before if before is not None and after is not None else None
 
 
 async def _wait_port(port: int, timeout: float = 15) -> None:
@@ -282,80 +373,331 @@ async def produce(broker: str, topic: str, records: list[tuple[bytes, bytes, str
         await producer.stop()
 
 
-async def scenario_pipeline(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
-    """2, 5, 6. Worker events/s raw → Segment, next to a raw consume→produce passthrough."""
-    records = raw_records(prof.pipeline_events)
-    dep = Deployment(broker, segment.url, work / "pipeline")
-    dep.data_dir.mkdir()
+async def backlog(run: Run, dep: Deployment, records: list[tuple[bytes, bytes, str]]) -> None:
+    """Create the deployment's topics and prefill its `postbacks.raw` with `records`."""
     from app.config import Settings
     from app.topics import ensure_topics
 
+    dep.data_dir.mkdir(parents=True, exist_ok=True)
     await ensure_topics(
-        Settings(kafka_bootstrap_servers=broker, kseg_app_id=dep.app_id, kseg_topic_partitions=8)
+        Settings(kafka_bootstrap_servers=run.broker, kseg_app_id=dep.app_id, kseg_topic_partitions=PARTITIONS)
     )
-    await produce(broker, dep.topic("postbacks.raw"), records)
-    segment.reset()
-    requests_before = segment.stats()["requests"]
-    dep.spawn("worker")
-    await dep.wait_ready("worker")
-    started = time.perf_counter()
-    wanted = {event_id for _, _, event_id in records}
-    deadline = time.monotonic() + max(60.0, prof.pipeline_events / 50)
-    while not wanted <= segment.arrivals.keys() and time.monotonic() < deadline:
+    await produce(run.broker, dep.topic("postbacks.raw"), records)
+
+
+async def records_written(broker: str, prefix: str, exclude: set[str]) -> dict[str, int]:
+    """Records in every topic named `prefix...` except `exclude`, from end offsets (exact on Tansu with
+    one-record batches; with multi-record batches only each partition's last batch is undercounted)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        names = [t for t in await consumer.topics() if t.startswith(prefix) and t not in exclude]
+        counts = {}
+        for name in sorted(names):
+            parts = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
+            ends = await consumer.end_offsets(parts) if parts else {}
+            counts[name[len(prefix) :].lstrip(".-")] = sum(ends.values())
+        return counts
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Drain:
+    """One drain of a prefilled backlog by kseg workers: what arrived at Segment, when, at what CPU cost."""
+
+    delivered: int
+    seconds: float
+    cpu: float | None
+    ready_gap: float
+    rss: dict[str, float | None]
+    processed: dict[str, float]
+    #: kseg's own counters summed over the workers (what did not become a delivery, and why).
+    counters: dict[str, float]
+    #: Up to five event ids that never arrived (empty when all did).
+    undelivered: list[str]
+
+
+async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str]) -> Drain:
+    """Start `workers` together on a prefilled backlog; time from the first worker's readiness to the last
+    arrival at Segment. CPU: every worker's from its own readiness to that last arrival."""
+    for role in workers:
+        dep.spawn(role)
+    ready_at: dict[str, float] = {}
+    cpu_at_ready: dict[str, float | None] = {}
+
+    async def ready(role: str) -> None:
+        await dep.wait_ready(role)
+        ready_at[role] = time.perf_counter()
+        cpu_at_ready[role] = cpu_seconds(dep.procs[role].pid)
+
+    await asyncio.gather(*(ready(role) for role in workers))
+    started = min(ready_at.values())
+    deadline = time.monotonic() + max(60.0, len(wanted) / 50)
+    while not wanted <= run.segment.arrivals.keys() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    delivered = len(wanted & segment.arrivals.keys())
-    last = max((segment.arrivals[e] for e in wanted if e in segment.arrivals), default=started)
-    seconds = max(last - started, 1e-6)
-    stats = segment.stats()
-    worker_rss = peak_rss_mb(dep.procs["worker"].pid)
-    dep.stop()
-    passthrough = await run_passthrough(
-        broker,
-        dep.topic("postbacks.raw"),
-        f"{dep.app_id}.passthrough",
-        len(records),
-        timeout=300,
-        max_batch_size=1,
+    cpu_end = {role: cpu_seconds(dep.procs[role].pid) for role in workers}
+    arrived = [run.segment.arrivals[e] for e in wanted if e in run.segment.arrivals]
+    last = max(arrived, default=started)
+    cpu_parts = [_delta(cpu_at_ready[r], cpu_end[r]) for r in workers]
+    processed: dict[str, float] = {}
+    counters: dict[str, float] = {}
+    for role in workers:
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            text = await dep.metrics_text(role)
+            processed[role] = _metric_sum(text, "kseg_worker_processed_total")
+            for name in COUNTERS:
+                counters[name] = counters.get(name, 0.0) + _metric_sum(text, f"kseg_{name}_total")
+    return Drain(
+        delivered=len(arrived),
+        seconds=max(last - started, 1e-6),
+        cpu=None if None in cpu_parts else sum(c for c in cpu_parts if c is not None),
+        ready_gap=round(max(ready_at.values()) - started, 2),
+        rss={role: peak_rss_mb(dep.procs[role].pid) for role in workers},
+        processed=processed,
+        counters=counters,
+        undelivered=sorted(wanted - run.segment.arrivals.keys())[:5],
     )
+
+
+#: kseg counters read from each worker after a drain (`kseg_<name>_total`).
+COUNTERS = ("worker_processed", "worker_parked", "worker_deduplicated", "dead_letters")
+
+
+def _metric_sum(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def scenario_pipeline(run: Run) -> dict[str, Any]:
+    """2, 5, 6. One worker's events/s from a prefilled postbacks.raw to Segment; its records per event."""
+    records = run.records()
+    dep = Deployment(run.broker, run.segment.url, run.work / "pipeline")
+    await backlog(run, dep, records)
+    run.backlog_topic = dep.topic("postbacks.raw")
+    run.segment.reset()
+    requests_before = run.segment.stats()["requests"]
+    try:
+        result = await drain(run, dep, {event_id for _, _, event_id in records}, ["worker"])
+        stats = run.segment.stats()
+    finally:
+        dep.stop()
+    written = await records_written(run.broker, dep.app_id, {run.backlog_topic})
     requests = stats["requests"] - requests_before
     messages = stats["messages"]
-    worker_rate = delivered / seconds
+    per_event = sum(written.values()) / len(records)
+    rss = result.rss["worker"]
     return {
-        "worker_events_per_s": round(worker_rate, 1),
-        "passthrough_events_per_s": round(passthrough["events_per_s"], 1),
-        "worker_ratio": round(worker_rate / passthrough["events_per_s"], 3)
-        if passthrough["events_per_s"]
-        else None,
+        "worker_events_per_s": round(result.delivered / result.seconds, 1),
         "pipeline_events": len(records),
-        "pipeline_delivered": delivered,
+        "pipeline_delivered": result.delivered,
+        "pipeline_undelivered": len(records) - result.delivered,
+        "worker_cpu_s_per_1k": per_1k(result.cpu, result.delivered),
+        "worker_records_per_event": round(per_event, 2),
+        "worker_records_by_topic": {name: round(n / len(records), 2) for name, n in written.items() if n},
         "segment_requests": requests,
         "segment_messages": messages,
         "events_per_segment_request": round(messages / requests, 1) if requests else None,
         "per_event_baseline_requests": messages,
         "segment_request_ratio": round(messages / requests, 1) if requests else None,
-        "worker_peak_rss_mb": round(worker_rss, 1) if worker_rss else None,
+        "worker_peak_rss_mb": round(rss, 1) if rss else None,
+        "worker_counters": result.counters,
+        **({"pipeline_undelivered_sample": result.undelivered} if result.undelivered else {}),
     }
 
 
-async def scenario_latency(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
-    """3. End-to-end latency at the target rate (1,000/s)."""
-    return await measure_latency(broker, segment, work / "latency", prof, prof.latency_rate, "e2e")
+async def scenario_two_workers(run: Run) -> dict[str, Any]:
+    """2b. The same backlog and partitions drained by two worker processes in one consumer group."""
+    records = run.records()
+    dep = Deployment(run.broker, run.segment.url, run.work / "workers2")
+    await backlog(run, dep, records)
+    try:
+        result = await drain(run, dep, {event_id for _, _, event_id in records}, ["worker", "worker2"])
+    finally:
+        dep.stop()
+    rate = result.delivered / result.seconds
+    rejoins = sum(rejoin_lines(dep.data_dir / f"{role}.log") for role in ("worker", "worker2"))
+    share = result.processed.get("worker")
+    total = sum(result.processed.values())
+    return {
+        "workers2_events_per_s": round(rate, 1),
+        "workers2_delivered": result.delivered,
+        "workers2_undelivered": len(records) - result.delivered,
+        "workers2_group_rejoins": rejoins,
+        "workers2_cpu_s_per_1k": per_1k(result.cpu, result.delivered),
+        "workers2_ready_gap_s": result.ready_gap,
+        "workers2_first_worker_share": round(share / total, 2) if share is not None and total else None,
+        "workers2_counters": result.counters,
+        **({"workers2_undelivered_sample": result.undelivered} if result.undelivered else {}),
+    }
 
 
-async def scenario_latency_sustained(
-    broker: str, segment: TimedEmulator, work: Path, prof: Profile
-) -> dict[str, Any]:
-    """3b. The same at a fifth of that rate, below one worker's throughput here: latency without a backlog."""
-    return await measure_latency(
-        broker, segment, work / "latency-low", prof, prof.latency_rate / 5, "e2e_low"
+def rejoin_lines(log: Path) -> int:
+    """How often a worker lost its group membership and re-joined (each costs a rebalance)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return 0
+    return text.count("resetting and re-joining group") + text.count("will rejoin")
+
+
+async def baseline_process(args: list[str], result: Path | None, timeout: float, log: Path) -> dict[str, Any]:
+    """Run one baseline as its own process; its JSON result comes from `result` (then it is stopped) or,
+    when `result` is None, from its stdout when it exits."""
+    with log.open("ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE if result is None else err,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if result is not None and result.exists():
+                return dict(orjson.loads(result.read_bytes()))
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        if result is None and proc.poll() is not None and proc.stdout is not None:
+            return dict(orjson.loads(proc.stdout.read().strip().splitlines()[-1]))
+        raise RuntimeError(f"baseline {args[0]} gave no result in {timeout:.0f} s; see {log}")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def faust_agent_args(
+    run: Run, source: str, app_id: str, expected: int, shape: list[str]
+) -> tuple[list[str], Path]:
+    """The command line of `bench.baselines.faust_agent` and the file it writes its result to."""
+    data = run.work / app_id
+    data.mkdir(parents=True, exist_ok=True)
+    result = data / "result.json"
+    args = [
+        "bench.baselines.faust_agent",
+        "--bootstrap",
+        run.broker,
+        "--src",
+        source,
+        "--app-id",
+        app_id,
+        "--expected",
+        str(expected),
+        "--partitions",
+        str(PARTITIONS),
+        "--data-dir",
+        str(data),
+        "--web-port",
+        str(free_port()),
+        "--result",
+        str(result),
+        *shape,
+    ]
+    return args, result
+
+
+async def scenario_baselines(run: Run) -> dict[str, Any]:
+    """2a. On the one-worker backlog, each as its own process: the raw aiokafka passthrough, a trivial
+    faust agent with one output per event, and one with kseg's record shape (one table write, the rest of
+    kseg's measured records per event as sends, one of them read back in the same process)."""
+    records = run.records()
+    if run.backlog_topic is None:  # `--only baselines`: a backlog of its own
+        dep = Deployment(run.broker, run.segment.url, run.work / "baselines")
+        await backlog(run, dep, records)
+        run.backlog_topic = dep.topic("postbacks.raw")
+    source, n = run.backlog_topic, len(records)
+    tag = f"base{int(time.time() * 1000) % 10_000_000}"
+    log = run.work / "baselines.log"
+    timeout = max(120.0, n / 20)
+    passthrough = await baseline_process(
+        [
+            "bench.baselines.passthrough",
+            "--bootstrap",
+            run.broker,
+            "--src",
+            source,
+            "--dst",
+            f"{tag}.passthrough",
+            "--expected",
+            str(n),
+            "--timeout",
+            str(timeout),
+            "--max-batch-size",
+            "1",
+            "--partitions",
+            str(PARTITIONS),
+        ],
+        None,
+        timeout + 30,
+        log,
     )
+    one_args, one_result = faust_agent_args(run, source, f"{tag}one", n, ["--sends", "1"])
+    one = await baseline_process(one_args, one_result, timeout, log)
+    shape_records, read_back = kseg_shape(run.results)
+    shape_args, shape_result = faust_agent_args(
+        run, source, f"{tag}shape", n, shape_args_for(shape_records, read_back)
+    )
+    shape = await baseline_process(shape_args, shape_result, timeout, log)
+    return {
+        "passthrough_events_per_s": passthrough["events_per_s"],
+        "passthrough_cpu_s_per_1k": per_1k(passthrough.get("cpu_seconds"), passthrough["events"]),
+        "faust_one_events_per_s": one["events_per_s"],
+        "faust_one_cpu_s_per_1k": per_1k(one["cpu_seconds"], one["events"]),
+        "faust_shape_events_per_s": shape["events_per_s"],
+        "faust_shape_cpu_s_per_1k": per_1k(shape["cpu_seconds"], shape["events"]),
+        "faust_shape_records_per_event": shape_records,
+        "faust_shape_read_back_per_event": read_back,
+    }
 
 
-async def measure_latency(
-    broker: str, segment: TimedEmulator, work: Path, prof: Profile, rate: float, name: str
-) -> dict[str, Any]:
+#: kseg topics the worker itself reads back: the sinks' outboxes, the identity agents' index updates and
+#: links, the processing agent's device events, the audiences agent's changes.
+READ_BACK_TOPICS = (
+    topics.OUTBOX,
+    topics.KOCHAVA_OUTBOX,
+    topics.DEVICE_INDEX,
+    topics.LINKS,
+    topics.DEVICE_EVENTS,
+    topics.AUDIENCE_CHANGES,
+)
+
+
+def kseg_shape(results: dict[str, Any]) -> tuple[int, int]:
+    """kseg's record shape measured in this run: (records written per event, of which read back in the
+    worker), rounded; one of the records is the baseline's table write. Without a measurement: (5, 1)."""
+    records = max(2, round(results.get("worker_records_per_event") or 5))
+    by_topic = results.get("worker_records_by_topic") or {}
+    read_back = round(sum(by_topic.get(name, 0.0) for name in READ_BACK_TOPICS)) or 1
+    return records, min(read_back, records - 1)
+
+
+def shape_args_for(records: int, read_back: int) -> list[str]:
+    """faust_agent options for that shape: a table write plus the other records as sends."""
+    return ["--sends", str(records - 1), "--table", "--read-back", str(read_back)]
+
+
+async def scenario_latency(run: Run) -> dict[str, Any]:
+    """3. End-to-end latency at half the worker throughput measured in this run (the target's rate)."""
+    measured = run.results.get("worker_events_per_s")
+    rate = round(measured / 2, 1) if measured else run.prof.latency_rate / 5
+    return await measure_latency(run, run.work / "latency", rate, "e2e")
+
+
+async def scenario_latency_1000(run: Run) -> dict[str, Any]:
+    """3b. The same at a fixed 1,000 postbacks/s (the rate the earlier bench used)."""
+    return await measure_latency(run, run.work / "latency-1000", run.prof.latency_rate, "e2e_1000")
+
+
+async def measure_latency(run: Run, work: Path, rate: float, name: str) -> dict[str, Any]:
     """End-to-end latency: postback request → first arrival of its event at the Segment emulator."""
-    dep = await Deployment(broker, segment.url, work).start("receiver", "worker")
+    dep = await Deployment(run.broker, run.segment.url, work).start("receiver", "worker")
     stamped = Stamped(PostbackGenerator(seed=3, retry_rate=0.0))
     accepted: set[str] = set()
     try:
@@ -363,18 +705,19 @@ async def measure_latency(
             dep.url,
             TOKEN,
             rate=rate,
-            duration=prof.latency_seconds,
+            duration=run.prof.latency_seconds,
             concurrency=128,
             generator=stamped,
             on_accepted=lambda pb: accepted.add(event_id_of(pb.query)),
         )
         deadline = time.monotonic() + 30
-        while not accepted <= segment.arrivals.keys() and time.monotonic() < deadline:
+        while not accepted <= run.segment.arrivals.keys() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         receiver_rss = peak_rss_mb(dep.procs["receiver"].pid)
     finally:
         dep.stop()
-    latencies = [(segment.arrivals[e] - stamped.sent_at[e]) * 1000 for e in accepted if e in segment.arrivals]
+    arrivals = run.segment.arrivals
+    latencies = [(arrivals[e] - stamped.sent_at[e]) * 1000 for e in accepted if e in arrivals]
     return {
         f"{name}_rate": rate,
         f"{name}_accepted": len(accepted),
@@ -393,9 +736,10 @@ def _r(value: float | None) -> float | None:
     return round(value, 1) if value is not None else None
 
 
-async def scenario_spike(broker: str, segment: TimedEmulator, work: Path, prof: Profile) -> dict[str, Any]:
+async def scenario_spike(run: Run) -> dict[str, Any]:
     """4. Steady rate with a 10x burst: lost count, peak consumer lag, drain time after the burst."""
-    dep = await Deployment(broker, segment.url, work / "spike").start("receiver", "worker")
+    prof = run.prof
+    dep = await Deployment(run.broker, run.segment.url, run.work / "spike").start("receiver", "worker")
     accepted: set[str] = set()
     peak_lag = 0.0
     duration = prof.spike_before + prof.spike_length + prof.spike_after
@@ -423,22 +767,177 @@ async def scenario_spike(broker: str, segment: TimedEmulator, work: Path, prof: 
         )
         burst_end = began + prof.spike_before + prof.spike_length
         deadline = time.monotonic() + prof.drain_timeout
-        while not accepted <= segment.arrivals.keys() and time.monotonic() < deadline:
+        while not accepted <= run.segment.arrivals.keys() and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         drained_at = time.perf_counter()
+        lag_at_end: float | None = None
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            lag_at_end = await dep.lag()  # every input topic: raw, outboxes, index updates
     finally:
         watcher.cancel()
         dep.stop()
-    lost = len(accepted - segment.arrivals.keys())
+    undelivered = len(accepted - run.segment.arrivals.keys())
+    # Not drained within the wait: what is still queued on any of the worker's input topics (raw, the
+    # outboxes, the identity index) is late, not lost, so `lost` is only known when nothing is queued.
+    lost = undelivered if undelivered == 0 or lag_at_end == 0 else None
     return {
         "spike_offered": report.sent,
         "spike_accepted": len(accepted),
         "spike_503s": report.rejected_503,
         "spike_client_saturated": report.client_saturated,
         "spike_lost": lost,
+        "spike_undelivered_at_end": undelivered,
+        "spike_lag_at_end": lag_at_end,
         "spike_peak_lag": peak_lag,
-        "spike_drain_seconds": round(max(0.0, drained_at - burst_end), 1) if lost == 0 else None,
+        "spike_drain_seconds": round(max(0.0, drained_at - burst_end), 1) if undelivered == 0 else None,
     }
+
+
+def py_spy() -> str | None:
+    """The py-spy executable (next to this Python, or on PATH); None when it is not installed."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+async def sampled(pid: int, out: Path, until: Callable[[], Awaitable[None]]) -> dict[str, float]:
+    """py-spy raw samples of `pid` (non-idle, all threads, 100 Hz) while `until()` runs, as shares."""
+    spy = py_spy()
+    if spy is None:
+        return {}
+    proc = subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--full-filenames",
+            "--nonblocking",
+            "--rate",
+            "100",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+    try:
+        await until()
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return breakdown(out) if out.exists() else {}
+
+
+async def scenario_profile(run: Run) -> dict[str, Any]:
+    """7. Where the CPU goes: py-spy on a worker draining a backlog, and on the faust agent with kseg's
+    shape draining the same one (full runs only; needs `pip install py-spy` in the venv)."""
+    if py_spy() is None:
+        say("profile: py-spy is not installed (pip install py-spy); skipped")
+        return {}
+    records = raw_records(run.prof.profile_events)
+    wanted = {event_id for _, _, event_id in records}
+    dep = Deployment(run.broker, run.segment.url, run.work / "profile")
+    await backlog(run, dep, records)
+    dep.spawn("worker")
+    try:
+        await dep.wait_ready("worker")
+
+        async def delivered() -> None:
+            deadline = time.monotonic() + max(60.0, len(wanted) / 20)
+            while not wanted <= run.segment.arrivals.keys() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+
+        pid = dep.procs["worker"].pid
+        run.profile["kseg worker"] = await sampled(pid, run.work / "worker.pyspy", delivered)
+    finally:
+        dep.stop()
+    shape_records, read_back = kseg_shape(run.results)
+    args, result = faust_agent_args(
+        run,
+        dep.topic("postbacks.raw"),
+        f"{dep.app_id}shape",
+        len(records),
+        shape_args_for(shape_records, read_back),
+    )
+    log = run.work / "profile-baseline.log"
+    with log.open("ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=ROOT, stdout=err, stderr=err, preexec_fn=die_with_parent
+        )
+
+    started = result.with_suffix(".started")
+    deadline = time.monotonic() + 90
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # profile the drain, not faust's startup
+
+    async def finished() -> None:
+        deadline = time.monotonic() + max(60.0, len(records) / 20)
+        while not result.exists() and proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    try:
+        label = f"faust agent, kseg's shape ({shape_records} records/event, {read_back} read back)"
+        run.profile[label] = await sampled(proc.pid, run.work / "shape.pyspy", finished)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    return {"profile_events": len(records)}
+
+
+#: Short name (for --only), title, scenario. Order matters: the baselines take kseg's measured record
+#: shape from the pipeline, the latency its rate from the worker's throughput.
+Scenario = Callable[[Run], Awaitable[dict[str, Any]]]
+SCENARIOS: tuple[tuple[str, str, Scenario], ...] = (
+    ("ingest", "receiver ingest", scenario_ingest),
+    ("pipeline", "worker pipeline, one worker", scenario_pipeline),
+    ("baselines", "passthrough and trivial faust agents on the same backlog", scenario_baselines),
+    ("workers2", "worker pipeline, two workers", scenario_two_workers),
+    ("latency", "end-to-end latency at half the worker throughput", scenario_latency),
+    ("latency1000", "end-to-end latency at 1,000/s", scenario_latency_1000),
+    ("spike", "spike", scenario_spike),
+    ("profile", "profile (py-spy) of a draining worker and of the faust baseline", scenario_profile),
+)
+FULL_ONLY = {"profile"}  # not in --smoke: py-spy is not a project dependency
+
+
+def selected(only: str | None, smoke: bool) -> list[tuple[str, str, Scenario]]:
+    """Scenarios to run: all (the smoke without FULL_ONLY), or those `--only` names (short name, or a
+    word of the title)."""
+    if not only:
+        return [s for s in SCENARIOS if not (smoke and s[0] in FULL_ONLY)]
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    shorts = {s[0] for s in SCENARIOS}
+    chosen = [s for s in SCENARIOS if any(w == s[0] or (w not in shorts and w in s[1]) for w in wanted)]
+    if not chosen:
+        raise SystemExit(f"--only {only!r} matches no scenario; names: {', '.join(s[0] for s in SCENARIOS)}")
+    return chosen
+
+
+def derive(results: dict[str, Any]) -> None:
+    """Ratios between figures of different scenarios (present when both sides ran)."""
+    worker, passthrough = results.get("worker_events_per_s"), results.get("passthrough_events_per_s")
+    derived = {
+        "worker_ratio": ratio(worker, passthrough),
+        "worker_vs_faust_shape": ratio(worker, results.get("faust_shape_events_per_s")),
+        "faust_shape_ratio": ratio(results.get("faust_shape_events_per_s"), passthrough),
+        "faust_one_ratio": ratio(results.get("faust_one_events_per_s"), passthrough),
+        "workers2_scaling": ratio(results.get("workers2_events_per_s"), worker),
+        # The same comparisons in CPU per event (less sensitive to a CPU shared with other processes).
+        "worker_cpu_ratio": ratio(
+            results.get("passthrough_cpu_s_per_1k"), results.get("worker_cpu_s_per_1k")
+        ),
+        "worker_cpu_vs_faust_shape": ratio(
+            results.get("faust_shape_cpu_s_per_1k"), results.get("worker_cpu_s_per_1k")
+        ),
+    }
+    results.update({key: value for key, value in derived.items() if value is not None})
 
 
 def check(results: dict[str, Any]) -> dict[str, str]:
@@ -453,7 +952,77 @@ def check(results: dict[str, Any]) -> dict[str, str]:
     return verdicts
 
 
-def markdown(results: dict[str, Any], verdicts: dict[str, str], meta: dict[str, Any]) -> str:
+def side_by_side(results: dict[str, Any]) -> list[str]:
+    """The drain figures in one table: how much of the worker's cost is the broker, faust, and kseg."""
+    rows = (
+        ("raw aiokafka passthrough (1 record out)", "passthrough", 1),
+        ("trivial faust agent, 1 output per event", "faust_one", 1),
+        (
+            f"trivial faust agent, kseg's shape (table write + sends, "
+            f"{results.get('faust_shape_read_back_per_event')} read back)",
+            "faust_shape",
+            results.get("faust_shape_records_per_event"),
+        ),
+        ("kseg worker, 1 process", "worker", results.get("worker_records_per_event")),
+        ("kseg worker, 2 processes", "workers2", results.get("worker_records_per_event")),
+    )
+    passthrough = results.get("passthrough_events_per_s")
+    lines = [
+        "",
+        "## Side by side: the same backlog, the same broker, one process each",
+        "",
+        "| stage | events/s | x passthrough | CPU s per 1,000 events | records written per event |",
+        "|---|---|---|---|---|",
+    ]
+    for label, prefix, records in rows:
+        rate = results.get(f"{prefix}_events_per_s")
+        if rate is None:
+            continue
+        cpu = results.get(f"{prefix}_cpu_s_per_1k")
+        share = ratio(rate, passthrough) or ""
+        lines.append(f"| {label} | {rate} | {share} | {cpu or ''} | {records or ''} |")
+    if results.get("receiver_cpu_s_per_1k") is not None:
+        lines += [
+            "",
+            "| receiver | postbacks/s | CPU s per 1,000 postbacks |",
+            "|---|---|---|",
+            f"| bare aiohttp handler | {results.get('bare_aiohttp_accepted_per_s')} | "
+            f"{results.get('bare_aiohttp_cpu_s_per_1k')} |",
+            f"| kseg receiver (Kafka ack) | {results.get('receiver_accepted_per_s')} | "
+            f"{results.get('receiver_cpu_s_per_1k')} |",
+        ]
+    return lines
+
+
+def profile_lines(profile: dict[str, dict[str, float]]) -> list[str]:
+    """The profile section: share of non-idle samples per component, one column per profiled process."""
+    if not profile:
+        return []
+    names = list(profile)
+    components: list[str] = []
+    for shares in profile.values():
+        components += [c for c in shares if c != "samples" and c not in components]
+    lines = [
+        "",
+        "## Profile: where the CPU goes while draining (py-spy, % of non-idle samples)",
+        "",
+        "| component | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for component in components:
+        cells = " | ".join(str(profile[n].get(component, 0.0)) for n in names)
+        lines.append(f"| {component} | {cells} |")
+    lines.append("| samples | " + " | ".join(str(int(profile[n].get("samples", 0))) for n in names) + " |")
+    return lines
+
+
+def markdown(
+    results: dict[str, Any],
+    verdicts: dict[str, str],
+    meta: dict[str, Any],
+    profile: dict[str, dict[str, float]] | None = None,
+    notes: str = "",
+) -> str:
     lines = [
         "# kseg benchmark results",
         "",
@@ -467,17 +1036,28 @@ def markdown(results: dict[str, Any], verdicts: dict[str, str], meta: dict[str, 
         target = TARGETS.get(key)
         target_text = f"{target[0]} {target[1]}" if target else ""
         lines.append(f"| {key} | {value} | {target_text} | {verdicts.get(key, '')} |")
+    lines += side_by_side(results)
+    met = [key for key, verdict in verdicts.items() if verdict == "met"]
     missed = [key for key, verdict in verdicts.items() if verdict != "met"]
+    lines += ["", "## Targets", "", f"Met: {', '.join(met) or 'none'}."]
     if missed:
-        lines += ["", "## Targets missed: what limits them, what was tried", ""]
-        lines += [f"- **{key}**: {LIMITS.get(key, 'see bench/README.md')}" for key in missed]
+        lines += ["", "Missed (what limits each, what was tried):", ""]
+        for key in missed:
+            lines.append(f"- **{key}** ({verdicts[key]}): {LIMITS.get(key, 'see bench/README.md')}")
+    lines += profile_lines(profile or {})
+    if notes:
+        lines += ["", notes.rstrip()]
     return "\n".join(lines) + "\n"
+
+
+NOTES = "notes.md"  # hand-written analysis appended to latest.md (kept in bench/results/)
 
 
 def render_only(out_dir: Path) -> int:
     """Rewrite latest.md from latest.json (after editing the explanations, without re-running)."""
     report = orjson.loads((out_dir / "latest.json").read_bytes())
-    text = markdown(report["results"], check(report["results"]), report["meta"])
+    notes = (out_dir / NOTES).read_text() if (out_dir / NOTES).exists() else ""
+    text = markdown(report["results"], check(report["results"]), report["meta"], report.get("profile"), notes)
     (out_dir / "latest.md").write_text(text)
     print(text)
     return 0
@@ -487,53 +1067,61 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.render_only:
         return render_only(Path(args.out))
     prof = SMOKE if args.smoke else FULL
+    scenarios = selected(args.only, args.smoke)
     began = time.perf_counter()
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="kseg-bench-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.work:  # kept: process logs, py-spy samples
+            work = Path(args.work)
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kseg-bench-")))
         with EmbeddedBroker(log_path=work / "tansu.log") as broker:
-            async with TimedEmulator(write_key="bench-key", store_messages=False) as segment:
-                for name, scenario in (
-                    ("receiver ingest", scenario_ingest),
-                    ("worker pipeline", scenario_pipeline),
-                    ("end-to-end latency", scenario_latency),
-                    ("end-to-end latency, sustained rate", scenario_latency_sustained),
-                    ("spike", scenario_spike),
-                ):
-                    if args.only and args.only not in name:
-                        continue
+            segment = TimedEmulator(write_key="bench-key", store_messages=False)
+            async with segment:
+                run = Run(broker.bootstrap_servers, segment, work, prof, results)
+                for _, name, scenario in scenarios:
                     say(f"{name} ...")
                     segment.reset()
                     segment.arrivals.clear()
-                    figures = await scenario(broker.bootstrap_servers, segment, work, prof)
+                    figures = await scenario(run)
                     say(f"{name}: {figures}")
                     results.update(figures)
+                profile = run.profile
+    derive(results)
     verdicts = check(results)
     meta = {
         "when": utc_now_iso(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "mode": "smoke" if args.smoke else "full",
+        "scenarios": [short for short, _, _ in scenarios],
         "seconds": round(time.perf_counter() - began, 1),
     }
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_bytes(
-        orjson.dumps({"meta": meta, "results": results, "targets": verdicts}, option=orjson.OPT_INDENT_2)
+        orjson.dumps(
+            {"meta": meta, "results": results, "targets": verdicts, "profile": profile},
+            option=orjson.OPT_INDENT_2,
+        )
     )
-    text = markdown(results, verdicts, meta)
+    notes = (out_dir / NOTES).read_text() if (out_dir / NOTES).exists() else ""
+    text = markdown(results, verdicts, meta, profile, notes)
     (out_dir / "latest.md").write_text(text)
     print(text)
     return 0
 
 
 def main() -> int:
+    names = ", ".join(f"{short} ({title})" for short, title, _ in SCENARIOS)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="tiny, fast run that checks every figure exists")
-    parser.add_argument("--only", help="run only scenarios whose name contains this text")
+    parser.add_argument("--only", help=f"run only these scenarios (comma-separated): {names}")
     parser.add_argument("--out", default=str(RESULTS), help="where latest.json and latest.md go")
+    parser.add_argument("--work", help="keep logs and py-spy samples in this directory (default: a temp dir)")
     parser.add_argument("--render-only", action="store_true", help="rewrite latest.md from latest.json")
     args = parser.parse_args()
     return asyncio.run(main_async(args))

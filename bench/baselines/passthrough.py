@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import time
 import uuid
@@ -94,8 +95,9 @@ async def run_passthrough(
 ) -> dict[str, Any]:
     """Consume `expected` records from `src_topic` (from the beginning), produce each to `dst_topic`.
 
-    Returns events, seconds (first record fetched → last ack), events_per_s, startup_seconds and
-    timed_out. Stops at `expected` events or after `timeout` seconds in total, whichever comes first.
+    Returns events, seconds (first record fetched → last ack), events_per_s, startup_seconds,
+    timed_out and cpu_seconds (this process's CPU in that window; meaningful when run as its own
+    process). Stops at `expected` events or after `timeout` seconds in total, whichever comes first.
     """
     if expected < 1 or timeout <= 0:
         raise ValueError("expected must be >= 1 and timeout > 0")
@@ -123,6 +125,7 @@ async def run_passthrough(
     events = 0
     first: float | None = None
     last = began
+    cpu_first = cpu_last = 0.0
     try:
         while events < expected:
             remaining = deadline - time.perf_counter()
@@ -137,12 +140,14 @@ async def run_passthrough(
                         break
                     if first is None:
                         first = time.perf_counter()
+                        cpu_first = _cpu_seconds()
                     futures.append(await producer.send(dst_topic, value=record.value, key=record.key))
             if futures:
                 left = max(0.1, deadline - time.perf_counter())
                 await asyncio.wait_for(asyncio.gather(*futures), timeout=left)
                 events += len(futures)
                 last = time.perf_counter()
+                cpu_last = _cpu_seconds()
     except TimeoutError:
         pass  # reported through timed_out
     finally:
@@ -156,7 +161,14 @@ async def run_passthrough(
         "startup_seconds": round((first or last) - began, 3),
         "timed_out": events < expected,
         "max_batch_size": max_batch_size,
+        "cpu_seconds": round(cpu_last - cpu_first, 3),
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process (all threads)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def main(argv: list[str] | None = None) -> int:
