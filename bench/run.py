@@ -96,26 +96,6 @@ LIMITS = {
         "multi-record batches where end offsets need not be exact (issue 12 item 3), fewer identity-index "
         "records per event, dropping faust's Prometheus sensors (about 7 %). See notes below."
     ),
-    "worker_vs_faust_shape": (">=", 0.80),
-    "e2e_p99_ms": ("<=", 250.0),
-    "spike_lost": ("<=", 0),
-    # kseg's delivery guarantee, checked on every drain: every prefilled postback reaches Segment.
-    "pipeline_undelivered": ("<=", 0),
-    "workers2_undelivered": ("<=", 0),
-    "spike_drain_seconds": ("<=", 40.0),
-    "events_per_segment_request": (">=", 200.0),
-    "worker_peak_rss_mb": ("<=", 300.0),
-}
-
-
-#: What limits a figure when it misses its target, and what was tried (printed under the results table).
-LIMITS = {
-    "worker_ratio": (
-        "The worker is CPU-bound in one Python event loop; see the side-by-side table and the profile "
-        "below: the trivial faust agent with kseg's record shape (faust_shape_ratio) bounds what any kseg "
-        "code can reach on this broker, and the profile says which part of the rest is faust's per-record "
-        "machinery and which is kseg's own code."
-    ),
     "worker_vs_faust_shape": (
         "The gap between kseg's worker and a faust agent that writes the same records without any kseg "
         "code is kseg's own per-event work plus its sinks: see the profile's kseg shares; "
