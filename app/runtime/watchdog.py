@@ -8,7 +8,7 @@ else happens. Nothing is lost — the offsets are not committed — but nothing 
 The watchdog notices a partition whose committed offset stays behind what was read while every kseg
 agent is idle, and exits the process with EX_TEMPFAIL (75). The process supervisor (`kseg run`,
 systemd, Kubernetes, docker `restart:`) starts it again, and it re-reads from the committed offset;
-the dedupe table and deterministic messageIds absorb the repeats.
+the dedupe marks in each device profile and deterministic messageIds absorb the repeats.
 """
 
 from __future__ import annotations

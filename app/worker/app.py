@@ -75,7 +75,7 @@ def build_faust_app(settings: Settings) -> faust.App:
         consumer_group_instance_id=f"{settings.kseg_app_id}-{settings.kseg_worker_id}",
         # Shutdown does not wait for in-flight events to be acked: a sink held by a Segment 401 would
         # block it forever. Safe because only acked offsets are committed and every handler is
-        # idempotent (dedupe table, deterministic messageIds).
+        # idempotent (dedupe marks in the profiles, deterministic messageIds).
         stream_wait_empty=False,
         **web_settings(settings),
     )
