@@ -5,7 +5,7 @@ would stay behind in its old partition. Instead, every catalogued topic is copie
 (app id `kseg-g2`, then `kseg-g3`, ...) whose topics have N partitions:
 - records of `partitioned_by: key` topics (postbacks, identity topics, the profiles and identity-devices
   changelogs) go to murmur2(key) % N, the partition the receiver's and faust's producers will use;
-- records of `partitioned_by: source` changelogs (a table keyed by something else than its source topic, placed
+- records of `partitioned_by: source` changelogs (a table keyed by other than its source topic, placed
   by the device key of its event) go to every new partition that old partition's keys can map to;
 - the worker group's input topics are copied from its committed offsets (what it had not processed), the
   changelogs and the other topics from their beginning.
