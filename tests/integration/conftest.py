@@ -41,18 +41,42 @@ async def segment() -> AsyncIterator[SegmentEmulator]:
 
 
 @pytest.fixture
-async def make_pipeline(broker: str, tmp_path: Path) -> AsyncIterator[Any]:
-    """Factory: `make_pipeline(segment_url, **env)` → a Pipeline (`await p.start()` runs it)."""
-    created: list[Pipeline] = []
+def own_broker(broker: str, tmp_path: Path) -> Iterator[str]:
+    """A broker of this test's own (the session's Apache Kafka under KSEG_TEST_BROKER=kafka): for
+    two-worker rebalance tests, whose group timing must not depend on the consumer groups that earlier
+    tests left on the shared embedded broker (seen once in a full run: a perpetual re-join loop)."""
+    if os.environ.get("KSEG_TEST_BROKER") == "kafka":
+        yield broker
+        return
+    with EmbeddedBroker(log_path=tmp_path / "own-tansu.log") as embedded:
+        yield embedded.bootstrap_servers
 
+
+def _pipelines(bootstrap: str, tmp_path: Path, created: list[Pipeline]) -> Any:
     def factory(segment_url: str | None, **env: str) -> Pipeline:
         data = tmp_path / f"kseg-{len(created)}"
         data.mkdir()
-        pipeline = Pipeline(broker, data, segment_url, **env)
+        pipeline = Pipeline(bootstrap, data, segment_url, **env)
         created.append(pipeline)
         return pipeline
 
-    yield factory
+    return factory
+
+
+@pytest.fixture
+async def make_pipeline(broker: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """Factory: `make_pipeline(segment_url, **env)` → a Pipeline (`await p.start()` runs it)."""
+    created: list[Pipeline] = []
+    yield _pipelines(broker, tmp_path, created)
+    for pipeline in created:
+        await pipeline.stop()
+
+
+@pytest.fixture
+async def make_isolated_pipeline(own_broker: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """`make_pipeline` on the test's own broker (`own_broker`)."""
+    created: list[Pipeline] = []
+    yield _pipelines(own_broker, tmp_path, created)
     for pipeline in created:
         await pipeline.stop()
 

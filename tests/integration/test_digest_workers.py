@@ -30,7 +30,7 @@ async def start_both(p: Pipeline) -> None:
 
 
 async def test_the_schedule_fires_once_per_day_across_two_workers(
-    make_pipeline: Any, segment: SegmentEmulator, warehouse_pg: Any, dump_logs: list[Pipeline]
+    make_isolated_pipeline: Any, segment: SegmentEmulator, warehouse_pg: Any, dump_logs: list[Pipeline]
 ) -> None:
     conn = await connect_async(warehouse_pg.url)
     await ensure_schema(conn, "USD")  # the loader's tables, empty: cohorts of nobody
@@ -43,7 +43,7 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
     ):
         row = {"date": yesterday, "network": "Meta", "campaign": "spring", "installs": "4"}
         kochava.set_rows([{**row, "install_spend": "20"}, {**row, "network": "Google", "campaign": "brand"}])
-        p: Pipeline = make_pipeline(
+        p: Pipeline = make_isolated_pipeline(
             segment.url,
             KSEG_WAREHOUSE_URL=warehouse_pg.url,
             KOCHAVA_API_KEY=KEY,

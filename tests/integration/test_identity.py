@@ -170,9 +170,9 @@ async def test_tables_survive_a_worker_kill(
 
 
 async def test_tables_survive_a_rebalance_between_two_workers(
-    make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
+    make_isolated_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
 ) -> None:
-    p = await make_pipeline(segment.url).start()
+    p = await make_isolated_pipeline(segment.url).start()
     dump_logs.append(p)
     devices = [f"KIREB{i:02d}" for i in range(16)]
     for i, device in enumerate(devices):
