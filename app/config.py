@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         default=None,
         description="Producer batch size in bytes. Default 16384; 1 on the embedded broker (see README).",
     )
+    kseg_data_batch_bytes: int = Field(
+        default=65536,
+        ge=1,
+        description="Batch size in bytes for the data topics (raw postbacks from the receiver, the worker's "
+        "outputs), on every broker: unlike the changelogs, their readers need no exact end offsets.",
+    )
 
     # --- Kafka security (issue 15): applied by app.kafka.client_config to every Kafka client ----
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

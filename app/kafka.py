@@ -85,6 +85,16 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def data_producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
+    """`producer_config` with real multi-record batches (KSEG_DATA_BATCH_BYTES) on every broker, for the
+    data topics (raw postbacks, the worker's outputs): nothing needs their end offsets exact, unlike
+    the changelogs faust recovers tables from (see `Settings.producer_max_batch_bytes`)."""
+    return producer_config(settings) | {
+        "max_batch_size": settings.kseg_data_batch_bytes,
+        "client_id": client_id,
+    }
+
+
 def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """aiokafka consumer kwargs for kseg's tools (dlq, topics migrate): manual offsets, no group."""
     return client_config(settings) | {"enable_auto_commit": False} | extra
@@ -120,11 +130,20 @@ async def tls_problem(settings: Settings, timeout: float = 5.0) -> str | None:
 
 
 async def read_to_end(settings: Settings, topic: str) -> list[Any]:
-    """Every record of `topic`, from the beginning to the end offsets at the call (for CLIs: dead letters,
-    a table's changelog). aiokafka `ConsumerRecord`s in partition order; [] when the topic is missing."""
+    """Every record of `topic` now (for CLIs: dead letters, a table's changelog); see `read_records`."""
+    return await read_records(consumer_config(settings), topic)
+
+
+async def read_records(client: dict[str, Any], topic: str, *, quiet_ms: int = 300) -> list[Any]:
+    """Every record of `topic`, from the beginning to its end: aiokafka `ConsumerRecord`s in partition
+    order, [] when the topic is missing. `client` holds aiokafka consumer kwargs (`consumer_config`).
+
+    Reads to the end offsets at the call, then on until a fetch stays empty for `quiet_ms`: the
+    embedded broker reports a partition's end as its last batch's base offset + 1, so the records of a
+    multi-record batch beyond that are only found by reading on."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(**consumer_config(settings))
+    consumer = AIOKafkaConsumer(**(client | {"enable_auto_commit": False}))
     await consumer.start()
     try:
         await consumer.topics()  # refreshes metadata for every topic
@@ -135,30 +154,28 @@ async def read_to_end(settings: Settings, topic: str) -> list[Any]:
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         out: list[Any] = []
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=2000)
+        behind = {tp for tp in tps if ends[tp] > 0}
+        while True:
+            batch = await consumer.getmany(*tps, timeout_ms=2000 if behind else quiet_ms)
             if not batch:
-                break
+                return out
             for tp, records in batch.items():
-                for record in records:
-                    out.append(record)
-                    if record.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-        return out
+                out.extend(records)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    behind.discard(tp)
     finally:
         await consumer.stop()
 
 
-async def group_lag(bootstrap: str, group: str, topic: str) -> int:
+async def group_lag(settings: Settings, group: str, topic: str) -> int:
     """Records of `topic` that consumer group `group` has not committed yet (all partitions).
 
     The digest asks this of the Segment outbox before queueing more, so live traffic goes first."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**client_config(settings))
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
     await admin.start()
     await consumer.start()
     try:

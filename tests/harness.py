@@ -22,10 +22,10 @@ from urllib.parse import urlencode
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.broker.embedded import free_port
+from app.kafka import read_records
 from app.runtime.watchdog import EX_TEMPFAIL
 from app.spawner import spawn_role
 
@@ -252,28 +252,6 @@ async def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> tupl
 
 
 async def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple[bytes | None, Any]]:
-    """Every record currently in `topic` (beginning to the end offsets at call time), decoded."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[tuple[bytes | None, Any]] = []
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            batch = await consumer.getmany(*remaining, timeout_ms=500)
-            for tp, records in batch.items():
-                for rec in records:
-                    out.append((rec.key, orjson.loads(rec.value)))
-                    if rec.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
+    """Every record now in `topic` (kseg's own reader, `app.kafka.read_records`), decoded."""
+    records = await asyncio.wait_for(read_records({"bootstrap_servers": bootstrap}, topic), timeout)
+    return [(r.key, orjson.loads(r.value)) for r in records]

@@ -204,7 +204,7 @@ async def _copy_topic(
     starts: dict[int, int | None],
     new_count: int,
 ) -> None:
-    """Copy every partition of one topic from its start offset to its end offset at the start."""
+    """Copy every partition of one topic from its start offset to its end (the workers are stopped)."""
     old_count = len(starts)
     tps = [TopicPartition(copy.source, p) for p in range(old_count)]
     consumer = AIOKafkaConsumer(**consumer_config(settings))
@@ -218,20 +218,21 @@ async def _copy_topic(
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, start)
-        remaining = {tp for tp in tps if ends[tp] > (starts[tp.partition] or 0)}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=5000)
+        # To the end offsets at the start, then on until the topic is quiet: the embedded broker's end
+        # offset stops at the first record of a partition's last batch (app.kafka.read_records).
+        behind = {tp for tp in tps if ends[tp] > (starts[tp.partition] or 0)}
+        while True:
+            batch = await consumer.getmany(*tps, timeout_ms=5000 if behind else 300)
             if not batch:
-                stuck = ", ".join(f"[{tp.partition}] before {ends[tp]}" for tp in sorted(remaining))
-                raise MigrationRefused(f"{copy.source} stopped before its end offsets: {stuck}")
+                if behind:
+                    stuck = ", ".join(f"[{tp.partition}] before {ends[tp]}" for tp in sorted(behind))
+                    raise MigrationRefused(f"{copy.source} stopped before its end offsets: {stuck}")
+                return
             for tp, records in batch.items():
                 for record in records:
-                    if record.offset >= ends[tp]:
-                        break
                     await _copy_record(producer, spec, copy, record, tp.partition, old_count, new_count)
-                    if record.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-                        break
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    behind.discard(tp)
     finally:
         await consumer.stop()
 

@@ -61,7 +61,7 @@ def register(ctx: WorkerContext) -> None:
                 send=send,
                 connect_warehouse=lambda: warehouse_connection(settings),
                 pacer=pacer,
-                backlog=lambda: group_lag(settings.bootstrap, settings.kseg_app_id, outbox),
+                backlog=lambda: group_lag(settings, settings.kseg_app_id, outbox),
             )
         identifies.inc(sum(result.identifies.values()))
         spend_rows.inc(result.spend_rows)

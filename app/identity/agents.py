@@ -11,8 +11,8 @@ and every consumer of these records is idempotent).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 from pydantic import ValidationError
@@ -23,11 +23,25 @@ from app.identity.index import apply_update, link_updates
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
 from app.records import DeadLetter
+from app.runtime.batching import HeldSends, HeldWrites
 from app.runtime.context import WorkerContext
+from app.topics import DEADLETTER, DEVICE_EVENTS, DEVICE_INDEX
 
 log = logging.getLogger(__name__)
 
+
+class TableView(Protocol):
+    """What `handle_index_update` needs of the devices table (a dict in tests, `HeldWrites` in the agent)."""
+
+    def get(self, key: bytes, default: Any = None) -> Any: ...
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+
 Send = Callable[[bytes | None, bytes], Awaitable[None]]
+
+#: Index updates per micro-batch, and how long to wait for a batch to fill (as the processing agent).
+BATCH_MAX = 250
+BATCH_WITHIN = 0.01
 
 
 def _topic_sender(topic: Any) -> Send:
@@ -78,7 +92,7 @@ async def handle_link(value: bytes | None, send_index: Send, send_deadletter: Se
 async def handle_index_update(
     key: bytes | None,
     value: bytes | None,
-    table: MutableMapping[bytes, Any],
+    table: TableView,
     send_event: Send,
     send_deadletter: Send,
     settings: Settings,
@@ -132,11 +146,23 @@ def register(ctx: WorkerContext) -> None:
 
     @faust_app.agent(topics.device_index, name="identity-device-index")
     async def device_index_agent(stream: Any) -> None:
-        """Keep the device index and tell device keys when they are linked or found shared."""
-        send_event, send_dlq = _topic_sender(topics.device_events), _topic_sender(topics.deadletter)
-        send_index = _topic_sender(topics.device_index)
-        async for event in stream.events():
+        """Keep the device index and tell device keys when they are linked or found shared.
+
+        Micro-batches, like the processing agent: a batch's notices, forwards and dead letters go out
+        together and are acked before its table writes (`HeldWrites`), so a crash re-sends, never loses."""
+        name = ctx.settings.topic
+        s = stream.noack()
+        async for events in s.noack_take(BATCH_MAX, within=BATCH_WITHIN):
             with ctx.activity.working("identity-device-index"):
-                await handle_index_update(
-                    event.key, event.value, devices, send_event, send_dlq, ctx.settings, send_index
-                )
+                sends, table = HeldSends(), HeldWrites(devices, stream)
+                send_event = sends.sender(name(DEVICE_EVENTS))
+                send_dlq, send_index = sends.sender(name(DEADLETTER)), sends.sender(name(DEVICE_INDEX))
+                for event in events:
+                    view = table.at(event)
+                    await handle_index_update(
+                        event.key, event.value, view, send_event, send_dlq, ctx.settings, send_index
+                    )
+                await ctx.outputs.send_all(sends.records)
+                table.flush()
+                for event in events:
+                    await s.ack(event)

@@ -7,7 +7,6 @@ device key, so every write for a key comes from one partition.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from app.mapping import ProfileRegistry
@@ -32,17 +31,13 @@ def register(ctx: WorkerContext) -> None:
         to point faust's current-event context at each event, so table reads and writes use its
         partition. (Setting it on `stream` itself would overwrite the event noack_take is about to buffer.)
 
-        Records go straight to the app's producer (one aiokafka send per record, acks awaited together):
-        faust's per-record `Topic.send` machinery cost more than kseg's own code (bench/README.md)."""
+        Records go to the worker's output producer in real batches, acks awaited together (faust's
+        per-record `Topic.send` machinery cost more than kseg's own code: bench/README.md)."""
         batch = Batch(stored_profile=profiles.get, config=config)
         for event in events:
             context._set_current_event(event)
             handle_record(batch, event, event.key, event.value, config)
-        futures = [
-            await faust_app.producer.send(settings.topic(name), key, value, None, None, None)
-            for name, key, value in batch.sends
-        ]
-        await asyncio.gather(*futures)
+        await ctx.outputs.send_all((settings.topic(name), key, value) for name, key, value in batch.sends)
         for event, device_key, state in batch.profile_writes():
             context._set_current_event(event)
             profiles[device_key] = state

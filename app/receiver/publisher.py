@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from app.config import Settings
-from app.kafka import producer_config, tls_problem
+from app.kafka import data_producer_config, tls_problem
 from app.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,9 @@ class Publisher:
     async def _connect_forever(self) -> None:
         delay = 0.2
         while self.producer is None:
-            producer = AIOKafkaProducer(**producer_config(self.settings))
+            producer = AIOKafkaProducer(
+                **data_producer_config(self.settings, f"{self.settings.kseg_app_id}-receiver")
+            )
             try:
                 await producer.start()
             except (KafkaError, OSError) as exc:

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from app.config import Settings
 from app.runtime.health import WorkerHealth
+from app.runtime.outputs import OutputProducer
 from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity
 
@@ -24,3 +25,5 @@ class WorkerContext:
     registry: CollectorRegistry
     health: WorkerHealth
     activity: AgentActivity
+    #: Batched sends of the worker's output records (see `app.runtime.outputs`).
+    outputs: OutputProducer

@@ -19,6 +19,7 @@ from app.kafka import faust_credentials
 from app.pipeline import process
 from app.runtime.context import WorkerContext
 from app.runtime.health import WorkerHealth
+from app.runtime.outputs import OutputProducer
 from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart, partition_offsets
 from app.sinks.kochava import agent as kochava_sink
@@ -94,7 +95,9 @@ def create_worker(settings: Settings) -> WorkerContext:
         registry=registry,
         health=WorkerHealth(),
         activity=AgentActivity(),
+        outputs=OutputProducer(settings),
     )
+    faust_app.add_dependency(ctx.outputs)  # started before the agents, stopped after them
     for register in DOMAINS:
         register(ctx)
     register_operations(ctx)

@@ -34,9 +34,9 @@ async def test_outbox_backlog_is_measured_and_waited_for(broker: str) -> None:
         await producer.stop()
 
     def backlog() -> Awaitable[int]:
-        return group_lag(broker, settings.kseg_app_id, topic)
+        return group_lag(settings, settings.kseg_app_id, topic)
 
-    assert await group_lag(broker, settings.kseg_app_id, topic) == 5  # nothing delivered yet
+    assert await group_lag(settings, settings.kseg_app_id, topic) == 5  # nothing delivered yet
     started = time.monotonic()
     assert await wait_for_room(backlog, limit=2, poll=0.2, max_pause=1.5) == 1  # paused, then gave up
     assert time.monotonic() - started >= 1.5
@@ -58,4 +58,4 @@ async def test_outbox_backlog_is_measured_and_waited_for(broker: str) -> None:
         await consumer.commit()
     finally:
         await consumer.stop()
-    assert await group_lag(broker, settings.kseg_app_id, topic) == 0
+    assert await group_lag(settings, settings.kseg_app_id, topic) == 0

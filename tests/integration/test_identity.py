@@ -51,6 +51,30 @@ def of_type(segment: SegmentEmulator, kind: str, event: str | None = None) -> li
     return [m for m in segment.messages if m["type"] == kind and (event is None or m.get("event") == event)]
 
 
+async def orders_by_device(
+    segment: SegmentEmulator, devices: list[str], what: str
+) -> dict[str, dict[str, Any]]:
+    """Wait for an `Order Completed` from every device; return one per device.
+
+    A restart or rebalance replays the records processed after the last commit (at-least-once),
+    so a device may be delivered twice: the replay must be the same message (same messageId, which
+    Segment deduplicates, and the same properties), never a different one."""
+
+    def grouped() -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for m in of_type(segment, "track", "Order Completed"):
+            out.setdefault(m["context"]["kseg"]["kochava_device_id"], []).append(m)
+        return out
+
+    await wait_for(lambda: set(devices) <= set(grouped()), 60, what)
+    by_device = grouped()
+    for device, messages in by_device.items():
+        assert len({m["messageId"] for m in messages}) == 1, (device, messages)
+        properties = {orjson.dumps(m["properties"], option=orjson.OPT_SORT_KEYS) for m in messages}
+        assert len(properties) == 1, device
+    return {device: messages[0] for device, messages in by_device.items()}
+
+
 async def start(p: Pipeline) -> Pipeline:
     await p.start()
     return p
@@ -156,15 +180,7 @@ async def test_tables_survive_a_worker_kill(
     await p.start_worker()
     for i, device in enumerate(devices):
         assert (await p.get(purchase(device, i)))[0] == 200
-    orders = await wait_for(
-        lambda: (
-            len(of_type(segment, "track", "Order Completed")) >= 12
-            and of_type(segment, "track", "Order Completed")
-        ),
-        60,
-        "purchases after the restart",
-    )
-    by_device = {m["context"]["kseg"]["kochava_device_id"]: m for m in orders}
+    by_device = await orders_by_device(segment, devices, "purchases after the restart")
     for i, device in enumerate(devices):
         assert by_device[device]["properties"]["install_campaign"] == f"camp-{i}", device
 
@@ -196,15 +212,7 @@ async def test_tables_survive_a_rebalance_between_two_workers(
     await wait_for(both_assigned, 60, "both workers to own partitions")
     for i, device in enumerate(devices):
         assert (await p.get(purchase(device, i)))[0] == 200
-    orders = await wait_for(
-        lambda: (
-            len(of_type(segment, "track", "Order Completed")) >= 16
-            and of_type(segment, "track", "Order Completed")
-        ),
-        60,
-        "purchases after the rebalance",
-    )
-    by_device = {m["context"]["kseg"]["kochava_device_id"]: m for m in orders}
+    by_device = await orders_by_device(segment, devices, "purchases after the rebalance")
     assert {d: by_device[d]["properties"]["install_campaign"] for d in devices} == {
         d: f"c{i}" for i, d in enumerate(devices)
     }

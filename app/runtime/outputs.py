@@ -1,0 +1,57 @@
+"""The worker's output producer: a micro-batch's outbox, warehouse and identity-index records in a few
+produce requests instead of one each.
+
+Why a second producer next to faust's own: on the embedded broker faust's producer must write one
+record per batch, because Tansu reports a partition's end offset as its last batch's base offset + 1
+and faust's table recovery reads changelogs up to that end. Nothing needs exact end offsets of the
+output topics (their consumers resume from committed offsets, which Tansu serves past its reported end;
+kseg's readers of whole topics read on past it, `app.kafka.read_records`; lag gauges may under-count
+by at most one batch per partition there), so this producer packs records into real batches on every
+broker. One producer keeps each partition's records in send order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from mode import Service
+
+from app.config import Settings
+from app.kafka import data_producer_config
+
+#: (full topic name, key, value)
+Record = tuple[str, bytes | None, bytes]
+
+
+class OutputProducer(Service):
+    """Started and stopped with the faust app (`faust_app.add_dependency`), before its agents."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self._producer: Any = None
+
+    def config(self) -> dict[str, Any]:
+        client_id = f"{self.settings.kseg_app_id}-{self.settings.kseg_worker_id}-outputs"
+        return data_producer_config(self.settings, client_id)
+
+    async def on_start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(**self.config())
+        await self._producer.start()
+
+    async def on_stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def send_all(self, records: Iterable[Record]) -> None:
+        """Queue every record, then wait until Kafka acked all of them (raises if any failed)."""
+        if self._producer is None:
+            raise RuntimeError("the output producer is not started (the worker is stopping?)")
+        send = self._producer.send
+        futures = [await send(topic, value, key) for topic, key, value in records]
+        await asyncio.gather(*futures)
