@@ -66,7 +66,18 @@ async def orders_by_device(
             out.setdefault(m["context"]["kseg"]["kochava_device_id"], []).append(m)
         return out
 
-    await wait_for(lambda: set(devices) <= set(grouped()), 60, what)
+    # Late is not lost: a rebalance on a busy 2-core machine can take a while, so wait long and name
+    # the devices still missing if it ends.
+    missing: list[str] = []
+
+    def complete() -> bool:
+        missing[:] = sorted(set(devices) - set(grouped()))
+        return not missing
+
+    try:
+        await wait_for(complete, 120, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; no Order Completed from {missing}") from None
     by_device = grouped()
     for device, messages in by_device.items():
         assert len({m["messageId"] for m in messages}) == 1, (device, messages)
