@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -58,11 +59,16 @@ async def test_database_down_loses_nothing(
     # Segment delivery is not held up by the warehouse.
     await wait_for(lambda: len(tracked(segment)) >= tracks_before + 5, 90, "Segment tracks during the outage")
 
+    # The 5 outage rows are the lag on Apache Kafka. The embedded broker reports a partition's end as
+    # its last batch's first record + 1 and the worker writes warehouse rows in batches (README, "The
+    # embedded broker"), so there the lag is only known to be visible, not exact.
+    least_lag = 5 if os.environ.get("KSEG_TEST_BROKER") == "kafka" else 1
+
     async def visibly_waiting() -> bool:
         status, body = await loader.page("/readyz")
         lag = await loader.metric("kseg_warehouse_lag_records", topic=topic)
         up = await loader.metric("kseg_warehouse_db_up")
-        return status == 503 and "database" in body and (lag or 0) >= 5 and up == 0
+        return status == 503 and "database" in body and (lag or 0) >= least_lag and up == 0
 
     await wait_for(visibly_waiting, 60, "loader not ready, db_up 0 and the lag growing")
     assert loader.proc is not None and loader.proc.poll() is None  # waiting, not crash-looping
