@@ -41,6 +41,7 @@ test: lint typecheck $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
+	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run
 
 identity-bench: $(STAMP)

@@ -1,0 +1,61 @@
+"""`HeldWrites` and `HeldSends`: a micro-batch reads its own writes, and writes reach the table only on
+`flush`, each under the event that wrote it last (so faust puts it in that event's partition)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.runtime.batching import HeldSends, HeldWrites
+
+
+class Context:
+    """Stands in for faust's stream: records which event was current at each table write."""
+
+    def __init__(self, table: Table) -> None:
+        self.current: Any = None
+        table.context = self
+
+    def _set_current_event(self, event: Any) -> None:
+        self.current = event
+
+
+class Table(dict[Any, Any]):
+    context: Context
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.writes.append((key, value, self.context.current))
+        super().__setitem__(key, value)
+
+    @property
+    def writes(self) -> list[Any]:
+        return self.__dict__.setdefault("_writes", [])
+
+
+def test_reads_see_the_batch_writes_and_the_table_only_after_flush() -> None:
+    table = Table({b"a": b"old"})
+    context = Context(table)
+    held = HeldWrites(table, context)
+    held.at("event-1")[b"a"] = b"one"
+    held.at("event-2")[b"b"] = b"two"
+    assert held.get(b"a") == b"one" and held.get(b"b") == b"two" and held.get(b"c", b"-") == b"-"
+    assert table == {b"a": b"old"} and table.writes == []
+    held.at("event-3")[b"a"] = b"three"
+    held.flush()
+    assert table == {b"a": b"three", b"b": b"two"}
+    assert sorted(table.writes) == [(b"a", b"three", "event-3"), (b"b", b"two", "event-2")]
+    held.flush()  # nothing held any more
+    assert len(table.writes) == 2
+
+
+def test_held_sends_keep_order_across_topics() -> None:
+    sends = HeldSends()
+    index, events = sends.sender("t.index"), sends.sender("t.events")
+
+    async def run() -> None:
+        await index(b"k1", b"1")
+        await events(b"k2", b"2")
+        await index(None, b"3")
+
+    asyncio.run(run())
+    assert sends.records == [("t.index", b"k1", b"1"), ("t.events", b"k2", b"2"), ("t.index", None, b"3")]
