@@ -41,7 +41,8 @@ async def test_a_whole_topic_read_finds_every_record_of_multi_record_batches(bro
     finally:
         await producer.stop()
     records = await read_records({"bootstrap_servers": broker}, topic)
-    assert sorted(r.value for r in records) == sorted(f"v{w}-{i}".encode() for w in range(3) for i in range(40))
+    expected = sorted(f"v{w}-{i}".encode() for w in range(3) for i in range(40))
+    assert sorted(r.value for r in records) == expected
     for partition in {r.partition for r in records}:  # partition order kept
         offsets = [r.offset for r in records if r.partition == partition]
         assert offsets == sorted(offsets)
