@@ -23,6 +23,7 @@ from app.dlq.writer import dead_letter_record
 from app.metrics import dead_letters
 from app.records import DeadLetter, dumps
 from app.runtime.context import WorkerContext
+from app.runtime.topics import topic_sender
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +116,7 @@ def register(ctx: WorkerContext) -> None:
     )
     outbox, deadletter = ctx.topics.kochava_outbox, ctx.topics.deadletter
 
-    def sender(topic: Any) -> Send:
-        async def send(key: bytes, value: bytes) -> None:
-            fut = await topic.send(key=key, value=value)
-            await fut
-
-        return send
-
-    send_outbox, send_dlq = sender(outbox), sender(deadletter)
+    send_outbox, send_dlq = topic_sender(outbox), topic_sender(deadletter)
 
     @ctx.faust_app.agent(ctx.topics.audience_changes, name="audiences")
     async def audiences_agent(stream: Any) -> None:

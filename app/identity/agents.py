@@ -11,7 +11,6 @@ and every consumer of these records is idempotent).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -23,8 +22,9 @@ from app.identity.index import apply_update, link_updates
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
 from app.records import DeadLetter
-from app.runtime.batching import HeldSends, HeldWrites
+from app.runtime.batching import BATCH_MAX, BATCH_WITHIN, HeldSends, HeldWrites, acked_batches
 from app.runtime.context import WorkerContext
+from app.runtime.topics import Send, topic_sender
 from app.topics import DEADLETTER, DEVICE_EVENTS, DEVICE_INDEX
 
 log = logging.getLogger(__name__)
@@ -35,21 +35,6 @@ class TableView(Protocol):
 
     def get(self, key: bytes, default: Any = None) -> Any: ...
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
-
-
-Send = Callable[[bytes | None, bytes], Awaitable[None]]
-
-#: Index updates per micro-batch, and how long to wait for a batch to fill (as the processing agent).
-BATCH_MAX = 250
-BATCH_WITHIN = 0.01
-
-
-def _topic_sender(topic: Any) -> Send:
-    async def send(key: bytes | None, value: bytes) -> None:
-        fut = await topic.send(key=key, value=value)
-        await fut
-
-    return send
 
 
 def _payload(value: bytes | None) -> dict[str, Any]:
@@ -139,7 +124,7 @@ def register(ctx: WorkerContext) -> None:
     @faust_app.agent(topics.links, name="identity-links")
     async def links_agent(stream: Any) -> None:
         """Fan each link out to the device index, one update per device id."""
-        send_index, send_dlq = _topic_sender(topics.device_index), _topic_sender(topics.deadletter)
+        send_index, send_dlq = topic_sender(topics.device_index), topic_sender(topics.deadletter)
         async for value in stream:
             with ctx.activity.working("identity-links"):
                 await handle_link(value, send_index, send_dlq)
@@ -151,8 +136,7 @@ def register(ctx: WorkerContext) -> None:
         Micro-batches, like the processing agent: a batch's notices, forwards and dead letters go out
         together and are acked before its table writes (`HeldWrites`), so a crash re-sends, never loses."""
         name = ctx.settings.topic
-        s = stream.noack()
-        async for events in s.noack_take(BATCH_MAX, within=BATCH_WITHIN):
+        async for events in acked_batches(stream, BATCH_MAX, BATCH_WITHIN):
             with ctx.activity.working("identity-device-index"):
                 sends, table = HeldSends(), HeldWrites(devices, stream)
                 send_event = sends.sender(name(DEVICE_EVENTS))
@@ -164,5 +148,3 @@ def register(ctx: WorkerContext) -> None:
                     )
                 await ctx.outputs.send_all(sends.records)
                 table.flush()
-                for event in events:
-                    await s.ack(event)

@@ -11,11 +11,8 @@ from typing import Any
 
 from app.mapping import ProfileRegistry
 from app.pipeline.steps import Batch, StepConfig, handle_record
+from app.runtime.batching import BATCH_MAX, BATCH_WITHIN, acked_batches, write_held
 from app.runtime.context import WorkerContext
-
-#: Events per micro-batch, and how long to wait for a batch to fill.
-BATCH_MAX = 250
-BATCH_WITHIN = 0.01
 
 
 def register(ctx: WorkerContext) -> None:
@@ -26,10 +23,9 @@ def register(ctx: WorkerContext) -> None:
     #: Per-device attribution, identity and dedupe state (AttributionProfile as JSON).
     profiles = faust_app.Table("profiles", default=None, partitions=settings.kseg_topic_partitions)
 
-    async def process_batch(stream: Any, context: Any, events: list[Any]) -> None:
-        """`stream` is the one being iterated and acked; `context` is the agent's parent stream, used only
-        to point faust's current-event context at each event, so table reads and writes use its
-        partition. (Setting it on `stream` itself would overwrite the event noack_take is about to buffer.)
+    async def process_batch(context: Any, events: list[Any]) -> None:
+        """`context` is the agent's parent stream, used only to point faust's current-event context at
+        each event, so table reads and writes use its partition (see `write_held`).
 
         Records go to the worker's output producer in real batches, acks awaited together (faust's
         per-record `Topic.send` machinery cost more than kseg's own code: bench/README.md)."""
@@ -38,16 +34,11 @@ def register(ctx: WorkerContext) -> None:
             context._set_current_event(event)
             handle_record(batch, event, event.key, event.value, config)
         await ctx.outputs.send_all((settings.topic(name), key, value) for name, key, value in batch.sends)
-        for event, device_key, state in batch.profile_writes():
-            context._set_current_event(event)
-            profiles[device_key] = state
-        for event in events:
-            await stream.ack(event)
+        write_held(context, profiles, batch.profile_writes())
 
     @faust_app.agent(ctx.topics.device_stream, name="process")
     async def process(stream: Any) -> None:
         """Micro-batches in partition order; see `Batch` for why table writes come last."""
-        s = stream.noack()
-        async for events in s.noack_take(BATCH_MAX, within=BATCH_WITHIN):
+        async for events in acked_batches(stream, BATCH_MAX, BATCH_WITHIN):
             with ctx.activity.working("process"):
-                await process_batch(s, stream, events)
+                await process_batch(stream, events)

@@ -1,16 +1,42 @@
-"""Micro-batch helpers shared by the worker's stateful agents: a batch's table writes are held back until
-every record the batch produced is acked, and reads inside the batch see its own writes.
+"""Micro-batch helpers shared by the worker's batched agents (processing, device index, sinks).
 
-This keeps the rule each agent relies on for at-least-once (outputs durable before the state that
-says they were made) while producing a whole batch with one ack wait (`OutputProducer.send_all`).
+A batch's events are acked only after its body finished (`acked_batches`); a stateful agent's table
+writes are held back until every record the batch produced is acked, and reads inside the batch see its
+own writes (`HeldWrites`). Together they keep the rule each agent relies on for at-least-once (outputs
+durable before the state that says they were made) while producing a whole batch with one ack wait
+(`OutputProducer.send_all`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
 from typing import Any
 
 from app.runtime.outputs import Record
+
+#: Events per micro-batch of the stateful agents, and how long to wait for a batch to fill.
+BATCH_MAX = 250
+BATCH_WITHIN = 0.01
+
+
+async def acked_batches(stream: Any, size: int, within: float) -> AsyncIterator[list[Any]]:
+    """Micro-batches of a faust agent's stream, in partition order; each batch's events are acked when the
+    caller asks for the next batch, so a batch whose body raised (or never ended) is never committed."""
+    s = stream.noack()
+    async for events in s.noack_take(size, within=within):
+        yield events
+        for event in events:
+            await s.ack(event)
+
+
+def write_held(context: Any, table: MutableMapping[Any, Any], writes: Iterable[tuple[Any, Any, Any]]) -> None:
+    """Write `(event, key, value)`s to a faust table, each under its event (so in that event's partition).
+
+    `context` is the agent's parent stream: setting the current event on the stream `noack_take` fills
+    would make it re-buffer an old event in place of a new one (bench/README.md)."""
+    for event, key, value in writes:
+        context._set_current_event(event)
+        table[key] = value
 
 
 class HeldWrites:
@@ -19,7 +45,7 @@ class HeldWrites:
 
     def __init__(self, table: MutableMapping[Any, Any], context: Any) -> None:
         self.table = table
-        self.context = context  # the agent's parent stream: points faust's current event at each write
+        self.context = context
         self.event: Any = None
         self._writes: dict[Any, tuple[Any, Any]] = {}
 
@@ -39,9 +65,9 @@ class HeldWrites:
 
     def flush(self) -> None:
         """Write the held values to the table, each under the event that wrote it last."""
-        for key, (event, value) in self._writes.items():
-            self.context._set_current_event(event)
-            self.table[key] = value
+        write_held(
+            self.context, self.table, ((event, key, value) for key, (event, value) in self._writes.items())
+        )
         self._writes.clear()
 
 

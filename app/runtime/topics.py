@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 
 from app import topics
 from app.config import Settings
+
+
+def raw_topic(faust_app: faust.App, *names: str, partitions: int) -> faust.TopicT:
+    """A faust handle on full topic names with raw bytes keys and values (kseg decodes with orjson)."""
+    return faust_app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        internal=False,
+    )
+
+
+Send = Callable[[bytes | None, bytes], Awaitable[None]]
+
+
+def topic_sender(topic: Any) -> Send:
+    """One record at a time through faust's `Topic.send`, returning once Kafka acked it (the agents
+    that are not micro-batched: their next step relies on the record being durable)."""
+
+    async def send(key: bytes | None, value: bytes) -> None:
+        fut = await topic.send(key=key, value=value)
+        await fut
+
+    return send
 
 
 @dataclass(frozen=True)
@@ -30,15 +59,8 @@ class WorkerTopics:
     @classmethod
     def declare(cls, faust_app: faust.App, settings: Settings) -> WorkerTopics:
         def topic(*names: str) -> faust.TopicT:
-            return faust_app.topic(
-                *(settings.topic(name) for name in names),
-                key_type=bytes,
-                value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
-                partitions=settings.kseg_topic_partitions,
-                internal=False,
-            )
+            full = (settings.topic(name) for name in names)
+            return raw_topic(faust_app, *full, partitions=settings.kseg_topic_partitions)
 
         return cls(
             device_stream=topic(topics.RAW, topics.DEVICE_EVENTS),

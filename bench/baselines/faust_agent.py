@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from app.config import Settings
+from app.runtime.topics import raw_topic
 from app.worker.app import build_faust_app, state_dir
 from app.worker.main import KsegWorker
 from bench.baselines.passthrough import ensure_topics
@@ -116,15 +117,7 @@ def build(args: argparse.Namespace, progress: Progress) -> Any:
     faust_app = build_faust_app(settings)
 
     def topic(name: str) -> Any:
-        return faust_app.topic(
-            name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=args.partitions,
-            internal=False,
-        )
+        return raw_topic(faust_app, name, partitions=args.partitions)
 
     source, outbox, other = topic(args.src), topic(settings.topic("outbox")), topic(settings.topic("other"))
     table = faust_app.Table("state", default=None, partitions=args.partitions) if args.table else None

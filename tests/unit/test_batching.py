@@ -10,31 +10,30 @@ from app.runtime.batching import HeldSends, HeldWrites
 
 
 class Context:
-    """Stands in for faust's stream: records which event was current at each table write."""
+    """Stands in for faust's parent stream: the event that is current."""
 
-    def __init__(self, table: Table) -> None:
-        self.current: Any = None
-        table.context = self
+    current: Any = None
 
     def _set_current_event(self, event: Any) -> None:
         self.current = event
 
 
 class Table(dict[Any, Any]):
-    context: Context
+    """A dict that records which event was current at each write (faust's partition choice)."""
+
+    def __init__(self, context: Context, *args: Any) -> None:
+        super().__init__(*args)
+        self.context = context
+        self.writes: list[tuple[Any, Any, Any]] = []
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.writes.append((key, value, self.context.current))
         super().__setitem__(key, value)
 
-    @property
-    def writes(self) -> list[Any]:
-        return self.__dict__.setdefault("_writes", [])
-
 
 def test_reads_see_the_batch_writes_and_the_table_only_after_flush() -> None:
-    table = Table({b"a": b"old"})
-    context = Context(table)
+    context = Context()
+    table = Table(context, {b"a": b"old"})
     held = HeldWrites(table, context)
     held.at("event-1")[b"a"] = b"one"
     held.at("event-2")[b"b"] = b"two"

@@ -17,6 +17,7 @@ from app.config import Settings
 from app.dlq.writer import send_dead_letters
 from app.metrics import dead_letters
 from app.records import DeadLetter, loads
+from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
 from app.sinks.kochava.client import KochavaHttpClient
 from app.sinks.kochava.dryrun import KochavaDryRun
@@ -83,8 +84,7 @@ def register(ctx: WorkerContext) -> None:
 
     @ctx.faust_app.agent(ctx.topics.kochava_outbox, name="kochava-sink")
     async def kochava_sink(stream: Any) -> None:
-        s = stream.noack()
-        async for events in s.noack_take(BATCH_MAX, within=BATCH_WITHIN):
+        async for events in acked_batches(stream, BATCH_MAX, BATCH_WITHIN):
             with ctx.activity.working("kochava-sink"):
                 requests, letters = decode(events)
                 if letters:
@@ -97,5 +97,3 @@ def register(ctx: WorkerContext) -> None:
                     )
                     log.error("%s", exc)
                     await asyncio.Event().wait()  # hold the batch: nothing acked, nothing dead-lettered
-                for event in events:
-                    await s.ack(event)

@@ -14,6 +14,7 @@ from typing import Any
 from app.dlq.writer import send_dead_letters
 from app.metrics import dead_letters
 from app.records import DeadLetter, loads
+from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
 from app.runtime.health import WorkerHealth
 from app.sinks.segment import Deliverer, build_sink
@@ -81,14 +82,11 @@ def register(ctx: WorkerContext) -> None:
 
     @ctx.faust_app.agent(topics.outbox, name="segment-sink")
     async def segment_sink(stream: Any) -> None:
-        s = stream.noack()
-        async for events in s.noack_take(
-            settings.segment_batch_max_messages, within=settings.segment_batch_linger
+        async for events in acked_batches(
+            stream, settings.segment_batch_max_messages, settings.segment_batch_linger
         ):
             with ctx.activity.working("segment-sink"):
                 messages, letters = decode_messages([event.value for event in events])
                 if letters:
                     await dead_letter(letters)
                 await deliver_or_hold(deliverer, messages, ctx.health)
-                for event in events:
-                    await s.ack(event)
