@@ -74,7 +74,9 @@ class Settings(BaseSettings):
     kseg_topic_partitions: int = Field(default=8, ge=1, description="Partitions of every kseg topic.")
     kseg_topic_replication: int = Field(default=1, ge=1, description="Replication factor of kseg topics.")
     kseg_session_timeout: float = Field(
-        default=60.0, gt=0, description="Consumer session timeout in seconds (Tansu joins take half of it)."
+        default=60.0,
+        gt=0,
+        description="Consumer session timeout in seconds (Tansu joins take half of it; keep it >= 8 there).",
     )
     kseg_producer_max_batch_bytes: int | None = Field(
         default=None,

@@ -71,7 +71,7 @@ class Pipeline:
             "KSEG_POSTBACK_TOKENS": TOKEN,
             "KSEG_LINK_TOKENS": LINK_TOKEN,
             "KSEG_DATA_DIR": str(data_dir),
-            "KSEG_SESSION_TIMEOUT": "4",
+            "KSEG_SESSION_TIMEOUT": "8",
             "KSEG_TOPIC_PARTITIONS": "4",
             "KSEG_NAMESPACE": "test",
             "KSEG_STALL_SECONDS": "8",

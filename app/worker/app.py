@@ -48,6 +48,25 @@ def state_dir(settings: Settings) -> Path:
     return (settings.kseg_data_dir / "state" / settings.kseg_app_id / settings.kseg_worker_id).resolve()
 
 
+#: Shortest session timeout that is safe on the embedded broker. Tansu answers a SyncGroup about 3 s
+#: after the JoinGroup and counts the session from the request, so the first heartbeat after a join must
+#: come within (session - 3 s): at 4 s a busy worker was evicted right after joining, and two workers
+#: then re-joined each other forever (measured; README "The embedded broker").
+EMBEDDED_MIN_SESSION_TIMEOUT = 8.0
+
+
+def session_warning(settings: Settings) -> str | None:
+    """What to tell the operator when the session timeout is too short for the embedded broker."""
+    if not settings.kseg_embedded_broker or settings.kseg_session_timeout >= EMBEDDED_MIN_SESSION_TIMEOUT:
+        return None
+    floor = f"{EMBEDDED_MIN_SESSION_TIMEOUT:g}"
+    return (
+        f"KSEG_SESSION_TIMEOUT={settings.kseg_session_timeout:g} is below {floor} s: on the embedded broker "
+        "a busy worker can be dropped from its group right after joining, and two workers can then re-join "
+        f"each other without end. Set KSEG_SESSION_TIMEOUT={floor} or more."
+    )
+
+
 def build_faust_app(settings: Settings) -> faust.App:
     """The faust App with every stream setting kseg relies on (stream-design-notes §6)."""
     session = settings.kseg_session_timeout

@@ -9,7 +9,7 @@ from faust.worker import Worker
 
 from app.config import Settings
 from app.topics import ensure_topics
-from app.worker.app import create_worker, state_dir
+from app.worker.app import create_worker, session_warning, state_dir
 
 
 class KsegWorker(Worker):
@@ -31,6 +31,9 @@ def run_worker(settings: Settings) -> None:
         raise SystemExit(f"kseg worker: refusing to start: {exc}") from exc
     except RuntimeError as exc:
         raise SystemExit(f"kseg worker: {exc}") from exc
+    warning = session_warning(settings)
+    if warning:
+        logging.getLogger("kseg.worker").warning(warning)
     state_dir(settings).parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     ctx = create_worker(settings)
     level = {"warning": "warn", "error": "error", "debug": "debug"}.get(settings.log_level, "info")

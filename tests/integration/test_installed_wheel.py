@@ -134,7 +134,7 @@ async def test_image_entry_commands_and_compose_health_checks(
         KSEG_DATA_DIR=str(tmp_path),
         KSEG_HTTP_PORT=str(http_port),
         KSEG_WORKER_WEB_PORT=str(worker_port),
-        KSEG_SESSION_TIMEOUT="4",
+        KSEG_SESSION_TIMEOUT="8",
     )
     kseg = str(installed["bin"] / "kseg")
     init = subprocess.run(
