@@ -82,6 +82,14 @@ class Settings(BaseSettings):
         default=None,
         description="Producer batch size in bytes. Default 16384; 1 on the embedded broker (see README).",
     )
+    kseg_fetch_max_wait_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=10000,
+        description="Longest time a worker's fetch waits for data, ms. Default 50 on the embedded broker, "
+        "which holds an empty fetch for the whole wait (a latency floor per hop), 500 on Apache Kafka, "
+        "which answers as soon as data arrives.",
+    )
     kseg_data_batch_bytes: int = Field(
         default=65536,
         ge=1,
@@ -431,6 +439,13 @@ class Settings(BaseSettings):
         if self.kseg_producer_max_batch_bytes is not None:
             return self.kseg_producer_max_batch_bytes
         return 1 if self.kseg_embedded_broker else 16384
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        """The worker consumer's fetch wait: short on Tansu, where every consumer hop waits it out."""
+        if self.kseg_fetch_max_wait_ms is not None:
+            return self.kseg_fetch_max_wait_ms
+        return 50 if self.kseg_embedded_broker else 500
 
     @property
     def dry_run(self) -> bool:

@@ -67,10 +67,17 @@ def session_warning(settings: Settings) -> str | None:
     )
 
 
+class KsegApp(faust.App):
+    """faust's App, carrying the one consumer setting faust has no option for (`app.worker.transport`)."""
+
+    #: The worker consumer's longest fetch wait, ms.
+    fetch_max_wait_ms: int = 100
+
+
 def build_faust_app(settings: Settings) -> faust.App:
     """The faust App with every stream setting kseg relies on (stream-design-notes §6)."""
     session = settings.kseg_session_timeout
-    return faust.App(
+    app = KsegApp(
         settings.kseg_app_id,
         broker=broker_urls(settings.bootstrap),
         broker_credentials=faust_credentials(settings),
@@ -99,6 +106,8 @@ def build_faust_app(settings: Settings) -> faust.App:
         stream_wait_empty=False,
         **web_settings(settings),
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    return app
 
 
 def create_worker(settings: Settings) -> WorkerContext:

@@ -40,7 +40,9 @@ EVERY_FIGURE = (
     "e2e_p50_ms",
     "e2e_p95_ms",
     "e2e_p99_ms",
+    "e2e_cold_p99_ms",
     "e2e_1000_p99_ms",
+    "spike_base_rate",
     "spike_lost",
     "spike_peak_lag",
     "spike_drain_seconds",
@@ -68,6 +70,7 @@ def test_benchmark_smoke_produces_every_figure(tmp_path: Path) -> None:
     assert results["workers2_delivered"] > 0
     # the latency target's rate is half the worker throughput measured in the same run
     assert results["e2e_rate"] == round(results["worker_events_per_s"] / 2, 1)
+    assert results["spike_base_rate"] == results["e2e_rate"]  # the spike is 10x that same steady rate
     assert set(report["targets"].values()) <= {"met", "missed"}
     text = (tmp_path / "latest.md").read_text()
     assert "| worker_ratio |" in text
