@@ -8,6 +8,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from app.config import Settings
+from app.runtime.closing import Closing
 from app.runtime.health import WorkerHealth
 from app.runtime.outputs import OutputProducer
 from app.runtime.topics import WorkerTopics
@@ -27,3 +28,5 @@ class WorkerContext:
     activity: AgentActivity
     #: Batched sends of the worker's output records (see `app.runtime.outputs`).
     outputs: OutputProducer
+    #: Close functions of long-lived clients, called when the app stops (see `app.runtime.closing`).
+    closing: Closing

@@ -77,6 +77,9 @@ async def test_transient_segment_faults_lose_nothing(
     metrics = await p.worker_metrics()
     assert metric(metrics, "kseg_segment_retries_total") >= 7, metrics  # 2x429, 2x500, slow, drop, 503
     assert metric(metrics, "kseg_segment_requests_total", status="429") == 2
+    await p.stop()  # SIGTERM: the sinks' HTTP sessions are closed after their agents stop
+    assert p.procs["worker-1"].returncode == 0, p.tail("worker-1")
+    assert "Unclosed client session" not in p.logs["worker-1"].read_text()
 
 
 async def test_worker_sigkilled_three_times_loses_nothing(

@@ -81,6 +81,7 @@ def register(ctx: WorkerContext) -> None:
         await send_dead_letters(ctx.topics.deadletter, letters, dead_letters)
 
     deliverer = build_deliverer(settings, dead_letter, metrics, stats)
+    ctx.closing.add(deliverer.close)
 
     @ctx.faust_app.agent(ctx.topics.kochava_outbox, name="kochava-sink")
     async def kochava_sink(stream: Any) -> None:

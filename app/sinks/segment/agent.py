@@ -78,6 +78,7 @@ def register(ctx: WorkerContext) -> None:
 
     stats = SinkStats()
     deliverer = build_sink(settings, dead_letter, metrics=stats)
+    ctx.closing.add(deliverer.close)
     ctx.registry.register(SinkStatsCollector(stats))
 
     @ctx.faust_app.agent(topics.outbox, name="segment-sink")
