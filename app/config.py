@@ -254,7 +254,9 @@ class Settings(BaseSettings):
     segment_batch_max_bytes: int = Field(default=450_000, ge=1024, le=500_000)
     segment_request_timeout: float = Field(default=15.0, gt=0)
     segment_gzip: bool = True
-    segment_batch_linger: float = Field(default=0.5, gt=0, description="Seconds to wait to fill a batch.")
+    segment_batch_linger: float = Field(
+        default=0.1, gt=0, description="Longest wait, seconds, for a batch to fill: latency against requests."
+    )
 
     # --- Campaign digest (issue 14: Kochava Reporting API -> spend, CPI/ROAS traits) -------------
     kochava_api_key: str | None = Field(

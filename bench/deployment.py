@@ -54,8 +54,6 @@ class Deployment:
             "KSEG_TOPIC_PARTITIONS": "8",
             "SEGMENT_WRITE_KEY": "bench-key",
             "SEGMENT_ENDPOINT": self.segment_url,
-            # Latency-tuned (the product default is 0.5 s): a batch still fills up under a backlog.
-            "SEGMENT_BATCH_LINGER": "0.05",
             "SEGMENT_MAX_REQUESTS_PER_SECOND": "1000",
             "LOG_LEVEL": "warning",
             "PYTHONUNBUFFERED": "1",

@@ -111,7 +111,7 @@ LIMITS = {
     "e2e_p99_ms": (
         "Measured at half the worker throughput of the same run (e2e_rate), after a 2 s warm-up "
         "(e2e_cold_p99_ms includes it). Every delivery waits for the Segment sink's next linger tick "
-        "(SEGMENT_BATCH_LINGER, 0.05 s in the bench) and two consumer fetch waits (KSEG_FETCH_MAX_WAIT_MS, "
+        "(SEGMENT_BATCH_LINGER, 0.1 s by default) and two consumer fetch waits (KSEG_FETCH_MAX_WAIT_MS, "
         "50 ms on the embedded broker, which holds an empty fetch for all of it); reinstall postbacks parked "
         "for the identity index cross two more hops; on 2 shared cores the worker competes with the "
         "receiver, broker and load generator. e2e_1000_* is the latency at a fixed 1,000/s, above one "
