@@ -718,12 +718,13 @@ async def measure_latency(run: Run, work: Path, rate: float, name: str) -> dict[
     finally:
         dep.stop()
     arrivals = run.segment.arrivals
-    every = [(arrivals[e] - stamped.sent_at[e]) * 1000 for e in accepted if e in arrivals]
-    steady = [
-        (arrivals[e] - stamped.sent_at[e]) * 1000
+    timed = [
+        (stamped.sent_at[e] - started, (arrivals[e] - stamped.sent_at[e]) * 1000)
         for e in accepted
-        if e in arrivals and stamped.sent_at[e] - started >= warmup
+        if e in arrivals
     ]
+    every = [latency for _, latency in timed]
+    steady = [latency for sent, latency in timed if sent >= warmup]
     return {
         f"{name}_rate": rate,
         f"{name}_accepted": len(accepted),

@@ -28,6 +28,7 @@ from app.broker.embedded import free_port
 from app.kafka import read_records
 from app.runtime.watchdog import EX_TEMPFAIL
 from app.spawner import spawn_role
+from app.worker.app import EMBEDDED_MIN_SESSION_TIMEOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token"
@@ -71,7 +72,7 @@ class Pipeline:
             "KSEG_POSTBACK_TOKENS": TOKEN,
             "KSEG_LINK_TOKENS": LINK_TOKEN,
             "KSEG_DATA_DIR": str(data_dir),
-            "KSEG_SESSION_TIMEOUT": "8",
+            "KSEG_SESSION_TIMEOUT": str(EMBEDDED_MIN_SESSION_TIMEOUT),
             "KSEG_TOPIC_PARTITIONS": "4",
             "KSEG_NAMESPACE": "test",
             "KSEG_STALL_SECONDS": "8",

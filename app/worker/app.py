@@ -28,6 +28,7 @@ from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart,
 from app.sinks.kochava import agent as kochava_sink
 from app.sinks.segment import agent as segment_sink
 from app.worker.metrics import LagCollector
+from app.worker.transport import FETCH_MAX_WAIT_MS
 from app.worker.web import web_settings
 
 #: Every domain with agents, in pipeline order: adding a capability is one more entry.
@@ -81,13 +82,12 @@ class KsegApp(faust.App):
     """faust's App with the settings faust has no option for: the consumer's fetch wait
     (`app.worker.transport`) and the size of the producer's buffer of table writes."""
 
-    #: The worker consumer's longest fetch wait, ms.
-    fetch_max_wait_ms: int = 100
-    producer_buffer_max: int = PRODUCER_BUFFER_MAX
+    #: The worker consumer's longest fetch wait, ms (`build_faust_app` sets it from the settings).
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
 
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()
-        producer.buffer.max_messages = self.producer_buffer_max
+        producer.buffer.max_messages = PRODUCER_BUFFER_MAX
         return producer
 
 

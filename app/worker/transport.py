@@ -13,7 +13,7 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-#: Longest time a fetch may wait for data when the app does not say: the latency floor of each hop.
+#: Longest time a fetch may wait for data when the app does not say (`KsegApp.fetch_max_wait_ms`).
 FETCH_MAX_WAIT_MS = 100
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from app.broker.embedded import free_port
 from app.topics import catalogue
+from app.worker.app import EMBEDDED_MIN_SESSION_TIMEOUT
 from tests.harness import ROOT, wait_for
 from tests.ops_files import family, referenced_families
 
@@ -134,7 +135,7 @@ async def test_image_entry_commands_and_compose_health_checks(
         KSEG_DATA_DIR=str(tmp_path),
         KSEG_HTTP_PORT=str(http_port),
         KSEG_WORKER_WEB_PORT=str(worker_port),
-        KSEG_SESSION_TIMEOUT="8",
+        KSEG_SESSION_TIMEOUT=str(EMBEDDED_MIN_SESSION_TIMEOUT),
     )
     kseg = str(installed["bin"] / "kseg")
     init = subprocess.run(
