@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from app.audiences.agent import TABLE
+from app.audiences.agents import TABLE
 from app.audiences.records import Membership, MemberState
 from app.config import Settings
 from app.kafka import read_to_end

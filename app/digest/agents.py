@@ -20,7 +20,7 @@ from app.digest.schedule import DayStateStore, DigestScheduler
 from app.kafka import group_lag
 from app.metrics import dead_letters
 from app.runtime.context import WorkerContext
-from app.sinks.segment.ratelimit import AdaptiveRateLimiter
+from app.sinks.ratelimit import AdaptiveRateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from app.digest.cohort import warehouse_connection
 from app.digest.job import DigestError, DigestResult, default_day, run_digest
 from app.digest.report import DEFAULT_COLUMNS, ColumnMapError, column_map
 from app.kafka import group_lag, producer_config
-from app.sinks.segment.ratelimit import AdaptiveRateLimiter
+from app.sinks.ratelimit import AdaptiveRateLimiter
 from app.topics import OUTBOX
 
 RUN_HELP = "fetch a day's Kochava campaign report; write spend and refresh campaign traits in Segment"

@@ -3,7 +3,7 @@
 Every call is a POST whose JSON body carries `api_key` and `app_guid` (kochava.md §7). Kochava answers
 errors in the body (`"status": "Error"`); those are never retried, because retrying a wrong key or a
 bad parameter only hides it. 5xx, 429 and timeouts are retried with the Segment sink's own status policy
-and jittered backoff (`app.sinks.segment.policy`), a bounded number of times.
+and jittered backoff (`app.sinks.policy`), a bounded number of times.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 
 from app.config import Settings
-from app.sinks.segment.policy import (
+from app.sinks.policy import (
     Backoff,
     Outcome,
     classify_status,

@@ -33,7 +33,7 @@ from app.digest.traits import (
 from app.lifecycle.currency import Rates, RatesError, load_rates, to_reporting
 from app.pipeline.steps import segment_calls_record
 from app.records import DeadLetter, dumps, utc_now_iso
-from app.sinks.segment.ratelimit import AdaptiveRateLimiter
+from app.sinks.ratelimit import AdaptiveRateLimiter
 from app.sinks.segment.validation import problems, reason_for
 
 #: The 30-day ROAS trait needs 30 days of spend, so at least that much is always fetched.

@@ -1,6 +1,6 @@
 """What kseg's HTTP sinks share below their retry policies: one pooled aiohttp session with explicit
 timeouts, one POST that returns every HTTP answer and turns every transport failure into
-`SegmentTransportError` (the shared "no HTTP status" error of `app/sinks/segment/policy.py`)."""
+`SegmentTransportError` (the shared "no HTTP status" error of `app/sinks/policy.py`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from app.sinks.segment.policy import SegmentTransportError, transport_error_kind
+from app.sinks.policy import SegmentTransportError, transport_error_kind
 
 USER_AGENT = "kseg/0.1 (+aiohttp)"
 #: Error bodies are kept for dead letters and logs, truncated to this.

@@ -12,7 +12,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types.transports import ProducerT
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from app.audiences import agent as audiences_agent
+from app.audiences import agents as audiences_agent
 from app.config import Settings
 from app.digest import agents as digest_agents
 from app.identity import agents as identity_agents
@@ -25,8 +25,8 @@ from app.runtime.health import WorkerHealth
 from app.runtime.outputs import OutputProducer
 from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart, partition_offsets
-from app.sinks.kochava import agent as kochava_sink
-from app.sinks.segment import agent as segment_sink
+from app.sinks.kochava import agents as kochava_sink
+from app.sinks.segment import agents as segment_sink
 from app.worker.metrics import LagCollector
 from app.worker.transport import FETCH_MAX_WAIT_MS
 from app.worker.web import web_settings

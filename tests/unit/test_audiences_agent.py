@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 from prometheus_client import CollectorRegistry
 
-from app.audiences.agent import handle_record
+from app.audiences.agents import handle_record
 from app.audiences.engage import changes_from_payload
 from app.audiences.metrics import AudienceMetrics
 from app.audiences.records import DeviceFacts

@@ -21,7 +21,7 @@ from app.digest.client import (
     ReportTimeout,
 )
 from app.digest.report import summary_body, window
-from app.sinks.segment.policy import Backoff
+from app.sinks.policy import Backoff
 from tests.emulators.kochava_reporting import KochavaReportingEmulator
 
 KEY, GUID = "client-key", "koclient-guid"

@@ -14,8 +14,8 @@ from app.sinks.kochava.client import KochavaHttpClient
 from app.sinks.kochava.dryrun import KochavaDryRun
 from app.sinks.kochava.requests import AudienceEvent, KochavaRequest, identity_link, s2s_event
 from app.sinks.kochava.sender import KochavaAuthError, KochavaSender
-from app.sinks.segment.policy import Backoff
-from app.sinks.segment.ratelimit import AdaptiveRateLimiter
+from app.sinks.policy import Backoff
+from app.sinks.ratelimit import AdaptiveRateLimiter
 from tests.emulators.kochava_api import KochavaEmulator
 
 GUID = "koapp-unit"

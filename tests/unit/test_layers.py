@@ -92,7 +92,7 @@ def test_importing_the_processing_agent_builds_nothing(tmp_path: Path) -> None:
     code = (
         "import os, sys\n"
         "os.environ['KSEG_TOPIC_PARTITIONS'] = 'not-a-number'\n"  # any Settings() built now would fail
-        "import app.pipeline.process, app.identity.agents, app.sinks.segment.agent, app.worker.app\n"
+        "import app.pipeline.process, app.identity.agents, app.sinks.segment.agents, app.worker.app\n"
         "import gc, faust\n"
         "assert not [o for o in gc.get_objects() if isinstance(o, faust.App)], 'a faust App was built'\n"
         "print(sorted(os.listdir('.')))\n"

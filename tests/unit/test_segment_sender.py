@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from app.records import DeadLetter
+from app.sinks.policy import retry_wait_from_headers
 from app.sinks.segment import (
     AdaptiveRateLimiter,
     Backoff,
@@ -36,7 +37,6 @@ from app.sinks.segment import (
     problems,
 )
 from app.sinks.segment.batching import ENVELOPE_BYTES
-from app.sinks.segment.policy import retry_wait_from_headers
 from app.sinks.segment.validation import reason_for
 from tests.emulators.segment_api import SegmentEmulator
 

@@ -2,7 +2,7 @@
 
 `KochavaSender.deliver()` returns only when every request was answered 2xx or dead-lettered (and the
 dead-letter callback awaited), so the caller may ack. Status classification, `Retry-After`, capped
-backoff with jitter and the adaptive rate limiter are the Segment sink's (`app.sinks.segment.policy`,
+backoff with jitter and the adaptive rate limiter are the Segment sink's (`app.sinks.policy`,
 `.ratelimit`); Kochava has no batch endpoint, so requests go one by one, a few in flight.
 """
 
@@ -20,7 +20,7 @@ from app.records import DeadLetter, utc_now_iso
 from app.sinks.http import HttpResult
 from app.sinks.kochava.client import KochavaHttpClient, refused
 from app.sinks.kochava.requests import KochavaRequest
-from app.sinks.segment.policy import (
+from app.sinks.policy import (
     Backoff,
     Outcome,
     SegmentTransportError,
@@ -28,7 +28,7 @@ from app.sinks.segment.policy import (
     classify_status,
     retry_wait_from_headers,
 )
-from app.sinks.segment.ratelimit import AdaptiveRateLimiter, sleep_or_stop
+from app.sinks.ratelimit import AdaptiveRateLimiter, sleep_or_stop
 
 log = logging.getLogger(__name__)
 

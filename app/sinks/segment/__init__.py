@@ -9,10 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from app.config import Settings
-from app.sinks.segment.batching import chunk
-from app.sinks.segment.client import HttpResult, SegmentHttpClient
-from app.sinks.segment.dryrun import DryRunWriter
-from app.sinks.segment.policy import (
+from app.sinks.policy import (
     Backoff,
     Outcome,
     SegmentAuthError,
@@ -21,7 +18,10 @@ from app.sinks.segment.policy import (
     classify_status,
     parse_retry_after,
 )
-from app.sinks.segment.ratelimit import AdaptiveRateLimiter
+from app.sinks.ratelimit import AdaptiveRateLimiter
+from app.sinks.segment.batching import chunk
+from app.sinks.segment.client import HttpResult, SegmentHttpClient
+from app.sinks.segment.dryrun import DryRunWriter
 from app.sinks.segment.sender import DeadLetterFn, DeliveryReport, SegmentSender, SinkStats
 from app.sinks.segment.validation import problems
 

@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from app.records import DeadLetter, utc_now_iso
-from app.sinks.segment.batching import chunk
-from app.sinks.segment.client import HttpResult, SegmentHttpClient
-from app.sinks.segment.policy import (
+from app.sinks.policy import (
     Backoff,
     Outcome,
     SegmentAuthError,
@@ -28,7 +26,9 @@ from app.sinks.segment.policy import (
     classify_status,
     retry_wait_from_headers,
 )
-from app.sinks.segment.ratelimit import AdaptiveRateLimiter, sleep_or_stop
+from app.sinks.ratelimit import AdaptiveRateLimiter, sleep_or_stop
+from app.sinks.segment.batching import chunk
+from app.sinks.segment.client import HttpResult, SegmentHttpClient
 from app.sinks.segment.validation import message_size, problems, reason_for
 
 log = logging.getLogger(__name__)

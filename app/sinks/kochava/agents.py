@@ -24,7 +24,7 @@ from app.sinks.kochava.dryrun import KochavaDryRun
 from app.sinks.kochava.metrics import KochavaSinkMetrics, KochavaStatsCollector
 from app.sinks.kochava.requests import KochavaRequest
 from app.sinks.kochava.sender import DeadLetterFn, KochavaAuthError, KochavaSender, KochavaStats
-from app.sinks.segment.ratelimit import AdaptiveRateLimiter
+from app.sinks.ratelimit import AdaptiveRateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from app.records import DeadLetter, loads
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
 from app.runtime.health import WorkerHealth
+from app.sinks.policy import SegmentAuthError
 from app.sinks.segment import Deliverer, build_sink
 from app.sinks.segment.metrics import SinkStatsCollector
-from app.sinks.segment.policy import SegmentAuthError
 from app.sinks.segment.sender import SinkStats
 
 log = logging.getLogger(__name__)

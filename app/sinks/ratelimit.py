@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from app.sinks.segment.policy import MAX_SINGLE_SLEEP, SinkStopped
+from app.sinks.policy import MAX_SINGLE_SLEEP, SinkStopped
 
 
 async def sleep_or_stop(delay: float, stop: asyncio.Event | None) -> None:
