@@ -1,6 +1,6 @@
 """What kseg's HTTP sinks share below their retry policies: one pooled aiohttp session with explicit
 timeouts, one POST that returns every HTTP answer and turns every transport failure into
-`SegmentTransportError` (the shared "no HTTP status" error of `app/sinks/policy.py`)."""
+`TransportError` (the shared "no HTTP status" error of `app/sinks/errors.py`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from app.sinks.policy import SegmentTransportError, transport_error_kind
+from app.sinks.errors import TransportError
+from app.sinks.policy import transport_error_kind
 
 USER_AGENT = "kseg/0.1 (+aiohttp)"
 #: Error bodies are kept for dead letters and logs, truncated to this.
@@ -58,7 +59,7 @@ class HttpPoster:
         return self._session
 
     async def post(self, url: str, data: bytes, headers: dict[str, str]) -> HttpResult:
-        """One POST; any HTTP status is returned, timeouts/connection errors raise `SegmentTransportError`."""
+        """One POST; any HTTP status is returned, timeouts/connection errors raise `TransportError`."""
         session = self._get_session()
         try:
             async with session.post(url, data=data, headers=headers, timeout=self.timeout) as resp:
@@ -68,7 +69,7 @@ class HttpPoster:
             kind = transport_error_kind(exc)
             if kind is None:
                 raise
-            raise SegmentTransportError(kind, exc) from exc
+            raise TransportError(kind, exc) from exc
 
     async def close(self) -> None:
         if self._session is not None and self._owns_session and not self._session.closed:

@@ -1,7 +1,8 @@
-"""How to react to each Segment HTTP outcome, and how long to wait before trying again.
+"""How kseg's HTTP sinks react to each HTTP outcome, and how long they wait before trying again.
 
-Mirrors the retry policy of segment-analytics-python 2.4.0 (segment.md §1.4), with one deliberate
-difference: we never give up on a transient failure, because Kafka, not memory, holds the backlog.
+Shared by the Segment and Kochava sinks and the digest's Reporting API client. Mirrors the retry policy
+of segment-analytics-python 2.4.0 (segment.md §1.4), with one deliberate difference: we never give up
+on a transient failure, because Kafka, not memory, holds the backlog.
 """
 
 from __future__ import annotations
@@ -25,49 +26,25 @@ MAX_SINGLE_SLEEP = 60.0
 class Outcome(enum.Enum):
     SUCCESS = "success"
     RETRY = "retry"
-    AUTH = "auth"
+    #: The API refused the configuration (key, endpoint): stop, hold the batch, dead-letter nothing.
+    CONFIG = "config"
     REJECT = "reject"
 
 
-class SegmentAuthError(RuntimeError):
-    """Segment refused the write key (401/403): a configuration error, never a data error.
-
-    The sink must stop and the caller must not ack offsets; nothing is dead-lettered.
-    """
-
-    def __init__(self, status: int, body: str = "") -> None:
-        super().__init__(
-            f"Segment answered {status}: the write key was refused. Fix SEGMENT_WRITE_KEY (and "
-            f"SEGMENT_ENDPOINT's region) and restart the worker; offsets were not committed. {body[:200]}"
-        )
-        self.status = status
-        self.body = body
-
-
-class SinkStopped(Exception):
-    """The sink was stopped while a delivery was waiting; the caller must not ack."""
-
-
-class SegmentTransportError(Exception):
-    """No HTTP status: timeout or connection failure. Always retryable."""
-
-    def __init__(self, kind: str, cause: BaseException) -> None:
-        super().__init__(f"{kind}: {type(cause).__name__}: {cause}")
-        self.kind = kind  # "timeout" | "connection_error"
-        self.cause = cause
-
-
 _RETRY_4XX = frozenset({408, 410, 429, 460})
+_CONFIG_4XX = frozenset({401, 403, 404})
 
 
 def classify_status(status: int) -> Outcome:
-    """Segment's policy: 2xx ok; 408/410/429/460 and 5xx (not 501/505) retry; 401/403 auth; else reject."""
+    """Segment's policy: 2xx ok; 408/410/429/460 and 5xx (not 501/505) retry; else reject — except that
+    401/403 (a refused key) and 404 (a wrong endpoint) are configuration errors: no message is at fault,
+    so bisecting and dead-lettering would throw a whole backlog away for one wrong setting."""
     if 200 <= status < 300:
         return Outcome.SUCCESS
     if status in _RETRY_4XX or (500 <= status < 600 and status not in (501, 505)):
         return Outcome.RETRY
-    if status in (401, 403):
-        return Outcome.AUTH
+    if status in _CONFIG_4XX:
+        return Outcome.CONFIG
     return Outcome.REJECT
 
 
@@ -117,6 +94,8 @@ def retry_wait_from_headers(headers: Mapping[str, str]) -> float | None:
     try:
         seconds = float(reset)
     except ValueError:
+        return None
+    if seconds != seconds:  # NaN: unusable, so the caller's own backoff applies (never a zero wait)
         return None
     if seconds > 1_000_000_000:  # an epoch timestamp, not a delta
         seconds -= time.time()

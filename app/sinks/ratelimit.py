@@ -13,7 +13,8 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from app.sinks.policy import MAX_SINGLE_SLEEP, SinkStopped
+from app.sinks.errors import SinkStopped
+from app.sinks.policy import MAX_SINGLE_SLEEP
 
 
 async def sleep_or_stop(delay: float, stop: asyncio.Event | None) -> None:

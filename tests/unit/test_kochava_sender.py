@@ -13,7 +13,7 @@ from app.records import DeadLetter
 from app.sinks.kochava.client import KochavaHttpClient
 from app.sinks.kochava.dryrun import KochavaDryRun
 from app.sinks.kochava.requests import AudienceEvent, KochavaRequest, identity_link, s2s_event
-from app.sinks.kochava.sender import KochavaAuthError, KochavaSender
+from app.sinks.kochava.sender import KochavaConfigError, KochavaSender
 from app.sinks.policy import Backoff
 from app.sinks.ratelimit import AdaptiveRateLimiter
 from tests.emulators.kochava_api import KochavaEmulator
@@ -45,13 +45,17 @@ async def emu() -> AsyncIterator[KochavaEmulator]:
 
 
 def make_sender(
-    emu: KochavaEmulator, letters: list[DeadLetter], results: list[str], timeout: float = 5.0
+    emu: KochavaEmulator,
+    letters: list[DeadLetter],
+    results: list[str],
+    timeout: float = 5.0,
+    url: str | None = None,
 ) -> KochavaSender:
     async def dead(batch: list[DeadLetter]) -> None:
         letters.extend(batch)
 
     return KochavaSender(
-        KochavaHttpClient(emu.url, timeout),
+        KochavaHttpClient(url or emu.url, timeout),
         AdaptiveRateLimiter(1000.0),
         app_guid=GUID,
         dead_letter=dead,
@@ -117,10 +121,21 @@ async def test_401_stops_without_dead_letters(emu: KochavaEmulator) -> None:
     letters: list[DeadLetter] = []
     sender = make_sender(emu, letters, [])
     emu.fail_next(1, status=401)
-    with pytest.raises(KochavaAuthError):
+    with pytest.raises(KochavaConfigError):
         await sender.deliver([entered()])
     await sender.close()
     assert letters == [] and emu.events == []
+
+
+async def test_a_tracking_url_answering_404_stops_without_dead_letters(emu: KochavaEmulator) -> None:
+    """A wrong KOCHAVA_TRACKING_URL is a configuration error, not a rejection of each request."""
+    letters: list[DeadLetter] = []
+    sender = make_sender(emu, letters, [], url=emu.url + "/not-kochava")
+    with pytest.raises(KochavaConfigError, match="KOCHAVA_TRACKING_URL") as info:
+        await sender.deliver([entered(), entered("KI2")])
+    await sender.close()
+    assert info.value.status == 404
+    assert letters == [] and emu.events == [] and sender.stats.dead_letters_by_reason == {}
 
 
 async def test_dry_run_writes_the_exact_requests(tmp_path: object) -> None:

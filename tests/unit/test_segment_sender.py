@@ -27,7 +27,7 @@ from app.sinks.segment import (
     Backoff,
     DryRunWriter,
     Outcome,
-    SegmentAuthError,
+    SegmentConfigError,
     SegmentHttpClient,
     SegmentSender,
     SinkStopped,
@@ -91,9 +91,14 @@ async def make_sender(emu: SegmentEmulator, dead: DeadLetters) -> AsyncIterator[
     made: list[SegmentSender] = []
 
     async def factory(
-        *, key: str = KEY, timeout: float = 2.0, limiter: AdaptiveRateLimiter | None = None, **kw: Any
+        *,
+        key: str = KEY,
+        endpoint: str | None = None,
+        timeout: float = 2.0,
+        limiter: AdaptiveRateLimiter | None = None,
+        **kw: Any,
     ) -> SegmentSender:
-        client = SegmentHttpClient(key, emu.url, timeout=timeout, gzip=True)
+        client = SegmentHttpClient(key, endpoint or emu.url, timeout=timeout, gzip=True)
         sender = SegmentSender(
             client,
             limiter or AdaptiveRateLimiter(1000.0),
@@ -251,7 +256,7 @@ async def test_401_raises_auth_error_without_dead_letters_or_retries(
 ) -> None:
     sender = await make_sender(key="wrong-key")
     batch = [*messages(5), {"type": "track", "messageId": "no-event", "userId": "u"}]
-    with pytest.raises(SegmentAuthError, match="SEGMENT_WRITE_KEY") as info:
+    with pytest.raises(SegmentConfigError, match="SEGMENT_WRITE_KEY") as info:
         await sender.deliver(batch)
     assert info.value.status == 401
     assert dead.calls == 0 and dead.letters == []
@@ -262,8 +267,22 @@ async def test_401_raises_auth_error_without_dead_letters_or_retries(
 async def test_403_is_an_auth_error_too(emu: SegmentEmulator, make_sender: SenderFactory) -> None:
     emu.fail_next(1, status=403)
     sender = await make_sender()
-    with pytest.raises(SegmentAuthError):
+    with pytest.raises(SegmentConfigError):
         await sender.deliver(messages(2))
+
+
+async def test_an_endpoint_answering_404_is_a_configuration_error_not_a_rejection(
+    emu: SegmentEmulator, make_sender: SenderFactory, dead: DeadLetters
+) -> None:
+    """A wrong SEGMENT_ENDPOINT (404 for every batch) pauses the sink as a refused key does: no bisection
+    and no dead letter, since no message is at fault and the batch must be redelivered once it is fixed."""
+    sender = await make_sender(endpoint=emu.url + "/not-segment")
+    with pytest.raises(SegmentConfigError, match="SEGMENT_ENDPOINT") as info:
+        await sender.deliver(messages(8))
+    assert info.value.status == 404 and "/not-segment/v1/batch" in info.value.hint
+    assert dead.calls == 0 and dead.letters == []
+    assert sender.stats.bisections == 0 and sender.stats.requests_by_status == {"404": 1}
+    assert sender.stats.auth_failures == 1 and emu.messages == []
 
 
 async def test_oversize_message_dead_lettered_without_a_request(
@@ -400,10 +419,10 @@ async def test_dry_run_without_callback_keeps_rejects_in_a_side_file(tmp_path: P
         (511, Outcome.RETRY),
         (501, Outcome.REJECT),
         (505, Outcome.REJECT),
-        (401, Outcome.AUTH),
-        (403, Outcome.AUTH),
+        (401, Outcome.CONFIG),
+        (403, Outcome.CONFIG),
         (400, Outcome.REJECT),
-        (404, Outcome.REJECT),
+        (404, Outcome.CONFIG),
         (413, Outcome.REJECT),
         (422, Outcome.REJECT),
         (301, Outcome.REJECT),
@@ -430,6 +449,13 @@ def test_retry_wait_falls_back_to_rate_limit_reset() -> None:
     assert retry_wait_from_headers({"X-RateLimit-Reset": "9"}) == 9.0
     assert retry_wait_from_headers({"X-RateLimit-Reset": str(time.time() + 30)}) == pytest.approx(30, abs=1)
     assert retry_wait_from_headers({}) is None
+
+
+@pytest.mark.parametrize("reset", ["nan", "NaN", "-nan"])
+def test_a_nan_rate_limit_reset_falls_back_to_the_backoff(reset: str) -> None:
+    """NaN is not a wait: None makes the sender back off (a NaN pause holds nobody and would spin)."""
+    assert retry_wait_from_headers({"X-RateLimit-Reset": reset}) is None
+    assert retry_wait_from_headers({"Retry-After": reset, "X-RateLimit-Reset": reset}) is None
 
 
 def test_backoff_full_jitter_bounds() -> None:

@@ -2,7 +2,7 @@
 
 Its own topic and agent: a Kochava outage holds only this agent's offsets (lag on `kochava.outbox`),
 never Segment delivery or ingest. Without KOCHAVA_APP_GUID it runs dry (KSEG_DATA_DIR/kochava-outbox.jsonl).
-A 401/403 stops it (offsets stay uncommitted) and makes /readyz say why.
+A 401/403/404 stops it (offsets stay uncommitted) and makes /readyz say why.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from app.metrics import dead_letters
 from app.records import DeadLetter, loads
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
+from app.sinks.errors import SinkConfigError
 from app.sinks.kochava.client import KochavaHttpClient
 from app.sinks.kochava.dryrun import KochavaDryRun
-from app.sinks.kochava.metrics import KochavaSinkMetrics, KochavaStatsCollector
+from app.sinks.kochava.metrics import KochavaSinkMetrics
 from app.sinks.kochava.requests import KochavaRequest
-from app.sinks.kochava.sender import DeadLetterFn, KochavaAuthError, KochavaSender, KochavaStats
+from app.sinks.kochava.sender import DeadLetterFn, KochavaSender
 from app.sinks.ratelimit import AdaptiveRateLimiter
+from app.sinks.stats import SinkStats, SinkStatsCollector
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def decode(events: list[Any]) -> tuple[list[KochavaRequest], list[DeadLetter]]:
 
 
 def build_deliverer(
-    settings: Settings, dead_letter: DeadLetterFn, metrics: KochavaSinkMetrics, stats: KochavaStats
+    settings: Settings, dead_letter: DeadLetterFn, metrics: KochavaSinkMetrics, stats: SinkStats
 ) -> KochavaSender | KochavaDryRun:
     """The real sender, or the dry run when KOCHAVA_APP_GUID is unset."""
     if settings.kochava_dry_run:
@@ -74,8 +76,8 @@ def register(ctx: WorkerContext) -> None:
     """Declare the `kochava-sink` agent and expose its metrics on the worker's registry."""
     settings = ctx.settings
     metrics = KochavaSinkMetrics(ctx.registry)
-    stats = KochavaStats()
-    ctx.registry.register(KochavaStatsCollector(stats))
+    stats = SinkStats()
+    ctx.registry.register(SinkStatsCollector("kochava", "Kochava", stats))
 
     async def dead_letter(letters: list[DeadLetter]) -> None:
         await send_dead_letters(ctx.topics.deadletter, letters, dead_letters)
@@ -92,9 +94,7 @@ def register(ctx: WorkerContext) -> None:
                     await dead_letter(letters)
                 try:
                     await deliverer.deliver(requests)
-                except KochavaAuthError as exc:
-                    ctx.health.block(
-                        "kochava", f"Kochava answered {exc.status}: check KOCHAVA_APP_GUID, then restart"
-                    )
+                except SinkConfigError as exc:
+                    ctx.health.block("kochava", exc.hint)
                     log.error("%s", exc)
                     await asyncio.Event().wait()  # hold the batch: nothing acked, nothing dead-lettered

@@ -1,7 +1,7 @@
 """One JSON POST to Kochava's tracking host, over a shared aiohttp session with explicit timeouts.
 
 No retries and no reading of the status (that is `sender` + the shared `policy`); transport failures
-become `SegmentTransportError` (the shared "no HTTP status" error of kseg's HTTP sinks).
+become `TransportError` (the shared "no HTTP status" error of kseg's HTTP sinks).
 """
 
 from __future__ import annotations
@@ -31,5 +31,5 @@ class KochavaHttpClient(HttpPoster):
         self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
 
     async def post_json(self, path: str, body: dict[str, Any]) -> HttpResult:
-        """One POST; any HTTP status is returned, timeouts/connection errors raise `SegmentTransportError`."""
+        """One POST; any HTTP status is returned, timeouts/connection errors raise `TransportError`."""
         return await self.post(self.base + path, orjson.dumps(body), self._headers)

@@ -7,18 +7,13 @@ when it returns, every line is flushed and fsync'd.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import orjson
 
+from app.sinks.dryrun import OutboxFile
 from app.sinks.kochava.requests import KochavaRequest
-
-log = logging.getLogger(__name__)
 
 OUTBOX_NAME = "kochava-outbox.jsonl"
 
@@ -35,10 +30,9 @@ class KochavaDryRun:
         self.path = Path(data_dir) / OUTBOX_NAME
         self.base = tracking_url.rstrip("/")
         self._on_result = on_result
-        self.fsync = fsync
-        self._file: IO[bytes] | None = None
-        self._lock = asyncio.Lock()
-        self._announced = False
+        self._outbox = OutboxFile(
+            self.path, fsync=fsync, notice="Kochava DRY RUN (no KOCHAVA_APP_GUID): requests go to"
+        )
 
     def lines(self, requests: list[KochavaRequest]) -> list[bytes]:
         return [
@@ -46,22 +40,8 @@ class KochavaDryRun:
             for r in requests
         ]
 
-    def _append(self, lines: list[bytes]) -> None:
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("ab")
-        self._file.write(b"".join(lines))
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-
     async def deliver(self, requests: list[KochavaRequest]) -> int:
-        if not self._announced:
-            self._announced = True
-            log.warning("Kochava DRY RUN (no KOCHAVA_APP_GUID): requests go to %s", self.path.resolve())
-        if requests:
-            async with self._lock:
-                await asyncio.to_thread(self._append, self.lines(requests))
+        await self._outbox.append(self.lines(requests))
         if self._on_result is not None:
             for request in requests:
                 self._on_result(request, "dry_run")
@@ -71,7 +51,4 @@ class KochavaDryRun:
         """Nothing to abort; present so the agent treats both alike."""
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._file is not None:
-                await asyncio.to_thread(self._file.close)
-                self._file = None
+        await self._outbox.close()

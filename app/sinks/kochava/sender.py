@@ -1,9 +1,10 @@
-"""Offset-safe delivery of one Kafka batch of Kochava requests, on the Segment sink's policy and limiter.
+"""Offset-safe delivery of one Kafka batch of Kochava requests, on the sinks' shared policy and limiter.
 
 `KochavaSender.deliver()` returns only when every request was answered 2xx or dead-lettered (and the
 dead-letter callback awaited), so the caller may ack. Status classification, `Retry-After`, capped
-backoff with jitter and the adaptive rate limiter are the Segment sink's (`app.sinks.policy`,
-`.ratelimit`); Kochava has no batch endpoint, so requests go one by one, a few in flight.
+backoff with jitter, the adaptive rate limiter and the stats are shared with the Segment sink
+(`app.sinks.policy`, `.ratelimit`, `.stats`); Kochava has no batch endpoint, so requests go one by one,
+a few in flight.
 """
 
 from __future__ import annotations
@@ -12,23 +13,16 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from app.records import DeadLetter, utc_now_iso
+from app.sinks.errors import SinkConfigError, SinkStopped, TransportError
 from app.sinks.http import HttpResult
 from app.sinks.kochava.client import KochavaHttpClient, refused
 from app.sinks.kochava.requests import KochavaRequest
-from app.sinks.policy import (
-    Backoff,
-    Outcome,
-    SegmentTransportError,
-    SinkStopped,
-    classify_status,
-    retry_wait_from_headers,
-)
+from app.sinks.policy import Backoff, Outcome, classify_status, retry_wait_from_headers
 from app.sinks.ratelimit import AdaptiveRateLimiter, sleep_or_stop
+from app.sinks.stats import SinkStats
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +31,16 @@ DeadLetterFn = Callable[[list[DeadLetter]], Awaitable[None]]
 ResultFn = Callable[[KochavaRequest, str], None]
 
 
-class KochavaAuthError(RuntimeError):
-    """Kochava answered 401/403: a configuration error; stop, ack nothing, dead-letter nothing."""
+class KochavaConfigError(SinkConfigError):
+    """Kochava refused the configuration (401/403, or 404: a wrong tracking URL), never the data."""
 
     def __init__(self, status: int, body: str = "") -> None:
         super().__init__(
-            f"Kochava answered {status}: check KOCHAVA_APP_GUID and KOCHAVA_TRACKING_URL, then restart the "
-            f"worker; offsets were not committed. {body[:200]}"
+            status,
+            f"Kochava answered {status}: check KOCHAVA_APP_GUID and KOCHAVA_TRACKING_URL, "
+            "then restart the worker",
+            body,
         )
-        self.status = status
-
-
-@dataclass
-class KochavaStats:
-    """Cumulative counters of the Kochava sink (exported by the audiences metrics)."""
-
-    requests_by_status: Counter[str] = field(default_factory=Counter)
-    delivered: int = 0
-    retries: int = 0
-    retry_after_waits: int = 0
-    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
-    failing_since: float | None = None
 
 
 class KochavaSender:
@@ -71,7 +54,7 @@ class KochavaSender:
         app_guid: str,
         dead_letter: DeadLetterFn,
         on_result: ResultFn | None = None,
-        stats: KochavaStats | None = None,
+        stats: SinkStats | None = None,
         concurrency: int = 8,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
@@ -81,7 +64,8 @@ class KochavaSender:
         self.app_guid = app_guid
         self._dead_letter = dead_letter
         self._on_result = on_result
-        self.stats = stats if stats is not None else KochavaStats()
+        self.stats = stats if stats is not None else SinkStats()
+        self.stats.rate = limiter.rate
         self.concurrency = concurrency
         self.backoff = backoff or Backoff()
         self._rng = rng or random.Random()
@@ -95,8 +79,8 @@ class KochavaSender:
         await self.client.close()
 
     async def deliver(self, requests: list[KochavaRequest]) -> int:
-        """Deliver or dead-letter every request; returns how many were delivered. Raises `KochavaAuthError`
-        on 401/403 and `SinkStopped` after `stop()` (nothing is dead-lettered then: do not ack)."""
+        """Deliver or dead-letter every request; returns how many were delivered. Raises `KochavaConfigError`
+        on 401/403/404 and `SinkStopped` after `stop()` (nothing is dead-lettered then: do not ack)."""
         if self._stop.is_set():
             raise SinkStopped("sink is stopped")
         gate = asyncio.Semaphore(self.concurrency)
@@ -135,7 +119,7 @@ class KochavaSender:
             result: HttpResult | None = None
             try:
                 result = await self.client.post_json(request.path(), body)
-            except SegmentTransportError as exc:
+            except TransportError as exc:
                 label, detail, outcome = exc.kind, str(exc), Outcome.RETRY
             else:
                 label, detail = str(result.status), result.text[:300]
@@ -143,17 +127,20 @@ class KochavaSender:
                 if outcome is Outcome.RETRY:
                     wait = retry_wait_from_headers(result.headers)
             self.stats.requests_by_status[label] += 1
-            if outcome is Outcome.AUTH:
-                raise KochavaAuthError(int(label), detail)
+            if outcome is Outcome.CONFIG:
+                self.stats.auth_failures += 1
+                raise KochavaConfigError(int(label), detail)
             if outcome is Outcome.SUCCESS and result is not None and refused(result):
                 outcome = Outcome.REJECT
                 label = f"{label}_refused"
             if outcome is Outcome.SUCCESS:
                 self.limiter.on_success()
+                self.stats.rate = self.limiter.rate
                 self.stats.delivered += 1
-                self.stats.failing_since = None
+                self.stats.answered()
                 return None
             if outcome is Outcome.REJECT:
+                self.stats.answered()
                 log.warning(
                     "Kochava rejected %s %s (%s): %s", request.endpoint, request.request_id, label, detail
                 )
@@ -169,10 +156,10 @@ class KochavaSender:
                 )
             failures += 1
             self.stats.retries += 1
-            if self.stats.failing_since is None:
-                self.stats.failing_since = time.time()
+            self.stats.failing(time.time())
             if label == "429":
                 self.limiter.on_rate_limited()
+                self.stats.rate = self.limiter.rate
             if failures in (1, 5) or failures % 20 == 0:
                 log.warning(
                     "Kochava %s failed (%s, attempt %d), retrying: %s",
@@ -183,6 +170,7 @@ class KochavaSender:
                 )
             if wait:
                 self.stats.retry_after_waits += 1
+                self.stats.retry_after_seconds += wait
                 self.limiter.pause_for(wait)  # pauses every Kochava request, as Retry-After asks
             else:
                 await sleep_or_stop(self.backoff.delay(failures, self._rng), self._stop)

@@ -9,21 +9,15 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from app.config import Settings
-from app.sinks.policy import (
-    Backoff,
-    Outcome,
-    SegmentAuthError,
-    SegmentTransportError,
-    SinkStopped,
-    classify_status,
-    parse_retry_after,
-)
+from app.sinks.errors import SinkStopped, TransportError
+from app.sinks.policy import Backoff, Outcome, classify_status, parse_retry_after
 from app.sinks.ratelimit import AdaptiveRateLimiter
 from app.sinks.segment.batching import chunk
 from app.sinks.segment.client import HttpResult, SegmentHttpClient
 from app.sinks.segment.dryrun import DryRunWriter
-from app.sinks.segment.sender import DeadLetterFn, DeliveryReport, SegmentSender, SinkStats
+from app.sinks.segment.sender import DeadLetterFn, DeliveryReport, SegmentConfigError, SegmentSender
 from app.sinks.segment.validation import problems
+from app.sinks.stats import SinkStats
 
 __all__ = [
     "AdaptiveRateLimiter",
@@ -33,12 +27,12 @@ __all__ = [
     "DryRunWriter",
     "HttpResult",
     "Outcome",
-    "SegmentAuthError",
+    "SegmentConfigError",
     "SegmentHttpClient",
     "SegmentSender",
-    "SegmentTransportError",
     "SinkStats",
     "SinkStopped",
+    "TransportError",
     "build_sink",
     "chunk",
     "classify_status",

@@ -1,8 +1,8 @@
 """The Segment sink agent: outbox → Segment /v1/batch, acking Kafka offsets only after 2xx or dead letter.
 
 With no SEGMENT_WRITE_KEY it runs dry: the exact batch bodies go to KSEG_DATA_DIR/segment-outbox.jsonl.
-A 401/403 stops delivery (offsets stay uncommitted), marks the worker not ready and says why; fix the
-key and restart the worker to resume from the last committed offset.
+A 401/403 (key) or 404 (endpoint) stops delivery (offsets stay uncommitted), marks the worker not ready
+and says why; fix the setting and restart the worker to resume from the last committed offset.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from app.records import DeadLetter, loads
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
 from app.runtime.health import WorkerHealth
-from app.sinks.policy import SegmentAuthError
+from app.sinks.errors import SinkConfigError
 from app.sinks.segment import Deliverer, build_sink
-from app.sinks.segment.metrics import SinkStatsCollector
-from app.sinks.segment.sender import SinkStats
+from app.sinks.stats import SinkStats, SinkStatsCollector
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +55,13 @@ def undecodable(error: str, raw: Any) -> DeadLetter:
 
 
 async def deliver_or_hold(deliverer: Deliverer, messages: list[dict[str, Any]], health: WorkerHealth) -> None:
-    """Deliver; on a 401/403 hold forever (nothing acked, nothing dead-lettered) with the worker unready."""
+    """Deliver; on a configuration error (401/403/404) hold forever (nothing acked, nothing dead-lettered)
+    with the worker unready."""
     try:
         await deliverer.deliver(messages)
-    except SegmentAuthError as exc:
-        health.block("segment", f"Segment answered {exc.status}: check SEGMENT_WRITE_KEY, then restart")
-        log.error(
-            "Segment rejected the write key (HTTP %s). Delivery is stopped and no offset is committed; "
-            "fix SEGMENT_WRITE_KEY (and SEGMENT_ENDPOINT's region) and restart the worker.",
-            exc.status,
-        )
+    except SinkConfigError as exc:
+        health.block("segment", exc.hint)
+        log.error("%s. Delivery is stopped and no offset is committed.", exc.hint)
         await asyncio.Event().wait()
 
 
@@ -79,7 +75,7 @@ def register(ctx: WorkerContext) -> None:
     stats = SinkStats()
     deliverer = build_sink(settings, dead_letter, metrics=stats)
     ctx.closing.add(deliverer.close)
-    ctx.registry.register(SinkStatsCollector(stats))
+    ctx.registry.register(SinkStatsCollector("segment", "Segment", stats))
 
     @ctx.faust_app.agent(topics.outbox, name="segment-sink")
     async def segment_sink(stream: Any) -> None:

@@ -62,5 +62,5 @@ class SegmentHttpClient(HttpPoster):
         return gzip_mod.compress(body, 6)
 
     async def post_batch(self, batch: list[dict[str, Any]]) -> HttpResult:
-        """One POST; any HTTP status is returned, timeouts/connection errors raise `SegmentTransportError`."""
+        """One POST; any HTTP status is returned, timeouts/connection errors raise `TransportError`."""
         return await self.post(self.url, await self.encode(batch), self._headers)

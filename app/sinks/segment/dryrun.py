@@ -7,21 +7,17 @@ not care which one it has: when `deliver` returns, every line is flushed and fsy
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from app.records import DeadLetter, utc_now_iso
+from app.sinks.dryrun import OutboxFile
 from app.sinks.segment.batching import chunk
 from app.sinks.segment.sender import DeliveryReport
 from app.sinks.segment.validation import message_size, problems, reason_for
-
-log = logging.getLogger(__name__)
 
 OUTBOX_NAME = "segment-outbox.jsonl"
 
@@ -48,34 +44,13 @@ class DryRunWriter:
         self._dead_letter = dead_letter
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self.fsync = fsync
-        self._file: IO[bytes] | None = None
-        self._lock = asyncio.Lock()
-        self._announced = False
-
-    def _append(self, target: Path, lines: list[bytes]) -> None:
-        if target == self.path:
-            if self._file is None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._file = target.open("ab")
-            handle = self._file
-            handle.write(b"".join(lines))
-            handle.flush()
-            if self.fsync:
-                os.fsync(handle.fileno())
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("ab") as other:
-            other.write(b"".join(lines))
-            other.flush()
-            if self.fsync:
-                os.fsync(other.fileno())
+        self._outbox = OutboxFile(
+            self.path, fsync=fsync, notice="Segment DRY RUN (no SEGMENT_WRITE_KEY): batches go to"
+        )
+        self._rejected = OutboxFile(self.rejected_path, fsync=fsync)
 
     async def deliver(self, messages: list[dict[str, Any]]) -> DeliveryReport:
         """Validate and chunk like `SegmentSender`, then append one line per would-be request."""
-        if not self._announced:
-            self._announced = True
-            log.warning("Segment DRY RUN (no SEGMENT_WRITE_KEY): batches go to %s", self.path.resolve())
         report = DeliveryReport()
         dead: list[DeadLetter] = []
         valid: list[dict[str, Any]] = []
@@ -100,15 +75,12 @@ class DryRunWriter:
             orjson.dumps({"batch": batch, "sentAt": utc_now_iso()}) + b"\n"
             for batch in chunk(valid, self.max_messages, self.max_bytes, sizes=sizes)
         ]
-        async with self._lock:
-            if lines:
-                await asyncio.to_thread(self._append, self.path, lines)
-            if dead:
-                if self._dead_letter is not None:
-                    await self._dead_letter(dead)
-                else:
-                    rejected = [letter.model_dump_json().encode() + b"\n" for letter in dead]
-                    await asyncio.to_thread(self._append, self.rejected_path, rejected)
+        await self._outbox.append(lines)
+        if dead:
+            if self._dead_letter is not None:
+                await self._dead_letter(dead)
+            else:
+                await self._rejected.append([letter.model_dump_json().encode() + b"\n" for letter in dead])
         report.delivered = len(valid)
         report.requests = len(lines)
         report.dead_lettered = len(dead)
@@ -119,7 +91,5 @@ class DryRunWriter:
         """Nothing to abort (writes are short); present so the sink agent can treat both alike."""
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._file is not None:
-                await asyncio.to_thread(self._file.close)
-                self._file = None
+        await self._outbox.close()
+        await self._rejected.close()

@@ -17,19 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from app.records import DeadLetter, utc_now_iso
-from app.sinks.policy import (
-    Backoff,
-    Outcome,
-    SegmentAuthError,
-    SegmentTransportError,
-    SinkStopped,
-    classify_status,
-    retry_wait_from_headers,
-)
+from app.sinks.errors import SinkConfigError, SinkStopped, TransportError
+from app.sinks.policy import Backoff, Outcome, classify_status, retry_wait_from_headers
 from app.sinks.ratelimit import AdaptiveRateLimiter, sleep_or_stop
 from app.sinks.segment.batching import chunk
 from app.sinks.segment.client import HttpResult, SegmentHttpClient
 from app.sinks.segment.validation import message_size, problems, reason_for
+from app.sinks.stats import SinkStats
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +32,21 @@ DeadLetterFn = Callable[[list[DeadLetter]], Awaitable[None]]
 T = TypeVar("T")
 
 
-@dataclass
-class SinkStats:
-    """Cumulative counters of one sink, for the worker's Prometheus text (stream-design-notes §8)."""
+class SegmentConfigError(SinkConfigError):
+    """Segment refused the configuration: the write key (401/403) or the endpoint (404), never the data."""
 
-    requests_by_status: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    retry_after_waits: int = 0
-    retry_after_seconds: float = 0.0
-    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
-    bisections: int = 0
-    delivered: int = 0
-    auth_failures: int = 0
-    rate: float = 0.0
-    #: Wall-clock time since which the current chunk keeps failing (None when healthy): alert on its age.
-    failing_since: float | None = None
+    def __init__(self, status: int, body: str = "", url: str = "") -> None:
+        if status == 404:
+            hint = (
+                f"Segment answered 404 at {url or 'SEGMENT_ENDPOINT'}: SEGMENT_ENDPOINT is wrong. "
+                "Fix SEGMENT_ENDPOINT and restart the worker"
+            )
+        else:
+            hint = (
+                f"Segment answered {status}: the write key was refused. Fix SEGMENT_WRITE_KEY (and "
+                "SEGMENT_ENDPOINT's region) and restart the worker"
+            )
+        super().__init__(status, hint, body)
 
 
 @dataclass
@@ -120,7 +114,7 @@ class SegmentSender:
     async def deliver(self, messages: list[Message]) -> DeliveryReport:
         """Deliver or dead-letter every message; safe to ack the Kafka offsets once this returns.
 
-        Raises `SegmentAuthError` on 401/403 (nothing dead-lettered; do not ack) and `SinkStopped`
+        Raises `SegmentConfigError` on 401/403/404 (nothing dead-lettered; do not ack) and `SinkStopped`
         after `stop()`. Dead letters are written once, at the end, so an auth failure or a stop leaves
         none behind for a batch that will be redelivered anyway.
         """
@@ -178,7 +172,7 @@ class SegmentSender:
             stack.extend((right, left))  # left first: keeps delivery order
 
     async def _post_until_answered(self, part: _Part, report: DeliveryReport) -> HttpResult:
-        """POST until Segment gives a non-retryable answer (2xx or reject); raise on 401/403."""
+        """POST until Segment gives a non-retryable answer (2xx or reject); raise on 401/403/404."""
         failures = 0
         while True:
             await self.limiter.acquire(self._stop)
@@ -189,7 +183,7 @@ class SegmentSender:
             wait: float | None = None
             try:
                 result = await self._until_stopped(self.client.post_batch(part.messages))
-            except SegmentTransportError as exc:
+            except TransportError as exc:
                 label, detail = exc.kind, str(exc)
                 outcome = Outcome.RETRY
             else:
@@ -200,22 +194,22 @@ class SegmentSender:
             report.status_counts[label] += 1
             self.stats.requests_by_status[label] += 1
 
-            if outcome is Outcome.AUTH:
+            if outcome is Outcome.CONFIG:
                 self.stats.auth_failures += 1
-                log.critical("Segment refused the write key (%s); stopping delivery", label)
-                raise SegmentAuthError(result.status, result.text)
+                error = SegmentConfigError(result.status, result.text, self.client.url)
+                log.critical("%s; stopping delivery", error.hint)
+                raise error
             if outcome is not Outcome.RETRY:
                 if outcome is Outcome.SUCCESS:
                     self.limiter.on_success()
                 self.stats.rate = self.limiter.rate
-                self.stats.failing_since = None
+                self.stats.answered()
                 return result
 
             failures += 1
             report.retries += 1
             self.stats.retries += 1
-            if self.stats.failing_since is None:
-                self.stats.failing_since = time.time()
+            self.stats.failing(time.time())
             if label == "429" and self.limiter.on_rate_limited():
                 log.info("Segment answered 429: request rate lowered to %.1f/s", self.limiter.rate)
             self.stats.rate = self.limiter.rate
