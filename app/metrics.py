@@ -9,9 +9,23 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, generate_latest
 
-__all__ = ["CONTENT_TYPE_LATEST", "REGISTRY", "dead_letters", "render", "sample"]
+__all__ = ["CONTENT_TYPE_LATEST", "REGISTRY", "DeadLetterMetrics", "dead_letters", "render", "sample"]
 
-dead_letters = Counter("kseg_dead_letters", "Dead letters written, by stage and reason.", ["stage", "reason"])
+
+class DeadLetterMetrics:
+    """`kseg_dead_letters_total{stage,reason}`, the one count every stage's dead letters share (the
+    `KsegDeadLetters` alert reads it); each process that writes dead letters has one on its registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.dead_letters = Counter(
+            "kseg_dead_letters",
+            "Dead letters written, by stage and reason.",
+            ["stage", "reason"],
+            registry=registry,
+        )
+
+
+dead_letters = DeadLetterMetrics(REGISTRY).dead_letters
 
 
 def render(registry: CollectorRegistry = REGISTRY) -> bytes:

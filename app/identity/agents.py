@@ -17,10 +17,11 @@ import orjson
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.dlq.redact import redact
+from app.dlq.writer import dead_letter_record
 from app.identity.index import apply_update, link_updates
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
+from app.metrics import dead_letters
 from app.records import DeadLetter
 from app.runtime.batching import BATCH_MAX, BATCH_WITHIN, HeldSends, HeldWrites, acked_batches
 from app.runtime.context import WorkerContext
@@ -51,7 +52,8 @@ async def dead_letter(
     letter = DeadLetter(
         stage="identity", reason=reason, error=error[:2000], event_id=ref, payload=_payload(value)
     )
-    await send(ref.encode() if ref else None, to_bytes(redact(letter)))
+    _key, record = dead_letter_record(letter, dead_letters)  # redacted, counted, logged like every stage's
+    await send(ref.encode() if ref else None, record)
 
 
 async def handle_link(value: bytes | None, send_index: Send, send_deadletter: Send) -> int:

@@ -214,7 +214,7 @@ class Loader:
         futures = []
         for letter in letters:
             self.metrics.dead_letters.labels(reason=letter.reason).inc()
-            key, value = dead_letter_record(letter)
+            key, value = dead_letter_record(letter, self.metrics.all_dead_letters)
             futures.append(await self.producer.send(self.deadletter_topic, key=key, value=value))
         for fut in futures:
             await fut

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.metrics import DeadLetterMetrics
+
 
 class LoaderMetrics:
     """Every path that does not load a record increments a labelled counter here."""
@@ -21,6 +23,8 @@ class LoaderMetrics:
             "Event rows not written because their event_id was already loaded (replay, redelivery).",
             registry=registry,
         )
+        #: The shared `kseg_dead_letters_total{stage="warehouse"}` (what the dead-letter alert reads).
+        self.all_dead_letters = DeadLetterMetrics(registry).dead_letters
         self.dead_letters = Counter(
             "kseg_warehouse_dead_letters",
             "Records sent to the dead-letter topic instead of the warehouse, by reason.",

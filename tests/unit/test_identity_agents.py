@@ -12,6 +12,7 @@ from app.config import Settings
 from app.identity.agents import handle_index_update, handle_link
 from app.identity.records import DeviceLinked, DeviceRecord, LinkRequest, to_bytes
 from app.mapping import ProfileRegistry
+from app.metrics import sample
 from app.pipeline.steps import StepConfig
 from app.records import DeviceIds
 from tests.pipeline_tables import Tables, raw
@@ -129,3 +130,22 @@ async def test_identity_loop_shared_ipad_never_merges_users() -> None:
     assert {m.get("userId") for m in messages if m["type"] != "track"} >= {"u1", "u2"}
     assert "u3" not in {m.get("userId") for m in messages}
     assert t.profile("K1").device_shared and dlq.sent == []
+
+
+async def test_identity_dead_letters_are_counted_for_the_dead_letter_alert() -> None:
+    """`kseg_dead_letters_total{stage="identity"}` counts the identity agents' dead letters too."""
+    index, dlq = Sink(), Sink()
+    before = {
+        r: sample("kseg_dead_letters_total", stage="identity", reason=r)
+        for r in ("invalid_link", "no_person_id", "invalid_index_update")
+    }
+    assert await handle_link(b"{not json", index, dlq) == 0
+    assert await handle_link(link_bytes(user_id=None), index, dlq) == 0
+    assert await handle_index_update(None, b"[]", {}, Sink(), dlq, S) == 0
+    after = {r: sample("kseg_dead_letters_total", stage="identity", reason=r) for r in before}
+    assert {r: after[r] - before[r] for r in before} == {
+        "invalid_link": 1,
+        "no_person_id": 1,
+        "invalid_index_update": 1,
+    }
+    assert len(dlq.sent) == 3

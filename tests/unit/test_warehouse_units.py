@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
+from app.config import Settings
+from app.metrics import sample
 from app.warehouse.html import render_html
-from app.warehouse.loader import _redact, parse_records
+from app.warehouse.loader import Loader, _redact, parse_records
 from app.warehouse.report import Report, _ratios, render_csv, render_table
 from app.warehouse.sql import column_type
 from app.warehouse.store import new_columns, usable_name
@@ -159,3 +162,29 @@ def test_table_csv_json_and_html() -> None:
 def test_passwords_stay_out_of_logs() -> None:
     assert _redact("postgresql://kseg:s3cret@db:5432/w") == "postgresql://kseg:***@db:5432/w"
     assert _redact("postgresql://postgres:@/postgres?host=/x") == "postgresql://postgres:@/postgres?host=/x"
+
+
+class _Producer:
+    """Stands in for the loader's Kafka producer: keeps what was sent, acked at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    async def send(self, topic: str, *, key: bytes, value: bytes) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_the_loaders_dead_letters_reach_the_shared_dead_letter_count() -> None:
+    """`KsegDeadLetters` reads `kseg_dead_letters_total`: the loader's /metrics must count its own."""
+    loader = Loader(Settings(_env_file=None), "postgresql://127.0.0.1:1/none")  # type: ignore[call-arg]
+    producer = _Producer()
+    loader.producer = producer  # type: ignore[assignment]
+    parsed = parse_records([record(TOPIC, b"{not json", offset=3)], TOPIC)
+    await loader.send_letters(parsed.letters)
+    assert len(producer.sent) == 1
+    reason = parsed.letters[0].reason
+    assert sample("kseg_dead_letters_total", loader.registry, stage="warehouse", reason=reason) == 1
+    assert sample("kseg_warehouse_dead_letters_total", loader.registry, reason=reason) == 1
