@@ -1,11 +1,16 @@
-"""Issue 15: the alert rules and dashboard parse, and every alert has its runbook line."""
+"""The alert rules and dashboard parse, every alert has its runbook line, and promtool's unit tests of the
+rules pass (an idle loader stays quiet, a dead letter from each stage fires)."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+
+import pytest
 
 from tests.harness import ROOT
-from tests.ops_files import alert_rules, dashboard, referenced_families
+from tests.ops_files import DOCKER, alert_rules, dashboard, referenced_families
 
 RUNBOOK = (ROOT / "docs" / "operations.md").read_text()
 
@@ -27,7 +32,7 @@ def test_every_alert_is_well_formed_and_points_at_its_runbook_line() -> None:
     assert len(names) == len(set(names))
     required = {
         "KsegConsumerLagGrowing", "KsegDeadLetters", "KsegSegmentAuthFailing", "KsegReceiver503s",
-        "KsegWarehouseLoaderLag", "KsegDigestFailed",
+        "KsegWarehouseLoaderLag", "KsegDigestFailed", "KsegSinkFailing",
     }  # fmt: skip
     assert required <= set(names)
     for rule in rules:
@@ -60,3 +65,28 @@ def test_metric_names_follow_the_exposed_families() -> None:
         "faust_total_events",
     } <= families
     assert all(re.fullmatch(r"(kseg|faust)_[a-z0-9_]+", f) for f in families)
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool is missing: `apt-get install -y prometheus` (Debian's package provides it)")
+    return found
+
+
+def test_the_rules_pass_promtools_unit_tests() -> None:
+    """`docker/alerts.test.yml`: each alert fires on its case and stays quiet on the others."""
+    promtool = _promtool()
+    for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]):
+        done = subprocess.run([promtool, *args], cwd=DOCKER, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+
+
+def test_no_panel_counts_a_link_at_both_stages() -> None:
+    """A link is counted when the receiver accepts it and again when the worker applies it: a panel that
+    sums `kseg_identity_links_accepted_total` must pick one stage."""
+    exprs = [t["expr"] for panel in dashboard()["panels"] for t in panel["targets"]]
+    links = [e for e in exprs if "kseg_identity_links_accepted_total" in e]
+    assert links
+    for expr in links:
+        assert re.search(r'kseg_identity_links_accepted_total\{[^}]*stage="(worker|receiver)"', expr), expr
