@@ -20,6 +20,7 @@ from app.receiver.parsing import check_token, partition_key, raw_record, read_pa
 from app.receiver.publisher import Publisher, PublishUnavailable
 from app.receiver.ratelimit import LIMITER, CredentialLimiter
 from app.receiver.wire import serve_until_signal
+from app.runtime.health import healthz, readyz_response
 from app.topics import RAW
 
 log = logging.getLogger(__name__)
@@ -87,14 +88,10 @@ async def postback(request: web.Request) -> web.Response:
     return web.Response(body=SUCCESS, content_type="application/json")
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
-
-
 async def readyz(request: web.Request) -> web.Response:
     publisher = request.app[PUBLISHER]
-    body = {"ready": publisher.ready, "pending_produces": publisher.pending, "max": publisher.max_pending}
-    return web.json_response(body, status=200 if publisher.ready else 503)
+    blocked = {} if publisher.ready else {"kafka": "cannot produce to Kafka (unreachable or backlog full)"}
+    return readyz_response(blocked, pending_produces=publisher.pending, max=publisher.max_pending)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from app.config import Settings
 from app.runtime.closing import Closing
-from app.runtime.health import WorkerHealth
+from app.runtime.health import Health
 from app.runtime.outputs import OutputProducer
 from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity
@@ -24,7 +24,7 @@ class WorkerContext:
     topics: WorkerTopics
     settings: Settings
     registry: CollectorRegistry
-    health: WorkerHealth
+    health: Health
     activity: AgentActivity
     #: Batched sends of the worker's output records (see `app.runtime.outputs`).
     outputs: OutputProducer

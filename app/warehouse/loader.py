@@ -31,7 +31,7 @@ from app.config import Settings
 from app.dlq.writer import dead_letter_record
 from app.kafka import client_config, producer_config
 from app.records import DeadLetter
-from app.runtime.health import WorkerHealth
+from app.runtime.health import Health, healthz, readyz_response
 from app.warehouse import sql
 from app.warehouse.metrics import LoaderMetrics
 from app.warehouse.schemas import CAMPAIGN_SPEND, WAREHOUSE_ROW, problem
@@ -94,7 +94,7 @@ class Loader:
         self.url = target_url
         self.registry = registry or CollectorRegistry()
         self.metrics = LoaderMetrics(self.registry)
-        self.health = WorkerHealth()  # the same readiness rule as the worker's
+        self.health = Health()  # the same readiness rule and page as every process's
         self.health.block("consumer", "starting")
         self.health.block("database", "connecting")
         self.warehouse_topic = settings.topic(topics.WAREHOUSE)
@@ -341,19 +341,8 @@ def pages(loader: Loader) -> web.Application:
         body = generate_latest(loader.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def healthz(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
     async def readyz(_request: web.Request) -> web.Response:
-        if loader.health.ready:
-            return web.json_response({"status": "ready"})
-        return web.json_response(
-            {
-                "error": "not_ready",
-                "message": "; ".join(f"{k}: {v}" for k, v in loader.health.blocked_reasons.items()),
-            },
-            status=503,
-        )
+        return readyz_response(loader.health.blocked_reasons)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

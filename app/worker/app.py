@@ -21,7 +21,7 @@ from app.pipeline import process
 from app.runtime.batching import BATCH_MAX
 from app.runtime.closing import Closing
 from app.runtime.context import WorkerContext
-from app.runtime.health import WorkerHealth
+from app.runtime.health import ALIVE, Health, readiness
 from app.runtime.outputs import OutputProducer
 from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart, partition_offsets
@@ -138,7 +138,7 @@ def create_worker(settings: Settings) -> WorkerContext:
         topics=WorkerTopics.declare(faust_app, settings),
         settings=settings,
         registry=registry,
-        health=WorkerHealth(),
+        health=Health(),
         activity=AgentActivity(),
         outputs=OutputProducer(settings),
         closing=Closing(),
@@ -195,12 +195,14 @@ def register_operations(ctx: WorkerContext) -> None:
     @faust_app.page("/healthz")
     class Healthz(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "alive"})
+            return self.json(ALIVE)
 
     @faust_app.page("/readyz")
     class Readyz(View):
         async def get(self, request: Request) -> Response:
             assigned = faust_app.consumer.assignment()
-            ready = ctx.health.ready and bool(assigned)
-            body = {"ready": ready, "blocked": ctx.health.blocked_reasons, "partitions": len(assigned)}
-            return self.json(body, status=200 if ready else 503)
+            blocked = dict(ctx.health.blocked_reasons)
+            if not assigned:
+                blocked["partitions"] = "no partition assigned yet (starting or rebalancing)"
+            body, status = readiness(blocked, partitions=len(assigned))
+            return self.json(body, status=status)

@@ -136,3 +136,4 @@ async def test_receiver_health_and_readiness(make_pipeline: Any, dump_logs: list
     assert status == 200 and body == {"status": "alive"}
     status, body, _ = await p.get({}, token=None, path="/readyz")
     assert status == 200 and body["ready"] is True
+    assert body["blocked"] == {}  # the shape every process answers (app/runtime/health.py)

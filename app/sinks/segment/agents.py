@@ -16,7 +16,7 @@ from app.metrics import dead_letters
 from app.records import DeadLetter, loads
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
-from app.runtime.health import WorkerHealth
+from app.runtime.health import Health
 from app.sinks.errors import SinkConfigError
 from app.sinks.segment import Deliverer, build_sink
 from app.sinks.stats import SinkStats, SinkStatsCollector
@@ -54,7 +54,7 @@ def undecodable(error: str, raw: Any) -> DeadLetter:
     return DeadLetter(stage="segment", reason="undecodable_message", error=error, payload={"raw": raw})
 
 
-async def deliver_or_hold(deliverer: Deliverer, messages: list[dict[str, Any]], health: WorkerHealth) -> None:
+async def deliver_or_hold(deliverer: Deliverer, messages: list[dict[str, Any]], health: Health) -> None:
     """Deliver; on a configuration error (401/403/404) hold forever (nothing acked, nothing dead-lettered)
     with the worker unready."""
     try:
