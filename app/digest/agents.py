@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from prometheus_client import Counter
-
 from app import topics
 from app.digest.client import ReportingClient
 from app.digest.cohort import warehouse_connection
 from app.digest.job import DigestResult, run_digest
+from app.digest.metrics import DigestMetrics
 from app.digest.schedule import DayStateStore, DigestScheduler
 from app.kafka import group_lag
 from app.metrics import dead_letters
@@ -31,14 +30,7 @@ PRODUCED = (topics.SPEND, topics.OUTBOX, topics.DEADLETTER, topics.DIGEST_DAYS)
 def register(ctx: WorkerContext) -> None:
     """Declare the `digest-schedule` timer (leader only) and the digest's counters."""
     settings = ctx.settings
-    ticks = Counter(
-        "kseg_digest_ticks", "Digest schedule checks, by outcome (ran, failed, waiting, ...).", ["outcome"],
-        registry=ctx.registry,
-    )  # fmt: skip
-    identifies = Counter(
-        "kseg_digest_identifies", "Digest identifies queued to the Segment outbox.", registry=ctx.registry
-    )
-    spend_rows = Counter("kseg_digest_spend_rows", "Spend rows produced.", registry=ctx.registry)
+    metrics = DigestMetrics(ctx.registry)
     if not (settings.kochava_api_key and settings.kochava_app_guid):
         log.info("digest: KOCHAVA_API_KEY / KOCHAVA_APP_GUID unset, so no daily digest is scheduled")
         return
@@ -63,8 +55,8 @@ def register(ctx: WorkerContext) -> None:
                 pacer=pacer,
                 backlog=lambda: group_lag(settings, settings.kseg_app_id, outbox),
             )
-        identifies.inc(sum(result.identifies.values()))
-        spend_rows.inc(result.spend_rows)
+        metrics.identifies.inc(sum(result.identifies.values()))
+        metrics.spend_rows.inc(result.spend_rows)
         for reason, count in result.dead_letters.items():
             dead_letters.labels(stage="digest", reason=reason).inc(count)
         return result
@@ -78,4 +70,4 @@ def register(ctx: WorkerContext) -> None:
         except Exception as exc:  # Kafka unreachable while reading the state: try again next tick
             log.warning("digest schedule check failed: %s", exc)
             outcome = "check_failed"
-        ticks.labels(outcome=outcome).inc()
+        metrics.ticks.labels(outcome=outcome).inc()
