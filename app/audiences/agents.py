@@ -20,7 +20,6 @@ from app.audiences.own import OwnAudience, load_own_audiences
 from app.audiences.records import DeviceFacts, MembershipChange, MemberState
 from app.audiences.rules import EventNames, Outcome, apply_change, apply_device
 from app.dlq.writer import dead_letter_record
-from app.metrics import dead_letters
 from app.records import DeadLetter, dumps
 from app.runtime.context import WorkerContext
 from app.runtime.topics import topic_sender
@@ -79,7 +78,7 @@ async def handle_record(
         letter = DeadLetter(
             stage="audiences", reason="invalid_audience_record", error=str(exc)[:2000], payload=data
         )
-        await send_deadletter(*dead_letter_record(letter, dead_letters))
+        await send_deadletter(*dead_letter_record(letter, metrics.dead_letters))
         return 0
     table_key = member.encode()
     stored = table.get(table_key)
@@ -105,7 +104,7 @@ def register(ctx: WorkerContext) -> None:
     settings = ctx.settings
     own = load_own_audiences(settings.kseg_audiences_file)
     names = EventNames(settings.kseg_audience_entered_event, settings.kseg_audience_exited_event)
-    metrics = AudienceMetrics(ctx.registry)
+    metrics = AudienceMetrics.on(ctx.registry)
     table = ctx.faust_app.Table(
         TABLE,
         default=None,

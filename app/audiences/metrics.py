@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from app.metrics import DeadLetterMetrics, RegistryMetrics
 
-class AudienceMetrics:
+
+class AudienceMetrics(RegistryMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.dead_letters = DeadLetterMetrics.on(registry).total
         self.changes = Counter(
             "kseg_audience_changes",
             "Membership changes applied, by audience, source and change (entered/exited).",

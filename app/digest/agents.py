@@ -17,7 +17,6 @@ from app.digest.job import DigestResult, run_digest
 from app.digest.metrics import DigestMetrics
 from app.digest.schedule import DayStateStore, DigestScheduler
 from app.kafka import group_lag
-from app.metrics import dead_letters
 from app.runtime.context import WorkerContext
 from app.sinks.ratelimit import AdaptiveRateLimiter
 
@@ -30,7 +29,7 @@ PRODUCED = (topics.SPEND, topics.OUTBOX, topics.DEADLETTER, topics.DIGEST_DAYS)
 def register(ctx: WorkerContext) -> None:
     """Declare the `digest-schedule` timer (leader only) and the digest's counters."""
     settings = ctx.settings
-    metrics = DigestMetrics(ctx.registry)
+    metrics = DigestMetrics.on(ctx.registry)
     if not (settings.kochava_api_key and settings.kochava_app_guid):
         log.info("digest: KOCHAVA_API_KEY / KOCHAVA_APP_GUID unset, so no daily digest is scheduled")
         return
@@ -58,7 +57,7 @@ def register(ctx: WorkerContext) -> None:
         metrics.identifies.inc(sum(result.identifies.values()))
         metrics.spend_rows.inc(result.spend_rows)
         for reason, count in result.dead_letters.items():
-            dead_letters.labels(stage="digest", reason=reason).inc(count)
+            metrics.dead_letters.labels(stage="digest", reason=reason).inc(count)
         return result
 
     scheduler = DigestScheduler(settings, DayStateStore(settings, send), run_day)

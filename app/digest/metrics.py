@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from app.metrics import DeadLetterMetrics, RegistryMetrics
 
-class DigestMetrics:
-    """Schedule checks by outcome, and what a run queued (its dead letters count in `kseg_dead_letters`)."""
+
+class DigestMetrics(RegistryMetrics):
+    """Schedule checks by outcome, what a run queued, and its dead letters (in the shared count)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.dead_letters = DeadLetterMetrics.on(registry).total
         self.ticks = Counter(
             "kseg_digest_ticks",
             "Digest schedule checks, by outcome (ran, failed, waiting, ...).",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from prometheus_client import Counter
+
 from app.dlq.redact import redact
-from app.metrics import Counter
 from app.records import DeadLetter, dumps
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ import logging
 from typing import Any, Protocol
 
 import orjson
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from app.config import Settings
@@ -21,7 +22,7 @@ from app.dlq.writer import dead_letter_record
 from app.identity.index import apply_update, link_updates
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
-from app.metrics import dead_letters
+from app.metrics import DeadLetterMetrics
 from app.records import DeadLetter
 from app.runtime.batching import BATCH_MAX, BATCH_WITHIN, HeldSends, HeldWrites, acked_batches
 from app.runtime.context import WorkerContext
@@ -47,27 +48,30 @@ def _payload(value: bytes | None) -> dict[str, Any]:
 
 
 async def dead_letter(
-    send: Send, reason: str, error: str, value: bytes | None, ref: str | None = None
+    send: Send, counted: Counter, reason: str, error: str, value: bytes | None, ref: str | None = None
 ) -> None:
     letter = DeadLetter(
         stage="identity", reason=reason, error=error[:2000], event_id=ref, payload=_payload(value)
     )
-    _key, record = dead_letter_record(letter, dead_letters)  # redacted, counted, logged like every stage's
+    _key, record = dead_letter_record(letter, counted)  # redacted, counted, logged like every stage's
     await send(ref.encode() if ref else None, record)
 
 
-async def handle_link(value: bytes | None, send_index: Send, send_deadletter: Send) -> int:
+async def handle_link(
+    value: bytes | None, send_index: Send, send_deadletter: Send, *, dead_letters: Counter
+) -> int:
     """Validate one link and fan it out; returns the number of index updates sent."""
     try:
         link = LinkRequest.model_validate(orjson.loads(value or b""))
     except (orjson.JSONDecodeError, ValidationError) as exc:
         identity_metrics.links_rejected.labels(reason="invalid_record").inc()
-        await dead_letter(send_deadletter, "invalid_link", str(exc), value)
+        await dead_letter(send_deadletter, dead_letters, "invalid_link", str(exc), value)
         return 0
     problem = link.problem()
     if problem:
         identity_metrics.links_rejected.labels(reason=problem).inc()
-        await dead_letter(send_deadletter, problem, f"link {link.link_id} has {problem}", value, link.link_id)
+        error = f"link {link.link_id} has {problem}"
+        await dead_letter(send_deadletter, dead_letters, problem, error, value, link.link_id)
         return 0
     updates = link_updates(link)
     for update in updates:
@@ -84,6 +88,8 @@ async def handle_index_update(
     send_deadletter: Send,
     settings: Settings,
     send_index: Send | None = None,
+    *,
+    dead_letters: Counter,
 ) -> int:
     """Apply one index update to the table; notices (and forwarded index updates: an accepted SDK
     anonymousId claim's adopts, via `send_index`) are sent before the record is written back, so a crash in
@@ -91,7 +97,7 @@ async def handle_index_update(
     try:
         update = DeviceIndexUpdate.model_validate(orjson.loads(value or b""))
     except (orjson.JSONDecodeError, ValidationError) as exc:
-        await dead_letter(send_deadletter, "invalid_index_update", str(exc), value)
+        await dead_letter(send_deadletter, dead_letters, "invalid_index_update", str(exc), value)
         return 0
     table_key = key or update.device.encode()
     stored = table.get(table_key)
@@ -112,6 +118,7 @@ async def handle_index_update(
 def register(ctx: WorkerContext) -> None:
     """Declare the device index table and the two identity agents on the worker."""
     faust_app, topics = ctx.faust_app, ctx.topics
+    counted = DeadLetterMetrics.on(ctx.registry).total
 
     #: typed device id (bytes) → orjson of a DeviceRecord. Keyed exactly like identity.device-index.
     devices = faust_app.Table(
@@ -129,7 +136,7 @@ def register(ctx: WorkerContext) -> None:
         send_index, send_dlq = topic_sender(topics.device_index), topic_sender(topics.deadletter)
         async for value in stream:
             with ctx.activity.working("identity-links"):
-                await handle_link(value, send_index, send_dlq)
+                await handle_link(value, send_index, send_dlq, dead_letters=counted)
 
     @faust_app.agent(topics.device_index, name="identity-device-index")
     async def device_index_agent(stream: Any) -> None:
@@ -146,7 +153,14 @@ def register(ctx: WorkerContext) -> None:
                 for event in events:
                     view = table.at(event)
                     await handle_index_update(
-                        event.key, event.value, view, send_event, send_dlq, ctx.settings, send_index
+                        event.key,
+                        event.value,
+                        view,
+                        send_event,
+                        send_dlq,
+                        ctx.settings,
+                        send_index,
+                        dead_letters=counted,
                     )
                 await ctx.outputs.send_all(sends.records)
                 table.flush()

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
-processed = Counter("kseg_worker_processed", "Events processed, by event kind.", ["kind"])
-parked = Counter("kseg_worker_parked", "Postbacks held until a reinstall's first-touch answer came.")
-deduplicated = Counter("kseg_worker_deduplicated", "Exact repeats of a postback dropped.")
-segment_messages = Counter("kseg_segment_messages", "Segment messages queued, by type.", ["type"])
-warehouse_rows = Counter("kseg_warehouse_rows", "Warehouse rows written to the warehouse topic.")
+from app.lifecycle.metrics import LifecycleMetrics
+from app.metrics import DeadLetterMetrics, RegistryMetrics
+
+
+class PipelineMetrics(RegistryMetrics):
+    """The processing agent's counters, and the lifecycle's and dead-letter counts it increments."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.processed = Counter(
+            "kseg_worker_processed", "Events processed, by event kind.", ["kind"], registry=registry
+        )
+        self.parked = Counter(
+            "kseg_worker_parked",
+            "Postbacks held until a reinstall's first-touch answer came.",
+            registry=registry,
+        )
+        self.deduplicated = Counter(
+            "kseg_worker_deduplicated", "Exact repeats of a postback dropped.", registry=registry
+        )
+        self.segment_messages = Counter(
+            "kseg_segment_messages", "Segment messages queued, by type.", ["type"], registry=registry
+        )
+        self.warehouse_rows = Counter(
+            "kseg_warehouse_rows", "Warehouse rows written to the warehouse topic.", registry=registry
+        )
+        self.lifecycle = LifecycleMetrics.on(registry)
+        self.dead_letters = DeadLetterMetrics.on(registry).total

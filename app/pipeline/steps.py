@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from app import topics
@@ -23,7 +24,6 @@ from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
 from app.identity.records import DeviceLinked
 from app.identity.resolver import observations, resolve, with_first_touch
-from app.lifecycle import metrics as lifecycle_metrics
 from app.lifecycle.config import LifecycleConfig, lifecycle_config, load_config_rates
 from app.lifecycle.currency import Rates
 from app.mapping import (
@@ -34,8 +34,7 @@ from app.mapping import (
     event_outputs,
     map_postback,
 )
-from app.metrics import dead_letters
-from app.pipeline import metrics as m
+from app.pipeline.metrics import PipelineMetrics
 from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads, utc_now_iso
 
 #: Postbacks a reinstalled device parks at most while it waits for the index's answers.
@@ -47,13 +46,15 @@ Send = tuple[str, bytes, bytes]
 
 @dataclass(frozen=True)
 class StepConfig:
-    """What the steps need besides state: settings, the mapping profiles, the wall clock (dedupe) and the
-    currency rates (read from `KSEG_CURRENCY_RATES_FILE` when not given)."""
+    """What the steps need besides state: settings, the mapping profiles, the wall clock (dedupe), the
+    currency rates (read from `KSEG_CURRENCY_RATES_FILE` when not given) and the counters (the worker's, on
+    its context's registry; a private registry when not given)."""
 
     settings: Settings
     profiles: ProfileRegistry
     clock: Callable[[], float] = time.time
     rates: Rates | None = None
+    metrics: PipelineMetrics = field(default_factory=lambda: PipelineMetrics.on(CollectorRegistry()))
 
     def __post_init__(self) -> None:
         if self.rates is None:
@@ -149,8 +150,8 @@ def segment_calls_record(messages: list[dict[str, Any]]) -> bytes:
     return dumps({"kind": "segment_calls", "messages": messages})
 
 
-def dead_letter_send(letter: DeadLetter) -> Send:
-    return (topics.DEADLETTER, *dead_letter_record(letter, dead_letters))
+def dead_letter_send(letter: DeadLetter, config: StepConfig) -> Send:
+    return (topics.DEADLETTER, *dead_letter_record(letter, config.metrics.dead_letters))
 
 
 def handle_postback(
@@ -161,17 +162,17 @@ def handle_postback(
         raw = RawPostback.model_validate(value)
     except ValidationError as exc:
         letter = DeadLetter(stage="mapping", reason="invalid_raw_record", error=str(exc), payload=value)
-        batch.add(Step(event, [dead_letter_send(letter)]))
+        batch.add(Step(event, [dead_letter_send(letter, config)]))
         return
     if raw.source != "replay" and batch.seen(device_key, raw.event_id):  # a replay is deliberate
-        m.deduplicated.inc()
+        config.metrics.deduplicated.inc()
         batch.add(Step(event))
         return
     parked = batch.profile(device_key)
     if parked.awaiting_index_answers > 0:
         if len(parked.parked) < MAX_PARKED:
             batch.add(Step(event), device_key, parked.model_copy(update={"parked": [*parked.parked, value]}))
-            m.parked.inc()
+            config.metrics.parked.inc()
             return
         release_parked(batch, event, device_key, parked, config)  # stop waiting rather than grow unbounded
     profile_name = raw.profile or settings.kseg_default_profile
@@ -179,11 +180,11 @@ def handle_postback(
         profile = config.profiles.get(profile_name)
     except UnknownProfile:
         letter = dead_letter_unknown_profile(raw, profile_name)
-        batch.add(Step(event, [dead_letter_send(letter)]), device_key, seen_id=raw.event_id)
+        batch.add(Step(event, [dead_letter_send(letter, config)]), device_key, seen_id=raw.event_id)
         return
     mapped = map_postback(raw, profile, settings.kseg_namespace)
     if isinstance(mapped, DeadLetter):
-        batch.add(Step(event, [dead_letter_send(mapped)]), device_key, seen_id=raw.event_id)
+        batch.add(Step(event, [dead_letter_send(mapped, config)]), device_key, seen_id=raw.event_id)
         return
 
     state = batch.profile(device_key)
@@ -199,19 +200,19 @@ def handle_postback(
         # so the device's next purchases carry the install campaign (see docs/identity.md).
         state = state.model_copy(update={"awaiting_index_answers": answers})
     if out.change is not None:
-        lifecycle_metrics.stage_changes.labels(to=out.change.to_stage).inc()
+        config.metrics.lifecycle.stage_changes.labels(to=out.change.to_stage).inc()
     if out.unconverted_currency:
-        lifecycle_metrics.revenue_without_rate.labels(currency=out.unconverted_currency).inc()
+        config.metrics.lifecycle.revenue_without_rate.labels(currency=out.unconverted_currency).inc()
 
     key = device_key.encode()
     sends: list[Send] = [(topics.OUTBOX, key, segment_calls_record(messages))] if messages else []
     sends.append((topics.WAREHOUSE, mapped.event_id.encode(), dumps(row)))
     sends += [(topics.DEVICE_INDEX, u.device.encode(), dumps(u)) for u in index_updates]
     batch.add(Step(event, sends), device_key, state, seen_id=raw.event_id)
-    m.processed.labels(kind=mapped.kind).inc()
+    config.metrics.processed.labels(kind=mapped.kind).inc()
     for msg in messages:
-        m.segment_messages.labels(type=msg["type"]).inc()
-    m.warehouse_rows.inc()
+        config.metrics.segment_messages.labels(type=msg["type"]).inc()
+    config.metrics.warehouse_rows.inc()
 
 
 def handle_device_linked(
@@ -221,14 +222,14 @@ def handle_device_linked(
         notice = DeviceLinked.model_validate(value)
     except ValidationError as exc:
         letter = DeadLetter(stage="identity", reason="invalid_link_notice", error=str(exc), payload=value)
-        batch.add(Step(event, [dead_letter_send(letter)]))
+        batch.add(Step(event, [dead_letter_send(letter, config)]))
         return
     state, messages = apply_link(batch.profile(device_key), notice, device_key, config.settings)
     key = device_key.encode()
     sends = [(topics.OUTBOX, key, segment_calls_record(messages))] if messages else []
     batch.add(Step(event, sends), device_key, state)
     for msg in messages:
-        m.segment_messages.labels(type=msg["type"]).inc()
+        config.metrics.segment_messages.labels(type=msg["type"]).inc()
     if notice.answers_reinstall and state.awaiting_index_answers > 0:
         if state.first_touch is not None or state.awaiting_index_answers == 1:
             release_parked(batch, event, device_key, state, config)
@@ -259,7 +260,7 @@ def handle_record(
         letter = DeadLetter(
             stage="mapping", reason="undecodable_record", error=repr(exc), payload={"raw": raw}
         )
-        batch.add(Step(event, [dead_letter_send(letter)]))
+        batch.add(Step(event, [dead_letter_send(letter, config)]))
         return
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind == "device_linked":

@@ -93,7 +93,7 @@ class Loader:
         self.settings = settings
         self.url = target_url
         self.registry = registry or CollectorRegistry()
-        self.metrics = LoaderMetrics(self.registry)
+        self.metrics = LoaderMetrics.on(self.registry)
         self.health = Health()  # the same readiness rule and page as every process's
         self.health.block("consumer", "starting")
         self.health.block("database", "connecting")

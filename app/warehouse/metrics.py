@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from app.metrics import DeadLetterMetrics
+from app.metrics import DeadLetterMetrics, RegistryMetrics
 
 
-class LoaderMetrics:
+class LoaderMetrics(RegistryMetrics):
     """Every path that does not load a record increments a labelled counter here."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
+        super().__init__(registry)
         self.rows = Counter(
             "kseg_warehouse_rows_loaded",
             "Rows written to the warehouse, by table.",
@@ -24,7 +24,7 @@ class LoaderMetrics:
             registry=registry,
         )
         #: The shared `kseg_dead_letters_total{stage="warehouse"}` (what the dead-letter alert reads).
-        self.all_dead_letters = DeadLetterMetrics(registry).dead_letters
+        self.all_dead_letters = DeadLetterMetrics.on(registry).total
         self.dead_letters = Counter(
             "kseg_warehouse_dead_letters",
             "Records sent to the dead-letter topic instead of the warehouse, by reason.",

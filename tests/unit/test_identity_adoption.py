@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
 
 from app import topics
 from app.identity.agents import handle_index_update
 from app.identity.index import link_updates
 from app.identity.records import LinkRequest, to_bytes
 from app.identity.webhook import link_from_message
-from app.metrics import sample
+from app.metrics import DeadLetterMetrics, sample
 from app.records import DeviceIds
 from tests.pipeline_tables import Tables, raw
 
@@ -201,7 +202,14 @@ async def test_index_agent_forwards_adopts_and_counts_conflicts() -> None:
     for idfv in (IDFV_A, IDFV_B):
         (claim,) = link_updates(webhook_link(sdk_call(idfv)))
         await handle_index_update(
-            claim.device.encode(), to_bytes(claim), table, sink(events), sink([]), settings, sink(sent_index)
+            claim.device.encode(),
+            to_bytes(claim),
+            table,
+            sink(events),
+            sink([]),
+            settings,
+            sink(sent_index),
+            dead_letters=DeadLetterMetrics.on(CollectorRegistry()).total,
         )
     assert [(k, v["kind"], v["anonymous_id"]) for k, v in sent_index] == [
         (f"idfv:{IDFV_A}".encode(), "adopt", SDK_ANON)

@@ -6,18 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
 
 from app import topics
 from app.config import Settings
 from app.identity.agents import handle_index_update, handle_link
 from app.identity.records import DeviceLinked, DeviceRecord, LinkRequest, to_bytes
 from app.mapping import ProfileRegistry
-from app.metrics import sample
+from app.metrics import DeadLetterMetrics, sample
 from app.pipeline.steps import StepConfig
 from app.records import DeviceIds
 from tests.pipeline_tables import Tables, raw
 
 S = Settings(_env_file=None)  # type: ignore[call-arg]
+#: The dead-letter count the handlers increment (the worker passes its registry's).
+DEAD = DeadLetterMetrics.on(CollectorRegistry())
 
 
 class Sink:
@@ -40,7 +43,7 @@ def link_bytes(**kw: Any) -> bytes:
 
 async def test_handle_link_fans_out_keyed_by_typed_id() -> None:
     index, dlq = Sink(), Sink()
-    assert await handle_link(link_bytes(), index, dlq) == 2
+    assert await handle_link(link_bytes(), index, dlq, dead_letters=DEAD.total) == 2
     assert [k for k, _ in index.sent] == [b"idfa:A", b"idfv:V"]
     assert all(v["kind"] == "link" and v["user_id"] == "u1" for _, v in index.sent)
     assert dlq.sent == []
@@ -48,9 +51,9 @@ async def test_handle_link_fans_out_keyed_by_typed_id() -> None:
 
 async def test_invalid_links_go_to_the_dead_letter_topic() -> None:
     index, dlq = Sink(), Sink()
-    assert await handle_link(b"{not json", index, dlq) == 0
-    assert await handle_link(orjson.dumps({"kind": "link_request"}), index, dlq) == 0
-    assert await handle_link(link_bytes(user_id=None), index, dlq) == 0
+    assert await handle_link(b"{not json", index, dlq, dead_letters=DEAD.total) == 0
+    assert await handle_link(orjson.dumps({"kind": "link_request"}), index, dlq, dead_letters=DEAD.total) == 0
+    assert await handle_link(link_bytes(user_id=None), index, dlq, dead_letters=DEAD.total) == 0
     assert index.sent == []
     assert [(v["stage"], v["reason"]) for _, v in dlq.sent] == [
         ("identity", "invalid_link"),
@@ -65,14 +68,14 @@ async def test_index_update_writes_table_and_sends_notices() -> None:
     events, dlq = Sink(), Sink()
     observed = orjson.dumps({"kind": "observed", "device": "idfa:A", "device_key": "K1"})
     link = orjson.dumps({"kind": "link", "device": "idfa:A", "user_id": "u1"})
-    assert await handle_index_update(b"idfa:A", observed, table, events, dlq, S) == 0
+    assert await handle_index_update(b"idfa:A", observed, table, events, dlq, S, dead_letters=DEAD.total) == 0
     assert DeviceRecord.model_validate(orjson.loads(table[b"idfa:A"])).device_keys == ["K1"]
-    assert await handle_index_update(b"idfa:A", link, table, events, dlq, S) == 1
+    assert await handle_index_update(b"idfa:A", link, table, events, dlq, S, dead_letters=DEAD.total) == 1
     key, notice = events.sent[0]
     assert key == b"K1"
     assert DeviceLinked.model_validate(notice).user_id == "u1"
     assert notice["kind"] == "device_linked"
-    assert await handle_index_update(b"idfa:A", b"[]", table, events, dlq, S) == 0
+    assert await handle_index_update(b"idfa:A", b"[]", table, events, dlq, S, dead_letters=DEAD.total) == 0
     assert dlq.sent[0][1]["reason"] == "invalid_index_update"
 
 
@@ -100,7 +103,9 @@ async def test_identity_loop_shared_ipad_never_merges_users() -> None:
 
     async def index(updates: list[tuple[bytes, Any]]) -> None:
         for key, value in updates:
-            await handle_index_update(key, orjson.dumps(value), table, events, dlq, s)
+            await handle_index_update(
+                key, orjson.dumps(value), table, events, dlq, s, dead_letters=DEAD.total
+            )
 
     t.run([("K1", opened(1))])
     await index(t.sent.pop(topics.DEVICE_INDEX, []))
@@ -115,7 +120,7 @@ async def test_identity_loop_shared_ipad_never_merges_users() -> None:
             devices=DeviceIds(idfv="SHARED-IPAD"),
             requested_at=f"2024-05-0{n}T00:00:00.000Z",
         )
-        await handle_link(to_bytes(req), link_index, dlq)
+        await handle_link(to_bytes(req), link_index, dlq, dead_letters=DEAD.total)
         await index(link_index.sent)
         t.run([(key.decode(), value) for key, value in events.sent])
         events.sent.clear()
@@ -136,13 +141,13 @@ async def test_identity_dead_letters_are_counted_for_the_dead_letter_alert() -> 
     """`kseg_dead_letters_total{stage="identity"}` counts the identity agents' dead letters too."""
     index, dlq = Sink(), Sink()
     before = {
-        r: sample("kseg_dead_letters_total", stage="identity", reason=r)
+        r: sample("kseg_dead_letters_total", DEAD.registry, stage="identity", reason=r)
         for r in ("invalid_link", "no_person_id", "invalid_index_update")
     }
-    assert await handle_link(b"{not json", index, dlq) == 0
-    assert await handle_link(link_bytes(user_id=None), index, dlq) == 0
-    assert await handle_index_update(None, b"[]", {}, Sink(), dlq, S) == 0
-    after = {r: sample("kseg_dead_letters_total", stage="identity", reason=r) for r in before}
+    assert await handle_link(b"{not json", index, dlq, dead_letters=DEAD.total) == 0
+    assert await handle_link(link_bytes(user_id=None), index, dlq, dead_letters=DEAD.total) == 0
+    assert await handle_index_update(None, b"[]", {}, Sink(), dlq, S, dead_letters=DEAD.total) == 0
+    after = {r: sample("kseg_dead_letters_total", DEAD.registry, stage="identity", reason=r) for r in before}
     assert {r: after[r] - before[r] for r in before} == {
         "invalid_link": 1,
         "no_person_id": 1,

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.dlq.writer import send_dead_letters
-from app.metrics import dead_letters
+from app.metrics import DeadLetterMetrics
 from app.records import DeadLetter, loads
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
@@ -75,12 +75,14 @@ def build_deliverer(
 def register(ctx: WorkerContext) -> None:
     """Declare the `kochava-sink` agent and expose its metrics on the worker's registry."""
     settings = ctx.settings
-    metrics = KochavaSinkMetrics(ctx.registry)
+    metrics = KochavaSinkMetrics.on(ctx.registry)
     stats = SinkStats()
     ctx.registry.register(SinkStatsCollector("kochava", "Kochava", stats))
 
+    counted = DeadLetterMetrics.on(ctx.registry).total
+
     async def dead_letter(letters: list[DeadLetter]) -> None:
-        await send_dead_letters(ctx.topics.deadletter, letters, dead_letters)
+        await send_dead_letters(ctx.topics.deadletter, letters, counted)
 
     deliverer = build_deliverer(settings, dead_letter, metrics, stats)
     ctx.closing.add(deliverer.close)

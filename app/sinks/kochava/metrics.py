@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from app.metrics import RegistryMetrics
 from app.sinks.kochava.requests import KochavaRequest
 
 
-class KochavaSinkMetrics:
+class KochavaSinkMetrics(RegistryMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
         self.devices = Counter(
             "kseg_audience_devices",
             "S2S audience events per device, by audience and outcome (sent, failed, dry_run).",

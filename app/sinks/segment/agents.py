@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from app.dlq.writer import send_dead_letters
-from app.metrics import dead_letters
+from app.metrics import DeadLetterMetrics
 from app.records import DeadLetter, loads
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
@@ -69,8 +69,10 @@ def register(ctx: WorkerContext) -> None:
     """Declare the `segment-sink` agent and expose its counters on the worker's registry."""
     settings, topics = ctx.settings, ctx.topics
 
+    counted = DeadLetterMetrics.on(ctx.registry).total
+
     async def dead_letter(letters: list[DeadLetter]) -> None:
-        await send_dead_letters(topics.deadletter, letters, dead_letters)
+        await send_dead_letters(topics.deadletter, letters, counted)
 
     stats = SinkStats()
     deliverer = build_sink(settings, dead_letter, metrics=stats)
