@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from app import topics
 from app.audiences.devices import device_facts, with_att
-from app.config import Settings
 from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
 from app.identity.records import DeviceLinked
@@ -37,6 +36,7 @@ from app.mapping import (
 from app.metrics import dead_letters
 from app.pipeline import metrics as m
 from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads, utc_now_iso
+from app.sections import PipelineSettings
 
 #: Postbacks a reinstalled device parks at most while it waits for the index's answers.
 MAX_PARKED = 200
@@ -50,7 +50,7 @@ class StepConfig:
     """What the steps need besides state: settings, the mapping profiles, the wall clock (dedupe) and the
     currency rates (read from `KSEG_CURRENCY_RATES_FILE` when not given)."""
 
-    settings: Settings
+    settings: PipelineSettings
     profiles: ProfileRegistry
     clock: Callable[[], float] = time.time
     rates: Rates | None = None

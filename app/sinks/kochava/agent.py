@@ -13,12 +13,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.config import Settings
 from app.dlq.writer import send_dead_letters
 from app.metrics import dead_letters
 from app.records import DeadLetter, loads
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
+from app.sections import KochavaSettings
 from app.sinks.kochava.client import KochavaHttpClient
 from app.sinks.kochava.dryrun import KochavaDryRun
 from app.sinks.kochava.metrics import KochavaSinkMetrics, KochavaStatsCollector
@@ -52,7 +52,7 @@ def decode(events: list[Any]) -> tuple[list[KochavaRequest], list[DeadLetter]]:
 
 
 def build_deliverer(
-    settings: Settings, dead_letter: DeadLetterFn, metrics: KochavaSinkMetrics, stats: KochavaStats
+    settings: KochavaSettings, dead_letter: DeadLetterFn, metrics: KochavaSinkMetrics, stats: KochavaStats
 ) -> KochavaSender | KochavaDryRun:
     """The real sender, or the dry run when KOCHAVA_APP_GUID is unset."""
     if settings.kochava_dry_run:
@@ -70,7 +70,7 @@ def build_deliverer(
     )
 
 
-def register(ctx: WorkerContext) -> None:
+def register(ctx: WorkerContext[KochavaSettings]) -> None:
     """Declare the `kochava-sink` agent and expose its metrics on the worker's registry."""
     settings = ctx.settings
     metrics = KochavaSinkMetrics(ctx.registry)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from app.config import Settings
+from app.sections import SegmentSettings
 from app.sinks.segment.batching import chunk
 from app.sinks.segment.client import HttpResult, SegmentHttpClient
 from app.sinks.segment.dryrun import DryRunWriter
@@ -58,7 +58,7 @@ class Deliverer(Protocol):
 
 
 def build_sink(
-    settings: Settings,
+    settings: SegmentSettings,
     dead_letter: DeadLetterFn,
     *,
     limiter: AdaptiveRateLimiter | None = None,
@@ -74,7 +74,7 @@ def build_sink(
         )
     assert settings.segment_write_key is not None
     client = SegmentHttpClient(
-        settings.segment_write_key,
+        settings.segment_write_key.get_secret_value(),
         settings.segment_endpoint,
         settings.segment_request_timeout,
         settings.segment_gzip,

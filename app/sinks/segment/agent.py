@@ -17,6 +17,7 @@ from app.records import DeadLetter, loads
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
 from app.runtime.health import WorkerHealth
+from app.sections import SegmentSettings
 from app.sinks.segment import Deliverer, build_sink
 from app.sinks.segment.metrics import SinkStatsCollector
 from app.sinks.segment.policy import SegmentAuthError
@@ -69,7 +70,7 @@ async def deliver_or_hold(deliverer: Deliverer, messages: list[dict[str, Any]], 
         await asyncio.Event().wait()
 
 
-def register(ctx: WorkerContext) -> None:
+def register(ctx: WorkerContext[SegmentSettings]) -> None:
     """Declare the `segment-sink` agent and expose its counters on the worker's registry."""
     settings, topics = ctx.settings, ctx.topics
 
