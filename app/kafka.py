@@ -6,10 +6,10 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from app.config import Settings
+from app.sections import KafkaSettings
 
 
-def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+def ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:
     """The TLS context for SSL / SASL_SSL (None for plaintext protocols).
 
     Verifies the broker certificate against KAFKA_SSL_CAFILE (or the system trust store) and its host
@@ -32,7 +32,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def client_config(settings: Settings) -> dict[str, Any]:
+def client_config(settings: KafkaSettings) -> dict[str, Any]:
     """aiokafka kwargs every client gets: bootstrap servers, security protocol, TLS context, SASL."""
     config: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap,
@@ -51,7 +51,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def faust_credentials(settings: Settings) -> Any:
+def faust_credentials(settings: KafkaSettings) -> Any:
     """faust's `broker_credentials` for the same security settings (None for PLAINTEXT).
 
     faust turns these into the same aiokafka kwargs `client_config` builds (faust's
@@ -73,7 +73,7 @@ def faust_credentials(settings: Settings) -> Any:
     )
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
+def producer_config(settings: KafkaSettings) -> dict[str, Any]:
     """aiokafka producer kwargs: acks=all always; idempotence and batch size per broker kind."""
     return client_config(settings) | {
         "acks": "all",
@@ -85,7 +85,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def data_producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
+def data_producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
     """`producer_config` with real multi-record batches (KSEG_DATA_BATCH_BYTES) on every broker, for the
     data topics (raw postbacks, the worker's outputs): nothing needs their end offsets exact, unlike
     the changelogs faust recovers tables from (see `Settings.producer_max_batch_bytes`)."""
@@ -95,12 +95,12 @@ def data_producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
     }
 
 
-def consumer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+def consumer_config(settings: KafkaSettings, **extra: Any) -> dict[str, Any]:
     """aiokafka consumer kwargs for kseg's tools (dlq, topics migrate): manual offsets, no group."""
     return client_config(settings) | {"enable_auto_commit": False} | extra
 
 
-async def tls_problem(settings: Settings, timeout: float = 5.0) -> str | None:
+async def tls_problem(settings: KafkaSettings, timeout: float = 5.0) -> str | None:
     """Why a TLS handshake with the first bootstrap server fails, in words an operator can act on
     (None when it succeeds or TLS is off). aiokafka itself only reports "Unable to bootstrap"."""
     import asyncio
@@ -129,7 +129,7 @@ async def tls_problem(settings: Settings, timeout: float = 5.0) -> str | None:
     return None
 
 
-async def read_to_end(settings: Settings, topic: str) -> list[Any]:
+async def read_to_end(settings: KafkaSettings, topic: str) -> list[Any]:
     """Every record of `topic` now (for CLIs: dead letters, a table's changelog); see `read_records`."""
     return await read_records(consumer_config(settings), topic)
 
@@ -167,7 +167,7 @@ async def read_records(client: dict[str, Any], topic: str, *, quiet_ms: int = 30
         await consumer.stop()
 
 
-async def group_lag(settings: Settings, group: str, topic: str) -> int:
+async def group_lag(settings: KafkaSettings, group: str, topic: str) -> int:
     """Records of `topic` that consumer group `group` has not committed yet (all partitions).
 
     The digest asks this of the Segment outbox before queueing more, so live traffic goes first."""

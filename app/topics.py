@@ -19,8 +19,8 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from app.config import Settings
 from app.kafka import client_config, tls_problem
+from app.sections import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +59,20 @@ class TopicSpec:
     replication: int | None = None
     configs: dict[str, str] = field(default_factory=dict)
 
-    def full_name(self, settings: Settings, app_id: str | None = None) -> str:
+    def full_name(self, settings: KafkaSettings, app_id: str | None = None) -> str:
         """The Kafka topic name under KSEG_APP_ID (or another app id: a migration's target generation)."""
         app_id = app_id or settings.kseg_app_id
         if self.kind == "changelog":
             return f"{app_id}-{self.name}-changelog"
         return f"{app_id}.{self.name}"
 
-    def partition_count(self, settings: Settings) -> int:
+    def partition_count(self, settings: KafkaSettings) -> int:
         return self.partitions or settings.kseg_topic_partitions
 
-    def replication_factor(self, settings: Settings) -> int:
+    def replication_factor(self, settings: KafkaSettings) -> int:
         return self.replication or settings.kseg_topic_replication
 
-    def topic_configs(self, settings: Settings) -> dict[str, str]:
+    def topic_configs(self, settings: KafkaSettings) -> dict[str, str]:
         """The configs this topic should carry on the cluster (as Kafka strings)."""
         configs = dict(self.configs)
         if self.retention_hours is not None:
@@ -125,7 +125,7 @@ def catalogue(text: str | None = None) -> list[TopicSpec]:
 
 
 def new_topic(
-    spec: TopicSpec, settings: Settings, app_id: str | None = None, partitions: int | None = None
+    spec: TopicSpec, settings: KafkaSettings, app_id: str | None = None, partitions: int | None = None
 ) -> NewTopic:
     return NewTopic(
         name=spec.full_name(settings, app_id),
@@ -135,7 +135,7 @@ def new_topic(
     )
 
 
-async def connect_admin(settings: Settings, timeout: float = 30.0) -> AIOKafkaAdminClient:
+async def connect_admin(settings: KafkaSettings, timeout: float = 30.0) -> AIOKafkaAdminClient:
     """A started admin client; retries until `timeout`, then says which address did not answer."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -157,7 +157,7 @@ async def connect_admin(settings: Settings, timeout: float = 30.0) -> AIOKafkaAd
             await asyncio.sleep(0.5)
 
 
-async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+async def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> list[str]:
     """Create every catalogued topic that does not exist yet; returns the names created."""
     admin = await connect_admin(settings, timeout)
     try:

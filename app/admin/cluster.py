@@ -9,7 +9,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import IncompatibleBrokerVersion, KafkaError, TopicAlreadyExistsError
 
 from app.admin.plan import ActualTopic, Change, co_partition_problems, diff
-from app.config import Settings
+from app.sections import KafkaSettings
 from app.topics import TopicSpec, catalogue, connect_admin, new_topic
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ async def describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, Ac
     return actual
 
 
-async def plan(settings: Settings, specs: list[TopicSpec] | None = None) -> list[Change]:
+async def plan(settings: KafkaSettings, specs: list[TopicSpec] | None = None) -> list[Change]:
     specs = specs if specs is not None else catalogue()
     admin = await connect_admin(settings)
     try:
@@ -52,7 +52,7 @@ async def plan(settings: Settings, specs: list[TopicSpec] | None = None) -> list
     return diff(specs, actual, settings)
 
 
-async def apply(settings: Settings, changes: list[Change]) -> list[str]:
+async def apply(settings: KafkaSettings, changes: list[Change]) -> list[str]:
     """Carry out creations, config changes and partition additions of unkeyed topics (refused changes
     are skipped). Returns what failed (e.g. an operation the broker does not support), with reasons."""
     specs = {s.full_name(settings): s for s in catalogue()}
@@ -91,7 +91,7 @@ async def apply(settings: Settings, changes: list[Change]) -> list[str]:
     return problems
 
 
-async def check_co_partitioning(settings: Settings) -> None:
+async def check_co_partitioning(settings: KafkaSettings) -> None:
     """Raise `CoPartitionError` when co-partitioned topics (or this process's configured count) disagree.
 
     The worker calls this before faust starts: faust would otherwise join tables to streams with a

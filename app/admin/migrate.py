@@ -25,8 +25,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from app.admin.cluster import describe
-from app.config import Settings
 from app.kafka import consumer_config, producer_config
+from app.sections import KafkaSettings
 from app.topics import TopicSpec, catalogue, connect_admin, new_topic
 
 _partitioner = DefaultPartitioner()
@@ -81,7 +81,9 @@ class TopicCopy:
     from_committed: bool = False
 
 
-async def _committed(settings: Settings, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+async def _committed(
+    settings: KafkaSettings, group: str, tps: list[TopicPartition]
+) -> dict[TopicPartition, int]:
     """The worker group's committed offsets (no entry: nothing committed)."""
     consumer = AIOKafkaConsumer(**consumer_config(settings, group_id=group))
     await consumer.start()
@@ -97,7 +99,7 @@ async def _committed(settings: Settings, group: str, tps: list[TopicPartition]) 
 
 
 async def _refuse_written_changelogs(
-    settings: Settings, specs: list[TopicSpec], targets: dict[str, Any], target_app: str
+    settings: KafkaSettings, specs: list[TopicSpec], targets: dict[str, Any], target_app: str
 ) -> None:
     """A target changelog with records means workers of the new generation already ran: copying the old
     state over theirs would mix two histories."""
@@ -123,7 +125,7 @@ async def _refuse_written_changelogs(
 
 
 async def migrate(
-    settings: Settings,
+    settings: KafkaSettings,
     partitions: int,
     target_app_id: str | None = None,
     say: Callable[[str], None] = print,
@@ -197,7 +199,7 @@ async def migrate(
 
 
 async def _copy_topic(
-    settings: Settings,
+    settings: KafkaSettings,
     producer: AIOKafkaProducer,
     spec: TopicSpec,
     copy: TopicCopy,

@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from app.config import Settings
+from app.sections import KafkaSettings
 from app.topics import TopicSpec
 
 Action = Literal["create", "alter_configs", "add_partitions", "refuse"]
@@ -38,7 +38,7 @@ class Change:
         return f"  {mark} {self.topic:<40} {self.detail}"
 
 
-def diff(specs: list[TopicSpec], actual: dict[str, ActualTopic], settings: Settings) -> list[Change]:
+def diff(specs: list[TopicSpec], actual: dict[str, ActualTopic], settings: KafkaSettings) -> list[Change]:
     """Every change that would make the cluster match the catalogue, in catalogue order."""
     changes: list[Change] = []
     for spec in specs:
@@ -96,7 +96,7 @@ def _partition_change(spec: TopicSpec, name: str, have: int, want: int) -> Chang
 
 
 def co_partition_problems(
-    specs: list[TopicSpec], actual: dict[str, ActualTopic], settings: Settings
+    specs: list[TopicSpec], actual: dict[str, ActualTopic], settings: KafkaSettings
 ) -> list[str]:
     """Groups of co-partitioned topics whose partition counts disagree with each other or with the
     count this process is configured for (faust would declare its tables with that count)."""

@@ -23,6 +23,7 @@ from app.dlq.writer import dead_letter_record
 from app.records import DeadLetter, dumps
 from app.runtime.context import WorkerContext
 from app.runtime.topics import topic_sender
+from app.sections import AudienceSettings
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ async def handle_record(
     return len(outcome.requests)
 
 
-def register(ctx: WorkerContext) -> None:
+def register(ctx: WorkerContext[AudienceSettings]) -> None:
     """Declare the `audience-members` table and the audiences agent on the worker."""
     settings = ctx.settings
     own = load_own_audiences(settings.kseg_audiences_file)

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 
 from app import topics
 from app.audiences.engage import changes_from_payload
-from app.config import Settings
 from app.records import dumps
+from app.sections import SharedSettings
 
 
 class _Publisher(Protocol):
@@ -20,7 +20,7 @@ class _Publisher(Protocol):
 
 
 async def publish_membership_changes(
-    publisher: _Publisher, settings: Settings, payload: Any, received_at: str
+    publisher: _Publisher, settings: SharedSettings, payload: Any, received_at: str
 ) -> tuple[int, list[str]]:
     """Publish the delivery's membership changes (keyed by member); returns (published, unusable reasons)."""
     changes, reasons = changes_from_payload(payload, received_at)

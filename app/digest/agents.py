@@ -18,6 +18,7 @@ from app.digest.metrics import DigestMetrics
 from app.digest.schedule import DayStateStore, DigestScheduler
 from app.kafka import group_lag
 from app.runtime.context import WorkerContext
+from app.sections import DigestSettings
 from app.sinks.ratelimit import AdaptiveRateLimiter
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 PRODUCED = (topics.SPEND, topics.OUTBOX, topics.DEADLETTER, topics.DIGEST_DAYS)
 
 
-def register(ctx: WorkerContext) -> None:
+def register(ctx: WorkerContext[DigestSettings]) -> None:
     """Declare the `digest-schedule` timer (leader only) and the digest's counters."""
     settings = ctx.settings
     metrics = DigestMetrics.on(ctx.registry)

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from app.config import Settings
+from app.sections import DigestSettings, reveal
 from app.sinks.policy import (
     Backoff,
     Outcome,
@@ -125,10 +125,10 @@ class ReportingClient:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ReportingClient:
+    def from_settings(cls, settings: DigestSettings) -> ReportingClient:
         return cls(
             settings.kochava_reporting_url,
-            settings.kochava_api_key or "",
+            reveal(settings.kochava_api_key),
             settings.kochava_app_guid or "",
             request_timeout=settings.kochava_reporting_timeout,
             retries=settings.kochava_reporting_retries,

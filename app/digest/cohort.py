@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.config import Settings
 from app.digest.report import NO_VALUE
 from app.digest.traits import CampaignKey, Revenue
+from app.sections import WarehouseSettings
 
 EVENTS = "kseg_events"
 
@@ -127,7 +127,7 @@ async def members(conn: Any, campaigns: Iterable[CampaignKey], batch: int = 2000
 
 
 @asynccontextmanager
-async def warehouse_connection(settings: Settings) -> AsyncIterator[Any]:
+async def warehouse_connection(settings: WarehouseSettings) -> AsyncIterator[Any]:
     """An async psycopg connection to the warehouse (issue 13's `app.warehouse.db`)."""
     from app.warehouse import db
 

@@ -18,7 +18,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from app import topics
-from app.config import Settings
 from app.digest import cohort
 from app.digest.client import ReportingClient, ReportingError
 from app.digest.report import CampaignDay, ColumnMapError, column_map, parse_rows, summary_body, window
@@ -33,6 +32,7 @@ from app.digest.traits import (
 from app.lifecycle.currency import Rates, RatesError, load_rates, to_reporting
 from app.pipeline.steps import segment_calls_record
 from app.records import DeadLetter, dumps, utc_now_iso
+from app.sections import DigestSettings
 from app.sinks.ratelimit import AdaptiveRateLimiter
 from app.sinks.segment.validation import problems, reason_for
 
@@ -105,18 +105,16 @@ def _fmt(value: float | None, places: int) -> str:
     return "-" if value is None else f"{value:,.{places}f}"
 
 
-def default_day(settings: Settings, now: datetime | None = None) -> date:
+def default_day(settings: DigestSettings, now: datetime | None = None) -> date:
     """Yesterday in the app's reporting time zone (the last complete day)."""
     local = (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.kochava_time_zone))
     return local.date() - timedelta(days=1)
 
 
-def reporting_rates(settings: Settings) -> Rates:
-    """The reporting currency's rates (settings of issue 10, read defensively until they are merged)."""
-    currency = str(getattr(settings, "kseg_reporting_currency", "USD"))
-    path = getattr(settings, "kseg_currency_rates_file", None)
+def reporting_rates(settings: DigestSettings) -> Rates:
+    """The reporting currency's rates (KSEG_REPORTING_CURRENCY, KSEG_CURRENCY_RATES_FILE)."""
     try:
-        return load_rates(path, currency)
+        return load_rates(settings.kseg_currency_rates_file, settings.kseg_reporting_currency)
     except RatesError as exc:
         raise DigestError(str(exc), "rates") from exc
 
@@ -136,7 +134,7 @@ def revenue_window(day: date, zone: str) -> cohort.RevenueWindow:
 
 
 async def run_digest(
-    settings: Settings,
+    settings: DigestSettings,
     *,
     day: date,
     days: int,
@@ -179,7 +177,7 @@ async def run_digest(
 
 
 async def _write(
-    settings: Settings,
+    settings: DigestSettings,
     result: DigestResult,
     conn: Any,
     rows: list[CampaignDay],
@@ -211,7 +209,7 @@ async def _write(
 
 
 async def _fan_out(
-    settings: Settings,
+    settings: DigestSettings,
     result: DigestResult,
     conn: Any,
     send: Send,

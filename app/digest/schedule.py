@@ -27,9 +27,9 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel
 
 from app import topics
-from app.config import Settings
 from app.kafka import read_to_end
 from app.records import dumps, loads
+from app.sections import DigestSettings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,9 @@ def attempts_so_far(history: list[DayState]) -> int:
 class DayStateStore:
     """Reads the `digest.days` topic from the beginning; writes through `send` (acked)."""
 
-    def __init__(self, settings: Settings, send: Callable[[str, bytes, bytes], Awaitable[None]]) -> None:
+    def __init__(
+        self, settings: DigestSettings, send: Callable[[str, bytes, bytes], Awaitable[None]]
+    ) -> None:
         self.settings = settings
         self.topic = settings.topic(topics.DIGEST_DAYS)
         self._send = send
@@ -125,7 +127,7 @@ class DigestScheduler:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DigestSettings,
         store: DayStateStore,
         run_day: RunDay,
         *,

@@ -17,7 +17,6 @@ import orjson
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from app.config import Settings
 from app.dlq.writer import dead_letter_record
 from app.identity.index import apply_update, link_updates
 from app.identity.metrics import identity_metrics
@@ -27,6 +26,7 @@ from app.records import DeadLetter
 from app.runtime.batching import BATCH_MAX, BATCH_WITHIN, HeldSends, HeldWrites, acked_batches
 from app.runtime.context import WorkerContext
 from app.runtime.topics import Send, topic_sender
+from app.sections import IdentitySettings
 from app.topics import DEADLETTER, DEVICE_EVENTS, DEVICE_INDEX
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ async def handle_index_update(
     table: TableView,
     send_event: Send,
     send_deadletter: Send,
-    settings: Settings,
+    settings: IdentitySettings,
     send_index: Send | None = None,
     *,
     dead_letters: Counter,
@@ -115,7 +115,7 @@ async def handle_index_update(
     return len(outcome.notices)
 
 
-def register(ctx: WorkerContext) -> None:
+def register(ctx: WorkerContext[IdentitySettings]) -> None:
     """Declare the device index table and the two identity agents on the worker."""
     faust_app, topics = ctx.faust_app, ctx.topics
     counted = DeadLetterMetrics.on(ctx.registry).total

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from app.config import Settings
 from app.identity.records import (
     SDK_ANONYMOUS_ID,
     DeviceIndexUpdate,
@@ -18,6 +17,7 @@ from app.identity.records import (
     DeviceRecord,
     LinkRequest,
 )
+from app.sections import IdentitySettings
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _older(at: str, than: str | None) -> bool:
         return False
 
 
-def max_users(settings: Settings) -> int:
+def max_users(settings: IdentitySettings) -> int:
     """User ids kept per device: one past the shared threshold is all the decision needs."""
     return settings.kseg_shared_device_threshold + 1
 
@@ -85,7 +85,9 @@ def inherits_first_touch(
     return key_new or (over_cap and confirmed), confirmed
 
 
-def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, settings: Settings) -> IndexOutcome:
+def apply_update(
+    record: DeviceRecord | None, update: DeviceIndexUpdate, settings: IdentitySettings
+) -> IndexOutcome:
     """Record one observation or link for one typed device id.
 
     - observed: remember the device key; a new key of a linked device is told who it belongs to. The
@@ -179,7 +181,7 @@ def _tell_anonymous_id(out: IndexOutcome, rec: DeviceRecord, device: str, key: s
     out.notices.append(DeviceLinked(device_key=key, via=device, linked_at=at, anonymous_id=rec.anonymous_id))
 
 
-def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: Settings) -> IndexOutcome:
+def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: IdentitySettings) -> IndexOutcome:
     """An SDK anonymousId claims the device ids it was seen with (record keyed `sdk_anonymous_id:<id>`).
 
     The first claim wins the anonymousId for its device; a later claim sharing no id with it is another

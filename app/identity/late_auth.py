@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.config import Settings
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceLinked, id_type
 from app.identity.resolver import effective_anonymous_id
 from app.ids import anonymous_id_for, message_id_for
 from app.lifecycle.traits import lifecycle_traits
 from app.records import Attribution, AttributionProfile
+from app.sections import IdentitySettings
 
 LIBRARY = {"name": "kseg"}
 
@@ -75,7 +75,7 @@ def alias_message(
     user_id: str,
     device_key: str,
     timestamp: str,
-    settings: Settings,
+    settings: IdentitySettings,
 ) -> dict[str, Any]:
     return {
         "type": "alias",
@@ -93,7 +93,7 @@ def identify_message(
     user_id: str,
     device_key: str,
     timestamp: str,
-    settings: Settings,
+    settings: IdentitySettings,
     email_hash: str | None = None,
     phone_hash: str | None = None,
 ) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def adopt_first_touch(state: AttributionProfile, notice: DeviceLinked) -> Attrib
 
 
 def adopt_anonymous_id(
-    state: AttributionProfile, notice: DeviceLinked, device_key: str, settings: Settings
+    state: AttributionProfile, notice: DeviceLinked, device_key: str, settings: IdentitySettings
 ) -> tuple[AttributionProfile, list[dict[str, Any]]]:
     """Adopt the app's SDK anonymousId a notice carries; send the device's first touch to it at once.
 
@@ -172,7 +172,7 @@ def adopt_anonymous_id(
 
 
 def apply_link(
-    state: AttributionProfile, notice: DeviceLinked, device_key: str, settings: Settings
+    state: AttributionProfile, notice: DeviceLinked, device_key: str, settings: IdentitySettings
 ) -> tuple[AttributionProfile, list[dict[str, Any]]]:
     """Apply one `DeviceLinked` notice to a device's profile; returns the Segment messages to send.
 
@@ -206,7 +206,7 @@ def _link(
     notice: DeviceLinked,
     anonymous_id: str,
     device_key: str,
-    settings: Settings,
+    settings: IdentitySettings,
 ) -> tuple[AttributionProfile, list[dict[str, Any]]]:
     """The person part of `apply_link` (see there); `new` already carries adoption and inheritance."""
     if state.device_shared:

@@ -7,11 +7,11 @@ are testable without Kafka.
 
 from __future__ import annotations
 
-from app.config import Settings
 from app.identity.metrics import identity_metrics
 from app.identity.records import AD_ID_TYPES, DeviceIndexUpdate, id_type, typed_device_key
 from app.ids import anonymous_id_for, clean_id, normalise_email, normalise_phone, sha256_hex
 from app.records import AttributionProfile, CanonicalEvent, ResolvedIdentity, ResolvedVia
+from app.sections import IdentitySettings
 
 
 def email_hash(value: object) -> str | None:
@@ -26,7 +26,7 @@ def phone_hash(value: object) -> str | None:
     return sha256_hex(phone) if phone else None
 
 
-def effective_anonymous_id(state: AttributionProfile, device_key: str, settings: Settings) -> str:
+def effective_anonymous_id(state: AttributionProfile, device_key: str, settings: IdentitySettings) -> str:
     """The anonymousId the device's calls carry: the adopted SDK one, else kseg's own for the device key."""
     derived = state.anonymous_id or anonymous_id_for(settings.kseg_namespace, device_key)
     return state.sdk_anonymous_id or derived
@@ -41,7 +41,7 @@ def explicit_user_id(event: CanonicalEvent) -> str | None:
 
 
 def resolve(
-    event: CanonicalEvent, state: AttributionProfile, device_key: str, settings: Settings
+    event: CanonicalEvent, state: AttributionProfile, device_key: str, settings: IdentitySettings
 ) -> tuple[ResolvedIdentity, AttributionProfile]:
     """Who sent this event: explicit userId > device link > email hash > phone hash > anonymous.
 
@@ -119,7 +119,7 @@ def _person_key(user_id: str | None, email: str | None, phone: str | None) -> st
 
 
 def observations(
-    event: CanonicalEvent, state: AttributionProfile, device_key: str, settings: Settings
+    event: CanonicalEvent, state: AttributionProfile, device_key: str, settings: IdentitySettings
 ) -> tuple[AttributionProfile, list[DeviceIndexUpdate]]:
     """Index updates for ids this device has not announced yet, and links for a person named in the postback.
 

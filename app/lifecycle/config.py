@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.config import DEFAULT_LTV_TIERS, Settings, parse_tiers
 from app.lifecycle.currency import Rates, load_rates
 from app.lifecycle.rules import LifecycleRules
+from app.sections import DEFAULT_LTV_TIERS, CurrencySettings, LifecycleSettings, parse_tiers
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,12 @@ class LifecycleConfig:
     tiers: tuple[tuple[str, float], ...] = tuple(parse_tiers(DEFAULT_LTV_TIERS))
 
 
-def load_config_rates(settings: Settings) -> Rates:
+def load_config_rates(settings: CurrencySettings) -> Rates:
     """The rates the process converts with (read once at start; `RatesError` says what to fix)."""
     return load_rates(settings.kseg_currency_rates_file, settings.kseg_reporting_currency)
 
 
-def lifecycle_config(rules: LifecycleRules, settings: Settings, rates: Rates) -> LifecycleConfig:
+def lifecycle_config(rules: LifecycleRules, settings: LifecycleSettings, rates: Rates) -> LifecycleConfig:
     """One profile's lifecycle rules with the process's settings and rates."""
     return LifecycleConfig(
         rates=rates,

@@ -10,7 +10,6 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from app.config import Settings
 from app.ids import anonymous_id_for, sha256_hex
 from app.lifecycle.config import LifecycleConfig, lifecycle_config
 from app.lifecycle.currency import Rates, load_rates
@@ -25,6 +24,7 @@ from app.records import (
     ResolvedIdentity,
     device_key_of,
 )
+from app.sections import LifecycleSettings
 
 DEFAULT_PROFILE = "kochava-default"
 
@@ -53,7 +53,7 @@ def preview(
     registry: ProfileRegistry,
     namespace: str,
     profile_name: str | None = None,
-    settings: Settings | None = None,
+    settings: LifecycleSettings | None = None,
     rates: Rates | None = None,
 ) -> dict[str, Any]:
     """{"lifecycle": {...}, "segment": [...], "warehouse": {...}} for a mappable postback, else

@@ -14,9 +14,10 @@ from app.pipeline.metrics import PipelineMetrics
 from app.pipeline.steps import Batch, StepConfig, handle_record
 from app.runtime.batching import BATCH_MAX, BATCH_WITHIN, acked_batches, write_held
 from app.runtime.context import WorkerContext
+from app.sections import PipelineSettings
 
 
-def register(ctx: WorkerContext) -> None:
+def register(ctx: WorkerContext[PipelineSettings]) -> None:
     """Declare the `profiles` table and the `process` agent on the worker."""
     settings, faust_app = ctx.settings, ctx.faust_app
     config = StepConfig(

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from app import topics
 from app.audiences.devices import device_facts, with_att
-from app.config import Settings
 from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
 from app.identity.records import DeviceLinked
@@ -36,6 +35,7 @@ from app.mapping import (
 )
 from app.pipeline.metrics import PipelineMetrics
 from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads, utc_now_iso
+from app.sections import PipelineSettings
 
 #: Postbacks a reinstalled device parks at most while it waits for the index's answers.
 MAX_PARKED = 200
@@ -50,7 +50,7 @@ class StepConfig:
     currency rates (read from `KSEG_CURRENCY_RATES_FILE` when not given) and the counters (the worker's, on
     its context's registry; a private registry when not given)."""
 
-    settings: Settings
+    settings: PipelineSettings
     profiles: ProfileRegistry
     clock: Callable[[], float] = time.time
     rates: Rates | None = None

@@ -14,7 +14,6 @@ from aiohttp import web
 
 from app import topics
 from app.audiences.webhook import publish_membership_changes
-from app.config import Settings
 from app.identity.metrics import identity_metrics
 from app.identity.records import LinkRequest, to_bytes
 from app.identity.webhook import links_from_payload, verify_signature
@@ -26,6 +25,7 @@ from app.receiver.parsing import match_token, supplied_token
 from app.receiver.publisher import Publisher
 from app.receiver.ratelimit import LIMITER
 from app.records import DeviceIds, utc_now_iso
+from app.sections import ReceiverSettings, reveal
 
 WEBHOOK_PATH = "/v1/segment/webhook"
 LINKS_PATH = "/v1/identity/links"
@@ -39,7 +39,7 @@ _FIELD_ALIASES = {"gaid": "adid"}
 LINK_FIELDS = frozenset({"user_id", "anonymous_id", "email", "phone", *DEVICE_FIELDS, *_FIELD_ALIASES})
 
 
-def check_link_token(request: web.Request, settings: Settings) -> str:
+def check_link_token(request: web.Request, settings: ReceiverSettings) -> str:
     """The links API's credential: one of KSEG_LINK_TOKENS, never a postback token.
 
     Postback URLs are handed to Kochava and ad networks; anyone holding one must not be able to link
@@ -76,14 +76,14 @@ def _unauthenticated(code: str, message: str) -> ClientError:
     return ClientError(401, code, message)
 
 
-def check_webhook_auth(request: web.Request, raw: bytes, settings: Settings) -> tuple[str, bool]:
+def check_webhook_auth(request: web.Request, raw: bytes, settings: ReceiverSettings) -> tuple[str, bool]:
     """Authenticate one Segment webhook delivery; (rate-limit key, whether the whole body is covered).
 
     The header secret (a custom header set on the destination) covers every call of a batch; the
     X-Signature HMAC covers the whole body of a classic webhook but only element 0 of an Actions batch.
     Each configured check must pass.
     """
-    header_secret = settings.segment_webhook_header_secret
+    header_secret = reveal(settings.segment_webhook_header_secret)
     name = settings.segment_webhook_header_name
     if header_secret:
         supplied = request.headers.get(name)
@@ -100,14 +100,14 @@ def check_webhook_auth(request: web.Request, raw: bytes, settings: Settings) -> 
         signature = request.headers.get("X-Signature")
         if not signature:
             raise _unauthenticated("missing_signature", "The X-Signature header is missing.")
-        if not verify_signature(raw, signature, settings.segment_webhook_secret):
+        if not verify_signature(raw, signature, settings.segment_webhook_secret.get_secret_value()):
             raise _unauthenticated(
                 "invalid_signature", "X-Signature does not match the body and the shared secret."
             )
-    return header_secret or settings.segment_webhook_secret or "", bool(header_secret)
+    return header_secret or reveal(settings.segment_webhook_secret), bool(header_secret)
 
 
-async def publish_links(publisher: Publisher, settings: Settings, links: list[LinkRequest]) -> None:
+async def publish_links(publisher: Publisher, settings: ReceiverSettings, links: list[LinkRequest]) -> None:
     """Make every link durable (keyed by its first device id); any failure fails the whole request."""
     topic = settings.topic(topics.LINKS)
     results = await asyncio.gather(

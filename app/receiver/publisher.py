@@ -15,8 +15,8 @@ import time
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from app.config import Settings
 from app.kafka import data_producer_config, tls_problem
+from app.sections import ReceiverSettings
 from app.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class PublishUnavailable(Exception):
 class Publisher:
     """One aiokafka producer with a bounded number of in-flight produces and a readiness signal."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ReceiverSettings) -> None:
         self.settings = settings
         self.max_pending = settings.kseg_max_pending_produces
         self.timeout = settings.kseg_produce_timeout

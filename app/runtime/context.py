@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import faust
 from prometheus_client import CollectorRegistry
 
-from app.config import Settings
 from app.runtime.closing import Closing
 from app.runtime.health import Health
 from app.runtime.outputs import OutputProducer
 from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity
+from app.sections import SharedSettings
+
+#: The settings a domain reads: each `register(ctx: WorkerContext[ItsSection])` sees its own section,
+#: while the composition root passes the whole `Settings` (covariant: a `Settings` is every section).
+SectionT = TypeVar("SectionT", bound=SharedSettings, covariant=True)
 
 
 @dataclass
-class WorkerContext:
+class WorkerContext(Generic[SectionT]):
     """Built once per worker by `app.worker.app.create_worker`; domains declare their tables, agents,
     timers and pages on `faust_app` and read everything else from here, never from module globals."""
 
     faust_app: faust.App
     topics: WorkerTopics
-    settings: Settings
+    settings: SectionT
     registry: CollectorRegistry
     health: Health
     activity: AgentActivity

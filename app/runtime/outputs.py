@@ -18,8 +18,8 @@ from typing import Any
 
 from mode import Service
 
-from app.config import Settings
 from app.kafka import data_producer_config
+from app.sections import KafkaSettings
 
 #: (full topic name, key, value)
 Record = tuple[str, bytes | None, bytes]
@@ -28,7 +28,7 @@ Record = tuple[str, bytes | None, bytes]
 class OutputProducer(Service):
     """Started and stopped with the faust app (`faust_app.add_dependency`), before its agents."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, settings: KafkaSettings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self._producer: Any = None

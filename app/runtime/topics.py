@@ -9,7 +9,7 @@ from typing import Any
 import faust
 
 from app import topics
-from app.config import Settings
+from app.sections import SharedSettings
 
 
 def raw_topic(faust_app: faust.App, *names: str, partitions: int) -> faust.TopicT:
@@ -57,7 +57,7 @@ class WorkerTopics:
     kochava_outbox: faust.TopicT
 
     @classmethod
-    def declare(cls, faust_app: faust.App, settings: Settings) -> WorkerTopics:
+    def declare(cls, faust_app: faust.App, settings: SharedSettings) -> WorkerTopics:
         def topic(*names: str) -> faust.TopicT:
             full = (settings.topic(name) for name in names)
             return raw_topic(faust_app, *full, partitions=settings.kseg_topic_partitions)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.config import Settings
+from app.sections import WarehouseSettings
 from app.warehouse.embedded import pgdata_dir, running_url
 
 
@@ -16,7 +16,7 @@ class WarehouseUnavailable(RuntimeError):
     """No warehouse URL is set and the embedded server is not running."""
 
 
-def url(settings: Settings) -> str:
+def url(settings: WarehouseSettings) -> str:
     """The warehouse URL: the configured one, else the running embedded server's."""
     if settings.kseg_warehouse_url:
         return settings.kseg_warehouse_url
@@ -30,7 +30,7 @@ def url(settings: Settings) -> str:
     return found
 
 
-def connect(settings: Settings, **kwargs: Any) -> Any:
+def connect(settings: WarehouseSettings, **kwargs: Any) -> Any:
     """A synchronous psycopg connection to the warehouse (autocommit off; close it when done)."""
     import psycopg
 

@@ -27,11 +27,11 @@ from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from app import topics
-from app.config import Settings
 from app.dlq.writer import dead_letter_record
 from app.kafka import client_config, producer_config
 from app.records import DeadLetter
 from app.runtime.health import Health, healthz, readyz_response
+from app.sections import WarehouseSettings
 from app.warehouse import sql
 from app.warehouse.metrics import LoaderMetrics
 from app.warehouse.schemas import CAMPAIGN_SPEND, WAREHOUSE_ROW, problem
@@ -88,7 +88,7 @@ class Loader:
     """The loader's state: consumer, producer (dead letters), database connection, metrics."""
 
     def __init__(
-        self, settings: Settings, target_url: str, registry: CollectorRegistry | None = None
+        self, settings: WarehouseSettings, target_url: str, registry: CollectorRegistry | None = None
     ) -> None:
         self.settings = settings
         self.url = target_url
@@ -329,9 +329,8 @@ class Loader:
             await self._drop_connection()
 
 
-def _reporting_currency(settings: Settings) -> str:
-    # KSEG_REPORTING_CURRENCY belongs to the lifecycle issue (10); until it is merged, USD.
-    return str(getattr(settings, "kseg_reporting_currency", None) or "USD")
+def _reporting_currency(settings: WarehouseSettings) -> str:
+    return settings.kseg_reporting_currency
 
 
 def pages(loader: Loader) -> web.Application:
@@ -351,7 +350,7 @@ def pages(loader: Loader) -> web.Application:
     return app
 
 
-async def serve(settings: Settings, target_url: str) -> None:
+async def serve(settings: WarehouseSettings, target_url: str) -> None:
     """Run the loader and its pages until SIGTERM/SIGINT."""
     loader = Loader(settings, target_url)
     runner = web.AppRunner(pages(loader), access_log=None)

@@ -127,7 +127,7 @@ def build_faust_app(settings: Settings) -> faust.App:
     return app
 
 
-def create_worker(settings: Settings) -> WorkerContext:
+def create_worker(settings: Settings) -> WorkerContext[Settings]:
     """Build the whole worker for `settings`; `run_worker` starts it. Creates no directory and reads no
     environment (`run_worker` makes the state directory's parent before starting)."""
     faust_app = build_faust_app(settings)
@@ -151,7 +151,7 @@ def create_worker(settings: Settings) -> WorkerContext:
     return ctx
 
 
-def register_operations(ctx: WorkerContext) -> None:
+def register_operations(ctx: WorkerContext[Settings]) -> None:
     """The SRE surface: /metrics (kseg's and faust's own sensors), /healthz, /readyz, /debug/partitions
     and the stall watchdog."""
     from faust.web import Request, Response, View

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.config import Settings
+from app.sections import WorkerSettings
 
 
-def web_settings(settings: Settings) -> dict[str, Any]:
+def web_settings(settings: WorkerSettings) -> dict[str, Any]:
     """Keyword arguments for `faust.App(...)`."""
     return {
         "web_enabled": True,

@@ -16,7 +16,7 @@ APP = Path(__file__).resolve().parents[2] / "app"
 #: Layer of each top-level module or package of `app`; a module may import only its own layer or lower.
 LAYERS = {
     # shared leaves
-    "config": 0, "ids": 0, "metrics": 0,
+    "sections": 0, "config": 0, "ids": 0, "metrics": 0,
     "records": 1, "topics": 1, "kafka": 1, "broker": 1, "spawner": 2,
     # domains and what their agents run on
     "attribution": 3, "mapping": 3, "identity": 3, "dlq": 3, "lifecycle": 3, "runtime": 3, "admin": 3,
@@ -24,6 +24,17 @@ LAYERS = {
     # processes: the roof
     "receiver": 5, "worker": 6, "supervisor": 7, "cli": 8,
 }  # fmt: skip
+
+
+#: The processes' roots: only they build or pass the whole `Settings` (`app.config`); every other module
+#: takes the one section of `app.sections` it reads. Besides these, every `cli.py` is a root.
+SETTINGS_ROOTS = {
+    "app.config",  # the whole itself
+    "app.worker.app",  # the worker's composition root
+    "app.worker.main",  # `kseg worker`
+    "app.receiver.server",  # the receiver's app factory and `kseg receiver`
+    "app.supervisor",  # `kseg run`
+}
 
 
 def module_name(path: Path) -> str:
@@ -85,6 +96,38 @@ def test_no_package_cycle() -> None:
     for start in sorted(edges):
         visit(start, [start])
     assert not cycles, "package cycles: " + "; ".join(" -> ".join(c) for c in cycles[:5])
+
+
+def is_settings_root(module: str) -> bool:
+    return module in SETTINGS_ROOTS or module == "app.cli" or module.endswith(".cli")
+
+
+def test_only_the_roots_import_the_whole_settings() -> None:
+    """A domain that imports `Settings` could read any other domain's keys; it takes its section instead."""
+    reaching = [
+        f"{m} imports {i}"
+        for m, imports in graph().items()
+        if not is_settings_root(m)
+        for i in imports
+        if i == "app.config"
+    ]
+    assert not reaching, "use a section of app.sections instead:\n" + "\n".join(sorted(reaching))
+
+
+def test_the_settings_rule_sees_every_form_of_import(tmp_path: Path) -> None:
+    """The rule above cannot pass by missing an import form, or by taking a domain for a root."""
+    forms = [
+        "from app.config import Settings",
+        "from app import config",
+        "import app.config",
+        "def f():\n    from app.config import get_settings",
+    ]
+    for n, code in enumerate(forms):
+        path = tmp_path / f"m{n}.py"
+        path.write_text(code + "\n")
+        assert "app.config" in app_imports(path), code
+    assert is_settings_root("app.dlq.cli") and is_settings_root("app.cli")
+    assert not is_settings_root("app.sinks.segment.agent") and not is_settings_root("app.kafka")
 
 
 def test_importing_the_processing_agent_builds_nothing(tmp_path: Path) -> None:

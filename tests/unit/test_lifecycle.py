@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.config import Settings, parse_tiers
+from app.config import Settings
 from app.lifecycle.config import LifecycleConfig, lifecycle_config
 from app.lifecycle.currency import RatesError, load_rates, parse_rates, to_reporting
 from app.lifecycle.rules import LifecycleRules, channel_of
@@ -17,6 +17,7 @@ from app.lifecycle.traits import pending_traits
 from app.mapping import ProfileRegistry, event_outputs, map_postback
 from app.mapping.preview import anonymous_identity
 from app.records import AttributionProfile, CanonicalEvent, RawPostback
+from app.sections import parse_tiers
 
 PROFILE = ProfileRegistry.load(None).get("kochava-default")
 RATES = load_rates(None, "USD")

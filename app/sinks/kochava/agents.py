@@ -13,12 +13,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.config import Settings
 from app.dlq.writer import send_dead_letters
 from app.metrics import DeadLetterMetrics
 from app.records import DeadLetter, loads
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
+from app.sections import KochavaSettings
 from app.sinks.errors import SinkConfigError
 from app.sinks.kochava.client import KochavaHttpClient
 from app.sinks.kochava.dryrun import KochavaDryRun
@@ -54,7 +54,7 @@ def decode(events: list[Any]) -> tuple[list[KochavaRequest], list[DeadLetter]]:
 
 
 def build_deliverer(
-    settings: Settings, dead_letter: DeadLetterFn, metrics: KochavaSinkMetrics, stats: SinkStats
+    settings: KochavaSettings, dead_letter: DeadLetterFn, metrics: KochavaSinkMetrics, stats: SinkStats
 ) -> KochavaSender | KochavaDryRun:
     """The real sender, or the dry run when KOCHAVA_APP_GUID is unset."""
     if settings.kochava_dry_run:
@@ -72,7 +72,7 @@ def build_deliverer(
     )
 
 
-def register(ctx: WorkerContext) -> None:
+def register(ctx: WorkerContext[KochavaSettings]) -> None:
     """Declare the `kochava-sink` agent and expose its metrics on the worker's registry."""
     settings = ctx.settings
     metrics = KochavaSinkMetrics.on(ctx.registry)

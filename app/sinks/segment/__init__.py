@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from app.config import Settings
+from app.sections import SegmentSettings
 from app.sinks.errors import SinkStopped, TransportError
 from app.sinks.policy import Backoff, Outcome, classify_status, parse_retry_after
 from app.sinks.ratelimit import AdaptiveRateLimiter
@@ -52,7 +52,7 @@ class Deliverer(Protocol):
 
 
 def build_sink(
-    settings: Settings,
+    settings: SegmentSettings,
     dead_letter: DeadLetterFn,
     *,
     limiter: AdaptiveRateLimiter | None = None,
@@ -68,7 +68,7 @@ def build_sink(
         )
     assert settings.segment_write_key is not None
     client = SegmentHttpClient(
-        settings.segment_write_key,
+        settings.segment_write_key.get_secret_value(),
         settings.segment_endpoint,
         settings.segment_request_timeout,
         settings.segment_gzip,

@@ -17,6 +17,7 @@ from app.records import DeadLetter, loads
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
 from app.runtime.health import Health
+from app.sections import SegmentSettings
 from app.sinks.errors import SinkConfigError
 from app.sinks.segment import Deliverer, build_sink
 from app.sinks.stats import SinkStats, SinkStatsCollector
@@ -65,7 +66,7 @@ async def deliver_or_hold(deliverer: Deliverer, messages: list[dict[str, Any]], 
         await asyncio.Event().wait()
 
 
-def register(ctx: WorkerContext) -> None:
+def register(ctx: WorkerContext[SegmentSettings]) -> None:
     """Declare the `segment-sink` agent and expose its counters on the worker's registry."""
     settings, topics = ctx.settings, ctx.topics
 

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from app.config import SEGMENT_US_ENDPOINT
 from app.records import utc_now_iso
+from app.sections import SEGMENT_US_ENDPOINT
 from app.sinks.http import USER_AGENT, HttpPoster, HttpResult
 
 #: Bodies above this are gzipped in a thread, so a 450 KB batch never stalls the event loop.
