@@ -9,9 +9,10 @@ from typing import Any
 
 import aiohttp
 
-from app.broker.embedded import EmbeddedBroker, free_port
+from app.broker.embedded import EmbeddedBroker
 from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import Pipeline, metric, read_topic, wait_for
+from tests.parallel import free_port
 
 
 def event(i: int, device: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,29 @@
+"""Session-wide test rules: under pytest-xdist, tests marked `exclusive` (and those on a broker of their own)
+run with no other test at the same time (`tests/parallel.py` says why). Without xdist nothing changes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.parallel import lock_paths, run_slot
+
+#: Fixtures whose tests are exclusive without a marker: `own_broker` exists for group-timing tests.
+EXCLUSIVE_FIXTURES = frozenset({"own_broker"})
+
+
+def is_exclusive(item: pytest.Item) -> bool:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return item.get_closest_marker("exclusive") is not None or bool(EXCLUSIVE_FIXTURES & fixtures)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id is None:
+        yield
+        return
+    with run_slot(*lock_paths(item.config.option.basetemp, run_id), exclusive=is_exclusive(item)):
+        yield
