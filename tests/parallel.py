@@ -14,6 +14,11 @@ SIGKILLed worker's tables coming back, the benchmark smoke run); on a 2-core mac
 processes would take the CPU those timings depend on. Every test holds a lock shared by the workers of the
 session while it runs (setup, call, teardown); an exclusive test holds it alone. A turnstile in front gives
 the exclusive test priority: once it waits, no new test starts until it has run.
+
+Scheduling. `--dist loadgroup` hands tests out one at a time as workers free up, except that the tests of
+one module of `ONE_WORKER_MODULES` or of `tests/unit/` go to one worker together (their module-scoped
+fixtures, a wheel build or a broker, are built once). The `xdist_group` mark would say this per module, but
+pytest-xdist 3.8 ignores it on pytest 9.2 (pytest-dev/pytest-xdist#1386), so the scheduler reads node ids.
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ import os
 import random
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
+from xdist.scheduler import LoadGroupScheduling
 
 #: The lowest port the pool uses: above the registered services most machines run (5432, 6379, 8080, 9092).
 POOL_START = 10_000
@@ -125,3 +133,29 @@ def run_slot(turnstile: Path, run: Path, exclusive: bool) -> Iterator[None]:
         with _flock(turnstile, fcntl.LOCK_EX):
             held.enter_context(_flock(run, fcntl.LOCK_SH))
         yield
+
+
+#: Modules whose tests share an expensive module-scoped fixture (the installed wheel: `pip wheel` builds
+#: inside the checkout, so two workers building at once could also trip over each other).
+ONE_WORKER_MODULES = frozenset({"tests/integration/test_installed_wheel.py"})
+#: Directories whose tests are handed out a module at a time: quick tests, module-scoped brokers.
+BY_MODULE = ("tests/unit/",)
+
+
+def module_group(nodeid: str) -> str | None:
+    """The module whose tests `nodeid` is handed out with, or None when it goes out on its own."""
+    module = nodeid.split("::", 1)[0]
+    return module if module in ONE_WORKER_MODULES or module.startswith(BY_MODULE) else None
+
+
+class ModuleGroupScheduling(LoadGroupScheduling):
+    """`--dist loadgroup` with the module groups above (see the module docstring)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return module_group(nodeid) or super()._split_scope(nodeid)
+
+
+def exclusive_first(items: list[pytest.Item], exclusive: Callable[[pytest.Item], bool]) -> None:
+    """Move the exclusive tests to the front, in place: the scheduler hands them out first, so they run
+    alone at the start instead of waiting, mid-run, for every other worker's running test to end."""
+    items.sort(key=lambda item: not exclusive(item))

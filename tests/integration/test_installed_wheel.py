@@ -31,8 +31,6 @@ from tests.ops_files import family, referenced_families
 from tests.parallel import free_port
 
 COMPOSE = ROOT / "docker" / "compose.yaml"
-# One xdist worker builds the wheel once for both tests (`pip wheel` builds inside the checkout).
-pytestmark = pytest.mark.xdist_group("installed-wheel")
 
 
 @pytest.fixture(scope="module")

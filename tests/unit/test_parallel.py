@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.parallel import POOL_START, bindable, ephemeral_start, free_port, run_slot, worker_block
+from tests.parallel import (
+    POOL_START,
+    bindable,
+    ephemeral_start,
+    exclusive_first,
+    free_port,
+    module_group,
+    run_slot,
+    worker_block,
+)
 
 
 def test_worker_blocks_are_disjoint_and_below_the_ephemeral_range() -> None:
@@ -90,3 +99,16 @@ def _free(path: Path) -> bool:
             return False
         fcntl.flock(handle, fcntl.LOCK_UN)
         return True
+
+
+def test_listed_modules_and_unit_modules_go_to_one_worker_other_tests_one_by_one() -> None:
+    wheel = "tests/integration/test_installed_wheel.py"
+    assert module_group(f"{wheel}::test_a") == module_group(f"{wheel}::test_b") == wheel
+    assert module_group("tests/unit/test_cli.py::test_x[1]") == "tests/unit/test_cli.py"
+    assert module_group("tests/integration/test_delivery.py::test_a") is None
+
+
+def test_exclusive_tests_go_first_in_collection_order() -> None:
+    items = ["a", "x1", "b", "x2", "c"]
+    exclusive_first(items, lambda name: name.startswith("x"))  # type: ignore[arg-type]
+    assert items == ["x1", "x2", "a", "b", "c"]
