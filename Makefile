@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Tests run on PYTEST_WORKERS pytest-xdist workers, each with its own broker, ports and temporary directories
 # (tests/parallel.py); tests marked `exclusive` run alone. `make test PYTEST_WORKERS=0` runs them serially.
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 6
 PYTEST_ARGS    := -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: help install run test test-unit test-integration lint typecheck bench identity-bench fuzz clean
