@@ -24,11 +24,11 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.broker.embedded import free_port
 from app.kafka import read_records
 from app.runtime.watchdog import EX_TEMPFAIL
 from app.spawner import spawn_role
 from app.worker.app import EMBEDDED_MIN_SESSION_TIMEOUT
+from tests.parallel import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token"

@@ -17,11 +17,11 @@ import aiohttp
 import psycopg
 import pytest
 
-from app.broker.embedded import free_port
 from app.mapping.warehouse import WAREHOUSE_COLUMNS
 from app.spawner import spawn_role
 from app.warehouse.embedded import EmbeddedWarehouse
 from tests.harness import ROOT, Pipeline, wait_for
+from tests.parallel import free_port
 
 
 @pytest.fixture

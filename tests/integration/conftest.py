@@ -1,4 +1,8 @@
-"""Fixtures for integration tests: one real broker per session, a fresh kseg deployment per test."""
+"""Fixtures for integration tests: one real broker per session, a fresh kseg deployment per test.
+
+Under pytest-xdist "session" means one worker process: each worker gets a broker, ports
+(`tests.parallel.free_port`) and temporary directories of its own, so tests on different workers share
+nothing but the CPU."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import pytest
 from app.broker.embedded import EmbeddedBroker
 from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import Pipeline
+from tests.parallel import free_port
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +35,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield kafka.get_bootstrap_server()
         return
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log) as embedded:
+    with EmbeddedBroker(port=free_port(), log_path=log) as embedded:
         yield embedded.bootstrap_servers
 
 
@@ -48,7 +53,7 @@ def own_broker(broker: str, tmp_path: Path) -> Iterator[str]:
     if os.environ.get("KSEG_TEST_BROKER") == "kafka":
         yield broker
         return
-    with EmbeddedBroker(log_path=tmp_path / "own-tansu.log") as embedded:
+    with EmbeddedBroker(port=free_port(), log_path=tmp_path / "own-tansu.log") as embedded:
         yield embedded.bootstrap_servers
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from app.broker.embedded import free_port
 from tests.emulators.kochava_api import KochavaEmulator
 from tests.harness import ROOT, wait_for
+from tests.parallel import free_port
 
 SECRET = "run-secret"
 GUID = "koapp-run"

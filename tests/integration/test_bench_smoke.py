@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.harness import ROOT
 
@@ -53,6 +54,7 @@ EVERY_FIGURE = (
 )
 
 
+@pytest.mark.exclusive  # two-worker group, spike and latency scenarios: alone on the CPU
 def test_benchmark_smoke_produces_every_figure(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],

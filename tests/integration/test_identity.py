@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import LINK_TOKEN, Pipeline, wait_for
@@ -174,6 +175,7 @@ async def test_shared_device_never_merges_two_users(
     assert not [m for m in segment.messages if m.get("userId") == "bob" and m.get("anonymousId")]
 
 
+@pytest.mark.exclusive  # the restarted worker's rejoin and table recovery are timed: alone on the CPU
 async def test_tables_survive_a_worker_kill(
     make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
 ) -> None:

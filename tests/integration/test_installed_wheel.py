@@ -24,11 +24,11 @@ import aiohttp
 import pytest
 import yaml
 
-from app.broker.embedded import free_port
 from app.topics import catalogue
 from app.worker.app import EMBEDDED_MIN_SESSION_TIMEOUT
 from tests.harness import ROOT, wait_for
 from tests.ops_files import family, referenced_families
+from tests.parallel import free_port
 
 COMPOSE = ROOT / "docker" / "compose.yaml"
 

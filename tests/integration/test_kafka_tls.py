@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.broker.embedded import EmbeddedBroker, free_port
+from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
 from app.kafka import client_config, consumer_config, producer_config
 from app.topics import RAW, connect_admin, ensure_topics
 from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import Pipeline, run_cli, wait_for
+from tests.parallel import free_port
 from tests.tls_proxy import CertificateAuthority, TLSProxy
 
 INSTALL = {
@@ -38,7 +39,9 @@ async def tls_broker(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     other_ca = CertificateAuthority(tmp_path, name="some other CA")
     server = ca.issue("localhost")
     proxy_port = free_port()
-    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised=f"localhost:{proxy_port}").start()
+    broker = EmbeddedBroker(
+        port=free_port(), log_path=tmp_path / "tansu.log", advertised=f"localhost:{proxy_port}"
+    ).start()
     try:
         async with TLSProxy(proxy_port, (broker.host, broker.port), server) as proxy:
             yield {

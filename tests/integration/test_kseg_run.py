@@ -13,9 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from app.broker.embedded import free_port
 from app.warehouse.embedded import pgdata_dir, running_url
 from tests.harness import ROOT, wait_for
+from tests.parallel import free_port
 
 
 def descendants(pid: int) -> set[int]:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.broker.embedded import free_port
 from tests.harness import ROOT, wait_for
+from tests.parallel import free_port
 
 
 def _env(tmp_path: Path, port: int, worker_port: int) -> dict[str, str]:

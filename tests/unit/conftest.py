@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 from app.broker.embedded import EmbeddedBroker
+from tests.parallel import free_port
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[EmbeddedBroker]:
     """A real embedded Kafka broker (Tansu) for the tests of one module."""
-    with EmbeddedBroker() as b:
+    with EmbeddedBroker(port=free_port()) as b:
         yield b

@@ -1,0 +1,114 @@
+"""The isolation `make test` relies on to run tests on several xdist workers (tests/parallel.py)."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.parallel import (
+    POOL_START,
+    bindable,
+    ephemeral_start,
+    exclusive_first,
+    free_port,
+    module_group,
+    run_slot,
+    worker_block,
+)
+
+
+def test_worker_blocks_are_disjoint_and_below_the_ephemeral_range() -> None:
+    stop = ephemeral_start()
+    blocks = [worker_block(f"gw{i}", 6, stop) for i in range(6)]
+    ports = [port for block in blocks for port in block]
+    assert len(ports) == len(set(ports))
+    assert max(ports) < stop
+    assert worker_block(None, 1, stop) == range(POOL_START, stop)  # not under xdist: the whole pool
+
+
+def test_too_many_workers_for_the_pool_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="too few"):
+        worker_block("gw0", 1000, 32_768)
+
+
+def test_free_port_is_outside_the_range_the_kernel_hands_out_and_bindable() -> None:
+    ports = {free_port() for _ in range(20)}
+    assert len(ports) == 20
+    assert all(port < ephemeral_start() and bindable(port) for port in ports)
+
+
+def test_a_port_in_use_is_not_bindable() -> None:
+    port = free_port()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        assert not bindable(port)
+    assert bindable(port)
+
+
+def test_an_exclusive_slot_waits_for_running_tests_and_goes_before_later_ones(tmp_path: Path) -> None:
+    turnstile, run = tmp_path / "turnstile", tmp_path / "run"
+    order: list[str] = []
+    release_first = threading.Event()
+
+    def hold(name: str, exclusive: bool, until: threading.Event | None = None) -> None:
+        with run_slot(turnstile, run, exclusive=exclusive):
+            order.append(f"{name} in")
+            if until is not None:
+                assert until.wait(10)
+            order.append(f"{name} out")
+
+    first = threading.Thread(target=hold, args=("shared-1", False, release_first))
+    first.start()
+    while order != ["shared-1 in"]:
+        time.sleep(0.01)
+    alone = threading.Thread(target=hold, args=("exclusive", True))
+    alone.start()
+    while _free(turnstile):  # the exclusive test now waits, holding the turnstile
+        time.sleep(0.01)
+    later = threading.Thread(target=hold, args=("shared-2", False))
+    later.start()
+    time.sleep(0.3)
+    assert order == ["shared-1 in"]  # neither may start while the first test runs
+    release_first.set()
+    for thread in (first, alone, later):
+        thread.join(10)
+    assert order == [
+        *("shared-1 in", "shared-1 out"),
+        *("exclusive in", "exclusive out"),
+        *("shared-2 in", "shared-2 out"),
+    ]
+
+
+def test_shared_slots_run_together(tmp_path: Path) -> None:
+    turnstile, run = tmp_path / "turnstile", tmp_path / "run"
+    with run_slot(turnstile, run, exclusive=False), run_slot(turnstile, run, exclusive=False):
+        assert _free(turnstile)
+
+
+def _free(path: Path) -> bool:
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+def test_listed_modules_and_unit_modules_go_to_one_worker_other_tests_one_by_one() -> None:
+    wheel = "tests/integration/test_installed_wheel.py"
+    assert module_group(f"{wheel}::test_a") == module_group(f"{wheel}::test_b") == wheel
+    assert module_group("tests/unit/test_cli.py::test_x[1]") == "tests/unit/test_cli.py"
+    assert module_group("tests/integration/test_delivery.py::test_a") is None
+
+
+def test_exclusive_tests_go_first_in_collection_order() -> None:
+    items = ["a", "x1", "b", "x2", "c"]
+    exclusive_first(items, lambda name: name.startswith("x"))  # type: ignore[arg-type]
+    assert items == ["x1", "x2", "a", "b", "c"]
