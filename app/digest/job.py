@@ -31,8 +31,7 @@ from app.digest.traits import (
     identify_call,
 )
 from app.lifecycle.currency import Rates, RatesError, load_rates, to_reporting
-from app.pipeline.steps import segment_calls_record
-from app.records import DeadLetter, dumps, utc_now_iso
+from app.records import DeadLetter, SegmentCalls, dumps, utc_now_iso
 from app.sinks.segment.ratelimit import AdaptiveRateLimiter
 from app.sinks.segment.validation import problems, reason_for
 
@@ -246,7 +245,7 @@ async def _fan_out(
             result.backlog_pauses += await wait_for_room(backlog, settings.kochava_digest_max_backlog)
         if pacer is not None:
             await pacer.acquire()
-        await send(outbox, key.encode(), segment_calls_record([message]))
+        await send(outbox, key.encode(), SegmentCalls(messages=[message]).encode())
         queued += 1
         return True
 

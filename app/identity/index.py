@@ -14,10 +14,10 @@ from app.config import Settings
 from app.identity.records import (
     SDK_ANONYMOUS_ID,
     DeviceIndexUpdate,
-    DeviceLinked,
     DeviceRecord,
     LinkRequest,
 )
+from app.records import DeviceLinked
 
 
 @dataclass
