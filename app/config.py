@@ -97,7 +97,7 @@ class Settings(BaseSettings):
         "outputs), on every broker: unlike the changelogs, their readers need no exact end offsets.",
     )
 
-    # --- Kafka security (issue 15): applied by app.kafka.client_config to every Kafka client ----
+    # --- Kafka security: applied by app.kafka.client_config to every Kafka client ----
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT",
         description="How clients talk to Kafka: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (managed).",
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     kseg_produce_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a Kafka ack.")
     kseg_retry_after_seconds: int = Field(default=5, ge=1, description="Retry-After sent with a 503.")
 
-    # --- Security (issue 16; docs/security.md) ------------------------------------------------
+    # --- Security (docs/security.md) ------------------------------------------------
     kseg_link_tokens: str = Field(
         default="",
         description="Comma-separated tokens for POST /v1/identity/links; postback tokens are refused there.",
@@ -217,7 +217,7 @@ class Settings(BaseSettings):
         default=False, description="Send raw email as a trait (else hashed)."
     )
 
-    # --- Lifecycle signals (issue 10, app/lifecycle) ------------------------------------------
+    # --- Lifecycle signals (app/lifecycle) ------------------------------------------
     kseg_reporting_currency: str = Field(
         default="USD",
         pattern=r"^[A-Z]{3}$",
@@ -258,7 +258,7 @@ class Settings(BaseSettings):
         default=0.1, gt=0, description="Longest wait, seconds, for a batch to fill: latency against requests."
     )
 
-    # --- Campaign digest (issue 14: Kochava Reporting API -> spend, CPI/ROAS traits) -------------
+    # --- Campaign digest (Kochava Reporting API -> spend, CPI/ROAS traits) -------------
     kochava_api_key: str | None = Field(
         default=None, description="Kochava Reporting API key (the user's key); unset: no digest runs."
     )
@@ -316,7 +316,7 @@ class Settings(BaseSettings):
         default=200.0, gt=0, le=10000, description="Digest identifies queued per second (live traffic first)."
     )
 
-    # --- Warehouse (issue 13) ------------------------------------------------------------------
+    # --- Warehouse ------------------------------------------------------------------
     kseg_warehouse_url: str | None = Field(
         default=None,
         description="PostgreSQL URL of the warehouse. Unset: embedded server under KSEG_DATA_DIR/postgres.",
@@ -343,7 +343,7 @@ class Settings(BaseSettings):
         "committing the Kafka offsets (0: never).",
     )
 
-    # --- Kochava S2S + audiences (issue 11) ------------------------------------------------------
+    # --- Kochava S2S + audiences ------------------------------------------------------
     kochava_app_guid: str | None = Field(
         default=None, description="Kochava app GUID (kochava_app_id); unset: the Kochava sink runs dry."
     )

@@ -2,7 +2,7 @@
 
 Each domain keeps its own metrics next to its code (`app/pipeline/metrics.py`, `app/identity/metrics.py`,
 `app/receiver/metrics.py`); only what more than one domain increments lives here. Every path that does not
-deliver an event increments a labelled counter (stream-design-notes §8).
+deliver an event increments a labelled counter (docs/reference.md#drop-metrics).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class Profile:
 FULL = Profile(6000, 15, 8000, 1000, 20, 500, 20, 30, 20, 300, 12000)
 SMOKE = Profile(200, 2, 300, 100, 2, 50, 1, 1, 1, 30, 300)
 
-#: Issue 12's targets (same run, same broker).
+#: The bench's targets (same run, same broker).
 TARGETS = {
     "receiver_ratio": (">=", 0.60),
     "worker_ratio": (">=", 0.35),

@@ -30,7 +30,8 @@ from app.digest.traits import (
     group_call,
     identify_call,
 )
-from app.lifecycle.currency import Rates, RatesError, load_rates, to_reporting
+from app.lifecycle.config import load_config_rates
+from app.lifecycle.currency import Rates, RatesError, to_reporting
 from app.records import DeadLetter, SegmentCalls, dumps, utc_now_iso
 from app.sinks.segment.ratelimit import AdaptiveRateLimiter
 from app.sinks.segment.validation import problems, reason_for
@@ -111,11 +112,9 @@ def default_day(settings: Settings, now: datetime | None = None) -> date:
 
 
 def reporting_rates(settings: Settings) -> Rates:
-    """The reporting currency's rates (settings of issue 10, read defensively until they are merged)."""
-    currency = str(getattr(settings, "kseg_reporting_currency", "USD"))
-    path = getattr(settings, "kseg_currency_rates_file", None)
+    """The rates of KSEG_REPORTING_CURRENCY; a rate file that does not load fails the run, saying why."""
     try:
-        return load_rates(path, currency)
+        return load_config_rates(settings)
     except RatesError as exc:
         raise DigestError(str(exc), "rates") from exc
 

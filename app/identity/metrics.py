@@ -1,4 +1,7 @@
-"""Identity counters: every link refused and every merge not made is counted (stream-design-notes §8)."""
+"""Identity counters: every link refused and every merge not made is counted.
+
+Why: docs/reference.md#drop-metrics.
+"""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ class Loader:
 
         if self._conn is None or self._conn.closed:
             self._conn = await connect_async(self.url)
-            self._columns = await ensure_schema(self._conn, _reporting_currency(self.settings))
+            self._columns = await ensure_schema(self._conn, self.settings.kseg_reporting_currency)
         return self._conn
 
     async def _drop_connection(self) -> None:
@@ -326,11 +326,6 @@ class Loader:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
             await self._drop_connection()
-
-
-def _reporting_currency(settings: Settings) -> str:
-    # KSEG_REPORTING_CURRENCY belongs to the lifecycle issue (10); until it is merged, USD.
-    return str(getattr(settings, "kseg_reporting_currency", None) or "USD")
 
 
 def pages(loader: Loader) -> web.Application:

@@ -1,4 +1,4 @@
-"""Issue 15: the alert rules and dashboard parse, and every alert has its runbook line."""
+"""The alert rules and dashboard parse, and every alert has its runbook line."""
 
 from __future__ import annotations
 

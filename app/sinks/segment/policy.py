@@ -1,7 +1,8 @@
 """How to react to each Segment HTTP outcome, and how long to wait before trying again.
 
-Mirrors the retry policy of segment-analytics-python 2.4.0 (segment.md §1.4), with one deliberate
-difference: we never give up on a transient failure, because Kafka, not memory, holds the backlog.
+Mirrors the retry policy of segment-analytics-python 2.4.0 (docs/reference.md#segment-retries), with one
+deliberate difference: we never give up on a transient failure, because Kafka, not memory, holds the
+backlog.
 """
 
 from __future__ import annotations

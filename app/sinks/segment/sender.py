@@ -1,4 +1,4 @@
-"""Offset-safe delivery of one Kafka batch's Segment messages (segment.md §4, stream-design-notes §3-5).
+"""Offset-safe delivery of one Kafka batch's Segment messages (docs/reference.md#segment-delivery).
 
 `SegmentSender.deliver()` returns only when every message is either accepted (2xx) or dead-lettered
 (and the dead-letter callback has been awaited), so the caller may then ack the Kafka offsets.
@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 @dataclass
 class SinkStats:
-    """Cumulative counters of one sink, for the worker's Prometheus text (stream-design-notes §8)."""
+    """Cumulative counters of one sink, for the worker's Prometheus text (docs/reference.md#drop-metrics)."""
 
     requests_by_status: Counter[str] = field(default_factory=Counter)
     retries: int = 0
