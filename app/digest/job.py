@@ -30,6 +30,7 @@ from app.digest.traits import (
     group_call,
     identify_call,
 )
+from app.dlq.writer import dead_letter_record
 from app.lifecycle.config import load_config_rates
 from app.lifecycle.currency import Rates, RatesError, to_reporting
 from app.records import DeadLetter, SegmentCalls, dumps, utc_now_iso
@@ -235,9 +236,7 @@ async def _fan_out(
                 event_id=message.get("messageId"),
                 payload=message,
             )
-            await send(
-                settings.topic(topics.DEADLETTER), (letter.event_id or "digest").encode(), dumps(letter)
-            )
+            await send(settings.topic(topics.DEADLETTER), *dead_letter_record(letter))  # counted by the agent
             result.dead_letters[letter.reason] += 1
             return False
         if backlog is not None and queued % BACKLOG_EVERY == 0:
