@@ -205,6 +205,11 @@ class ResolvedIdentity(BaseModel):
     email: str | None = None  # raw, only when KSEG_ALLOW_RAW_EMAIL_TRAIT is on
 
 
+# ---------------------------------------------------------------------------------------------
+# Device index → processing agent (identity.device-events, read next to postbacks.raw)
+# ---------------------------------------------------------------------------------------------
+
+
 class DeviceLinked(Record):
     """Notice to one device key (on `identity.device-events`): who it belongs to now, or that it is shared."""
 

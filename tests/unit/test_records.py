@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 from pydantic import Field, TypeAdapter
 
 from app.records import (
@@ -18,8 +20,13 @@ from app.records import (
     decode_outbox_record,
     validate_or_dead_letter,
 )
+from app.warehouse.schemas import SCHEMA_DIR
 
 TRACK = {"type": "track", "event": "Install Attributed", "anonymousId": "a1", "messageId": "m1"}
+#: The calls the golden install postback maps to (tests/golden/install_get.json).
+CALLS = orjson.loads((Path(__file__).parents[1] / "golden" / "install_get.json").read_bytes())["expected"][
+    "segment"
+]
 
 
 def test_raw_postback_bytes_are_the_receivers_plain_dict() -> None:
@@ -53,6 +60,14 @@ def test_segment_calls_bytes_are_the_documented_outbox_record() -> None:
     assert record.encode() == orjson.dumps(expected)
     with pytest.raises(ValueError):
         SegmentCalls(messages=[])  # the published schema wants at least one call
+
+
+def test_segment_calls_validate_against_the_published_outbox_schema() -> None:
+    """A full call from the real mapping, as one SegmentCalls record, is what the schema describes."""
+    schema = orjson.loads((SCHEMA_DIR / "segment-message.schema.json").read_bytes())
+    record = orjson.loads(SegmentCalls(messages=CALLS).encode())
+    Draft202012Validator(schema).validate(record)
+    assert not Draft202012Validator(schema).is_valid({**record, "extra": 1})
 
 
 def test_outbox_records_of_both_shapes_and_bad_ones() -> None:
