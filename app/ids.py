@@ -1,7 +1,7 @@
 """Identifier hygiene shared by mapping and identity: junk filtering, hashing, deterministic ids.
 
 Junk ids (the all-zero IDFA under ATT, `-1`, `null`, ...) must never become identifiers, or every
-opted-out device would merge into one profile (see stream-design-notes §7).
+opted-out device would merge into one profile (docs/reference.md#identity-merge-safety).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ process's context carries (the worker's `WorkerContext.registry`, the receiver's
 `RegistryMetrics.on(registry)` gives the one instance of a class on a registry, so every domain of a process
 that shares a counter (dead letters, identity) counts into the same series, and two processes in one Python
 (tests) never share one. Only what several domains increment lives here: `DeadLetterMetrics`, the count every
-stage's dead letters share. Every path that does not deliver an event increments a labelled counter.
+stage's dead letters share. Every path that does not deliver an event increments a labelled counter
+(docs/reference.md#drop-metrics).
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
 """The records that travel between kseg's stages: the contract between receiver, agents and sinks.
 
-Every Kafka value is one of these, serialised with orjson. Keys are plain UTF-8 strings.
+Every Kafka value is one of these, serialised with orjson. Keys are plain UTF-8 strings. A `Record` is a
+topic's value with its `encode`/`decode`; `decode_or_dead_letter` is the one way a consumer turns bytes
+it did not write itself into a record or a typed `DeadLetter`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 JSONDict = dict[str, Any]
 
@@ -32,6 +34,19 @@ def _default(value: Any) -> Any:
 
 def loads(raw: bytes | str) -> Any:
     return orjson.loads(raw)
+
+
+class Record(BaseModel):
+    """A Kafka value: orjson of its JSON-mode dump, so every producer writes the same bytes for it."""
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def decode(cls, value: bytes | str) -> Self:
+        """The record in `value`; raises (orjson.JSONDecodeError, ValidationError) when it is not one.
+        Consumers of records another process wrote use `decode_or_dead_letter` instead."""
+        return cls.model_validate(orjson.loads(value))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,7 +83,11 @@ def postback_event_id(params: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-class RawPostback(BaseModel):
+#: Where a postback came from: a GET query string, a JSON or form POST body, or `kseg dlq replay`.
+PostbackSource = Literal["get", "post_json", "post_form", "replay"]
+
+
+class RawPostback(Record):
     """A postback exactly as received, plus what the receiver stamped on it."""
 
     model_config = ConfigDict(extra="ignore")
@@ -76,11 +95,26 @@ class RawPostback(BaseModel):
     kind: Literal["postback"] = "postback"
     event_id: str
     received_at: str
-    source: Literal["get", "post_json", "post_form", "replay"] = "get"
+    source: PostbackSource = "get"
     profile: str | None = None
     params: JSONDict
     ip: str | None = None
     user_agent: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Processing agent / digest → segment.outbox
+# ---------------------------------------------------------------------------------------------
+
+
+class SegmentCalls(Record):
+    """All the Segment calls of one event, in order: one outbox record, keyed by the device so one
+    device's calls stay in order (topics/schemas/segment-message.schema.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["segment_calls"] = "segment_calls"
+    messages: list[JSONDict] = Field(min_length=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +205,34 @@ class ResolvedIdentity(BaseModel):
     email: str | None = None  # raw, only when KSEG_ALLOW_RAW_EMAIL_TRAIT is on
 
 
+# ---------------------------------------------------------------------------------------------
+# Device index → processing agent (identity.device-events, read next to postbacks.raw)
+# ---------------------------------------------------------------------------------------------
+
+
+class DeviceLinked(Record):
+    """Notice to one device key (on `identity.device-events`): who it belongs to now, or that it is shared."""
+
+    kind: Literal["device_linked"] = "device_linked"
+    device_key: str
+    user_id: str | None = None
+    email_hash: str | None = None
+    phone_hash: str | None = None
+    via: str
+    linked_at: str = Field(default_factory=utc_now_iso)
+    shared: bool = False
+    # Inheritance: the first touch of the device id's original install, for a new device key seen with
+    # that id (a reinstall); `confirmed` when the reinstall's `reprocess_for` names that install.
+    first_touch: Attribution | None = None
+    install_id: str | None = None
+    confirmed: bool = False
+    # The answer to a reinstall's observation (sent whether or not there is a first touch to inherit),
+    # so the reinstalled device knows when to stop parking its postbacks.
+    answers_reinstall: bool = False
+    # The app's SDK anonymousId for this device, to adopt (never sent for a shared device id).
+    anonymous_id: str | None = None
+
+
 LifecycleStage = Literal["installed", "active", "converted", "reengaged", "reinstalled"]
 
 
@@ -242,7 +304,7 @@ DeadLetterStage = Literal[
 ]
 
 
-class DeadLetter(BaseModel):
+class DeadLetter(Record):
     """One event that could not go on, with everything needed to understand and replay it."""
 
     kind: Literal["dead_letter"] = "dead_letter"
@@ -257,3 +319,90 @@ class DeadLetter(BaseModel):
     first_seen: str = Field(default_factory=utc_now_iso)
     last_seen: str = Field(default_factory=utc_now_iso)
     payload: JSONDict
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding what another process wrote: a record, or a typed dead letter (never an exception)
+# ---------------------------------------------------------------------------------------------
+
+M = TypeVar("M")
+
+#: Characters of a value that is not JSON kept in its dead letter (the rest cannot be replayed anyway).
+RAW_TEXT_MAX = 10_000
+#: Characters of a validation error kept in a dead letter.
+ERROR_MAX = 2000
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def _adapter(model: type[M]) -> TypeAdapter[M]:
+    """One `TypeAdapter` per record class, built on first use (building one costs more than a decode)."""
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _ADAPTERS[model] = TypeAdapter(model)
+    return adapter
+
+
+def decode_object(
+    value: bytes | None, *, stage: DeadLetterStage, reason: str, event_id: str | None = None
+) -> JSONDict | DeadLetter:
+    """The JSON object in `value`, or a dead letter saying why it is not one."""
+    try:
+        data = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        text = bytes(value or b"").decode("utf-8", "replace")[:RAW_TEXT_MAX]
+        return DeadLetter(
+            stage=stage, reason=reason, error=f"not JSON: {exc}", event_id=event_id, payload={"raw": text}
+        )
+    if not isinstance(data, dict):
+        return DeadLetter(
+            stage=stage, reason=reason, error="not a JSON object", event_id=event_id, payload={"raw": data}
+        )
+    return data
+
+
+def validate_or_dead_letter(
+    data: JSONDict,
+    model: type[M] | TypeAdapter[M],
+    *,
+    stage: DeadLetterStage,
+    reason: str,
+    event_id: str | None = None,
+) -> M | DeadLetter:
+    """`data` as `model` (a record class, or a `TypeAdapter` of a union of them), or a dead letter that
+    keeps `data` whole so it can be fixed and replayed."""
+    adapter = model if isinstance(model, TypeAdapter) else _adapter(model)
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        return DeadLetter(
+            stage=stage, reason=reason, error=str(exc)[:ERROR_MAX], event_id=event_id, payload=data
+        )
+
+
+def decode_or_dead_letter(
+    value: bytes | None,
+    model: type[M] | TypeAdapter[M],
+    *,
+    stage: DeadLetterStage,
+    reason: str,
+    event_id: str | None = None,
+) -> M | DeadLetter:
+    """The record of type `model` in the Kafka value `value`, or a typed dead letter (stage, reason, the
+    error, and the value as a JSON object or `{"raw": ...}`): bad input inside never raises."""
+    data = decode_object(value, stage=stage, reason=reason, event_id=event_id)
+    if isinstance(data, DeadLetter):
+        return data
+    return validate_or_dead_letter(data, model, stage=stage, reason=reason, event_id=event_id)
+
+
+def decode_outbox_record(value: bytes | None) -> SegmentCalls | DeadLetter:
+    """One `segment.outbox` value: the calls of one event, or one call on its own (a replayed Segment
+    dead letter, which `kseg dlq replay` writes as the bare message), else a dead letter."""
+    data = decode_object(value, stage="segment", reason="undecodable_message")
+    if isinstance(data, DeadLetter):
+        return data
+    if data.get("kind") == "segment_calls":
+        return validate_or_dead_letter(data, SegmentCalls, stage="segment", reason="undecodable_message")
+    return SegmentCalls(messages=[data])

@@ -133,7 +133,7 @@ def run(settings: Settings) -> int:
     )
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
-    # Warehouse (issue 13): embedded PostgreSQL unless KSEG_WAREHOUSE_URL names one; the loader is a child.
+    # Warehouse: embedded PostgreSQL unless KSEG_WAREHOUSE_URL names one; the loader is a child.
     warehouse = None
     if not settings.kseg_warehouse_url:
         try:

@@ -13,11 +13,22 @@ import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from app.kafka import client_config, tls_problem
 from app.sections import KafkaSettings
@@ -94,33 +105,95 @@ def schema_text(name: str) -> str:
     return resources.files("app.schemas").joinpath(name).read_text(encoding="utf-8")
 
 
+#: A Kafka topic config value as YAML writes it; sent to Kafka as its string.
+ConfigValue = StrictStr | StrictInt | StrictFloat
+
+
+class _Declared(BaseModel):
+    """What topics.yaml may say about one topic or changelog: a key it does not know is an error, so a
+    misspelt `retention_hour` or `co_partition` fails loudly instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str
+    key: str
+    keyed: bool = False
+    co_partitioned: str | None = None
+    key_format: Literal["raw", "json"] = "raw"
+    partitions: PositiveInt | None = None
+    replication: PositiveInt | None = None
+    configs: dict[str, ConfigValue] = Field(default_factory=dict)
+
+
+class _DeclaredTopic(_Declared):
+    retention_hours: PositiveFloat
+    #: The published JSON Schema of the values (`topics/schemas/...`).
+    value: str
+    #: The record class of the values, `module.Class`, where one exists.
+    record: str | None = None
+
+
+class _DeclaredChangelog(_Declared):
+    partitioned_by: Literal["key", "source"] = "key"
+
+
+class _Defaults(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    configs: dict[str, ConfigValue] = Field(default_factory=dict)
+
+
+class CatalogueFile(BaseModel):
+    """The whole of topics.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    defaults: _Defaults = Field(default_factory=_Defaults)
+    topics: dict[str, _DeclaredTopic]
+    changelogs: dict[str, _DeclaredChangelog] = Field(default_factory=dict)
+
+
+class CatalogueError(ValueError):
+    """topics.yaml does not say what kseg understands; the message names each wrong key."""
+
+
+def parse_catalogue(text: str) -> CatalogueFile:
+    """topics.yaml, validated; raises `CatalogueError` naming every unknown, missing or wrong key."""
+    try:
+        return CatalogueFile.model_validate(yaml.safe_load(text))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "(file)"
+            what = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            problems.append(f"{where}: {what}")
+        raise CatalogueError("topics.yaml: " + "; ".join(problems)) from None
+
+
 def _spec(
-    name: str, raw: dict[str, Any], kind: Literal["topic", "changelog"], defaults: dict[str, Any]
+    name: str, declared: _Declared, kind: Literal["topic", "changelog"], defaults: _Defaults
 ) -> TopicSpec:
-    configs = {str(k): str(v) for k, v in (defaults.get("configs") or {}).items()}
-    configs |= {str(k): str(v) for k, v in (raw.get("configs") or {}).items()}
-    retention = raw.get("retention_hours")
+    configs = {k: str(v) for k, v in (defaults.configs | declared.configs).items()}
     return TopicSpec(
         name=name,
-        description=str(raw.get("description", "")),
-        retention_hours=float(retention) if retention is not None else None,
+        description=declared.description,
+        retention_hours=declared.retention_hours if isinstance(declared, _DeclaredTopic) else None,
         kind=kind,
-        keyed=bool(raw.get("keyed", False)),
-        co_partitioned=raw.get("co_partitioned"),
-        partitioned_by=raw.get("partitioned_by", "key"),
-        key_format=raw.get("key_format", "raw"),
-        partitions=raw.get("partitions"),
-        replication=raw.get("replication"),
+        keyed=declared.keyed,
+        co_partitioned=declared.co_partitioned,
+        partitioned_by=declared.partitioned_by if isinstance(declared, _DeclaredChangelog) else "key",
+        key_format=declared.key_format,
+        partitions=declared.partitions,
+        replication=declared.replication,
         configs=configs,
     )
 
 
 def catalogue(text: str | None = None) -> list[TopicSpec]:
     """Every declared topic: kseg's topics first, then the faust changelogs."""
-    data = yaml.safe_load(text if text is not None else catalogue_text())
-    defaults = data.get("defaults") or {}
-    specs = [_spec(name, raw, "topic", defaults) for name, raw in (data.get("topics") or {}).items()]
-    specs += [_spec(name, raw, "changelog", defaults) for name, raw in (data.get("changelogs") or {}).items()]
+    parsed = parse_catalogue(text if text is not None else catalogue_text())
+    specs = [_spec(name, t, "topic", parsed.defaults) for name, t in parsed.topics.items()]
+    specs += [_spec(name, c, "changelog", parsed.defaults) for name, c in parsed.changelogs.items()]
     return specs
 
 

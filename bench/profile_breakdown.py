@@ -1,9 +1,9 @@
 """Where a process's CPU goes: py-spy raw samples folded into shares per component (kseg, faust, aiokafka...).
 
-Why: the bench's throughput figures say *how fast*; this says *why*, in the same terms as issue 12's
-breakdown, so a refreshed profile can be compared with the old one. Each sample is charged to the
-innermost frame that belongs to a known component (a sample inside `Topic.send` called from kseg's
-agent counts as the produce path; a sample in pydantic called from kseg's mapping counts as kseg).
+Why: the bench's throughput figures say *how fast*; this says *why*, in the same terms as the breakdown in
+bench/README.md, so a refreshed profile can be compared with the old one. Each sample is charged to the
+innermost frame that belongs to a known component (a sample inside `Topic.send` called from kseg's agent
+counts as the produce path; a sample in pydantic called from kseg's mapping counts as kseg).
 
     py-spy record --format raw --full-filenames --nonblocking --pid PID -o worker.txt  # while it drains
     python -m bench.profile_breakdown worker.txt

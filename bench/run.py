@@ -39,7 +39,7 @@ from app.loadgen.postbacks import Postback, PostbackGenerator
 from app.loadgen.runner import run_load
 from app.loadgen.spike import SpikeSpec
 from app.receiver.parsing import partition_key
-from app.records import postback_event_id, utc_now_iso
+from app.records import RawPostback, postback_event_id, utc_now_iso
 from bench.deployment import Deployment
 from bench.profile_breakdown import breakdown
 from tests.emulators.segment_api import SegmentEmulator
@@ -70,7 +70,7 @@ class Profile:
 FULL = Profile(6000, 15, 8000, 1000, 20, 500, 20, 30, 20, 300, 12000)
 SMOKE = Profile(200, 2, 300, 100, 2, 50, 1, 1, 1, 30, 300)
 
-#: Issue 12's targets (same run, same broker).
+#: The bench's targets (same run, same broker).
 TARGETS = {
     "receiver_ratio": (">=", 0.60),
     "worker_ratio": (">=", 0.35),
@@ -335,17 +335,10 @@ def raw_records(n: int) -> list[tuple[bytes, bytes, str]]:
         if event_id in seen:
             continue
         seen.add(event_id)
-        record = {
-            "kind": "postback",
-            "event_id": event_id,
-            "received_at": utc_now_iso(),
-            "source": "get",
-            "profile": None,
-            "params": params,
-            "ip": "127.0.0.1",
-            "user_agent": "bench",
-        }
-        out.append((partition_key(params).encode(), orjson.dumps(record), event_id))
+        record = RawPostback(
+            event_id=event_id, received_at=utc_now_iso(), params=params, ip="127.0.0.1", user_agent="bench"
+        )
+        out.append((partition_key(params).encode(), record.encode(), event_id))
         if len(out) == n:
             return out
     return out

@@ -12,10 +12,10 @@ import orjson
 from app import topics
 from app.config import Settings
 from app.identity.index import apply_update
-from app.identity.records import DeviceIndexUpdate, DeviceLinked, DeviceRecord
+from app.identity.records import DeviceIndexUpdate, DeviceRecord
 from app.mapping import ProfileRegistry
 from app.pipeline.steps import Batch, StepConfig, handle_record
-from app.records import AttributionProfile, postback_event_id
+from app.records import AttributionProfile, DeviceLinked, RawPostback, postback_event_id
 
 
 def settings(**kw: Any) -> Settings:
@@ -24,14 +24,14 @@ def settings(**kw: Any) -> Settings:
 
 def raw(params: dict[str, Any], source: str = "get", **kw: Any) -> dict[str, Any]:
     """A postbacks.raw record as the receiver writes it."""
-    return {
-        "kind": "postback",
-        "event_id": postback_event_id(params),
-        "received_at": "2024-05-01T10:00:01.000Z",
-        "source": source,
-        "params": params,
+    record = RawPostback(
+        event_id=postback_event_id(params),
+        received_at="2024-05-01T10:00:01.000Z",
+        source=source,  # type: ignore[arg-type]
+        params=params,
         **kw,
-    }
+    )
+    return record.model_dump(mode="json")
 
 
 @dataclass

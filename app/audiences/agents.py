@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter
 
 from app.audiences.metrics import AudienceMetrics
 from app.audiences.own import OwnAudience, load_own_audiences
 from app.audiences.records import DeviceFacts, MembershipChange, MemberState
 from app.audiences.rules import EventNames, Outcome, apply_change, apply_device
 from app.dlq.writer import dead_letter_record
-from app.records import DeadLetter, dumps
+from app.records import DeadLetter, decode_or_dead_letter, dumps
 from app.runtime.context import WorkerContext
 from app.runtime.topics import topic_sender
 from app.sections import AudienceSettings
@@ -31,12 +31,10 @@ Send = Callable[[bytes, bytes], Awaitable[None]]
 TABLE = "audience-members"
 
 
-def _payload(value: bytes | None) -> dict[str, Any]:
-    try:
-        data = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return {"raw": (value or b"").decode("utf-8", "replace")}
-    return data if isinstance(data, dict) else {"raw": data}
+#: One `audiences.changes` value: a membership change or a device's facts, told apart by `kind`.
+AUDIENCE_RECORD: TypeAdapter[MembershipChange | DeviceFacts] = TypeAdapter(
+    Annotated[MembershipChange | DeviceFacts, Field(discriminator="kind")]
+)
 
 
 def _count(outcome: Outcome, metrics: AudienceMetrics) -> None:
@@ -64,30 +62,20 @@ async def handle_record(
     metrics: AudienceMetrics,
 ) -> int:
     """Apply one record to its member's state; returns the Kochava requests queued."""
-    data = _payload(value)
-    try:
-        if data.get("kind") == "membership_change":
-            change = MembershipChange.model_validate(data)
-            member = change.member
-        elif data.get("kind") == "device_facts":
-            facts = DeviceFacts.model_validate(data)
-            member = facts.member
-        else:
-            raise ValueError(f"unknown record kind {data.get('kind')!r}")
-    except (ValidationError, ValueError) as exc:
+    record = decode_or_dead_letter(
+        value, AUDIENCE_RECORD, stage="audiences", reason="invalid_audience_record"
+    )
+    if isinstance(record, DeadLetter):
         metrics.ignored.labels("invalid_record").inc()
-        letter = DeadLetter(
-            stage="audiences", reason="invalid_audience_record", error=str(exc)[:2000], payload=data
-        )
-        await send_deadletter(*dead_letter_record(letter, metrics.dead_letters))
+        await send_deadletter(*dead_letter_record(record, metrics.dead_letters))
         return 0
-    table_key = member.encode()
+    table_key = record.member.encode()
     stored = table.get(table_key)
     state = MemberState.model_validate(orjson.loads(stored)) if stored else None
-    if data["kind"] == "membership_change":
-        outcome = apply_change(state, change, names)
+    if isinstance(record, MembershipChange):
+        outcome = apply_change(state, record, names)
     else:
-        outcome = apply_device(state, facts, own, names)
+        outcome = apply_device(state, record, own, names)
     # One record's requests go to distinct devices (plus one IdentityLink): produced together, all acked
     # before the state is written.
     await asyncio.gather(

@@ -1,4 +1,5 @@
-"""Engage audience deliveries → `MembershipChange`s, detected by structure (segment.md §5.1), pure.
+"""Engage audience deliveries → `MembershipChange`s, detected by structure, pure
+(docs/reference.md#segment-engage-audiences).
 
 A Segment call is a membership change when `context.personas.computation_class` is `audience` (or
 `journey_step`, as Segment's own parser accepts) and the value at `traits[computation_key]` (identify
@@ -57,7 +58,7 @@ def _event_time(message: dict[str, Any], received_at: str) -> str:
 
 
 def change_key(space_id: str | None, computation_id: str, identifier: str, entered: bool) -> str:
-    """space + computation + profile identifier + membership bool (segment.md §5.1)."""
+    """space + computation + profile identifier + membership bool (docs/reference.md, Engage audiences)."""
     raw = orjson.dumps([space_id or "", computation_id, identifier, entered])
     return hashlib.sha256(raw).hexdigest()[:32]
 

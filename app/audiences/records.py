@@ -51,7 +51,8 @@ class MembershipChange(BaseModel):
     space_id: str | None = None
     entered: bool
     at: str
-    #: Idempotency key (segment.md §5.1): space + computation + profile identifier + membership bool.
+    #: Idempotency key: space + computation + profile identifier + membership bool
+    #: (docs/reference.md#segment-engage-audiences).
     change_key: str
     received_at: str = Field(default_factory=utc_now_iso)
 

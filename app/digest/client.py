@@ -1,6 +1,7 @@
 """The Kochava Reporting API v1.4 client: authenticated POSTs, the report token flow, the download.
 
-Every call is a POST whose JSON body carries `api_key` and `app_guid` (kochava.md §7). Kochava answers
+Every call is a POST whose JSON body carries `api_key` and `app_guid`
+(docs/reference.md#kochava-reporting-api). Kochava answers
 errors in the body (`"status": "Error"`); those are never retried, because retrying a wrong key or a
 bad parameter only hides it. 5xx, 429 and timeouts are retried with the Segment sink's own status policy
 and jittered backoff (`app.sinks.policy`), a bounded number of times.

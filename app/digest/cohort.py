@@ -1,4 +1,4 @@
-"""Cohorts and revenue for the digest, read from the warehouse (`kseg_events`, issue 13's tables).
+"""Cohorts and revenue for the digest, read from the warehouse (`kseg_events`, docs/warehouse.md).
 
 Why the warehouse and not a worker table: it already holds every event with its resolved user and the
 device's first touch (`install_network`/`install_campaign`), durably and indexed by campaign, so a
@@ -128,7 +128,7 @@ async def members(conn: Any, campaigns: Iterable[CampaignKey], batch: int = 2000
 
 @asynccontextmanager
 async def warehouse_connection(settings: WarehouseSettings) -> AsyncIterator[Any]:
-    """An async psycopg connection to the warehouse (issue 13's `app.warehouse.db`)."""
+    """An async psycopg connection to the warehouse (`app.warehouse.db`)."""
     from app.warehouse import db
 
     try:

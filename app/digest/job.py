@@ -29,9 +29,10 @@ from app.digest.traits import (
     group_call,
     identify_call,
 )
-from app.lifecycle.currency import Rates, RatesError, load_rates, to_reporting
-from app.pipeline.steps import segment_calls_record
-from app.records import DeadLetter, dumps, utc_now_iso
+from app.dlq.writer import dead_letter_record
+from app.lifecycle.config import load_config_rates
+from app.lifecycle.currency import Rates, RatesError, to_reporting
+from app.records import DeadLetter, SegmentCalls, dumps, utc_now_iso
 from app.sections import DigestSettings
 from app.sinks.ratelimit import AdaptiveRateLimiter
 from app.sinks.segment.validation import problems, reason_for
@@ -112,9 +113,9 @@ def default_day(settings: DigestSettings, now: datetime | None = None) -> date:
 
 
 def reporting_rates(settings: DigestSettings) -> Rates:
-    """The reporting currency's rates (KSEG_REPORTING_CURRENCY, KSEG_CURRENCY_RATES_FILE)."""
+    """The rates of KSEG_REPORTING_CURRENCY; a rate file that does not load fails the run, saying why."""
     try:
-        return load_rates(settings.kseg_currency_rates_file, settings.kseg_reporting_currency)
+        return load_config_rates(settings)
     except RatesError as exc:
         raise DigestError(str(exc), "rates") from exc
 
@@ -235,16 +236,14 @@ async def _fan_out(
                 event_id=message.get("messageId"),
                 payload=message,
             )
-            await send(
-                settings.topic(topics.DEADLETTER), (letter.event_id or "digest").encode(), dumps(letter)
-            )
+            await send(settings.topic(topics.DEADLETTER), *dead_letter_record(letter))  # counted by the agent
             result.dead_letters[letter.reason] += 1
             return False
         if backlog is not None and queued % BACKLOG_EVERY == 0:
             result.backlog_pauses += await wait_for_room(backlog, settings.kochava_digest_max_backlog)
         if pacer is not None:
             await pacer.acquire()
-        await send(outbox, key.encode(), segment_calls_record([message]))
+        await send(outbox, key.encode(), SegmentCalls(messages=[message]).encode())
         queued += 1
         return True
 

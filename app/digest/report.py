@@ -1,7 +1,8 @@
 """The digest's summary report: its request body, its time window, and its rows read through the column map.
 
-Summary column names are undocumented (kochava.md §7), so every name is read through a column map:
-kseg's assumed defaults, overridden by `KOCHAVA_COLUMN_MAP` once `kseg digest columns` shows the real ones.
+Summary column names are undocumented (docs/reference.md#kochava-reporting-api), so every name is read
+through a column map: kseg's assumed defaults, overridden by `KOCHAVA_COLUMN_MAP` once `kseg digest columns`
+shows the real ones.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-#: Logical field -> report column (kseg's assumed names, kochava.md "assumed summary row").
+#: Logical field -> report column (kseg's assumed names, docs/reference.md#kochava-reporting-api).
 DEFAULT_COLUMNS: dict[str, str] = {
     "date": "date",
     "network": "network",

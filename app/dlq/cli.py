@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from app.config import Settings
 from app.kafka import producer_config, read_to_end
-from app.records import DeadLetter, device_key_of, dumps, loads, utc_now_iso
+from app.records import DeadLetter, device_key_of, dumps, utc_now_iso
 from app.topics import DEADLETTER, KOCHAVA_OUTBOX, OUTBOX, RAW
 
 
@@ -39,10 +39,7 @@ async def read_dead_letters(
     settings: Settings, reason: str | None, since: datetime | None
 ) -> list[DeadLetter]:
     """Every dead letter currently in the topic (from the beginning to the end offsets at start)."""
-    letters = [
-        DeadLetter.model_validate(loads(r.value))
-        for r in await read_to_end(settings, settings.topic(DEADLETTER))
-    ]
+    letters = [DeadLetter.decode(r.value) for r in await read_to_end(settings, settings.topic(DEADLETTER))]
     return [
         letter
         for letter in letters

@@ -7,7 +7,7 @@ import logging
 from prometheus_client import Counter
 
 from app.dlq.redact import redact
-from app.records import DeadLetter, dumps
+from app.records import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def dead_letter_record(letter: DeadLetter, counter: Counter | None = None) -> tu
     if counter is not None:
         counter.labels(stage=letter.stage, reason=letter.reason).inc()
     log.warning("dead letter (%s/%s) %s: %s", letter.stage, letter.reason, letter.event_id, letter.error)
-    return (letter.event_id or letter.reason).encode(), dumps(letter)
+    return (letter.event_id or letter.reason).encode(), letter.encode()
 
 
 async def send_dead_letters(topic: object, letters: list[DeadLetter], counter: Counter | None = None) -> None:

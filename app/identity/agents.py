@@ -15,14 +15,13 @@ from typing import Any, Protocol
 
 import orjson
 from prometheus_client import Counter
-from pydantic import ValidationError
 
 from app.dlq.writer import dead_letter_record
 from app.identity.index import apply_update, link_updates
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
 from app.metrics import DeadLetterMetrics
-from app.records import DeadLetter
+from app.records import DeadLetter, decode_or_dead_letter
 from app.runtime.batching import BATCH_MAX, BATCH_WITHIN, HeldSends, HeldWrites, acked_batches
 from app.runtime.context import WorkerContext
 from app.runtime.topics import Send, topic_sender
@@ -39,39 +38,27 @@ class TableView(Protocol):
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
 
 
-def _payload(value: bytes | None) -> dict[str, Any]:
-    try:
-        data = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return {"raw": (value or b"").decode("utf-8", errors="replace")}
-    return data if isinstance(data, dict) else {"raw": data}
-
-
-async def dead_letter(
-    send: Send, counted: Counter, reason: str, error: str, value: bytes | None, ref: str | None = None
-) -> None:
-    letter = DeadLetter(
-        stage="identity", reason=reason, error=error[:2000], event_id=ref, payload=_payload(value)
-    )
+async def send_dead_letter(send: Send, counted: Counter, letter: DeadLetter) -> None:
     _key, record = dead_letter_record(letter, counted)  # redacted, counted, logged like every stage's
-    await send(ref.encode() if ref else None, record)
+    await send(letter.event_id.encode() if letter.event_id else None, record)
 
 
 async def handle_link(
     value: bytes | None, send_index: Send, send_deadletter: Send, *, dead_letters: Counter
 ) -> int:
     """Validate one link and fan it out; returns the number of index updates sent."""
-    try:
-        link = LinkRequest.model_validate(orjson.loads(value or b""))
-    except (orjson.JSONDecodeError, ValidationError) as exc:
+    link = decode_or_dead_letter(value, LinkRequest, stage="identity", reason="invalid_link")
+    if isinstance(link, DeadLetter):
         identity_metrics.links_rejected.labels(reason="invalid_record").inc()
-        await dead_letter(send_deadletter, dead_letters, "invalid_link", str(exc), value)
+        await send_dead_letter(send_deadletter, dead_letters, link)
         return 0
     problem = link.problem()
     if problem:
         identity_metrics.links_rejected.labels(reason=problem).inc()
-        error = f"link {link.link_id} has {problem}"
-        await dead_letter(send_deadletter, dead_letters, problem, error, value, link.link_id)
+        as_received = orjson.loads(value or b"")  # the payload a dead letter keeps, not the cleaned link
+        error, ref = f"link {link.link_id} has {problem}", link.link_id
+        letter = DeadLetter(stage="identity", reason=problem, error=error, event_id=ref, payload=as_received)
+        await send_dead_letter(send_deadletter, dead_letters, letter)
         return 0
     updates = link_updates(link)
     for update in updates:
@@ -94,10 +81,9 @@ async def handle_index_update(
     """Apply one index update to the table; notices (and forwarded index updates: an accepted SDK
     anonymousId claim's adopts, via `send_index`) are sent before the record is written back, so a crash in
     between re-sends them on replay instead of losing them. Returns the notices sent."""
-    try:
-        update = DeviceIndexUpdate.model_validate(orjson.loads(value or b""))
-    except (orjson.JSONDecodeError, ValidationError) as exc:
-        await dead_letter(send_deadletter, dead_letters, "invalid_index_update", str(exc), value)
+    update = decode_or_dead_letter(value, DeviceIndexUpdate, stage="identity", reason="invalid_index_update")
+    if isinstance(update, DeadLetter):
+        await send_dead_letter(send_deadletter, dead_letters, update)
         return 0
     table_key = key or update.device.encode()
     stored = table.get(table_key)

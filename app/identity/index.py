@@ -13,10 +13,10 @@ from datetime import datetime
 from app.identity.records import (
     SDK_ANONYMOUS_ID,
     DeviceIndexUpdate,
-    DeviceLinked,
     DeviceRecord,
     LinkRequest,
 )
+from app.records import DeviceLinked
 from app.sections import IdentitySettings
 
 

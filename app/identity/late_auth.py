@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from app.identity.metrics import identity_metrics
-from app.identity.records import DeviceLinked, id_type
+from app.identity.records import id_type
 from app.identity.resolver import effective_anonymous_id
 from app.ids import anonymous_id_for, message_id_for
 from app.lifecycle.traits import lifecycle_traits
-from app.records import Attribution, AttributionProfile
+from app.records import Attribution, AttributionProfile, DeviceLinked
 from app.sections import IdentitySettings
 
 LIBRARY = {"name": "kseg"}

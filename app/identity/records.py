@@ -1,7 +1,8 @@
-"""Identity records on kseg's identity topics: links, index updates, device notices, index state.
+"""Identity records on kseg's identity topics: links, index updates, index state.
 
-Every value is orjson of `model_dump(mode="json")`; `kind` tells records apart on shared streams
-(the processing agent reads `DeviceLinked` next to postbacks on one device-keyed stream).
+Every value is orjson of `model_dump(mode="json")`; `kind` tells records apart on shared streams. The
+device notices (`app.records.DeviceLinked`) are a shared record: the processing agent reads them next
+to postbacks on one device-keyed stream.
 Only hashes of emails and phones travel through Kafka, never the raw values.
 """
 
@@ -119,29 +120,6 @@ class DeviceIndexUpdate(BaseModel):
     # claim / adopt: the SDK anonymousId and (claim) the typed device ids it was seen with.
     anonymous_id: str | None = None
     claim_ids: list[str] = Field(default_factory=list)
-
-
-class DeviceLinked(BaseModel):
-    """Notice to one device key (on `identity.device-events`): who it belongs to now, or that it is shared."""
-
-    kind: Literal["device_linked"] = "device_linked"
-    device_key: str
-    user_id: str | None = None
-    email_hash: str | None = None
-    phone_hash: str | None = None
-    via: str
-    linked_at: str = Field(default_factory=utc_now_iso)
-    shared: bool = False
-    # Inheritance: the first touch of the device id's original install, for a new device key seen with
-    # that id (a reinstall); `confirmed` when the reinstall's `reprocess_for` names that install.
-    first_touch: Attribution | None = None
-    install_id: str | None = None
-    confirmed: bool = False
-    # The answer to a reinstall's observation (sent whether or not there is a first touch to inherit),
-    # so the reinstalled device knows when to stop parking its postbacks.
-    answers_reinstall: bool = False
-    # The app's SDK anonymousId for this device, to adopt (never sent for a shared device id).
-    anonymous_id: str | None = None
 
 
 class DeviceRecord(BaseModel):

@@ -1,8 +1,8 @@
 """Segment webhook input: signature verification on the raw bytes, and Segment calls → `LinkRequest`s.
 
 Classic webhooks sign the whole body; Actions webhooks send a JSON array and sign only the raw text
-of element 0 (segment.md §5). Verification always runs on the bytes as received: re-serialised
-JSON does not reproduce the sender's bytes.
+of element 0 (docs/reference.md#segment-webhooks). Verification always runs on the bytes as
+received: re-serialised JSON does not reproduce the sender's bytes.
 """
 
 from __future__ import annotations

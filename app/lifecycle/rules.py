@@ -2,7 +2,7 @@
 
 It lives in the profile (versioned with it, changed without code); `app.mapping.profile` embeds it as the
 `lifecycle:` section. Kochava does not document its organic / re-attribution markers as postback values
-(kochava.md §2, §3.1), so every marker is data here, with kseg's defaults.
+(docs/reference.md#kochava-event-kinds), so every marker is data here, with kseg's defaults.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Seeded generator of realistic Kochava custom postbacks (GET query strings).
 
-Why: load and end-to-end tests need traffic that looks like production — the macro keys kseg
-receives (kochava.md §2), a realistic kind mix, devices that repeat (installs first, then events),
-all-zero IDFAs under ATT, and Kochava's exact retries — while staying reproducible per seed so a
-failing run can be replayed. Every postback also names the device it belongs to (the expected
-identity), so tests can check what the pipeline resolved.
+Why: load and end-to-end tests need traffic that looks like production — the macro keys kseg receives
+(docs/reference.md#kochava-field-names), a realistic kind mix, devices that repeat (installs first, then
+events), all-zero IDFAs under ATT, and Kochava's exact retries — while staying reproducible per seed so a
+failing run can be replayed. Every postback also names the device it belongs to (the expected identity), so
+tests can check what the pipeline resolved.
 
 Devices live in a bounded population: until it is full every install adds a device; once full an
 install replaces a random device (an uninstall), so memory stays bounded on long runs while events

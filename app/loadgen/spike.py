@@ -1,8 +1,9 @@
 """Spike specs (`10x@30s+30s`) and the open-loop send schedule they shape.
 
-Why: Kochava's delivery delay (up to 10 min) releases held postbacks in bursts (kochava.md §9.4), so
-load runs need a rate step at a known time. The schedule is a closed-form cumulative count, which
-lets the runner pace by the clock (open loop) without accumulating drift.
+Why: Kochava's delivery delay (up to 10 min) releases held postbacks in bursts
+(docs/reference.md#kochava-postbacks), so load runs need a rate step at a known time. The schedule is a
+closed-form cumulative count, which lets the runner pace by the clock (open loop) without accumulating
+drift.
 """
 
 from __future__ import annotations

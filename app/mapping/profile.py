@@ -1,6 +1,6 @@
-"""Mapping profiles: the declarative, versioned description of how a postback's keys become a
-canonical event. Kochava lets the advertiser choose every query-string key (kochava.md §1.2), so the
-key names live in data (YAML), not in code, and each output carries the profile name and version.
+"""Mapping profiles: the declarative, versioned description of how a postback's keys become a canonical
+event. Kochava lets the advertiser choose every query-string key (docs/reference.md#kochava-postbacks), so
+the key names live in data (YAML), not in code, and each output carries the profile name and version.
 """
 
 from __future__ import annotations

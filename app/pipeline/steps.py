@@ -15,13 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
 
 from app import topics
 from app.audiences.devices import device_facts, with_att
 from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
-from app.identity.records import DeviceLinked
 from app.identity.resolver import observations, resolve, with_first_touch
 from app.lifecycle.config import LifecycleConfig, lifecycle_config, load_config_rates
 from app.lifecycle.currency import Rates
@@ -34,7 +32,17 @@ from app.mapping import (
     map_postback,
 )
 from app.pipeline.metrics import PipelineMetrics
-from app.records import AttributionProfile, DeadLetter, RawPostback, dumps, loads, utc_now_iso
+from app.records import (
+    AttributionProfile,
+    DeadLetter,
+    DeviceLinked,
+    RawPostback,
+    SegmentCalls,
+    decode_object,
+    dumps,
+    utc_now_iso,
+    validate_or_dead_letter,
+)
 from app.sections import PipelineSettings
 
 #: Postbacks a reinstalled device parks at most while it waits for the index's answers.
@@ -147,7 +155,7 @@ def remember(state: AttributionProfile, event_id: str, config: StepConfig) -> At
 
 def segment_calls_record(messages: list[dict[str, Any]]) -> bytes:
     """One outbox record holding all the Segment calls of one event (the sink unpacks it)."""
-    return dumps({"kind": "segment_calls", "messages": messages})
+    return SegmentCalls(messages=messages).encode()
 
 
 def dead_letter_send(letter: DeadLetter, config: StepConfig) -> Send:
@@ -158,11 +166,9 @@ def handle_postback(
     batch: Batch, event: Any, device_key: str, value: dict[str, Any], config: StepConfig
 ) -> None:
     settings = config.settings
-    try:
-        raw = RawPostback.model_validate(value)
-    except ValidationError as exc:
-        letter = DeadLetter(stage="mapping", reason="invalid_raw_record", error=str(exc), payload=value)
-        batch.add(Step(event, [dead_letter_send(letter, config)]))
+    raw = validate_or_dead_letter(value, RawPostback, stage="mapping", reason="invalid_raw_record")
+    if isinstance(raw, DeadLetter):
+        batch.add(Step(event, [dead_letter_send(raw, config)]))
         return
     if raw.source != "replay" and batch.seen(device_key, raw.event_id):  # a replay is deliberate
         config.metrics.deduplicated.inc()
@@ -218,11 +224,9 @@ def handle_postback(
 def handle_device_linked(
     batch: Batch, event: Any, device_key: str, value: dict[str, Any], config: StepConfig
 ) -> None:
-    try:
-        notice = DeviceLinked.model_validate(value)
-    except ValidationError as exc:
-        letter = DeadLetter(stage="identity", reason="invalid_link_notice", error=str(exc), payload=value)
-        batch.add(Step(event, [dead_letter_send(letter, config)]))
+    notice = validate_or_dead_letter(value, DeviceLinked, stage="identity", reason="invalid_link_notice")
+    if isinstance(notice, DeadLetter):
+        batch.add(Step(event, [dead_letter_send(notice, config)]))
         return
     state, messages = apply_link(batch.profile(device_key), notice, device_key, config.settings)
     key = device_key.encode()
@@ -253,17 +257,10 @@ def handle_record(
 ) -> None:
     """Decode one record of the device stream (postback or user-link notice) and hand it to its handler."""
     device_key = (key or b"").decode("utf-8", "replace")
-    try:
-        data = loads(value or b"")
-    except Exception as exc:  # a record no kseg process wrote: keep it, typed
-        raw = bytes(value or b"").decode("utf-8", "replace")
-        letter = DeadLetter(
-            stage="mapping", reason="undecodable_record", error=repr(exc), payload={"raw": raw}
-        )
-        batch.add(Step(event, [dead_letter_send(letter, config)]))
-        return
-    kind = data.get("kind") if isinstance(data, dict) else None
-    if kind == "device_linked":
+    data = decode_object(value, stage="mapping", reason="undecodable_record")
+    if isinstance(data, DeadLetter):  # a record no kseg process wrote: keep it, typed
+        batch.add(Step(event, [dead_letter_send(data, config)]))
+    elif data.get("kind") == "device_linked":
         handle_device_linked(batch, event, device_key, data, config)
     else:
-        handle_postback(batch, event, device_key, data if isinstance(data, dict) else {"value": data}, config)
+        handle_postback(batch, event, device_key, data, config)

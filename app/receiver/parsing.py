@@ -11,7 +11,14 @@ from aiohttp import web
 
 from app.receiver.bodies import read_body
 from app.receiver.errors import ClientError
-from app.records import DEVICE_KEY_PARAMS, device_key_of, postback_event_id, utc_now_iso
+from app.records import (
+    DEVICE_KEY_PARAMS,
+    PostbackSource,
+    RawPostback,
+    device_key_of,
+    postback_event_id,
+    utc_now_iso,
+)
 
 
 def supplied_token(request: web.Request) -> str | None:
@@ -49,7 +56,9 @@ def check_token(request: web.Request, tokens: list[str], setting: str = "KSEG_PO
     return matched
 
 
-async def read_params(request: web.Request, max_body: int, timeout: float) -> tuple[dict[str, Any], str]:
+async def read_params(
+    request: web.Request, max_body: int, timeout: float
+) -> tuple[dict[str, Any], PostbackSource]:
     """Postback parameters and their source: the query string for GET, a JSON or form body for POST."""
     query = {k: v for k, v in parse_qsl(request.query_string, keep_blank_values=True)}
     if request.method == "GET":
@@ -94,19 +103,18 @@ def partition_key(params: dict[str, Any]) -> str:
 
 
 def raw_record(
-    request: web.Request, params: dict[str, Any], source: str, profile: str | None
-) -> dict[str, Any]:
+    request: web.Request, params: dict[str, Any], source: PostbackSource, profile: str | None
+) -> RawPostback:
     """The postbacks.raw record for one request: params without the auth and routing keys, stamped with
     the deterministic event id, the time and where it came from."""
     params.pop("token", None)
     params.pop("profile", None)
-    return {
-        "kind": "postback",
-        "event_id": postback_event_id(params),
-        "received_at": utc_now_iso(),
-        "source": source,
-        "profile": profile,
-        "params": params,
-        "ip": request.remote,
-        "user_agent": request.headers.get("User-Agent"),
-    }
+    return RawPostback(
+        event_id=postback_event_id(params),
+        received_at=utc_now_iso(),
+        source=source,
+        profile=profile,
+        params=params,
+        ip=request.remote,
+        user_agent=request.headers.get("User-Agent"),
+    )

@@ -2,7 +2,7 @@
 
 The number of produces awaiting an ack is bounded; past the bound, or while the broker is unreachable,
 `publish` raises `PublishUnavailable` and the handler answers 503 + Retry-After. Nothing is buffered
-behind a 200 (stream-design-notes §1).
+behind a 200 (docs/reference.md#durable-before-the-200).
 """
 
 from __future__ import annotations

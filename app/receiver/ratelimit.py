@@ -1,10 +1,10 @@
 """Per-credential request-rate limits of the receiver: one token bucket per credential, 429 + Retry-After.
 
-Off by default (`KSEG_RATE_LIMIT_PER_TOKEN=0`). Kochava releases delayed postbacks in bursts (kochava.md:
-up to 10 minutes of held postbacks at once), a partner configured "Do Not Retry" loses every postback
-answered 429, and the receiver already protects itself with 503 + Retry-After when Kafka falls behind
-(`KSEG_MAX_PENDING_PRODUCES`). Turn it on to stop one leaked or misbehaving credential from
-flooding the pipeline, with a burst well above the largest legitimate backlog.
+Off by default (`KSEG_RATE_LIMIT_PER_TOKEN=0`). Kochava releases delayed postbacks in bursts (up to 10
+minutes of held postbacks at once: docs/reference.md#kochava-postbacks), a partner configured "Do Not Retry"
+loses every postback answered 429, and the receiver already protects itself with 503 + Retry-After when
+Kafka falls behind (`KSEG_MAX_PENDING_PRODUCES`). Turn it on to stop one leaked or misbehaving credential
+from flooding the pipeline, with a burst well above the largest legitimate backlog.
 """
 
 from __future__ import annotations

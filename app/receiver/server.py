@@ -82,7 +82,7 @@ async def postback(request: web.Request) -> web.Response:
     named = params.get("profile")  # from the query string, or from a JSON / form body
     profile = str(named) if named else settings.token_profiles.get(token)
     record = raw_record(request, params, source, profile)
-    latency = await request.app[PUBLISHER].publish(settings.topic(RAW), key, orjson.dumps(record))
+    latency = await request.app[PUBLISHER].publish(settings.topic(RAW), key, record.encode())
     metrics.produce_latency.observe(latency)
     metrics.accepted.labels(route="postback").inc()
     return web.Response(body=SUCCESS, content_type="application/json")

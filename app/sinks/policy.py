@@ -1,8 +1,8 @@
 """How kseg's HTTP sinks react to each HTTP outcome, and how long they wait before trying again.
 
 Shared by the Segment and Kochava sinks and the digest's Reporting API client. Mirrors the retry policy
-of segment-analytics-python 2.4.0 (segment.md §1.4), with one deliberate difference: we never give up
-on a transient failure, because Kafka, not memory, holds the backlog.
+of segment-analytics-python 2.4.0 (docs/reference.md#segment-retries), with one deliberate difference: we
+never give up on a transient failure, because Kafka, not memory, holds the backlog.
 """
 
 from __future__ import annotations

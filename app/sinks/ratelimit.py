@@ -1,8 +1,8 @@
 """An adaptive (AIMD) token bucket shared by every sender of one process.
 
-Segment asks for ≤ ~1,000 req/s per workspace and answers 429 above it (segment.md §1.2). One shared
-bucket per process keeps all agents of a worker under the ceiling; 429s halve the rate, successes
-win it back slowly, and `Retry-After` pauses everyone, as Segment asks (stream-design-notes §4).
+Segment asks for ≤ ~1,000 req/s per workspace and answers 429 above it (docs/reference.md#segment-limits).
+One shared bucket per process keeps all agents of a worker under the ceiling; 429s halve the rate, successes
+win it back slowly, and `Retry-After` pauses everyone, as Segment asks (docs/reference.md#sink-responses).
 The bucket is per process: with N worker processes, give each `ceiling / N`.
 """
 

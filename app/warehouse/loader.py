@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -29,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from app import topics
 from app.dlq.writer import dead_letter_record
 from app.kafka import client_config, producer_config
-from app.records import DeadLetter
+from app.records import DeadLetter, decode_object
 from app.runtime.health import Health, healthz, readyz_response
 from app.sections import WarehouseSettings
 from app.warehouse import sql
@@ -54,14 +53,9 @@ def parse_records(records: list[ConsumerRecord[Any, Any]], warehouse_topic: str)
     out = Parsed()
     for rec in records:
         is_event = rec.topic == warehouse_topic
-        try:
-            value = orjson.loads(rec.value)
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            text = (rec.value or b"").decode("utf-8", "replace")[:10_000]
-            out.letters.append(_letter("undecodable_row", str(exc), None, {"raw": text}, rec))
-            continue
-        if not isinstance(value, dict):
-            out.letters.append(_letter("undecodable_row", "not a JSON object", None, {"raw": value}, rec))
+        value = decode_object(rec.value, stage="warehouse", reason="undecodable_row")
+        if isinstance(value, DeadLetter):
+            out.letters.append(value.model_copy(update={"error": f"{_where(rec)}: {value.error}"}))
             continue
         why = problem(WAREHOUSE_ROW, value, open_ended=True) if is_event else problem(CAMPAIGN_SPEND, value)
         if why is not None:
@@ -74,11 +68,16 @@ def parse_records(records: list[ConsumerRecord[Any, Any]], warehouse_topic: str)
     return out
 
 
+def _where(rec: Any) -> str:
+    """Where a record was read: `topic[partition]@offset`."""
+    return f"{rec.topic}[{rec.partition}]@{rec.offset}"
+
+
 def _letter(reason: str, error: str, event_id: Any, payload: dict[str, Any], rec: Any) -> DeadLetter:
     return DeadLetter(
         stage="warehouse",
         reason=reason,
-        error=f"{rec.topic}[{rec.partition}]@{rec.offset}: {error}",
+        error=f"{_where(rec)}: {error}",
         event_id=str(event_id) if event_id else None,
         payload=payload,
     )
@@ -114,7 +113,7 @@ class Loader:
 
         if self._conn is None or self._conn.closed:
             self._conn = await connect_async(self.url)
-            self._columns = await ensure_schema(self._conn, _reporting_currency(self.settings))
+            self._columns = await ensure_schema(self._conn, self.settings.kseg_reporting_currency)
         return self._conn
 
     async def _drop_connection(self) -> None:
@@ -327,10 +326,6 @@ class Loader:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
             await self._drop_connection()
-
-
-def _reporting_currency(settings: WarehouseSettings) -> str:
-    return settings.kseg_reporting_currency
 
 
 def pages(loader: Loader) -> web.Application:

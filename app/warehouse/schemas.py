@@ -61,7 +61,7 @@ MODEL_SCHEMAS = {
     "postback-raw.schema.json": ("app.records:RawPostback", "postbacks.raw"),
     "identity-link-request.schema.json": ("app.identity.records:LinkRequest", "identity.links"),
     "identity-device-index.schema.json": ("app.identity.records:DeviceIndexUpdate", "identity.device-index"),
-    "identity-device-linked.schema.json": ("app.identity.records:DeviceLinked", "identity.device-events"),
+    "identity-device-linked.schema.json": ("app.records:DeviceLinked", "identity.device-events"),
     "dead-letter.schema.json": ("app.records:DeadLetter", "deadletter"),
     "audience-change.schema.json": (
         "app.audiences.records:MembershipChange|DeviceFacts",

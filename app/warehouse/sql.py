@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Columns the warehouse row contract adds (issue 10, lifecycle): created from day one, nullable.
+#: Columns the warehouse row contract adds (the lifecycle signals): created from day one, nullable.
 LIFECYCLE_COLUMNS: dict[str, str] = {
     "acquisition_channel": "TEXT",
     "acquisition_paid": "BOOLEAN",

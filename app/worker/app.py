@@ -92,7 +92,7 @@ class KsegApp(faust.App):
 
 
 def build_faust_app(settings: Settings) -> faust.App:
-    """The faust App with every stream setting kseg relies on (stream-design-notes §6)."""
+    """The faust App with every stream setting kseg relies on (docs/reference.md#faust-settings)."""
     session = settings.kseg_session_timeout
     app = KsegApp(
         settings.kseg_app_id,

@@ -1,6 +1,7 @@
 """A strict local emulator of Kochava's inbound S2S event API and IdentityLink, for kseg's tests.
 
-Endpoints (kochava.md §6, §6a): ``POST /track/json`` and ``POST /v1/cpi/identityLink.php``, JSON bodies.
+Endpoints (docs/reference.md#kochava-s2s-and-identitylink): ``POST /track/json`` and
+``POST /v1/cpi/identityLink.php``, JSON bodies.
 
 **Deliberately stricter than Kochava**, which answers 200 to a lot and drops events later (free accounts
 drop them silently): here every problem is a 400 with ``{"success": "0", "error": code, "message": ...}``:

@@ -1,4 +1,5 @@
-"""A strict local emulator of Kochava's Reporting API v1.4 (kochava.md §7), for kseg's digest tests.
+"""A strict local emulator of Kochava's Reporting API v1.4 (docs/reference.md#kochava-reporting-api),
+for kseg's digest tests.
 
 Why it exists: the digest client must be tested over real HTTP (a token flow that takes time, error
 statuses, duplicate requests, 5xx, timeouts, a report that never finishes) without a Kochava account.
@@ -17,8 +18,8 @@ What it enforces, as the reference documents it:
   request's status;
 - `reportcolumns` answers the column names a summary report would have (after `rename`).
 
-Undocumented shapes are kseg's assumptions (kochava.md "assumed summary row"): one JSON object per day x
-grouping, every value a string, spend split into `click_spend`, `impression_spend`, `install_spend`.
+Undocumented shapes are kseg's assumptions (docs/reference.md#kochava-reporting-api): one JSON object
+per day x grouping, every value a string, spend split into `click_spend`, `impression_spend`, `install_spend`.
 `rename={"installs": "install_count"}` makes the emulator emit other names, to test the column map.
 
 Fault modes: `fail_next(n, status=503)` (5xx), `slow_next(n, delay)` (the client times out),

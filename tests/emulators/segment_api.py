@@ -4,7 +4,7 @@ Why it exists: the Segment sink must be tested over real HTTP (status codes, hea
 connections, timeouts) without a network or a real write key, and with faults on demand.
 
 **Deliberately stricter than Segment.** Segment answers 200 to almost everything and drops invalid
-events *after* the 200 (segment.md §1.3: the "silent 200"). In strict mode (the default) this emulator
+events *after* the 200 (docs/reference.md#segment-silent-200). In strict mode (the default) this emulator
 answers **400 with the reason** instead, for: an invalid message, a batch of more than 2,500 items,
 a message over 32 KB, a missing `timestamp`. That turns a silent loss in production into a failing test.
 `strict=False` (`--lenient`) imitates Segment: 200, and the bad messages land in `dropped`, not `messages`.

@@ -1,4 +1,4 @@
-"""Issue 11: Engage audiences and kseg's own audiences reach Kochava for every device of each user, through
+"""Engage audiences and kseg's own audiences reach Kochava for every device of each user, through
 the real receiver, broker and worker processes, the Segment emulator and the Kochava emulator."""
 
 from __future__ import annotations

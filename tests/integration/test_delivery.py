@@ -1,4 +1,4 @@
-"""Issue 5: nothing lost between Kochava's 200 and Segment's 2xx, under injected faults."""
+"""Nothing lost between Kochava's 200 and Segment's 2xx, under injected faults."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ async def test_full_digest_against_the_emulator(
     make_pipeline: Any, segment: SegmentEmulator, warehouse_pg: Any, dump_logs: list[Pipeline]
 ) -> None:
     url = warehouse_pg.url
-    # KOCHAVA_APP_GUID also turns on the Kochava S2S sink (issue 11): point it at its emulator.
+    # KOCHAVA_APP_GUID also turns on the Kochava S2S sink: point it at its emulator.
     async with (
         KochavaEmulator(GUID) as s2s,
         KochavaReportingEmulator(KEY, GUID, queue_seconds=0.2, run_seconds=0.3) as kochava,

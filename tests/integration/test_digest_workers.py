@@ -36,7 +36,7 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
     await ensure_schema(conn, "USD")  # the loader's tables, empty: cohorts of nobody
     await conn.close()
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    # KOCHAVA_APP_GUID also turns on the Kochava S2S sink (issue 11): point it at its emulator.
+    # KOCHAVA_APP_GUID also turns on the Kochava S2S sink: point it at its emulator.
     async with (
         KochavaEmulator(GUID) as s2s,
         KochavaReportingEmulator(KEY, GUID, queue_seconds=0.5, run_seconds=1.0) as kochava,

@@ -1,4 +1,4 @@
-"""Issue 2: postback → receiver → Kafka → worker → Segment, through real processes and real HTTP."""
+"""Postback → receiver → Kafka → worker → Segment, through real processes and real HTTP."""
 
 from __future__ import annotations
 

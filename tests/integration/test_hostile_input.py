@@ -1,4 +1,4 @@
-"""Hostile input against a real receiver and worker (issue 16): hypothesis-generated requests for every
+"""Hostile input against a real receiver and worker: hypothesis-generated requests for every
 HTTP endpoint, then the books are checked.
 
 Asserted: no 5xx except 503 with Retry-After; every error a JSON reason; the receiver stays ready;

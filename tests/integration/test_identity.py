@@ -1,4 +1,4 @@
-"""Issue 4: identity resolution through the real receiver, broker and worker processes."""
+"""Identity resolution through the real receiver, broker and worker processes."""
 
 from __future__ import annotations
 

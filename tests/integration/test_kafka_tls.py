@@ -1,4 +1,4 @@
-"""Issue 15: Kafka over TLS for every kseg client, through a TLS-terminating proxy in front of Tansu.
+"""Kafka over TLS for every kseg client, through a TLS-terminating proxy in front of Tansu.
 
 Tansu advertises its own listener in metadata; it is started with the proxy's address as its advertised
 listener, so clients that bootstrap through the proxy also reach the partitions' leader through it.

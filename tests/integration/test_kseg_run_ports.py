@@ -1,4 +1,4 @@
-"""Issue 15: `kseg run` started twice on one machine, and what its startup screen shows."""
+"""`kseg run` started twice on one machine, and what its startup screen shows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10 end to end: lifecycle signals and SDK anonymousId adoption through the real receiver, broker
+"""Lifecycle signals and SDK anonymousId adoption end to end through the real receiver, broker
 and worker processes and the strict Segment emulator."""
 
 from __future__ import annotations

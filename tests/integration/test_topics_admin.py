@@ -1,4 +1,4 @@
-"""Issue 15: topics as code on the embedded broker: plan, apply, the worker's co-partition refusal, and a
+"""Topics as code on the embedded broker: plan, apply, the worker's co-partition refusal, and a
 4 → 8 partition migration with live state (profiles, dedupe marks, identity links)."""
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry
 from app import topics
 from app.config import Settings
 from app.identity.agents import handle_index_update, handle_link
-from app.identity.records import DeviceLinked, DeviceRecord, LinkRequest, to_bytes
+from app.identity.records import DeviceRecord, LinkRequest, to_bytes
 from app.mapping import ProfileRegistry
 from app.metrics import DeadLetterMetrics, sample
 from app.pipeline.steps import StepConfig
-from app.records import DeviceIds
+from app.records import DeviceIds, DeviceLinked
 from tests.pipeline_tables import Tables, raw
 
 S = Settings(_env_file=None)  # type: ignore[call-arg]

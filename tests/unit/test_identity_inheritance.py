@@ -9,8 +9,8 @@ from app import topics
 from app.config import Settings
 from app.identity.index import apply_update
 from app.identity.late_auth import adopt_first_touch, apply_link
-from app.identity.records import DeviceIndexUpdate, DeviceLinked, DeviceRecord
-from app.records import Attribution, AttributionProfile
+from app.identity.records import DeviceIndexUpdate, DeviceRecord
+from app.records import Attribution, AttributionProfile, DeviceLinked
 from tests.pipeline_tables import Tables, raw
 
 DEV = "idfv:IDFV-1"

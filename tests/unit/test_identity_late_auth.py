@@ -6,10 +6,9 @@ from typing import Any
 
 from app.config import Settings
 from app.identity.late_auth import apply_link
-from app.identity.records import DeviceLinked
 from app.ids import anonymous_id_for, message_id_for
 from app.metrics import sample
-from app.records import Attribution, AttributionProfile
+from app.records import Attribution, AttributionProfile, DeviceLinked
 
 KEY = "KD-1"
 NS = "test-ns"

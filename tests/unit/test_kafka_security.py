@@ -1,4 +1,4 @@
-"""Issue 15: the Kafka security settings reach every client kseg builds, identically.
+"""The Kafka security settings reach every client kseg builds, identically.
 
 SASL is not tested against a server here (Tansu's `--authentication` is unverified); these tests check
 that the settings become the same aiokafka arguments for kseg's own clients and for faust's.

@@ -2,7 +2,7 @@
 
 Each fixture in tests/golden/ holds the raw input (a URL-encoded query string, parsed the way the
 receiver parses it, or a JSON body), the device state before the event, the resolved identity, and
-the expected output. The expected outputs were checked by hand against segment.md / kochava.md.
+the expected output. The expected outputs were checked by hand against the facts in docs/reference.md.
 """
 
 from __future__ import annotations

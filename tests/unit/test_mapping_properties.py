@@ -145,7 +145,7 @@ params_strategy = st.one_of(arbitrary_params, likely_params)
 
 
 def strict_problems(msg: dict[str, Any]) -> list[str]:
-    """What Segment would drop after a 200 (segment.md §1.3, §4 step 2), checked independently."""
+    """What Segment would drop after a 200 (docs/reference.md#segment-silent-200), checked independently."""
     found = []
     if msg.get("type") not in ("track", "identify"):
         found.append("type")

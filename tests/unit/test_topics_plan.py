@@ -1,4 +1,4 @@
-"""Issue 15: the topic catalogue, the plan's diff, the co-partition check and the migration's placement."""
+"""The topic catalogue, the plan's diff, the co-partition check and the migration's placement."""
 
 from __future__ import annotations
 

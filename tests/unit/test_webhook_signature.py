@@ -61,7 +61,8 @@ def test_tampered_element_zero_of_a_batch_is_rejected() -> None:
 
 
 def test_other_batch_elements_are_not_covered() -> None:
-    """Segment signs element 0 only (segment.md §5): changing element 1 keeps the signature valid."""
+    """Segment signs element 0 only (docs/reference.md#segment-webhooks): changing element 1 keeps the
+    signature valid."""
     assert verify_signature(BATCH.replace(b'"u2"', b'"u3"'), hmac_hex(FIRST), SECRET)
 
 

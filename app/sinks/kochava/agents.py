@@ -11,11 +11,9 @@ import asyncio
 import logging
 from typing import Any
 
-from pydantic import ValidationError
-
 from app.dlq.writer import send_dead_letters
 from app.metrics import DeadLetterMetrics
-from app.records import DeadLetter, loads
+from app.records import DeadLetter, decode_or_dead_letter
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
 from app.sections import KochavaSettings
@@ -38,18 +36,13 @@ def decode(events: list[Any]) -> tuple[list[KochavaRequest], list[DeadLetter]]:
     requests: list[KochavaRequest] = []
     letters: list[DeadLetter] = []
     for event in events:
-        try:
-            requests.append(KochavaRequest.model_validate(loads(event.value)))
-        except (ValidationError, ValueError, TypeError) as exc:
-            raw = bytes(event.value or b"").decode("utf-8", "replace")
-            letters.append(
-                DeadLetter(
-                    stage="kochava",
-                    reason="invalid_outbox_record",
-                    error=repr(exc)[:2000],
-                    payload={"raw": raw},
-                )
-            )
+        request = decode_or_dead_letter(
+            event.value, KochavaRequest, stage="kochava", reason="invalid_outbox_record"
+        )
+        if isinstance(request, DeadLetter):
+            letters.append(request)
+        else:
+            requests.append(request)
     return requests, letters
 
 

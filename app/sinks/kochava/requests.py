@@ -19,7 +19,8 @@ from app.ids import clean_id
 Endpoint = Literal["track", "identity_link"]
 PATHS: dict[str, str] = {"track": "/track/json", "identity_link": "/v1/cpi/identityLink.php"}
 
-#: Device id types Kochava's S2S API groups under `device_ids` (kochava.md §6a).
+#: Device id types Kochava's S2S API groups under `device_ids`
+#: (docs/reference.md#kochava-s2s-and-identitylink).
 S2S_ID_TYPES = ("idfa", "idfv", "adid", "android_id")
 
 

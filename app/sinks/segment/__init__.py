@@ -1,7 +1,8 @@
 """Delivery core of the Segment sink: validate, batch, rate-limit, post, retry, bisect, dead-letter.
 
 No Kafka here: the faust agent hands `deliver()` the messages of up to 500 events and acks their
-offsets only when it returns (segment.md §4). `build_sink()` picks the real sender or the dry run.
+offsets only when it returns (docs/reference.md#segment-delivery). `build_sink()` picks the real
+sender or the dry run.
 """
 
 from __future__ import annotations

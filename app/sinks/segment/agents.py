@@ -13,7 +13,7 @@ from typing import Any
 
 from app.dlq.writer import send_dead_letters
 from app.metrics import DeadLetterMetrics
-from app.records import DeadLetter, loads
+from app.records import DeadLetter, decode_outbox_record
 from app.runtime.batching import acked_batches
 from app.runtime.context import WorkerContext
 from app.runtime.health import Health
@@ -26,33 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def decode_messages(values: list[bytes | None]) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
-    """The Segment messages in outbox records — one record holds all the calls of one event
-    (`{"kind": "segment_calls", "messages": [...]}`), a replayed dead letter is one message — and a dead
-    letter for each record that is neither."""
+    """The Segment messages in outbox records (`SegmentCalls`: all the calls of one event; a replayed
+    dead letter is one message) and a dead letter for each record that is neither."""
     messages: list[dict[str, Any]] = []
     letters: list[DeadLetter] = []
     for value in values:
-        try:
-            data = loads(value or b"")
-        except Exception as exc:
-            raw = bytes(value or b"").decode("utf-8", "replace")
-            letters.append(undecodable(repr(exc), raw))
-            continue
-        if (
-            isinstance(data, dict)
-            and data.get("kind") == "segment_calls"
-            and isinstance(data.get("messages"), list)
-        ):
-            messages.extend(m if isinstance(m, dict) else {"value": m} for m in data["messages"])
-        elif isinstance(data, dict):
-            messages.append(data)  # one message (a replayed dead letter); validation rejects a non-message
+        record = decode_outbox_record(value)
+        if isinstance(record, DeadLetter):
+            letters.append(record)
         else:
-            letters.append(undecodable("not a JSON object", data))
+            messages.extend(record.messages)  # validation rejects a non-message
     return messages, letters
-
-
-def undecodable(error: str, raw: Any) -> DeadLetter:
-    return DeadLetter(stage="segment", reason="undecodable_message", error=error, payload={"raw": raw})
 
 
 async def deliver_or_hold(deliverer: Deliverer, messages: list[dict[str, Any]], health: Health) -> None:

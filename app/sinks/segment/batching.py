@@ -1,7 +1,7 @@
 """Cut messages into `/v1/batch` bodies that respect Segment's count and size limits.
 
 Segment's hard limits are 2,500 items and 500 KB per request; we budget 500 messages and 450,000
-bytes of *uncompressed* JSON (segment.md §1.2, §4 step 3), since whether 500 KB applies before or
+bytes of *uncompressed* JSON (docs/reference.md#segment-limits), since whether 500 KB applies before or
 after gzip is undocumented.
 """
 

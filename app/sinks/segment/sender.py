@@ -1,4 +1,4 @@
-"""Offset-safe delivery of one Kafka batch's Segment messages (segment.md §4, stream-design-notes §3-5).
+"""Offset-safe delivery of one Kafka batch's Segment messages (docs/reference.md#segment-delivery).
 
 `SegmentSender.deliver()` returns only when every message is either accepted (2xx) or dead-lettered
 (and the dead-letter callback has been awaited), so the caller may then ack the Kafka offsets.

@@ -1,4 +1,4 @@
-"""Catch what Segment would accept with a 200 and then silently drop (segment.md §1.3, §4 step 2).
+"""Catch what Segment would accept with a 200 and then silently drop (docs/reference.md#segment-silent-200).
 
 A dropped-after-200 event is lost without a trace; a message refused here becomes a typed dead letter
 instead, with the reason, so it can be fixed and replayed.
@@ -43,7 +43,7 @@ def problems(message: Any) -> list[str]:
     """Every reason Segment would drop `message` (or we refuse it); empty when it can be sent.
 
     `messageId` is required even though Segment would invent one: without our deterministic id a
-    replay would duplicate the event (segment.md §1.5).
+    replay would duplicate the event (docs/reference.md#segment-messageid).
     """
     if not isinstance(message, dict):
         return ["message is not a JSON object"]
