@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from aiohttp import web
@@ -49,9 +49,57 @@ def check_token(request: web.Request, tokens: list[str], setting: str = "KSEG_PO
     return matched
 
 
+def _field_text(raw: bytes, key: str | None, where: str) -> str:
+    """One key or value percent-decoded exactly once (`+` is a space), then strictly UTF-8.
+
+    A value that is not UTF-8 cannot be carried in JSON text without being altered, so it is refused
+    with a 400 naming the key instead of being replaced with U+FFFD."""
+    try:
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        name = key if key is not None else raw.decode("ascii", "backslashreplace")
+        what = "a key" if key is None else f"the value of `{key}`"
+        raise ClientError(
+            400,
+            "invalid_encoding",
+            f"In the {where}, {what} is not UTF-8 once percent-decoded; percent-encode the UTF-8 bytes "
+            "of the text (kseg never replaces bytes it cannot carry).",
+            {"field": name},
+        ) from exc
+
+
+def parse_fields(raw: bytes, where: str = "query string") -> dict[str, str]:
+    """`key=value&...` (a raw query string or a form body) decoded exactly once; the last of a repeated
+    key wins, a key without `=` has the empty value.
+
+    Raw bytes in, because aiohttp's `query_string` is already percent-decoded: decoding it again
+    turned a campaign named `100%25off` into `100%off`."""
+    params: dict[str, str] = {}
+    for field in raw.split(b"&"):
+        if not field:
+            continue
+        raw_key, _, raw_value = field.partition(b"=")
+        key = _field_text(raw_key, None, where)
+        params[key] = _field_text(raw_value, key, where)
+    return params
+
+
+def raw_query(request: web.Request) -> bytes:
+    """The query string exactly as sent (aiohttp keeps non-ASCII request-line bytes surrogate-escaped)."""
+    target = request.raw_path.encode("utf-8", "surrogateescape")
+    _, sep, query = target.partition(b"?")
+    if b"#" in query:
+        raise ClientError(
+            400,
+            "invalid_query",
+            "The query string contains a raw `#`; percent-encode it as %23 (a fragment is never sent).",
+        )
+    return query if sep else b""
+
+
 async def read_params(request: web.Request, max_body: int, timeout: float) -> tuple[dict[str, Any], str]:
     """Postback parameters and their source: the query string for GET, a JSON or form body for POST."""
-    query = {k: v for k, v in parse_qsl(request.query_string, keep_blank_values=True)}
+    query: dict[str, Any] = dict(parse_fields(raw_query(request)))
     if request.method == "GET":
         return query, "get"
     body = await read_body(request, max_body, timeout)
@@ -69,11 +117,7 @@ async def read_params(request: web.Request, max_body: int, timeout: float) -> tu
             raise ClientError(400, "invalid_json", "The JSON body must be an object of postback fields.")
         return {**query, **data}, "post_json"
     if ctype in ("application/x-www-form-urlencoded", "text/plain", "application/octet-stream", ""):
-        try:
-            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
-        except UnicodeDecodeError as exc:
-            raise ClientError(400, "invalid_encoding", "The form body is not UTF-8.") from exc
-        return {**query, **form}, "post_form"
+        return {**query, **parse_fields(body, "form body")}, "post_form"
     raise ClientError(
         415, "unsupported_media_type", "Send a GET query string, a JSON body or a form-encoded body."
     )
