@@ -125,13 +125,23 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
         raise ClientError(400, "invalid_json", "The JSON body must be an object of link fields.")
     ignored = sorted(k for k in data if k not in LINK_FIELDS)
     values: dict[str, str] = {}
-    for name in LINK_FIELDS & data.keys():
+    given: dict[str, str] = {}  # canonical name -> the field name it came from
+    for name in sorted(LINK_FIELDS & data.keys()):  # sorted: never set order, which varies per process
         value = data[name]
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise ClientError(400, "invalid_field", f"`{name}` must be a string.", {"field": name})
-        values[_FIELD_ALIASES.get(name, name)] = str(value)
+        canonical = _FIELD_ALIASES.get(name, name)
+        if canonical in values and values[canonical] != str(value):
+            # `gaid` is another name for `adid`: two different values are a contradiction, not a choice.
+            raise ClientError(
+                400,
+                "conflicting_fields",
+                f"`{given[canonical]}` and `{name}` name the same id with different values; send one.",
+                {"fields": [given[canonical], name]},
+            )
+        values[canonical], given[canonical] = str(value), name
 
     email_hash = phone_hash = None
     if "email" in values:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -214,3 +217,41 @@ async def test_identity_counters_are_on_the_receiver_metrics(client: TestClient)
     assert resp.status == 400
     text = await (await client.get("/metrics")).text()
     assert 'kseg_identity_links_rejected_total{reason="no_device_id"}' in text
+
+
+_LINK_OUTCOME = """
+import json, sys
+from app.receiver.errors import ClientError
+from app.receiver.identity_routes import parse_link_body
+body = json.loads(sys.argv[1])
+try:
+    link, _ = parse_link_body(body, "2026-01-01T00:00:00.000Z")
+    print(json.dumps([link.link_id, link.typed_devices()]))
+except ClientError as err:
+    print(json.dumps([err.status, err.code]))
+"""
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user_id": "u-1", "adid": "gaid-one-aaaa", "gaid": "gaid-two-bbbb"},
+        {"user_id": "u-1", "adid": "gaid-one-aaaa", "gaid": "gaid-one-aaaa", "idfv": "idfv-x-1234"},
+    ],
+)
+def test_link_with_adid_and_gaid_is_the_same_in_every_process(body: dict[str, str]) -> None:
+    """The outcome must not depend on PYTHONHASHSEED (set iteration order differs per process)."""
+    outcomes = set()
+    for seed in range(8):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        done = subprocess.run(
+            [sys.executable, "-c", _LINK_OUTCOME, orjson.dumps(body).decode()],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outcomes.add(done.stdout.strip())
+    assert len(outcomes) == 1, outcomes
+    if body["adid"] != body["gaid"]:
+        assert outcomes == {'[400, "conflicting_fields"]'}
