@@ -53,7 +53,8 @@ def test_parse_fields_decodes_once() -> None:
 
 async def test_query_values_are_percent_decoded_once(client: TestClient, settings: Settings) -> None:
     # `100%25off` is the campaign's literal name; Kochava percent-encodes it as 100%2525off.
-    target = f"{POSTBACK_PATH}?kochava_device_id=KD-pct&campaign_name=100%2525off&site_id=a%2Bb+c&creative=%25"
+    query = "kochava_device_id=KD-pct&campaign_name=100%2525off&site_id=a%2Bb+c&creative=%25"
+    target = f"{POSTBACK_PATH}?{query}"
     resp = await client.get(URL(target, encoded=True), headers=AUTH)
     assert resp.status == 200, await resp.text()
     params = await stored(settings, "KD-pct")
