@@ -6,7 +6,6 @@ becomes 503 + Retry-After through the receiver's middleware.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -110,13 +109,7 @@ def check_webhook_auth(request: web.Request, raw: bytes, settings: Settings) -> 
 async def publish_links(publisher: Publisher, settings: Settings, links: list[LinkRequest]) -> None:
     """Make every link durable (keyed by its first device id); any failure fails the whole request."""
     topic = settings.topic(topics.LINKS)
-    results = await asyncio.gather(
-        *(publisher.publish(topic, link.typed_devices()[0], to_bytes(link)) for link in links),
-        return_exceptions=True,
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    await publisher.publish_all(topic, [(link.typed_devices()[0], to_bytes(link)) for link in links])
 
 
 def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]]:

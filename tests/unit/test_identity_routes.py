@@ -8,6 +8,7 @@ import hmac
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from app.config import Settings
 from app.identity.records import LinkRequest
 from app.receiver.identity_routes import LINKS_PATH, WEBHOOK_PATH
 from app.receiver.server import build_app
+from tests.harness import read_topic
 from tests.receiver_app import receiver_settings, started_client
 
 SECRET = "s"
@@ -255,3 +257,70 @@ def test_link_with_adid_and_gaid_is_the_same_in_every_process(body: dict[str, st
     assert len(outcomes) == 1, outcomes
     if body["adid"] != body["gaid"]:
         assert outcomes == {'[400, "conflicting_fields"]'}
+
+
+def batch_body(calls: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    """An Actions batch and its headers: X-Signature over element 0's raw text, as Segment signs it."""
+    parts = [orjson.dumps(call) for call in calls]
+    return b"[" + b",".join(parts) + b"]", signed(b"", signature_of=parts[0])
+
+
+def link_call(i: int) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "userId": f"user-{i}",
+        "messageId": f"msg-{i}",
+        "context": {"device": {"type": "android", "advertisingId": f"gaid-{i:06d}-big"}},
+    }
+
+
+def audience_call(i: int) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "userId": f"member-{i}",
+        "messageId": f"aud-{i}",
+        "timestamp": "2026-01-01T10:00:00Z",
+        "traits": {"big_batch": True},
+        "context": {
+            "personas": {
+                "computation_class": "audience",
+                "computation_id": "aud_big",
+                "computation_key": "big_batch",
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize("size", [2500, 4000])
+async def test_batch_larger_than_the_produce_bound_is_durable_and_retry_safe(
+    client: TestClient, settings: Settings, size: int
+) -> None:
+    """More calls than KSEG_MAX_PENDING_PRODUCES (2,000): 200 once all are in Kafka, and a retried
+    delivery writes exactly the same keys and link ids again."""
+    assert size > settings.kseg_max_pending_produces
+    body, headers = batch_body([link_call(i) for i in range(size)])
+    answers = []
+    for _ in range(2):  # Segment retries a delivery it did not see acknowledged
+        resp = await client.post(WEBHOOK_PATH, data=body, headers=headers)
+        answers.append(await resp.json())
+        assert resp.status == 200, answers[-1]
+        assert answers[-1]["accepted"] == size
+    assert answers[0]["link_ids"] == answers[1]["link_ids"]
+    records = await consume_links(settings, expected=2 * size, timeout=60)
+    assert len(records) == 2 * size
+    written = Counter((key, value["link_id"]) for key, value in records)
+    assert set(written.values()) == {2}  # each record twice, none different the second time
+    assert {key for key, _ in written} == {f"adid:gaid-{i:06d}-big" for i in range(size)}
+
+
+async def test_audience_batch_larger_than_the_produce_bound_is_durable(
+    client: TestClient, settings: Settings
+) -> None:
+    size = 2500
+    body, headers = batch_body([audience_call(i) for i in range(size)])
+    resp = await client.post(WEBHOOK_PATH, data=body, headers=headers)
+    answer = await resp.json()
+    assert (resp.status, answer["audience_changes"]) == (200, size), answer
+    records = await read_topic(settings.bootstrap, settings.topic(topics.AUDIENCE_CHANGES), timeout=60)
+    assert len(records) == size
+    assert len({value["change_key"] for _, value in records}) == size
