@@ -22,6 +22,14 @@ def supplied_token(request: web.Request) -> str | None:
     return request.query.get("token") or None
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _bytes(value: str) -> bytes:
     # Query strings may decode to lone surrogates; a credential must never make encoding raise.
     return value.encode("utf-8", "backslashreplace")
@@ -144,6 +152,15 @@ def raw_record(
     the deterministic event id, the time and where it came from."""
     params.pop("token", None)
     params.pop("profile", None)
+    user_agent = request.headers.get("User-Agent")
+    if user_agent is not None and not _is_utf8(user_agent):
+        # Header bytes that are not UTF-8 arrive surrogate-escaped and cannot be stored unaltered.
+        raise ClientError(
+            400,
+            "invalid_encoding",
+            "The User-Agent header is not UTF-8; send it as ASCII or UTF-8.",
+            {"header": "User-Agent"},
+        )
     return {
         "kind": "postback",
         "event_id": postback_event_id(params),
@@ -152,5 +169,5 @@ def raw_record(
         "profile": profile,
         "params": params,
         "ip": request.remote,
-        "user_agent": request.headers.get("User-Agent"),
+        "user_agent": user_agent,
     }

@@ -105,3 +105,17 @@ async def test_expect_and_parser_refusals_are_counted(client: TestClient) -> Non
     status, reason = split(answer)
     assert (status, reason["error"]) == (400, "bad_http_request"), answer
     assert rejected("bad_http_request") == before + 1
+
+
+async def test_user_agent_that_is_not_utf8_is_a_400_naming_the_header(client: TestClient) -> None:
+    before = rejected("invalid_encoding")
+    answer = await exchange(
+        client,
+        f"GET {POSTBACK_PATH}?kochava_device_id=KD-ua&event_name=_install HTTP/1.1\r\nHost: x\r\n"
+        "Authorization: Bearer pb-1\r\nConnection: close\r\nUser-Agent: ".encode()
+        + b"Kochava \xff\xfe"
+        + b"\r\n\r\n",
+    )
+    status, reason = split(answer)
+    assert (status, reason["error"], reason["header"]) == (400, "invalid_encoding", "User-Agent"), answer
+    assert rejected("invalid_encoding") == before + 1

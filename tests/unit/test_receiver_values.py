@@ -8,14 +8,19 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import settings as budget
+from hypothesis import strategies as st
 from yarl import URL
 
 from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
+from app.receiver.errors import ClientError
 from app.receiver.parsing import parse_fields
 from app.receiver.server import POSTBACK_PATH
 from app.topics import RAW
 from tests.harness import read_topic
+from tests.integration.hostile import meant_postback
 from tests.receiver_app import receiver_settings, started_client
 
 AUTH = {"Authorization": "Bearer pb-1"}
@@ -85,3 +90,17 @@ async def test_value_that_is_not_utf8_is_a_400_naming_the_key(client: TestClient
     assert resp.status == 400, await resp.text()
     body = await resp.json()
     assert (body["error"], body["field"]) == ("invalid_encoding", "campaign_name")
+
+
+@given(st.data())
+@budget(max_examples=300, deadline=None, database=None)
+def test_any_encoding_of_any_value_decodes_to_it_or_names_the_undecodable_key(data: st.DataObject) -> None:
+    """The receiver's parser on the integration suite's generator (tests/integration/hostile.py)."""
+    fields, encoded, bad_key, _ = data.draw(meant_postback(0))
+    if bad_key is None:
+        assert parse_fields(encoded) == fields
+    else:
+        with pytest.raises(ClientError) as refused:
+            parse_fields(encoded)
+        assert (refused.value.status, refused.value.code) == (400, "invalid_encoding")
+        assert refused.value.details == {"field": bad_key}
