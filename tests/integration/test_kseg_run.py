@@ -208,7 +208,7 @@ async def test_kseg_run_killed_leaves_nothing_running_and_the_next_start_says_so
         for pid in (*guards, first.pid):
             os.kill(pid, signal.SIGKILL)
         first.wait(10)
-        assert not wait_gone(family, 30), "kseg run's children outlived it"
+        assert not wait_gone(family, 60), "kseg run's children outlived it"
         assert running_url(pgdata) is not None
 
         second, screen = await start_run(tmp_path, "second")
