@@ -473,21 +473,25 @@ def encoded(draw: st.DrawFn, data: bytes, form: bool) -> bytes:
 
 
 @st.composite
-def meant_postback(draw: st.DrawFn, n: int) -> tuple[dict[str, str], bytes, str | None, bool]:
-    """(fields as meant, the encoded `key=value&...`, the key made undecodable if any, as a form?)."""
+def meant_postback(draw: st.DrawFn, n: int) -> tuple[dict[str, str], bytes, tuple[str, bool] | None, bool]:
+    """(fields as meant, the encoded `key=value&...`, the key made undecodable if any and whether in its
+    name rather than its value, sent as a form body?)."""
     form = draw(st.booleans())
     fields = {"event_name": "_install", "kochava_device_id": f"KDVAL{n:05d}"}
     for key in MAPPED:
         fields[key] = draw(_value)
     fields.update(draw(st.dictionaries(_extra_key, _value, max_size=3)))
-    bad_key = draw(st.sampled_from([None, None, None, *sorted(fields)[2:]]))
+    bad_key = draw(st.sampled_from([None, None, None, *sorted(fields)]))
+    in_name = bad_key is not None and bad_key.startswith("x_") and draw(st.booleans())
     parts = []
     for key, value in fields.items():
-        raw = value.encode()
+        raw_key, raw = key.encode(), value.encode()
         if key == bad_key:
-            cut = draw(st.integers(0, len(raw)))
-            while 0 < cut < len(raw) and (raw[cut] & 0xC0) == 0x80:
+            target = raw_key if in_name else raw
+            cut = draw(st.integers(0, len(target)))
+            while 0 < cut < len(target) and (target[cut] & 0xC0) == 0x80:
                 cut -= 1  # insert at a character boundary, so the rest stays valid
-            raw = raw[:cut] + draw(st.sampled_from(INVALID_UTF8)) + raw[cut:]
-        parts.append(draw(encoded(key.encode(), form)) + b"=" + draw(encoded(raw, form)))
-    return fields, b"&".join(parts), bad_key, form
+            target = target[:cut] + draw(st.sampled_from(INVALID_UTF8)) + target[cut:]
+            raw_key, raw = (target, raw) if in_name else (raw_key, target)
+        parts.append(draw(encoded(raw_key, form)) + b"=" + draw(encoded(raw, form)))
+    return fields, b"&".join(parts), (None if bad_key is None else (bad_key, in_name)), form
