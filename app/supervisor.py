@@ -214,7 +214,10 @@ def _run(settings: Settings, killed: int | None) -> int:
                 warehouse.started_here = True
                 _say(f"kseg run: reusing the embedded PostgreSQL that run left running in {pgdata}")
             elif left_running:
-                _say(f"kseg run: using the embedded PostgreSQL already running in {pgdata} (left running)")
+                _say(
+                    f"kseg run: using the embedded PostgreSQL already running in {pgdata}; kseg run did not "
+                    "start it, so it leaves it running when it stops"
+                )
             if warehouse.started_here:
                 guard = start_guard(pgdata)
         except Exception as exc:
