@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,3 +107,22 @@ def test_any_encoding_of_any_value_decodes_to_it_or_names_the_undecodable_key(da
         bad_key, in_name = bad
         if not in_name:  # an undecodable key is named by its bytes as sent
             assert refused.value.details == {"field": bad_key}
+
+
+async def test_raw_hash_in_the_query_is_a_400_not_a_silently_dropped_fragment(
+    client: TestClient, settings: Settings
+) -> None:
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        f"GET {POSTBACK_PATH}?kochava_device_id=KD-hash&campaign_name=a#b&site_id=s HTTP/1.1\r\n"
+        "Host: x\r\nAuthorization: Bearer pb-1\r\nConnection: close\r\n\r\n".encode()
+    )
+    answer = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400") and b'"invalid_query"' in answer, answer
+    resp = await client.get(
+        URL(f"{POSTBACK_PATH}?kochava_device_id=KD-hash2&campaign_name=a%23b", encoded=True), headers=AUTH
+    )
+    assert resp.status == 200
+    assert (await stored(settings, "KD-hash2"))["campaign_name"] == "a#b"
