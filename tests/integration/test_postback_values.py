@@ -110,7 +110,9 @@ async def test_every_value_arrives_exactly_as_sent_or_is_a_precise_400(
             return {
                 m["context"]["kseg"]["kochava_device_id"]: m
                 for m in segment.messages
-                if m["type"] == "track" and "kseg" in m.get("context", {})
+                if m["type"] == "track"
+                and m["event"] == "Install Attributed"
+                and "kseg" in m.get("context", {})
             }
 
         def rows() -> dict[str, tuple[Any, ...]]:
