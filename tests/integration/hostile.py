@@ -421,9 +421,30 @@ def seed_postbacks(secrets: Secrets) -> list[HostileRequest]:
     return out
 
 
+@st.composite
+def postback_with_hostile_headers(draw: st.DrawFn, secrets: Secrets) -> HostileRequest:
+    """A valid postback carrying fuzzed headers: the handler runs, and reads what it reads (a 4xx is
+    fine here, a 5xx is not)."""
+    request = draw(valid_postback(secrets))
+    extra = draw(st.lists(st.tuples(_header_name, _header_value), min_size=1, max_size=3))
+    return HostileRequest(
+        request.method,
+        request.target,
+        [*request.headers, *extra, (b"Connection", b"close")],
+        request.body,
+        note=f"{request.note} + hostile headers",
+    )
+
+
 def any_request(secrets: Secrets) -> st.SearchStrategy[HostileRequest]:
-    """Mostly hostile requests, with enough valid postbacks that delivery accounting means something."""
-    return st.one_of(hostile_request(secrets), hostile_request(secrets), valid_postback(secrets))
+    """Mostly hostile requests, with enough valid postbacks that delivery accounting means something,
+    and valid postbacks with fuzzed headers (so header handling past authentication is exercised)."""
+    return st.one_of(
+        hostile_request(secrets),
+        hostile_request(secrets),
+        valid_postback(secrets),
+        postback_with_hostile_headers(secrets),
+    )
 
 
 # ---- values as Kochava meant them -----------------------------------------------------------------
