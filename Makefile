@@ -76,7 +76,7 @@ FUZZ_EXAMPLES ?= 3000
 FUZZ_SECONDS  ?= 600
 fuzz: $(STAMP)
 	KSEG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) KSEG_FUZZ_SECONDS=$(FUZZ_SECONDS) \
-		$(BIN)/pytest tests/integration/test_hostile_input.py -q -s -p no:cacheprovider
+		$(BIN)/pytest tests/integration/test_hostile_input.py tests/integration/test_postback_values.py -q -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) $(VENV)-tools var .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,9 @@
 """The one way kseg starts its own roles as processes: `kseg run`, the benchmarks and the test harness.
 
 Each role is a separate `python -m app.cli ROLE` process (a crash shows up as its exit, and SIGKILL tests
-stay honest), started with PDEATHSIG so even a SIGKILLed parent leaves no orphan behind.
+stay honest), started with PDEATHSIG so even a SIGKILLed parent leaves no orphan behind, and in a session
+of its own: a terminal's Ctrl-C reaches only the parent, which stops its children in dependency order
+(all at once, the broker would go down while the worker makes its final commit).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def spawn_role(
             stderr=subprocess.STDOUT if out is not None else None,
             stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
+            start_new_session=True,
         )
     finally:
         if out is not None:

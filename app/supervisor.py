@@ -1,5 +1,12 @@
 """`kseg run`: the embedded broker and warehouse (when needed), receiver, worker and warehouse loader,
-stopped together and restarted when they exit (children come from `app.spawner`)."""
+restarted when they exit (children come from `app.spawner`) and stopped in dependency order.
+
+Ctrl-C or SIGTERM stops the receiver first (no new input), then the worker and the loader (their final
+commits need Kafka and the database), then the database and the broker. Children live in sessions of
+their own, so a terminal's Ctrl-C reaches only `kseg run`. If `kseg run` itself is killed, its children
+get SIGTERM from the kernel (PDEATHSIG), and a small guard process stops the embedded PostgreSQL (which
+pg_ctl detaches from every parent); the next `kseg run` says what the previous one left behind.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from pathlib import Path
 from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
 from app.spawner import spawn_role, stop_all
-from app.warehouse.embedded import EmbeddedWarehouse, pgdata_dir
+from app.warehouse.embedded import EmbeddedWarehouse, pgdata_dir, running_url
 
 #: A child may be restarted this many times within RESTART_WINDOW seconds before kseg gives up.
 MAX_RESTARTS = 5
@@ -94,12 +101,73 @@ def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, s
     return env
 
 
+def guard_warehouse(pgdata: str) -> None:
+    """Body of the guard process: wait until `kseg run` is gone (EOF on stdin, whose only writer it is),
+    however it went, then stop the embedded PostgreSQL if it still runs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while sys.stdin.buffer.read(65536):
+        pass
+    EmbeddedWarehouse(Path(pgdata)).stop()
+
+
+def start_guard(pgdata: Path) -> subprocess.Popen[bytes]:
+    """The guard of the embedded PostgreSQL this `kseg run` owns (see `guard_warehouse`)."""
+    code = "import sys; from app.supervisor import guard_warehouse; guard_warehouse(sys.argv[1])"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(pgdata)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def previous_run(pidfile: Path) -> int | None:
+    """The pid of a `kseg run` on this data directory that did not stop cleanly (its pidfile remains,
+    its process is gone), else None."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return None if _pid_alive(pid) else pid
+
+
+def stop_in_order(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    """The receiver first (no new input), then everything that consumes (worker, loader) together."""
+    stop_all([children[role] for role in children if role == "receiver"])
+    stop_all([child for role, child in children.items() if role != "receiver"])
+
+
 def run(settings: Settings) -> int:
     problems = taken_ports(settings)
     if problems:
         for problem in problems:
             _say(f"kseg run: {problem}")
         return 2
+    data_dir = Path(settings.kseg_data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pidfile = data_dir / "kseg-run.pid"
+    killed = previous_run(pidfile)
+    if killed is not None:
+        _say(f"kseg run: the previous kseg run (pid {killed}) on {data_dir.resolve()} did not stop cleanly")
+    pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        return _run(settings, killed)
+    finally:
+        with contextlib.suppress(OSError):
+            pidfile.unlink()
+
+
+def _run(settings: Settings, killed: int | None) -> int:
     broker: EmbeddedBroker | None = None
     embedded = not settings.kafka_bootstrap_servers
     logs = Path(settings.kseg_data_dir) / "logs"
@@ -131,13 +199,27 @@ def run(settings: Settings) -> int:
         if settings.dry_run
         else settings.segment_endpoint
     )
-    children: list[subprocess.Popen[bytes]] = []
+    children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
     # Warehouse: embedded PostgreSQL unless KSEG_WAREHOUSE_URL names one; the loader is a child.
     warehouse = None
+    guard = None
     if not settings.kseg_warehouse_url:
+        pgdata = pgdata_dir(settings.kseg_data_dir)
+        left_running = running_url(pgdata) is not None
         try:
-            warehouse = EmbeddedWarehouse(pgdata_dir(settings.kseg_data_dir)).start()
+            warehouse = EmbeddedWarehouse(pgdata).start()
+            if left_running and killed is not None:
+                # Ours in all but name: the killed run started it. Reuse it, and stop it on the way out.
+                warehouse.started_here = True
+                _say(f"kseg run: reusing the embedded PostgreSQL that run left running in {pgdata}")
+            elif left_running:
+                _say(
+                    f"kseg run: using the embedded PostgreSQL already running in {pgdata}; kseg run did not "
+                    "start it, so it leaves it running when it stops"
+                )
+            if warehouse.started_here:
+                guard = start_guard(pgdata)
         except Exception as exc:
             _say(
                 f"kseg run: cannot start the embedded PostgreSQL in {pgdata_dir(settings.kseg_data_dir)} "
@@ -163,7 +245,7 @@ def run(settings: Settings) -> int:
     try:
         log_paths = {role: logs / f"{role.replace(' ', '-')}.log" for role in roles}
         started = time.monotonic()
-        children = [spawn_role(role.split(), env, log_path=log_paths[role]) for role in roles]
+        children = {role: spawn_role(role.split(), env, log_path=log_paths[role]) for role in roles}
         _say(
             BANNER.format(
                 host=host,
@@ -199,8 +281,8 @@ def run(settings: Settings) -> int:
                     f"kseg run: ready after {time.monotonic() - started:.0f} s "
                     "(receiver, worker and warehouse loader answer /readyz): send the curl above"
                 )
-            for i, role in enumerate(roles):
-                code = children[i].poll()
+            for role in roles:
+                code = children[role].poll()
                 if code is None or stopping:
                     continue
                 now = time.monotonic()
@@ -214,13 +296,16 @@ def run(settings: Settings) -> int:
                 tail = log_paths[role].read_text(errors="replace").splitlines()[-15:]
                 _say("\n".join(f"  {role} | {line}" for line in tail))
                 _say(f"kseg run: the {role} exited with code {code} ({log_paths[role]}); restarting it")
-                children[i] = spawn_role(role.split(), env, log_path=log_paths[role])
+                children[role] = spawn_role(role.split(), env, log_path=log_paths[role])
             time.sleep(0.2)
     finally:
-        _say("kseg run: stopping receiver, worker and warehouse loader ...")
-        stop_all(children)
+        _say("kseg run: stopping the receiver, then the worker and the warehouse loader ...")
+        stop_in_order(children)
         if warehouse is not None and warehouse.started_here:
+            _say("kseg run: stopping the embedded PostgreSQL ...")
             warehouse.stop()
+        if guard is not None:
+            guard.communicate()  # EOF: the guard finds the database stopped and exits
         if broker is not None:
             broker.stop()
         _say("kseg run: stopped")

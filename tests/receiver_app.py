@@ -6,12 +6,24 @@ import asyncio
 import uuid
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from app import topics
 from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
 from app.receiver.server import PUBLISHER, build_app
+from app.receiver.wire import QuietAppRunner
+
+
+class ReceiverTestServer(TestServer):
+    """aiohttp's test server with the receiver's own connection handling, as `serve_until_signal` runs
+    it: `QuietAppRunner`, and handlers not cancelled when their client disconnects (aiohttp's default,
+    which the test server changes)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs["handler_cancellation"] = False
+        return QuietAppRunner(self.app, **kwargs)
 
 
 def receiver_settings(broker: EmbeddedBroker, **kw: Any) -> Settings:
@@ -30,7 +42,7 @@ async def started_client(settings: Settings) -> TestClient:
     """A started test client whose receiver can produce (topics created, producer connected)."""
     await topics.ensure_topics(settings)
     app = build_app(settings)
-    client = TestClient(TestServer(app))
+    client = TestClient(ReceiverTestServer(app))
     await client.start_server()
     for _ in range(200):
         if app[PUBLISHER].ready:

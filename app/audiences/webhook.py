@@ -6,7 +6,7 @@ change is either in Kafka or the delivery is retried.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from app import topics
@@ -16,7 +16,7 @@ from app.sections import SharedSettings
 
 
 class _Publisher(Protocol):
-    async def publish(self, topic: str, key: str | None, value: bytes) -> float: ...
+    async def publish_all(self, topic: str, records: Sequence[tuple[str | None, bytes]]) -> None: ...
 
 
 async def publish_membership_changes(
@@ -25,11 +25,5 @@ async def publish_membership_changes(
     """Publish the delivery's membership changes (keyed by member); returns (published, unusable reasons)."""
     changes, reasons = changes_from_payload(payload, received_at)
     topic = settings.topic(topics.AUDIENCE_CHANGES)
-    results = await asyncio.gather(
-        *(publisher.publish(topic, change.member, dumps(change)) for change in changes),
-        return_exceptions=True,
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    await publisher.publish_all(topic, [(change.member, dumps(change)) for change in changes])
     return len(changes), reasons

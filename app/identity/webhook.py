@@ -55,7 +55,9 @@ def verify_signature(raw: bytes, signature: str | None, secret: str) -> bool:
     if not signature or not secret:
         return False
     expected = sign(signed_bytes(raw), secret)
-    return hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
+    # Header bytes that are not UTF-8 arrive surrogate-escaped; they can only fail to match, never raise.
+    supplied = signature.strip().lower().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(expected.encode(), supplied)
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from app.receiver.errors import ClientError
 
@@ -95,6 +95,14 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     except TimeoutError as exc:
         raise ClientError(
             408, "body_timeout", f"The body did not arrive within {timeout:g} s; send it in one go."
+        ) from exc
+    except (ConnectionError, ClientPayloadError) as exc:
+        # The client closed the connection (or broke the framing) before the body ended: its mistake,
+        # counted like any other refusal, even though nobody is left to read the answer.
+        raise ClientError(
+            400,
+            "body_incomplete",
+            "The connection closed before the body was complete; send the whole body.",
         ) from exc
     if len(raw) > limit:
         raise _too_large(limit)

@@ -6,7 +6,6 @@ becomes 503 + Retry-After through the receiver's middleware.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -110,13 +109,7 @@ def check_webhook_auth(request: web.Request, raw: bytes, settings: ReceiverSetti
 async def publish_links(publisher: Publisher, settings: ReceiverSettings, links: list[LinkRequest]) -> None:
     """Make every link durable (keyed by its first device id); any failure fails the whole request."""
     topic = settings.topic(topics.LINKS)
-    results = await asyncio.gather(
-        *(publisher.publish(topic, link.typed_devices()[0], to_bytes(link)) for link in links),
-        return_exceptions=True,
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    await publisher.publish_all(topic, [(link.typed_devices()[0], to_bytes(link)) for link in links])
 
 
 def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]]:
@@ -125,13 +118,23 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
         raise ClientError(400, "invalid_json", "The JSON body must be an object of link fields.")
     ignored = sorted(k for k in data if k not in LINK_FIELDS)
     values: dict[str, str] = {}
-    for name in LINK_FIELDS & data.keys():
+    given: dict[str, str] = {}  # canonical name -> the field name it came from
+    for name in sorted(LINK_FIELDS & data.keys()):  # sorted: never set order, which varies per process
         value = data[name]
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise ClientError(400, "invalid_field", f"`{name}` must be a string.", {"field": name})
-        values[_FIELD_ALIASES.get(name, name)] = str(value)
+        canonical = _FIELD_ALIASES.get(name, name)
+        if canonical in values and values[canonical] != str(value):
+            # `gaid` is another name for `adid`: two different values are a contradiction, not a choice.
+            raise ClientError(
+                400,
+                "conflicting_fields",
+                f"`{given[canonical]}` and `{name}` name the same id with different values; send one.",
+                {"fields": [given[canonical], name]},
+            )
+        values[canonical], given[canonical] = str(value), name
 
     email_hash = phone_hash = None
     if "email" in values:

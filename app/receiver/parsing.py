@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from aiohttp import web
@@ -27,6 +27,14 @@ def supplied_token(request: web.Request) -> str | None:
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return request.query.get("token") or None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _bytes(value: str) -> bytes:
@@ -56,11 +64,59 @@ def check_token(request: web.Request, tokens: list[str], setting: str = "KSEG_PO
     return matched
 
 
+def _field_text(raw: bytes, key: str | None, where: str) -> str:
+    """One key or value percent-decoded exactly once (`+` is a space), then strictly UTF-8.
+
+    A value that is not UTF-8 cannot be carried in JSON text without being altered, so it is refused
+    with a 400 naming the key instead of being replaced with U+FFFD."""
+    try:
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        name = key if key is not None else raw.decode("ascii", "backslashreplace")
+        what = "a key" if key is None else f"the value of `{key}`"
+        raise ClientError(
+            400,
+            "invalid_encoding",
+            f"In the {where}, {what} is not UTF-8 once percent-decoded; percent-encode the UTF-8 bytes "
+            "of the text (kseg never replaces bytes it cannot carry).",
+            {"field": name},
+        ) from exc
+
+
+def parse_fields(raw: bytes, where: str = "query string") -> dict[str, str]:
+    """`key=value&...` (a raw query string or a form body) decoded exactly once; the last of a repeated
+    key wins, a key without `=` has the empty value.
+
+    Raw bytes in, because aiohttp's `query_string` is already percent-decoded: decoding it again
+    turned a campaign named `100%25off` into `100%off`."""
+    params: dict[str, str] = {}
+    for field in raw.split(b"&"):
+        if not field:
+            continue
+        raw_key, _, raw_value = field.partition(b"=")
+        key = _field_text(raw_key, None, where)
+        params[key] = _field_text(raw_value, key, where)
+    return params
+
+
+def raw_query(request: web.Request) -> bytes:
+    """The query string exactly as sent (aiohttp keeps non-ASCII request-line bytes surrogate-escaped)."""
+    target = request.raw_path.encode("utf-8", "surrogateescape")
+    _, sep, query = target.partition(b"?")
+    if b"#" in query:
+        raise ClientError(
+            400,
+            "invalid_query",
+            "The query string contains a raw `#`; percent-encode it as %23 (a fragment is never sent).",
+        )
+    return query if sep else b""
+
+
 async def read_params(
     request: web.Request, max_body: int, timeout: float
 ) -> tuple[dict[str, Any], PostbackSource]:
     """Postback parameters and their source: the query string for GET, a JSON or form body for POST."""
-    query = {k: v for k, v in parse_qsl(request.query_string, keep_blank_values=True)}
+    query: dict[str, Any] = dict(parse_fields(raw_query(request)))
     if request.method == "GET":
         return query, "get"
     body = await read_body(request, max_body, timeout)
@@ -78,11 +134,7 @@ async def read_params(
             raise ClientError(400, "invalid_json", "The JSON body must be an object of postback fields.")
         return {**query, **data}, "post_json"
     if ctype in ("application/x-www-form-urlencoded", "text/plain", "application/octet-stream", ""):
-        try:
-            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
-        except UnicodeDecodeError as exc:
-            raise ClientError(400, "invalid_encoding", "The form body is not UTF-8.") from exc
-        return {**query, **form}, "post_form"
+        return {**query, **parse_fields(body, "form body")}, "post_form"
     raise ClientError(
         415, "unsupported_media_type", "Send a GET query string, a JSON body or a form-encoded body."
     )
@@ -109,6 +161,15 @@ def raw_record(
     the deterministic event id, the time and where it came from."""
     params.pop("token", None)
     params.pop("profile", None)
+    user_agent = request.headers.get("User-Agent")
+    if user_agent is not None and not _is_utf8(user_agent):
+        # Header bytes that are not UTF-8 arrive surrogate-escaped and cannot be stored unaltered.
+        raise ClientError(
+            400,
+            "invalid_encoding",
+            "The User-Agent header is not UTF-8; send it as ASCII or UTF-8.",
+            {"header": "User-Agent"},
+        )
     return RawPostback(
         event_id=postback_event_id(params),
         received_at=utc_now_iso(),
@@ -116,5 +177,5 @@ def raw_record(
         profile=profile,
         params=params,
         ip=request.remote,
-        user_agent=request.headers.get("User-Agent"),
+        user_agent=user_agent,
     )

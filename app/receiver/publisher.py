@@ -2,7 +2,8 @@
 
 The number of produces awaiting an ack is bounded; past the bound, or while the broker is unreachable,
 `publish` raises `PublishUnavailable` and the handler answers 503 + Retry-After. Nothing is buffered
-behind a 200 (docs/reference.md#durable-before-the-200).
+behind a 200 (docs/reference.md#durable-before-the-200). A request with more records than the bound (a
+Segment batch of up to 4,000 calls) goes through `publish_all`, in chunks the bound leaves room for.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -122,3 +124,17 @@ class Publisher:
             self.pending -= 1
         self.last_success = time.monotonic()
         return time.perf_counter() - started
+
+    async def publish_all(self, topic: str, records: Sequence[tuple[str | None, bytes]]) -> None:
+        """Make every (key, value) durable, at most half the in-flight bound at a time; any failure
+        fails the whole call (the sender retries the request, and its records are the same ones again:
+        every consumer of these topics applies a repeated record as a no-op)."""
+        chunk = max(1, self.max_pending // 2)
+        for start in range(0, len(records), chunk):
+            results = await asyncio.gather(
+                *(self.publish(topic, key, value) for key, value in records[start : start + chunk]),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result

@@ -22,6 +22,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from app.receiver import metrics
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
@@ -44,6 +46,7 @@ class _QuietHandler(RequestHandler):  # type: ignore[type-arg]
             body = {"error": "internal_error", "message": "kseg failed on this request; it is logged."}
         else:
             log.info("refused a malformed HTTP request from %s: %s (%s)", request.remote, status, kind)
+            metrics.rejected.labels(reason="bad_http_request").inc()
             phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Bad Request"
             body = {
                 "error": "bad_http_request",
@@ -64,6 +67,7 @@ def _refuse_unknown_expect(inner: Handler) -> Handler:
     async def handle(request: BaseRequest) -> web.StreamResponse:
         expect = request.headers.get("Expect")
         if expect and expect.strip().lower() != "100-continue":
+            metrics.rejected.labels(reason="unsupported_expect").inc()
             return web.json_response(
                 {"error": "unsupported_expect", "message": "Only `Expect: 100-continue` is supported."},
                 status=417,

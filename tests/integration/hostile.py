@@ -7,6 +7,7 @@ lying Content-Type / Content-Encoding / Content-Length, oversized tokens and bod
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import http.client
 import socket
@@ -16,7 +17,10 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
+import yaml
 from hypothesis import strategies as st
+
+from tests.harness import ROOT
 
 POSTBACKS = "/v1/kochava/postbacks"
 LINKS = "/v1/identity/links"
@@ -180,6 +184,29 @@ def postback_params(draw: st.DrawFn, longest: int = 5000) -> dict[str, str]:
     if draw(st.booleans()):
         params["email"] = draw(st.sampled_from(EMAILS))
     return params
+
+
+#: Every header kseg reads (and a few it should ignore), in any case, plus arbitrary token names.
+_header_name = st.one_of(
+    st.sampled_from(
+        [
+            b"X-Odd", b"Expect", b"Connection", b"X-Forwarded-For", b"Cookie", b"Range", b"User-Agent",
+            b"Authorization", b"Content-Type", b"Content-Encoding", b"X-Signature", b"X-Kseg-Webhook-Secret",
+            b"Host", b"Accept-Encoding", b"user-agent", b"CONTENT-TYPE", b"Transfer-Encoding",
+        ]
+    ),
+    st.text(alphabet="!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            min_size=1, max_size=30).map(str.encode),
+)  # fmt: skip
+#: Header values: known troublemakers, and arbitrary bytes (any but CR and LF, which end the field).
+_header_value = st.one_of(
+    st.sampled_from(
+        [b"", b"\xff\xfe", b"100-continue", b"close", b"a" * 9000, b"1.2.3.4, ::1", b"v", b"gzip, br",
+         b"Bearer \xc3\x28", b"application/json; charset=latin-1", b"multipart/form-data; boundary=",
+         b"\xed\xa0\x80", b"caf\xc3\xa9", b"chunked, identity"]
+    ),
+    st.binary(max_size=80).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+)  # fmt: skip
 
 
 # ---- requests -----------------------------------------------------------------------------------
@@ -348,19 +375,7 @@ def hostile_request(draw: st.DrawFn, secrets: Secrets) -> HostileRequest:
         if draw(st.booleans()):
             secret = draw(st.sampled_from([secrets.header_secret, "wrong", ""]))
             headers.append((secrets.header_name.encode(), secret.encode()))
-    for name, value in draw(
-        st.lists(
-            st.tuples(
-                st.sampled_from(
-                    [b"X-Odd", b"Expect", b"Connection", b"X-Forwarded-For", b"Cookie", b"Range"]
-                ),
-                st.sampled_from(
-                    [b"", b"\xff\xfe", b"100-continue", b"close", b"a" * 9000, b"1.2.3.4, ::1", b"v"]
-                ),
-            ),
-            max_size=2,
-        )
-    ):
+    for name, value in draw(st.lists(st.tuples(_header_name, _header_value), max_size=3)):
         headers.append((name, value))
     headers.append((b"Connection", b"close"))
     return HostileRequest(method, target, headers, body, note=f"hostile {method} {path} {encoding} {length}")
@@ -406,6 +421,98 @@ def seed_postbacks(secrets: Secrets) -> list[HostileRequest]:
     return out
 
 
+@st.composite
+def postback_with_hostile_headers(draw: st.DrawFn, secrets: Secrets) -> HostileRequest:
+    """A valid postback carrying fuzzed headers: the handler runs, and reads what it reads (a 4xx is
+    fine here, a 5xx is not)."""
+    request = draw(valid_postback(secrets))
+    extra = draw(st.lists(st.tuples(_header_name, _header_value), min_size=1, max_size=3))
+    return HostileRequest(
+        request.method,
+        request.target,
+        [*request.headers, *extra, (b"Connection", b"close")],
+        request.body,
+        note=f"{request.note} + hostile headers",
+    )
+
+
 def any_request(secrets: Secrets) -> st.SearchStrategy[HostileRequest]:
-    """Mostly hostile requests, with enough valid postbacks that delivery accounting means something."""
-    return st.one_of(hostile_request(secrets), hostile_request(secrets), valid_postback(secrets))
+    """Mostly hostile requests, with enough valid postbacks that delivery accounting means something,
+    and valid postbacks with fuzzed headers (so header handling past authentication is exercised)."""
+    return st.one_of(
+        hostile_request(secrets),
+        hostile_request(secrets),
+        valid_postback(secrets),
+        postback_with_hostile_headers(secrets),
+    )
+
+
+# ---- values as Kochava meant them -----------------------------------------------------------------
+
+#: Postback keys of the default profile whose values land, as text, in Segment traits and warehouse
+#: columns: key -> (identify trait, warehouse column).
+MAPPED = {
+    "campaign_name": ("kochava_campaign", "campaign"),
+    "network_name": ("kochava_network", "network"),
+    "creative_id": ("kochava_creative", "creative"),
+    "site_id": ("kochava_site", "site"),
+}
+#: Bytes a query string may carry unescaped (RFC 3986 unreserved and sub-delims, minus `&`, `=`, `+`).
+LITERAL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$'()*,;:@/?")
+#: Not UTF-8 on its own: a lone continuation byte, a truncated sequence, an encoded surrogate, 0xFF.
+INVALID_UTF8 = [b"\x80", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xff", b"\xc0\xaf"]
+
+# Values the mapping keeps as they are: non-empty, no surrounding space, not a placeholder word or
+# macro (those rules are the mapping's, docs/mapping.md), no NUL (PostgreSQL text cannot hold one).
+_inner = st.text(
+    alphabet=st.characters(min_codepoint=1, max_codepoint=0x10FFFF, exclude_categories=["Cs"]), max_size=60
+)
+_value = _inner.map(lambda text: f"v{text}z")
+#: The default profile leaves credentials and identifiers out of properties (its `drop_params`).
+DROPPED = yaml.safe_load((ROOT / "app/mapping/profiles/kochava-default.yaml").read_text())["drop_params"]
+_extra_key = (
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x2FF), max_size=20)
+    .map(lambda text: f"x_{text}")
+    .filter(lambda key: not any(fnmatch.fnmatchcase(key.lower(), pat.lower()) for pat in DROPPED))
+)
+
+
+@st.composite
+def encoded(draw: st.DrawFn, data: bytes, form: bool) -> bytes:
+    """`data` percent-encoded byte by byte, each escape chosen freely where the byte allows it."""
+    out = bytearray()
+    for byte in data:
+        how = draw(st.sampled_from(["literal", "upper", "lower"]))
+        if byte == 0x20 and draw(st.booleans()):
+            out += b"+"
+        elif how == "literal" and (byte in LITERAL or (form and byte >= 0x80)):
+            out.append(byte)  # a form body may carry raw UTF-8; a request line may not (HTTP parser: 400)
+        else:
+            escape = f"%{byte:02X}"
+            out += (escape if how != "lower" else escape.lower()).encode()
+    return bytes(out)
+
+
+@st.composite
+def meant_postback(draw: st.DrawFn, n: int) -> tuple[dict[str, str], bytes, tuple[str, bool] | None, bool]:
+    """(fields as meant, the encoded `key=value&...`, the key made undecodable if any and whether in its
+    name rather than its value, sent as a form body?)."""
+    form = draw(st.booleans())
+    fields = {"event_name": "_install", "kochava_device_id": f"KDVAL{n:05d}"}
+    for key in MAPPED:
+        fields[key] = draw(_value)
+    fields.update(draw(st.dictionaries(_extra_key, _value, max_size=3)))
+    bad_key = draw(st.sampled_from([None, None, None, *sorted(fields)]))
+    in_name = bad_key is not None and bad_key.startswith("x_") and draw(st.booleans())
+    parts = []
+    for key, value in fields.items():
+        raw_key, raw = key.encode(), value.encode()
+        if key == bad_key:
+            target = raw_key if in_name else raw
+            cut = draw(st.integers(0, len(target)))
+            while 0 < cut < len(target) and (target[cut] & 0xC0) == 0x80:
+                cut -= 1  # insert at a character boundary, so the rest stays valid
+            target = target[:cut] + draw(st.sampled_from(INVALID_UTF8)) + target[cut:]
+            raw_key, raw = (target, raw) if in_name else (raw_key, target)
+        parts.append(draw(encoded(raw_key, form)) + b"=" + draw(encoded(raw, form)))
+    return fields, b"&".join(parts), (None if bad_key is None else (bad_key, in_name)), form

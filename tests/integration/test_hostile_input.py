@@ -1,5 +1,6 @@
-"""Hostile input against a real receiver and worker: hypothesis-generated requests for every
-HTTP endpoint, then the books are checked.
+"""Hostile input against a real receiver and worker: hypothesis-generated requests for every HTTP
+endpoint (methods, paths, query strings, bodies, encodings, and headers: every header kseg reads, in any
+case, with arbitrary bytes, plus arbitrary header names), then the books are checked.
 
 Asserted: no 5xx except 503 with Retry-After; every error a JSON reason; the receiver stays ready;
 every postback answered 200 is durable in `postbacks.raw` and ends at the strict Segment emulator or

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from app.warehouse.embedded import pgdata_dir, running_url
+from app.warehouse.embedded import EmbeddedWarehouse, pgdata_dir, running_url
 from tests.harness import ROOT, wait_for
 from tests.parallel import free_port
 
@@ -45,6 +45,40 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def role_of(pid: int) -> str | None:
+    """Which of kseg run's children `pid` is, from its command line."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    text = b" ".join(argv).decode(errors="replace")
+    for role, marker in (
+        ("receiver", "app.cli receiver"),
+        ("worker", "app.cli worker"),
+        ("loader", "app.cli warehouse load"),
+        ("guard", "guard_warehouse"),
+    ):
+        if marker in text:
+            return role
+    return "broker" if "tansu" in text or " broker " in f" {text} " else None
+
+
+def exit_times(proc: subprocess.Popen[bytes], pids: set[int], timeout: float) -> dict[int, float]:
+    """When each of `pids` was last seen alive, polling until `proc` exited and all are gone."""
+    seen = dict.fromkeys(pids, 0.0)
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        now = time.monotonic() - start
+        living = [p for p in pids if alive(p)]
+        for pid in living:
+            seen[pid] = now
+        if proc.poll() is not None and not living:
+            break
+        time.sleep(0.02)
+    proc.wait(5)
+    return seen
+
+
 def readme_curl_url(port: int) -> str:
     readme = (ROOT / "README.md").read_text()
     url = re.search(r"curl '(http://127\.0\.0\.1:8080/v1/kochava/postbacks\?[^']+)'", readme)
@@ -67,9 +101,11 @@ async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_
         }
     )
     log = (tmp_path / "run.log").open("wb")
+    # Its own session, like a shell job: Ctrl-C is then a SIGINT to that whole process group.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "run"], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
+        [sys.executable, "-m", "app.cli", "run"], cwd=ROOT, env=env, stdout=log, stderr=log,
+        start_new_session=True,
+    )  # fmt: skip
     try:
 
         def ready() -> bool:
@@ -114,14 +150,80 @@ async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_
 
         family = descendants(proc.pid)
         assert len(family) >= 4  # broker, receiver, worker, warehouse loader
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
-        deadline = time.monotonic() + 10
-        while any(alive(p) for p in family) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        roles = {role_of(pid): pid for pid in family if role_of(pid)}
+        assert set(roles) == {"broker", "receiver", "worker", "loader", "guard"}, roles
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        gone = exit_times(proc, family, 90)
+        assert proc.returncode == 0
         assert not [p for p in family if alive(p)], "kseg run left processes behind"
+        # Dependency order: the receiver first, the broker only after the worker and the loader.
+        assert gone[roles["receiver"]] <= min(gone[roles["worker"]], gone[roles["loader"]]), gone
+        assert gone[roles["broker"]] >= max(gone[roles["worker"]], gone[roles["loader"]]), gone
         assert running_url(pgdata_dir(tmp_path)) is None, "kseg run left the embedded PostgreSQL running"
     finally:
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+def run_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_"))}
+    return env | {
+        "KSEG_HTTP_PORT": str(free_port()),
+        "KSEG_WORKER_WEB_PORT": str(free_port()),
+        "KSEG_WAREHOUSE_WEB_PORT": str(free_port()),
+        "KSEG_DATA_DIR": str(tmp_path),
+        "KSEG_APP_ID": "killtest",
+    }
+
+
+async def start_run(tmp_path: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    screen = tmp_path / f"{name}.log"
+    with screen.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "run"], cwd=ROOT, env=run_env(tmp_path), stdout=out,
+            stderr=out, start_new_session=True,
+        )  # fmt: skip
+    await wait_for(lambda: "kseg run: ready after" in screen.read_text(), 180, f"{name} ready")
+    return proc, screen
+
+
+def wait_gone(pids: set[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while [p for p in pids if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [p for p in pids if alive(p)]
+
+
+async def test_kseg_run_killed_leaves_nothing_running_and_the_next_start_says_so(tmp_path: Path) -> None:
+    pgdata = pgdata_dir(tmp_path)
+    first, _ = await start_run(tmp_path, "first")
+    second = None
+    try:
+        family = descendants(first.pid)
+        guards = {p for p in family if role_of(p) == "guard"}
+        assert len(guards) == 1, family
+        # Worst case: kseg run and its PostgreSQL guard are both SIGKILLed. The children still go
+        # (PDEATHSIG); the database is left, and the next start must deal with it.
+        for pid in (*guards, first.pid):
+            os.kill(pid, signal.SIGKILL)
+        first.wait(10)
+        assert not wait_gone(family, 60), "kseg run's children outlived it"
+        assert running_url(pgdata) is not None
+
+        second, screen = await start_run(tmp_path, "second")
+        text = screen.read_text()
+        assert f"the previous kseg run (pid {first.pid})" in text and "did not stop cleanly" in text, text
+        assert "reusing the embedded PostgreSQL" in text, text
+
+        # SIGKILL of kseg run alone: its children and its guard stop everything, the database included.
+        family = descendants(second.pid)
+        os.kill(second.pid, signal.SIGKILL)
+        second.wait(10)
+        assert not wait_gone(family, 60), "kseg run's children outlived it"
+        await wait_for(lambda: running_url(pgdata) is None, 60, "the guard to stop the embedded PostgreSQL")
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        EmbeddedWarehouse(pgdata).stop()  # never leave a server behind, whatever failed above

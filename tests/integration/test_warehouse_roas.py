@@ -247,11 +247,11 @@ async def test_roas_exact_each_event_once(
         "WHERE currency = 'EUR'",
     )[0]
     assert eur[0] == Decimal("24.99")  # original currency, exact
+    # The lifecycle stage converts with the packaged rates (EUR 1.08 USD): both rows carry the
+    # reporting-currency figure, and the view uses it; nothing is left unconverted.
+    assert eur[2] == 2 and eur[1] == Decimal("26.9892")  # (4.99 + 20.00) * 1.08
     beta = perf[("NetA", "Beta")]
-    if eur[2] == 2:  # the lifecycle stage converts: the view uses its reporting-currency figures
-        assert beta[0] == eur[1] and beta[3] == 0
-    else:  # no conversion in the row yet: kept out of revenue, and counted as unconverted
-        assert beta[0] == Decimal("0") and beta[3] == 2
+    assert beta[0] == eur[1] and beta[3] == 0
 
     # ---- the operator's view: `kseg report roas` -----------------------------------------------------
     code, out, err = await kseg(p, "report", "roas", "--by", "campaign", "--json", KSEG_WAREHOUSE_URL=url)

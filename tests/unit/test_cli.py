@@ -49,7 +49,7 @@ def test_top_level_help_names_every_command_and_its_purpose() -> None:
         ("worker", "faust worker"),
         ("mapping", "mapping profiles"),
         ("dlq", "dead letters"),
-        ("loadgen", ""),
+        ("loadgen", "send realistic Kochava postbacks"),
     ):
         lines = [line for line in out.splitlines() if line.strip().startswith(command + " ")]
         assert lines, f"{command} missing from kseg --help:\n{out}"

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
+import subprocess
+import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +23,7 @@ from app.config import Settings
 from app.identity.records import LinkRequest
 from app.receiver.identity_routes import LINKS_PATH, WEBHOOK_PATH
 from app.receiver.server import build_app
+from tests.harness import read_topic
 from tests.receiver_app import receiver_settings, started_client
 
 SECRET = "s"
@@ -214,3 +219,108 @@ async def test_identity_counters_are_on_the_receiver_metrics(client: TestClient)
     assert resp.status == 400
     text = await (await client.get("/metrics")).text()
     assert 'kseg_identity_links_rejected_total{reason="no_device_id"}' in text
+
+
+_LINK_OUTCOME = """
+import json, sys
+from app.receiver.errors import ClientError
+from app.receiver.identity_routes import parse_link_body
+body = json.loads(sys.argv[1])
+try:
+    link, _ = parse_link_body(body, "2026-01-01T00:00:00.000Z")
+    print(json.dumps([link.link_id, link.typed_devices()]))
+except ClientError as err:
+    print(json.dumps([err.status, err.code]))
+"""
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user_id": "u-1", "adid": "gaid-one-aaaa", "gaid": "gaid-two-bbbb"},
+        {"user_id": "u-1", "adid": "gaid-one-aaaa", "gaid": "gaid-one-aaaa", "idfv": "idfv-x-1234"},
+    ],
+)
+def test_link_with_adid_and_gaid_is_the_same_in_every_process(body: dict[str, str]) -> None:
+    """The outcome must not depend on PYTHONHASHSEED (set iteration order differs per process)."""
+    outcomes = set()
+    for seed in range(8):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        done = subprocess.run(
+            [sys.executable, "-c", _LINK_OUTCOME, orjson.dumps(body).decode()],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outcomes.add(done.stdout.strip())
+    assert len(outcomes) == 1, outcomes
+    if body["adid"] != body["gaid"]:
+        assert outcomes == {'[400, "conflicting_fields"]'}
+
+
+def batch_body(calls: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    """An Actions batch and its headers: X-Signature over element 0's raw text, as Segment signs it."""
+    parts = [orjson.dumps(call) for call in calls]
+    return b"[" + b",".join(parts) + b"]", signed(b"", signature_of=parts[0])
+
+
+def link_call(i: int) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "userId": f"user-{i}",
+        "messageId": f"msg-{i}",
+        "context": {"device": {"type": "android", "advertisingId": f"gaid-{i:06d}-big"}},
+    }
+
+
+def audience_call(i: int) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "userId": f"member-{i}",
+        "messageId": f"aud-{i}",
+        "timestamp": "2026-01-01T10:00:00Z",
+        "traits": {"big_batch": True},
+        "context": {
+            "personas": {
+                "computation_class": "audience",
+                "computation_id": "aud_big",
+                "computation_key": "big_batch",
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize("size", [2500, 4000])
+async def test_batch_larger_than_the_produce_bound_is_durable_and_retry_safe(
+    client: TestClient, settings: Settings, size: int
+) -> None:
+    """More calls than KSEG_MAX_PENDING_PRODUCES (2,000): 200 once all are in Kafka, and a retried
+    delivery writes exactly the same keys and link ids again."""
+    assert size > settings.kseg_max_pending_produces
+    body, headers = batch_body([link_call(i) for i in range(size)])
+    answers = []
+    for _ in range(2):  # Segment retries a delivery it did not see acknowledged
+        resp = await client.post(WEBHOOK_PATH, data=body, headers=headers)
+        answers.append(await resp.json())
+        assert resp.status == 200, answers[-1]
+        assert answers[-1]["accepted"] == size
+    assert answers[0]["link_ids"] == answers[1]["link_ids"]
+    records = await consume_links(settings, expected=2 * size, timeout=60)
+    assert len(records) == 2 * size
+    written = Counter((key, value["link_id"]) for key, value in records)
+    assert set(written.values()) == {2}  # each record twice, none different the second time
+    assert {key for key, _ in written} == {f"adid:gaid-{i:06d}-big" for i in range(size)}
+
+
+async def test_audience_batch_larger_than_the_produce_bound_is_durable(
+    client: TestClient, settings: Settings
+) -> None:
+    size = 2500
+    body, headers = batch_body([audience_call(i) for i in range(size)])
+    resp = await client.post(WEBHOOK_PATH, data=body, headers=headers)
+    answer = await resp.json()
+    assert (resp.status, answer["audience_changes"]) == (200, size), answer
+    records = await read_topic(settings.bootstrap, settings.topic(topics.AUDIENCE_CHANGES), timeout=60)
+    assert len(records) == size
+    assert len({value["change_key"] for _, value in records}) == size

@@ -213,6 +213,21 @@ async def test_retryable_503_with_retry_after_and_non_retryable_statuses_do_not_
     assert sender.stats.retry_after_waits == 1
 
 
+@pytest.mark.parametrize("status", [400, 413, 422, 501, 505])
+async def test_non_retryable_statuses_are_answered_once_and_dead_lettered(
+    emu: SegmentEmulator, make_sender: SenderFactory, dead: DeadLetters, status: int
+) -> None:
+    """Segment's non-retryable answers (4xx but 408/410/429/460 and the credentials' 401/403; 501, 505)
+    are never retried in place: one POST, then the message is a typed dead letter."""
+    emu.fail_next(1, status=status)
+    sender = await make_sender()
+    report = await sender.deliver(messages(1))
+    assert report.status_counts == {str(status): 1}
+    assert (report.retries, report.delivered, report.dead_lettered) == (0, 0, 1)
+    assert [letter.reason for letter in dead.letters] == [f"segment_rejected_{status}"]
+    assert emu.messages == []
+
+
 async def test_poison_message_isolated_by_bisection(
     emu: SegmentEmulator, make_sender: SenderFactory, dead: DeadLetters
 ) -> None:

@@ -95,7 +95,7 @@ def test_every_section_reads_the_environment_and_dotenv_by_the_same_names(clean_
     clean_env.setenv("KSEG_WORKER_WEB_PORT", "7000")
     clean_env.setenv("KSEG_REPORTING_CURRENCY", "EUR")
     clean_env.setenv("SEGMENT_ENDPOINT", "eu")
-    settings = Settings()
+    settings = Settings(_env_file=".env")  # type: ignore[call-arg]  # unit tests ignore .env by default
     assert settings.kseg_app_id == "from-dotenv" and settings.topic("raw") == "from-dotenv.raw"
     assert settings.kseg_http_port == 8181
     assert settings.segment_batch_max_messages == 123
