@@ -128,34 +128,31 @@ class Batch:
         self.steps.append(step)
 
     def coalesce(self, device_key: str, step: Step, outcome: PostbackOutcome) -> bool:
-        """Put the outcome's calls on `step` (a postback's), folding into this one the device's earlier
-        identify of this batch that carried only lifetime revenue and purchase count, when this one is of
-        the same kind and for the same person: one such identify per device per micro-batch, with the latest
-        values. Returns whether it folded (the step's identify then replaces one the batch already counted).
+        """Put the outcome's calls on `step` (a postback's), folding into this event's identify the device's
+        earlier identify of this batch that carried only lifetime revenue and purchase count (for the same
+        person): such identifies cost one per device per micro-batch, and the one sent has the latest values.
+        Returns whether it folded (this identify then replaces one the batch already counted).
 
         The folded identify's messageId derives from both (batch boundaries decide what is folded, so a
         replay cut differently sends new ids, never a stale value under an id Segment already saw)."""
         step.calls = calls = list(outcome.calls)
         earlier = self.ride_along.pop(device_key, None)
-        if not outcome.ride_along:
-            if earlier is not None and not any(call["type"] == "identify" for call in calls):
+        at = next((i for i, call in enumerate(calls) if call["type"] == "identify"), None)
+        if at is None:
+            if earlier is not None:
                 self.ride_along[device_key] = earlier  # nothing said since: still the device's latest
             return False
-        identify, folded = calls[0], False
-        if earlier is not None and _same_person(earlier[1], identify):
+        folded = False
+        if earlier is not None and _same_person(earlier[1], calls[at]):
             earlier_step, earlier_identify = earlier
             earlier_step.calls = [call for call in earlier_step.calls if call is not earlier_identify]
             ltv = {k: v for k, v in earlier_identify["traits"].items() if k in RIDE_ALONG}
-            message_id = str(
-                uuid.uuid5(KSEG_UUID_NAMESPACE, f"{earlier_identify['messageId']}+{identify['messageId']}")
-            )
-            calls[0] = identify = {
-                **identify,
-                "messageId": message_id,
-                "traits": {**ltv, **identify["traits"]},
-            }
+            ids = f"{earlier_identify['messageId']}+{calls[at]['messageId']}"
+            message_id = str(uuid.uuid5(KSEG_UUID_NAMESPACE, ids))
+            calls[at] = {**calls[at], "messageId": message_id, "traits": {**ltv, **calls[at]["traits"]}}
             folded = True
-        self.ride_along[device_key] = (step, identify)
+        if outcome.ride_along:
+            self.ride_along[device_key] = (step, calls[at])
         return folded
 
     @property
@@ -250,8 +247,11 @@ def handle_postback(
     folded = batch.coalesce(device_key, step, out)
     batch.add(step, device_key, out.state, seen_id=raw.event_id)
     m.processed.labels(kind=out.event.kind).inc()
-    for msg in step.calls[1 if folded else 0 :]:
-        m.segment_messages.labels(type=msg["type"]).inc()
+    counted = [msg["type"] for msg in step.calls]
+    if folded:
+        counted.remove("identify")  # it replaces an identify counted with an earlier event
+    for kind in counted:
+        m.segment_messages.labels(type=kind).inc()
     m.warehouse_rows.inc()
 
 
