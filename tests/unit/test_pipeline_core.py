@@ -49,6 +49,19 @@ def test_the_core_is_pure_and_reports_everything_the_worker_sends() -> None:
     assert out.state.user_id == "u-1" and out.state.first_touch is not None
     assert out.awaiting_index_answers == 0
 
+    # A later purchase (attribution, lifecycle, LTV, the told traits) leaves the state it was given as well.
+    told = out.state.model_dump()
+    buy = {
+        **INSTALL,
+        "event_name": "Purchase",
+        "event_value": "9",
+        "currency": "EUR",
+        "timestamp": "1714557700",
+    }
+    again = process_postback(_raw(buy), out.state, "KC", DEFAULT, NOW)
+    assert out.state.model_dump() == told
+    assert again.state.purchase_count == 1 and again.state.lifecycle.sent["purchase_count"] == 1
+
 
 def test_the_core_s_profile_config_is_built_once_from_the_settings() -> None:
     assert DEFAULT.lifecycle.tiers == (("low", 0.0), ("vip", 50.0))
