@@ -27,7 +27,7 @@ def apply_event(profile: AttributionProfile, event: CanonicalEvent) -> tuple[Att
       one transaction is not counted twice.
     - conversion: flag, time and name of the first conversion event.
     """
-    updated = profile.model_copy(deep=True)
+    updated = profile.model_copy()  # every change below assigns a field: nothing nested is mutated
     first_install = False
     touch = event.attribution.model_copy()
 

@@ -90,10 +90,12 @@ def cmd_mapping_check(args: argparse.Namespace) -> int:
 
 
 def cmd_mapping_try(args: argparse.Namespace) -> int:
-    from app.mapping.cli import cmd_try
+    from app.pipeline.preview import cmd_try
 
     text = args.input if args.input != "-" else sys.stdin.read()
-    return cmd_try(text, args.profile, _settings())
+    return cmd_try(
+        text, args.profile, _settings(), state_file=args.state, device_key=args.device_key, as_json=args.json
+    )
 
 
 def _with_kafka_settings(command: Any, args: argparse.Namespace) -> int:
@@ -150,11 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_mapping_check)
     text = (
         "show the lifecycle signals (acquisition channel, stage), Segment calls and warehouse row a postback "
-        "would produce for a first-seen device (or its dead-letter reason)"
+        "would produce for a first-seen device (or the one --state describes), as the worker builds them, or "
+        "its dead-letter reason"
     )
     p = msub.add_parser("try", help=text, description=text)
     p.add_argument("input", help="a query string (event_name=...&...) or a JSON object; - reads stdin")
     p.add_argument("--profile", help="profile name (default: KSEG_DEFAULT_PROFILE)")
+    p.add_argument("--state", metavar="FILE", help="the device's profile as JSON (default: a new device)")
+    p.add_argument("--device-key", help="the device key (default: the one the receiver would derive)")
+    p.add_argument("--json", action="store_true", help="one compact JSON line, as the worker serialises it")
     p.set_defaults(func=cmd_mapping_try)
 
     from app.dlq.cli import add_parser as add_dlq

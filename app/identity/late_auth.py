@@ -193,7 +193,7 @@ def apply_link(
         return new, []
     new = adopt_first_touch(new, notice)
     new, adopted = adopt_anonymous_id(new, notice, device_key, settings)
-    anonymous_id = effective_anonymous_id(new, device_key, settings)
+    anonymous_id = effective_anonymous_id(new, device_key, settings.kseg_namespace)
     if not (notice.user_id or notice.email_hash or notice.phone_hash):
         return new, adopted  # an inheritance- or adoption-only notice: nothing to link
     state_linked, linked = _link(state, new, notice, anonymous_id, device_key, settings)

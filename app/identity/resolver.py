@@ -1,17 +1,39 @@
 """Identity resolution for one postback, and the index observations it produces (pure functions).
 
-The processing agent keeps one `AttributionProfile` per device key and calls `resolve` and
-`observations` for every postback; all they return is the new state and what to say, so the rules
-are testable without Kafka.
+The processing core (`app.pipeline.core`) calls `identify_device` once per postback, after attribution:
+who sent it, the device's new identity state, and the device-index updates (with the device's first
+touch). The rules take plain values (`IdentityRules`), never the settings object, so they are testable
+without Kafka.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from app.identity.metrics import identity_metrics
 from app.identity.records import AD_ID_TYPES, DeviceIndexUpdate, id_type, typed_device_key
 from app.ids import anonymous_id_for, clean_id, normalise_email, normalise_phone, sha256_hex
 from app.records import AttributionProfile, CanonicalEvent, ResolvedIdentity, ResolvedVia
-from app.sections import IdentitySettings
+
+
+@dataclass(frozen=True)
+class IdentityRules:
+    """What resolution needs besides the device's state (from KSEG_NAMESPACE, KSEG_MAX_IDS_PER_PROFILE and
+    KSEG_ALLOW_RAW_EMAIL_TRAIT, read once by the process that builds it)."""
+
+    namespace: str
+    max_ids_per_profile: int = 5
+    allow_raw_email: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """`identify_device`'s answer: who sent the event, the device's state, what the index must hear."""
+
+    identity: ResolvedIdentity
+    state: AttributionProfile
+    index_updates: list[DeviceIndexUpdate]
 
 
 def email_hash(value: object) -> str | None:
@@ -26,9 +48,9 @@ def phone_hash(value: object) -> str | None:
     return sha256_hex(phone) if phone else None
 
 
-def effective_anonymous_id(state: AttributionProfile, device_key: str, settings: IdentitySettings) -> str:
+def effective_anonymous_id(state: AttributionProfile, device_key: str, namespace: str) -> str:
     """The anonymousId the device's calls carry: the adopted SDK one, else kseg's own for the device key."""
-    derived = state.anonymous_id or anonymous_id_for(settings.kseg_namespace, device_key)
+    derived = state.anonymous_id or anonymous_id_for(namespace, device_key)
     return state.sdk_anonymous_id or derived
 
 
@@ -40,32 +62,60 @@ def explicit_user_id(event: CanonicalEvent) -> str | None:
     return user_id
 
 
+def identify_device(
+    event: CanonicalEvent,
+    before: AttributionProfile,
+    attributed: AttributionProfile,
+    device_key: str,
+    rules: IdentityRules,
+) -> DeviceIdentity:
+    """The one identity step of a postback, after attribution (`attributed` is `before` after
+    `apply_event`): resolution (`resolve`), the index observations (`observations`) and the device's first
+    touch on them (`with_first_touch`), with one copy of the profile."""
+    explicit = explicit_user_id(event)
+    identity, resolved = _resolve(event, attributed, device_key, rules, explicit)
+    observed, updates = _observe(event, attributed, device_key, rules, explicit)
+    state = attributed.model_copy(update={**resolved, **observed})
+    return DeviceIdentity(identity, state, with_first_touch(event, before, state, updates, device_key))
+
+
 def resolve(
-    event: CanonicalEvent, state: AttributionProfile, device_key: str, settings: IdentitySettings
+    event: CanonicalEvent, state: AttributionProfile, device_key: str, rules: IdentityRules
 ) -> tuple[ResolvedIdentity, AttributionProfile]:
-    """Who sent this event: explicit userId > device link > email hash > phone hash > anonymous.
+    """Who sent this event, and the device's state after it (`_resolve`; the rules are there)."""
+    identity, changes = _resolve(event, state, device_key, rules, explicit_user_id(event))
+    return identity, state.model_copy(update=changes)
+
+
+def _resolve(
+    event: CanonicalEvent,
+    state: AttributionProfile,
+    device_key: str,
+    rules: IdentityRules,
+    explicit: str | None,
+) -> tuple[ResolvedIdentity, dict[str, Any]]:
+    """Who sent this event: explicit userId > device link > email hash > phone hash > anonymous; and the
+    changed identity fields of the device's state.
 
     The anonymousId is the app's SDK anonymousId once adopted for the device (docs/identity.md), else
     derived from the device key, so every event of a device lands on one profile even before any link.
     An explicit userId links the device unless it is known shared.
     """
-    new = state.model_copy(deep=True)
-    new.anonymous_id = anonymous_id_for(settings.kseg_namespace, device_key)
-    anonymous_id = effective_anonymous_id(new, device_key, settings)
+    changes: dict[str, Any] = {"anonymous_id": anonymous_id_for(rules.namespace, device_key)}
+    anonymous_id = state.sdk_anonymous_id or changes["anonymous_id"]
 
     event_email = normalise_email(event.email)
     event_email_hash = sha256_hex(event_email) if event_email else None
     event_phone_hash = phone_hash(event.phone)
     if not state.device_shared:
         # A shared device's state never speaks for whoever holds it now.
-        new.email_hash = event_email_hash or state.email_hash
-        new.phone_hash = event_phone_hash or state.phone_hash
+        changes["email_hash"] = event_email_hash or state.email_hash
+        changes["phone_hash"] = event_phone_hash or state.phone_hash
     hashed_email = event_email_hash or (None if state.device_shared else state.email_hash)
     hashed_phone = event_phone_hash or (None if state.device_shared else state.phone_hash)
 
     user_id: str | None = None
     via: ResolvedVia
-    explicit = explicit_user_id(event)
     if explicit:
         user_id, via = explicit, "user_id"
         if state.device_shared:
@@ -73,9 +123,9 @@ def resolve(
         else:
             if state.user_id and state.user_id != explicit:
                 # Reassigned: the previous user's hashes stay with the previous user.
-                new.email_hash, new.phone_hash = event_email_hash, event_phone_hash
+                changes["email_hash"], changes["phone_hash"] = event_email_hash, event_phone_hash
                 hashed_email, hashed_phone = event_email_hash, event_phone_hash
-            new.user_id = explicit  # the newest link wins for this device's next events
+            changes["user_id"] = explicit  # the newest link wins for this device's next events
     elif state.user_id and not state.device_shared:
         user_id, via = state.user_id, "link"
     elif hashed_email:
@@ -85,7 +135,7 @@ def resolve(
     else:
         via = "anonymous"
     if user_id is None:
-        new.anonymous_events += 1
+        changes["anonymous_events"] = state.anonymous_events + 1
 
     identity = ResolvedIdentity(
         user_id=user_id,
@@ -93,9 +143,9 @@ def resolve(
         via=via,
         email_hash=hashed_email,
         phone_hash=hashed_phone,
-        email=event_email if settings.kseg_allow_raw_email_trait else None,
+        email=event_email if rules.allow_raw_email else None,
     )
-    return identity, new
+    return identity, changes
 
 
 def event_device_ids(event: CanonicalEvent, device_key: str) -> list[str]:
@@ -119,29 +169,42 @@ def _person_key(user_id: str | None, email: str | None, phone: str | None) -> st
 
 
 def observations(
-    event: CanonicalEvent, state: AttributionProfile, device_key: str, settings: IdentitySettings
+    event: CanonicalEvent, state: AttributionProfile, device_key: str, rules: IdentityRules
 ) -> tuple[AttributionProfile, list[DeviceIndexUpdate]]:
-    """Index updates for ids this device has not announced yet, and links for a person named in the postback.
+    """The device's state and its index updates after `event` (`_observe`; the rules are there)."""
+    changes, updates = _observe(event, state, device_key, rules, explicit_user_id(event))
+    return state.model_copy(update=changes), updates
 
-    `known_ids` keeps at most `kseg_max_ids_per_profile` ids per type; ids beyond the cap are dropped
-    from the event (never from the profile) and counted, as Segment's identity limits do.
+
+def _observe(
+    event: CanonicalEvent,
+    state: AttributionProfile,
+    device_key: str,
+    rules: IdentityRules,
+    explicit: str | None,
+) -> tuple[dict[str, Any], list[DeviceIndexUpdate]]:
+    """Index updates for ids this device has not announced yet, and links for a person named in the postback;
+    with the changed `known_ids` / `linked_persons` of the device's state (new lists, the old ones untouched).
+
+    `known_ids` keeps at most `max_ids_per_profile` ids per type; ids beyond the cap are dropped from the
+    event (never from the profile) and counted, as Segment's identity limits do.
     """
-    new = state.model_copy(deep=True)
-    cap = settings.kseg_max_ids_per_profile
+    cap = rules.max_ids_per_profile
     at = event.received_at or event.timestamp
-    event_ids = event_device_ids(event, device_key)
+    known_ids = list(state.known_ids)
     usable: list[str] = []
     fresh: list[str] = []
-    for typed in event_ids:
-        if typed in new.known_ids:
+    for typed in event_device_ids(event, device_key):
+        if typed in known_ids:
             usable.append(typed)
             continue
-        if sum(1 for known in new.known_ids if id_type(known) == id_type(typed)) >= cap:
+        if sum(1 for known in known_ids if id_type(known) == id_type(typed)) >= cap:
             identity_metrics.merges_refused.labels(reason="cap").inc()
             continue
-        new.known_ids.append(typed)
+        known_ids.append(typed)
         usable.append(typed)
         fresh.append(typed)
+    changes: dict[str, Any] = {"known_ids": known_ids}
 
     updates = [
         DeviceIndexUpdate(
@@ -155,25 +218,24 @@ def observations(
         for typed in fresh
     ]
 
-    user_id = explicit_user_id(event)
     email = email_hash(event.email)
     phone = phone_hash(event.phone)
-    person = _person_key(user_id, email, phone)
+    person = _person_key(explicit, email, phone)
     if person is None:
-        return new, updates
-    if new.device_shared:
+        return changes, updates
+    if state.device_shared:
         identity_metrics.merges_refused.labels(reason="shared_device").inc()
-        return new, updates
+        return changes, updates
     # A new person links every usable id; a known person only the ids the index has not heard of.
-    targets = fresh if person in new.linked_persons else usable
-    if person not in new.linked_persons:
-        new.linked_persons = [*new.linked_persons, person][-cap:]
+    targets = fresh if person in state.linked_persons else usable
+    if person not in state.linked_persons:
+        changes["linked_persons"] = [*state.linked_persons, person][-cap:]
     updates += [
         DeviceIndexUpdate(
             kind="link",
             device=typed,
             device_key=device_key,
-            user_id=user_id,
+            user_id=explicit,
             email_hash=email,
             phone_hash=phone,
             source="postback",
@@ -182,7 +244,7 @@ def observations(
         )
         for typed in targets
     ]
-    return new, updates
+    return changes, updates
 
 
 def with_first_touch(
@@ -192,9 +254,9 @@ def with_first_touch(
     updates: list[DeviceIndexUpdate],
     device_key: str,
 ) -> list[DeviceIndexUpdate]:
-    """`observations` with the device's first touch on its `observed` updates (`after` is the profile
-    after `apply_event`, `before` the one before it), so a reinstall seen later with one of these ids
-    can inherit it.
+    """The updates with the device's first touch on their `observed` ones (`after` is the profile after
+    `apply_event` and the observations, `before` the one before the event), so a reinstall seen later with
+    one of these ids can inherit it.
 
     The event that sets the first touch re-announces every known id with it (they may have been
     announced before the install arrived). A shared device announces no first touch: its ids must not

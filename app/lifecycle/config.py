@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 from app.lifecycle.currency import Rates, load_rates
 from app.lifecycle.rules import LifecycleRules
-from app.sections import DEFAULT_LTV_TIERS, CurrencySettings, LifecycleSettings, parse_tiers
+from app.sections import DEFAULT_LTV_TIERS, CurrencySettings, parse_tiers
 
 
 @dataclass(frozen=True)
 class LifecycleConfig:
-    """Everything `apply_lifecycle` reads that is not per-device state."""
+    """Everything `apply_lifecycle` reads that is not per-device state (built once per mapping profile,
+    when the profiles are loaded: `app.pipeline.core.ProfileConfigs`)."""
 
     rates: Rates
     rules: LifecycleRules = field(default_factory=LifecycleRules)
@@ -22,13 +23,3 @@ class LifecycleConfig:
 def load_config_rates(settings: CurrencySettings) -> Rates:
     """The rates the process converts with (read once at start; `RatesError` says what to fix)."""
     return load_rates(settings.kseg_currency_rates_file, settings.kseg_reporting_currency)
-
-
-def lifecycle_config(rules: LifecycleRules, settings: LifecycleSettings, rates: Rates) -> LifecycleConfig:
-    """One profile's lifecycle rules with the process's settings and rates."""
-    return LifecycleConfig(
-        rates=rates,
-        rules=rules,
-        winback_days=settings.kseg_winback_suppress_days,
-        tiers=tuple(parse_tiers(settings.kseg_ltv_tiers)),
-    )

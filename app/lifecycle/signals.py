@@ -78,8 +78,9 @@ def apply_lifecycle(
     profile: AttributionProfile, event: CanonicalEvent, config: LifecycleConfig, *, first_install: bool
 ) -> LifecycleOutcome:
     """The profile after `event` (which `apply_event` already applied), its stage change, its revenue."""
-    new = profile.model_copy(deep=True)
-    life = new.lifecycle
+    # Only the lifecycle part changes here, and only by assigning its fields: two shallow copies suffice.
+    life = profile.lifecycle.model_copy()
+    new = profile.model_copy(update={"lifecycle": life})
     start: LifecycleStage | None = life.stage
     stage, reason = start, ""
 

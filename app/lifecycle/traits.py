@@ -1,8 +1,10 @@
 """The lifecycle traits of a profile, and which of them Segment has not been told yet (send on change only).
 
-Lifetime revenue and purchase count ride along with any identify but do not trigger one by themselves: an
-identify goes out when a signal a marketer builds on changes (channel, stage, suppression, LTV tier), so a
-stream of purchases inside one tier sends no identify storm.
+Every trait is sent whenever it changes, lifetime revenue and purchase count included: a stale trait is
+worse than none. An identify that carries nothing but those two (`RIDE_ALONG`) is the one a purchase
+stream repeats, so the processing agent coalesces them to one per device per micro-batch
+(`app.pipeline.steps`); signals a marketer builds on (channel, stage, suppression, LTV tier) always go out
+with their own event.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from app.records import AttributionProfile
 
-#: Traits that change without triggering an identify (they are sent with the next one).
+#: Traits whose identify (when they are all that changed) may be coalesced within a micro-batch.
 RIDE_ALONG = frozenset({"ltv_revenue", "purchase_count"})
 
 
@@ -46,19 +48,20 @@ def lifecycle_traits(profile: AttributionProfile) -> dict[str, Any]:
 
 
 def pending_traits(profile: AttributionProfile) -> dict[str, Any]:
-    """The lifecycle traits to send now: empty unless a triggering trait changed since the last send."""
+    """The lifecycle traits to send now: every one that changed since the last send."""
     current = lifecycle_traits(profile)
     sent = profile.lifecycle.sent
-    changed = {k: v for k, v in current.items() if sent.get(k) != v}
-    if not any(k not in RIDE_ALONG for k in changed):
-        return {}
-    return changed
+    return {k: v for k, v in current.items() if sent.get(k) != v}
+
+
+def only_ride_along(traits: dict[str, Any]) -> bool:
+    """Whether `traits` (pending lifecycle traits) hold nothing but lifetime revenue and purchase count."""
+    return bool(traits) and traits.keys() <= RIDE_ALONG
 
 
 def mark_sent(profile: AttributionProfile, traits: dict[str, Any]) -> AttributionProfile:
     """The profile after `traits` went out (stored with it, so a replay of the batch sends them again)."""
     if not traits:
         return profile
-    new = profile.model_copy(deep=True)
-    new.lifecycle.sent = {**new.lifecycle.sent, **traits}
-    return new
+    life = profile.lifecycle.model_copy(update={"sent": {**profile.lifecycle.sent, **traits}})
+    return profile.model_copy(update={"lifecycle": life})

@@ -1,6 +1,6 @@
 """Declarative, versioned mapping from Kochava postbacks to canonical events, Segment calls and
 warehouse rows. Profiles are YAML (see docs/mapping.md); everything here is pure and never touches
-Kafka, so the worker, the CLI preview and the tests share one code path."""
+Kafka, so the processing core (app.pipeline.core), `kseg mapping try` and the tests share one code path."""
 
 from app.mapping.mapper import (
     DEAD_LETTER_REASONS,
@@ -9,8 +9,8 @@ from app.mapping.mapper import (
     parse_revenue,
     parse_timestamp,
 )
-from app.mapping.outputs import EventOutputs, event_outputs
-from app.mapping.preview import anonymous_identity, parse_try_input, preview
+from app.mapping.outputs import EventOutputs, attributed_outputs, event_outputs
+from app.mapping.preview import parse_try_input
 from app.mapping.profile import (
     MappingProfile,
     ProfileError,
@@ -32,7 +32,7 @@ __all__ = [
     "ProfileProblem",
     "ProfileRegistry",
     "UnknownProfile",
-    "anonymous_identity",
+    "attributed_outputs",
     "build_segment_calls",
     "build_warehouse_row",
     "check_profile_file",
@@ -43,6 +43,5 @@ __all__ = [
     "parse_revenue",
     "parse_timestamp",
     "parse_try_input",
-    "preview",
     "with_lifecycle",
 ]

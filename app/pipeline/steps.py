@@ -1,15 +1,18 @@
-"""The processing agent's per-event logic as plain functions: postback → mapping → dedupe → identity →
-Segment outbox + warehouse row, and user-link notices → late authentication.
+"""The processing agent's micro-batch around the processing core: dedupe, parking, and user-link notices.
 
-Nothing here touches faust. A `Batch` reads stored state through the function it is given (the profile
-table, which also holds each device's dedupe marks) and collects, per event, the records to produce and
-the device states to write once they are durable; `app/pipeline/process.py` does the producing and
-writing, and unit tests drive these functions with plain dicts.
+A postback's outputs come from `app.pipeline.core.process_postback` (pure); what is left here is the
+batch's bookkeeping: dedupe marks, parking a reinstalled device's postbacks while it waits for the index,
+late authentication from user-link notices, and coalescing a device's lifetime-revenue identifies to one
+per micro-batch. Nothing here touches faust. A `Batch` reads stored state through the function it is given
+(the profile table, which also holds each device's dedupe marks) and collects, per event, the records to
+produce and the device states to write once they are durable; `app/pipeline/process.py` does the producing
+and writing, and unit tests drive these functions with plain dicts.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,20 +20,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from app import topics
-from app.audiences.devices import device_facts, with_att
+from app.audiences.devices import device_facts
+from app.audiences.records import DeviceFacts
 from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
-from app.identity.resolver import observations, resolve, with_first_touch
-from app.lifecycle.config import LifecycleConfig, lifecycle_config, load_config_rates
+from app.identity.resolver import IdentityRules
+from app.ids import KSEG_UUID_NAMESPACE
+from app.lifecycle.config import load_config_rates
 from app.lifecycle.currency import Rates
-from app.mapping import (
-    MappingProfile,
-    ProfileRegistry,
-    UnknownProfile,
-    dead_letter_unknown_profile,
-    event_outputs,
-    map_postback,
-)
+from app.lifecycle.traits import RIDE_ALONG
+from app.mapping import ProfileRegistry
+from app.pipeline.core import PostbackOutcome, ProfileConfigs, process_postback
 from app.pipeline.metrics import PipelineMetrics
 from app.records import (
     AttributionProfile,
@@ -43,7 +43,7 @@ from app.records import (
     utc_now_iso,
     validate_or_dead_letter,
 )
-from app.sections import PipelineSettings
+from app.sections import PipelineSettings, parse_tiers
 
 #: Postbacks a reinstalled device parks at most while it waits for the index's answers.
 MAX_PARKED = 200
@@ -56,30 +56,41 @@ Send = tuple[str, bytes, bytes]
 class StepConfig:
     """What the steps need besides state: settings, the mapping profiles, the wall clock (dedupe), the
     currency rates (read from `KSEG_CURRENCY_RATES_FILE` when not given) and the counters (the worker's, on
-    its context's registry; a private registry when not given)."""
+    its context's registry; a private registry when not given). Each profile's core configuration
+    (`profile_configs`) is built here, once."""
 
     settings: PipelineSettings
     profiles: ProfileRegistry
     clock: Callable[[], float] = time.time
     rates: Rates | None = None
     metrics: PipelineMetrics = field(default_factory=lambda: PipelineMetrics.on(CollectorRegistry()))
+    profile_configs: ProfileConfigs = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.rates is None:
-            object.__setattr__(self, "rates", load_config_rates(self.settings))
-
-    def lifecycle(self, profile: MappingProfile) -> LifecycleConfig:
-        assert self.rates is not None
-        return lifecycle_config(profile.lifecycle, self.settings, self.rates)
+        rates = self.rates if self.rates is not None else load_config_rates(self.settings)
+        object.__setattr__(self, "rates", rates)
+        s = self.settings
+        rules = IdentityRules(s.kseg_namespace, s.kseg_max_ids_per_profile, s.kseg_allow_raw_email_trait)
+        configs = ProfileConfigs.build(
+            self.profiles,
+            rules,
+            rates,
+            winback_days=s.kseg_winback_suppress_days,
+            tiers=tuple(parse_tiers(s.kseg_ltv_tiers)),
+            default_profile=s.kseg_default_profile,
+        )
+        object.__setattr__(self, "profile_configs", configs)
 
 
 @dataclass
 class Step:
-    """What one event produces: records to send, then (once they are durable) its device's new state."""
+    """What one event produces: Segment calls (one outbox record) and other records to send, then (once
+    they are durable) its device's new state."""
 
     event: Any
     sends: list[Send] = field(default_factory=list)
     device_key: str | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +106,8 @@ class Batch:
     config: StepConfig
     steps: list[Step] = field(default_factory=list)
     states: dict[str, AttributionProfile] = field(default_factory=dict)
+    #: Per device, the batch's last identify that carries only lifetime revenue and purchase count (its step).
+    ride_along: dict[str, tuple[Step, dict[str, Any]]] = field(default_factory=dict)
 
     def profile(self, device_key: str) -> AttributionProfile:
         if device_key in self.states:
@@ -114,22 +127,53 @@ class Batch:
         state: AttributionProfile | None = None,
         seen_id: str | None = None,
     ) -> None:
-        """Record a step; `state` is the device's new profile, `seen_id` a postback id to mark as seen.
-        A change the audiences depend on (member, ids, lifecycle signals) also sends the device's facts."""
+        """Record a step; `state` is the device's new profile, `seen_id` a postback id to mark as seen."""
         if device_key is not None and (state is not None or seen_id):
             state = state or self.profile(device_key)
             if seen_id:
                 state = remember(state, seen_id, self.config)
-            facts = device_facts(self.profile(device_key), state, device_key, utc_now_iso())
-            step.sends += [(topics.AUDIENCE_CHANGES, f.member.encode(), dumps(f)) for f in facts]
             self.states[device_key] = state
             step.device_key = device_key
         self.steps.append(step)
 
+    def coalesce(self, device_key: str, step: Step, outcome: PostbackOutcome) -> bool:
+        """Put the outcome's calls on `step` (a postback's), folding into this event's identify the device's
+        earlier identify of this batch that carried only lifetime revenue and purchase count (for the same
+        person): such identifies cost one per device per micro-batch, and the one sent has the latest values.
+        Returns whether it folded (this identify then replaces one the batch already counted).
+
+        The folded identify's messageId derives from both (batch boundaries decide what is folded, so a
+        replay cut differently sends new ids, never a stale value under an id Segment already saw)."""
+        step.calls = calls = list(outcome.calls)
+        earlier = self.ride_along.pop(device_key, None)
+        at = next((i for i, call in enumerate(calls) if call["type"] == "identify"), None)
+        if at is None:
+            if earlier is not None:
+                self.ride_along[device_key] = earlier  # nothing said since: still the device's latest
+            return False
+        folded = False
+        if earlier is not None and _same_person(earlier[1], calls[at]):
+            earlier_step, earlier_identify = earlier
+            earlier_step.calls = [call for call in earlier_step.calls if call is not earlier_identify]
+            ltv = {k: v for k, v in earlier_identify["traits"].items() if k in RIDE_ALONG}
+            ids = f"{earlier_identify['messageId']}+{calls[at]['messageId']}"
+            message_id = str(uuid.uuid5(KSEG_UUID_NAMESPACE, ids))
+            calls[at] = {**calls[at], "messageId": message_id, "traits": {**ltv, **calls[at]["traits"]}}
+            folded = True
+        if outcome.ride_along:
+            self.ride_along[device_key] = (step, calls[at])
+        return folded
+
     @property
     def sends(self) -> list[Send]:
         """Every record to produce, in event order (all are awaited before any table write)."""
-        return [send for step in self.steps for send in step.sends]
+        out: list[Send] = []
+        for step in self.steps:
+            if step.calls:
+                assert step.device_key is not None  # calls always come with the device's new state
+                out.append((topics.OUTBOX, step.device_key.encode(), segment_calls_record(step.calls)))
+            out += step.sends
+        return out
 
     def profile_writes(self) -> list[tuple[Any, str, dict[str, Any]]]:
         """(event, device key, profile JSON): each changed device's final state once, with the device's last
@@ -139,6 +183,10 @@ class Batch:
             if step.device_key is not None:
                 last[step.device_key] = step.event
         return [(event, key, self.states[key].model_dump(mode="json")) for key, event in last.items()]
+
+
+def _same_person(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a.get("userId"), a.get("anonymousId")) == (b.get("userId"), b.get("anonymousId"))
 
 
 def remember(state: AttributionProfile, event_id: str, config: StepConfig) -> AttributionProfile:
@@ -162,10 +210,14 @@ def dead_letter_send(letter: DeadLetter, config: StepConfig) -> Send:
     return (topics.DEADLETTER, *dead_letter_record(letter, config.metrics.dead_letters))
 
 
+def facts_sends(facts: list[DeviceFacts]) -> list[Send]:
+    """The audiences agent's records for a device's changed facts (keyed by member)."""
+    return [(topics.AUDIENCE_CHANGES, f.member.encode(), dumps(f)) for f in facts]
+
+
 def handle_postback(
     batch: Batch, event: Any, device_key: str, value: dict[str, Any], config: StepConfig
 ) -> None:
-    settings = config.settings
     raw = validate_or_dead_letter(value, RawPostback, stage="mapping", reason="invalid_raw_record")
     if isinstance(raw, DeadLetter):
         batch.add(Step(event, [dead_letter_send(raw, config)]))
@@ -181,43 +233,32 @@ def handle_postback(
             config.metrics.parked.inc()
             return
         release_parked(batch, event, device_key, parked, config)  # stop waiting rather than grow unbounded
-    profile_name = raw.profile or settings.kseg_default_profile
-    try:
-        profile = config.profiles.get(profile_name)
-    except UnknownProfile:
-        letter = dead_letter_unknown_profile(raw, profile_name)
-        batch.add(Step(event, [dead_letter_send(letter, config)]), device_key, seen_id=raw.event_id)
+    profile = config.profile_configs.for_postback(raw)
+    if isinstance(profile, DeadLetter):
+        batch.add(Step(event, [dead_letter_send(profile, config)]), device_key, seen_id=raw.event_id)
         return
-    mapped = map_postback(raw, profile, settings.kseg_namespace)
-    if isinstance(mapped, DeadLetter):
-        batch.add(Step(event, [dead_letter_send(mapped, config)]), device_key, seen_id=raw.event_id)
+    out = process_postback(raw, batch.profile(device_key), device_key, profile, utc_now_iso())
+    if out.dead_letter is not None:
+        batch.add(Step(event, [dead_letter_send(out.dead_letter, config)]), device_key, seen_id=raw.event_id)
         return
-
-    state = batch.profile(device_key)
-    identity, state = resolve(mapped, state, device_key, settings)
-    state, index_updates = observations(mapped, state, device_key, settings)
-    observed_state = state
-    out = event_outputs(mapped, identity, state, config.lifecycle(profile))  # attribution, lifecycle, calls
-    state, messages, row = with_att(out.profile, mapped), out.calls, out.row
-    index_updates = with_first_touch(mapped, observed_state, state, index_updates, device_key)
-    answers = sum(1 for u in index_updates if u.kind == "observed" and u.reprocess_for)
-    if mapped.kind == "reinstall" and state.first_touch is None and answers:
-        # Wait for the index to say whether this reinstall inherits its original install's first touch,
-        # so the device's next purchases carry the install campaign (see docs/identity.md).
-        state = state.model_copy(update={"awaiting_index_answers": answers})
+    assert out.event is not None and out.row is not None  # a mapped postback always has both
     if out.change is not None:
         config.metrics.lifecycle.stage_changes.labels(to=out.change.to_stage).inc()
     if out.unconverted_currency:
         config.metrics.lifecycle.revenue_without_rate.labels(currency=out.unconverted_currency).inc()
 
-    key = device_key.encode()
-    sends: list[Send] = [(topics.OUTBOX, key, segment_calls_record(messages))] if messages else []
-    sends.append((topics.WAREHOUSE, mapped.event_id.encode(), dumps(row)))
-    sends += [(topics.DEVICE_INDEX, u.device.encode(), dumps(u)) for u in index_updates]
-    batch.add(Step(event, sends), device_key, state, seen_id=raw.event_id)
-    config.metrics.processed.labels(kind=mapped.kind).inc()
-    for msg in messages:
-        config.metrics.segment_messages.labels(type=msg["type"]).inc()
+    sends: list[Send] = [(topics.WAREHOUSE, out.event.event_id.encode(), dumps(out.row))]
+    sends += [(topics.DEVICE_INDEX, u.device.encode(), dumps(u)) for u in out.index_updates]
+    sends += facts_sends(out.audience_facts)
+    step = Step(event, sends)
+    folded = batch.coalesce(device_key, step, out)
+    batch.add(step, device_key, out.state, seen_id=raw.event_id)
+    config.metrics.processed.labels(kind=out.event.kind).inc()
+    counted = [msg["type"] for msg in step.calls]
+    if folded:
+        counted.remove("identify")  # it replaces an identify counted with an earlier event
+    for kind in counted:
+        config.metrics.segment_messages.labels(type=kind).inc()
     config.metrics.warehouse_rows.inc()
 
 
@@ -228,10 +269,11 @@ def handle_device_linked(
     if isinstance(notice, DeadLetter):
         batch.add(Step(event, [dead_letter_send(notice, config)]))
         return
-    state, messages = apply_link(batch.profile(device_key), notice, device_key, config.settings)
-    key = device_key.encode()
-    sends = [(topics.OUTBOX, key, segment_calls_record(messages))] if messages else []
-    batch.add(Step(event, sends), device_key, state)
+    before = batch.profile(device_key)
+    state, messages = apply_link(before, notice, device_key, config.settings)
+    batch.ride_along.pop(device_key, None)  # a link may change who the device's calls are for
+    facts = facts_sends(device_facts(before, state, device_key, utc_now_iso()))
+    batch.add(Step(event, facts, calls=messages), device_key, state)
     for msg in messages:
         config.metrics.segment_messages.labels(type=msg["type"]).inc()
     if notice.answers_reinstall and state.awaiting_index_answers > 0:

@@ -145,6 +145,27 @@ async def test_channels_stages_suppression_and_ltv(
     assert 'kseg_lifecycle_revenue_without_rate_total{currency="ZWL"} 1.0' in metrics
 
 
+async def test_ltv_revenue_and_purchase_count_are_never_stale(
+    make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
+) -> None:
+    """A 10 EUR then a 5 USD purchase (same LTV tier): Segment's profile must end at 15.8 and 2 (it used to
+    keep the first purchase's 10.8 and 1, the second changing no tier)."""
+    p = await make_pipeline(segment.url).start()
+    dump_logs.append(p)
+    await send(p, install("KILTV", "2C3D4E5F-6071-4A59-8687-9A1B8E1D2C3B", "Facebook"))
+    await send(p, event("KILTV", "Purchase", 1, event_value="10", currency="EUR", order_id="o1"))
+    await wait_for(lambda: len(tracks(segment, "Order Completed", "KILTV")) == 1, 60, "the first purchase")
+    await send(p, event("KILTV", "Purchase", 2, event_value="5", currency="USD", order_id="o2"))
+    await wait_for(lambda: len(tracks(segment, "Order Completed", "KILTV")) == 2, 60, "the second purchase")
+    await wait_for(
+        lambda: merged(traits_of(segment, "KILTV")).get("purchase_count") == 2,
+        30,
+        "the second purchase's traits",
+    )
+    traits = merged(traits_of(segment, "KILTV"))
+    assert (traits["ltv_revenue"], traits["purchase_count"], traits["ltv_tier"]) == (15.8, 2, "low")
+
+
 def signed(body: bytes) -> dict[str, str]:
     return {"X-Signature": hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha1).hexdigest()}
 

@@ -9,16 +9,21 @@ import pytest
 
 from app.config import Settings
 from app.identity.records import typed_device_key
-from app.identity.resolver import observations, resolve
+from app.identity.resolver import IdentityRules, observations, resolve
 from app.ids import anonymous_id_for
+from app.mapping import ProfileRegistry
 from app.metrics import sample
+from app.pipeline.steps import StepConfig
 from app.records import AttributionProfile, CanonicalEvent, DeviceIds
 
 KEY = "KD-123"
 
 
-def settings(**kw: Any) -> Settings:
-    return Settings(_env_file=None, kseg_namespace="test-ns", **kw)  # type: ignore[call-arg]
+def settings(**kw: Any) -> IdentityRules:
+    """The rules as the worker builds them from these settings (`StepConfig`)."""
+    values = Settings(_env_file=None, kseg_namespace="test-ns", **kw)  # type: ignore[call-arg]
+    config = StepConfig(values, ProfileRegistry.load(None))
+    return config.profile_configs.configs["kochava-default"].identity
 
 
 def event(**kw: Any) -> CanonicalEvent:

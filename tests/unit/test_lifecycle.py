@@ -10,12 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.config import Settings
-from app.lifecycle.config import LifecycleConfig, lifecycle_config
+from app.identity.resolver import IdentityRules, resolve
+from app.lifecycle.config import LifecycleConfig
 from app.lifecycle.currency import RatesError, load_rates, parse_rates, to_reporting
 from app.lifecycle.rules import LifecycleRules, channel_of
 from app.lifecycle.traits import pending_traits
 from app.mapping import ProfileRegistry, event_outputs, map_postback
-from app.mapping.preview import anonymous_identity
+from app.pipeline.steps import StepConfig
 from app.records import AttributionProfile, CanonicalEvent, RawPostback
 from app.sections import parse_tiers
 
@@ -23,6 +24,13 @@ PROFILE = ProfileRegistry.load(None).get("kochava-default")
 RATES = load_rates(None, "USD")
 CONFIG = LifecycleConfig(rates=RATES, rules=PROFILE.lifecycle)
 IDFV = "8E1D2C3B-4A59-4687-9A1B-2C3D4E5F6071"
+
+
+def config_from(**settings: Any) -> LifecycleConfig:
+    """The default profile's lifecycle config as the worker builds it from these settings."""
+    values = Settings(_env_file=None, **settings)  # type: ignore[call-arg]
+    steps = StepConfig(values, ProfileRegistry.load(None), rates=RATES)
+    return steps.profile_configs.configs["kochava-default"].lifecycle
 
 
 def ev(event_id: str, **params: Any) -> CanonicalEvent:
@@ -40,7 +48,8 @@ def run(
     state = state or AttributionProfile()
     outputs = []
     for event in events:
-        out = event_outputs(event, anonymous_identity(event, "ns", "KI1"), state, config)
+        identity, _ = resolve(event, AttributionProfile(), "KI1", IdentityRules("ns"))
+        out = event_outputs(event, identity, state, config)
         outputs.append(out)
         state = out.profile
     return state, outputs
@@ -170,7 +179,7 @@ def test_reengagement_class_sets_winback_and_keeps_first_touch(attribution_type:
 
 
 def test_winback_window_is_configurable_and_never_shrinks() -> None:
-    config = lifecycle_config(PROFILE.lifecycle, Settings(kseg_winback_suppress_days=3), RATES)
+    config = config_from(kseg_winback_suppress_days=3)
     late = ev("r1", event_name="X", attribution_type="reengagement", network_name="N", timestamp="1738368000")
     early = ev(
         "r0", event_name="X", attribution_type="reengagement", network_name="N", timestamp="1738000000"
@@ -204,7 +213,10 @@ def test_ltv_in_reporting_currency_and_without_rate_kept_apart() -> None:
     assert state.lifecycle.ltv_tier == "medium"
 
 
-def test_purchases_inside_a_tier_send_no_identify() -> None:
+def test_purchases_inside_a_tier_tell_revenue_and_count_in_an_identify_of_their_own() -> None:
+    """Lifetime revenue and purchase count go out whenever they change (they used to wait for a tier change,
+    leaving Segment with stale values); an identify carrying only them is marked for the micro-batch to
+    coalesce (`app.pipeline.steps`)."""
     state, outs = run(
         [install()]
         + [
@@ -213,12 +225,16 @@ def test_purchases_inside_a_tier_send_no_identify() -> None:
         ]
     )
     identifies = [o for o in outs[1:] if any(c["type"] == "identify" for c in o.calls)]
-    assert len(identifies) == 1  # the first purchase: converted, ad suppression, tier low
+    assert len(identifies) == 5
+    assert not outs[1].ride_along  # the first purchase: converted, ad suppression, tier low
+    for count, out in enumerate(outs[2:], start=2):
+        assert out.ride_along and out.calls[0]["type"] == "identify"
+        assert out.calls[0]["traits"] == {"ltv_revenue": float(count), "purchase_count": count}
     assert state.purchase_count == 5 and state.lifecycle.ltv_revenue == 5.0
 
 
 def test_tier_crossing_sends_ltv() -> None:
-    config = lifecycle_config(PROFILE.lifecycle, Settings(kseg_ltv_tiers="low=0,vip=50"), RATES)
+    config = config_from(kseg_ltv_tiers="low=0,vip=50")
     _, outs = run(
         [
             install(),

@@ -12,17 +12,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.attribution import apply_event
+from app.identity.resolver import IdentityRules, resolve
 from app.ids import clean_id
 from app.mapping import (
     DEAD_LETTER_REASONS,
     ProfileRegistry,
-    anonymous_identity,
     build_segment_calls,
     build_warehouse_row,
     map_postback,
 )
 from app.mapping.profile import FieldKeys
-from app.records import AttributionProfile, CanonicalEvent, DeadLetter, RawPostback
+from app.records import AttributionProfile, CanonicalEvent, DeadLetter, RawPostback, device_key_of
 
 PROFILE = ProfileRegistry.load(None).get("kochava-default")
 KNOWN_KEYS = sorted({k for name in FieldKeys.model_fields for k in getattr(PROFILE.fields, name)})
@@ -206,7 +206,8 @@ def test_any_params_map_to_valid_calls_or_a_known_dead_letter(
     if isinstance(earlier, CanonicalEvent):
         prior, _ = apply_event(prior, earlier)
     state, first = apply_event(prior, result)
-    identity = anonymous_identity(result, "prop-ns")
+    key = device_key_of(params) or "prop-device"
+    identity, _ = resolve(result, prior, key, IdentityRules("prop-ns"))
     calls = build_segment_calls(result, identity, state, first_install=first)
     assert calls and any(c["type"] == "track" for c in calls)
     for call in calls:

@@ -1,19 +1,29 @@
-"""`kseg mapping try`: input parsing, the preview, and the command body."""
+"""`kseg mapping try`: input parsing, the preview (the processing core on a new device), the command body."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.config import Settings
 from app.ids import anonymous_id_for
-from app.mapping import ProfileRegistry, parse_try_input, preview
-from app.mapping.cli import cmd_try
-from app.records import RawPostback
+from app.mapping import ProfileRegistry, parse_try_input
+from app.pipeline.preview import cmd_try, try_postback
+from app.pipeline.steps import StepConfig
+from app.records import AttributionProfile, RawPostback, device_key_of
 
 REGISTRY = ProfileRegistry.load(None)
+
+
+def preview(raw: RawPostback, namespace: str, profile: str | None = None) -> dict[str, Any]:
+    """What `kseg mapping try` prints for `raw` (a new device, the worker's configuration)."""
+    config = StepConfig(Settings(_env_file=None, kseg_namespace=namespace), REGISTRY)  # type: ignore[call-arg]
+    raw = raw.model_copy(update={"profile": profile or raw.profile})
+    key = device_key_of(raw.params) or ""
+    return try_postback(raw, AttributionProfile(), key, config.profile_configs, raw.received_at)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +70,6 @@ def _raw(**params: str) -> RawPostback:
 def test_preview_maps_with_anonymous_identity() -> None:
     out = preview(
         _raw(event_name="_install", kochava_device_id="KI1", idfa="6D92078A-8246-4BA4-AE5B-76104861E7DC"),
-        REGISTRY,
         "ns",
     )
     assert set(out) == {"lifecycle", "segment", "warehouse"}
@@ -72,8 +81,8 @@ def test_preview_maps_with_anonymous_identity() -> None:
 
 
 def test_preview_dead_letters() -> None:
-    assert preview(_raw(event_name="X"), REGISTRY, "ns")["dead_letter"]["reason"] == "no_identifier"
-    unknown = preview(_raw(event_name="X", idfa="A"), REGISTRY, "ns", "nope")["dead_letter"]
+    assert preview(_raw(event_name="X"), "ns")["dead_letter"]["reason"] == "no_identifier"
+    unknown = preview(_raw(event_name="X", idfa="A"), "ns", "nope")["dead_letter"]
     assert (unknown["reason"], unknown["profile"]) == ("unknown_profile", "nope")
 
 

@@ -143,3 +143,65 @@ def test_parking_is_bounded_the_overflowing_postback_releases_everything_in_orde
     assert [o["properties"]["order_id"] for o in orders] == [f"o{n}" for n in range(steps.MAX_PARKED + 1)]
     state = t.profile("KB")
     assert state.parked == [] and state.awaiting_index_answers == 0
+
+
+def _identifies(calls: list[dict[str, Any]], device: str) -> list[dict[str, Any]]:
+    return [
+        c for c in calls if c["type"] == "identify" and c["context"]["kseg"]["kochava_device_id"] == device
+    ]
+
+
+def test_ltv_revenue_and_purchase_count_follow_every_purchase() -> None:
+    """After a 10 EUR and a 5 USD purchase Segment must say 15.8 and 2, not the first purchase's values."""
+    t = Tables()
+    t.run([("KA", raw(INSTALL))])
+    t.run([("KA", raw(purchase("KA", 1, event_value="10", currency="EUR")))])
+    t.run([("KA", raw(purchase("KA", 2, event_value="5", currency="USD")))])
+    traits: dict[str, Any] = {}
+    for identify in _identifies(t.take(topics.OUTBOX), "KA"):
+        traits.update(identify["traits"])
+    assert (traits["ltv_revenue"], traits["purchase_count"]) == (15.8, 2)
+    assert t.profile("KA").lifecycle.sent["purchase_count"] == 2
+
+
+def test_a_device_s_revenue_identifies_coalesce_to_one_per_micro_batch() -> None:
+    t = Tables()
+    t.run([("KA", raw(INSTALL)), ("KA", raw(purchase("KA", 0)))])
+    t.take(topics.OUTBOX)
+    one_each = [("KA" if n % 2 else "KB", n) for n in range(1, 9)]
+    t.run(
+        [
+            (key, raw(purchase(key, n, event_value="1" if key == "KA" or n > 2 else "4.99")))
+            for key, n in one_each
+        ]
+    )
+    calls = t.take(topics.OUTBOX)
+    [identify] = _identifies(calls, "KA")  # four in-tier purchases of KA: one identify, the latest values
+    assert identify["traits"] == {"ltv_revenue": 8.99, "purchase_count": 5}
+    orders = [c for c in calls if c.get("event") == "Order Completed"]
+    assert len(orders) == 8 and len({c["messageId"] for c in calls}) == len(calls)
+    # It travels with the device's last purchase of the batch, just before that purchase's track.
+    last = next(i for i, c in enumerate(calls) if c.get("properties", {}).get("order_id") == "o7")
+    assert calls[last - 1]["messageId"] == identify["messageId"]
+    first, revenue = _identifies(calls, "KB")  # KB's first purchase (its signals), then its folded revenue
+    assert "ltv_tier" in first["traits"] and revenue["traits"] == {"ltv_revenue": 7.99, "purchase_count": 4}
+    assert t.profile("KA").lifecycle.sent["purchase_count"] == 5
+
+    # Revenue identifies before a signal's identify (a tier crossing) fold into it.
+    t.run([("KA", raw(purchase("KA", n, event_value=v))) for n, v in ((10, "1"), (11, "1"), (12, "20"))])
+    [identify] = _identifies(t.take(topics.OUTBOX), "KA")
+    assert identify["traits"] == {"ltv_revenue": 30.99, "purchase_count": 8, "ltv_tier": "medium"}
+
+
+def test_a_replay_cut_differently_never_reuses_a_folded_identify_s_id() -> None:
+    """A folded identify's messageId depends on what it folded, so a replay cut at another place sends new
+    ids (Segment would drop a reused id carrying older values)."""
+    ids = []
+    for cut in ([[1, 2, 3]], [[1, 2], [3]]):
+        t = Tables()
+        t.run([("KA", raw(INSTALL)), ("KA", raw(purchase("KA", 0)))])
+        t.take(topics.OUTBOX)
+        for batch in cut:
+            t.run([("KA", raw(purchase("KA", n))) for n in batch])
+        ids.append([c["messageId"] for c in _identifies(t.take(topics.OUTBOX), "KA")])
+    assert len(ids[0]) == 1 and len(ids[1]) == 2 and not set(ids[0]) & set(ids[1])
