@@ -195,6 +195,21 @@ class LifecycleState(BaseModel):
     sent: JSONDict = Field(default_factory=dict)
 
 
+class Ownership(BaseModel):
+    """Who a device belongs to now and since when (app.identity.person): links are ordered by when they
+    happened, and a new owner never inherits the anonymousIds an earlier person used on the device."""
+
+    #: (time, ref) of the link that made the current person the owner; an older link never overrides it.
+    linked_at: str | None = None
+    link_ref: str | None = None
+    #: The userId whose history the device's current anonymousId belongs to (None: nobody's yet).
+    anonymous_owner: str | None = None
+    #: When the device last changed hands: an SDK anonymousId seen before then may be the previous owner's.
+    reassigned_at: str | None = None
+    #: anonymousIds earlier owners used on this device: never sent again next to another person's userId.
+    retired_anonymous_ids: list[str] = Field(default_factory=list)
+
+
 class AttributionProfile(BaseModel):
     """Per-device state kept in the profiles table: first and last touch, value, conversion."""
 
@@ -231,6 +246,8 @@ class AttributionProfile(BaseModel):
     sdk_anonymous_id: str | None = None
     # iOS ATT status as last seen on a postback (usable IDFA: authorized; zeroed: not), for Kochava S2S.
     att_authorized: bool | None = None
+    # Person vs device state (docs/identity.md): the current owner, link order, earlier owners' anonymousIds.
+    ownership: Ownership = Field(default_factory=Ownership)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ are idempotent) instead of losing them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from app.config import Settings
+from app.identity.person import is_older
 from app.identity.records import (
     SDK_ANONYMOUS_ID,
     DeviceIndexUpdate,
@@ -31,18 +31,6 @@ class IndexOutcome:
     forward: list[DeviceIndexUpdate] = field(default_factory=list)
 
 
-def _older(at: str, than: str | None) -> bool:
-    """True when `at` is strictly before `than` (ISO-8601; unparsable times never count as older)."""
-    if than is None:
-        return False
-    try:
-        return datetime.fromisoformat(at.replace("Z", "+00:00")) < datetime.fromisoformat(
-            than.replace("Z", "+00:00")
-        )
-    except ValueError:
-        return False
-
-
 def max_users(settings: Settings) -> int:
     """User ids kept per device: one past the shared threshold is all the decision needs."""
     return settings.kseg_shared_device_threshold + 1
@@ -52,7 +40,9 @@ def _notice(
     record: DeviceRecord, device: str, device_key: str, at: str, *, link: bool = True, inherit: bool = False
 ) -> DeviceLinked:
     """A notice to one device key: who it belongs to (`link`) and/or the first touch it inherits."""
-    notice = DeviceLinked(device_key=device_key, via=device, linked_at=record.linked_at or at)
+    notice = DeviceLinked(
+        device_key=device_key, via=device, linked_at=record.linked_at or at, link_ref=record.link_ref
+    )
     if link:
         notice.user_id, notice.email_hash, notice.phone_hash = (
             record.user_id,
@@ -140,16 +130,7 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
                     for k in rec.device_keys
                 ]
                 return out
-        stale = _older(update.at, rec.linked_at)
-        if user and user != rec.user_id and not stale:
-            rec.user_id, rec.linked_at, changed = user, update.at, True
-        for name in ("email_hash", "phone_hash"):
-            value = getattr(update, name)
-            if value and value != getattr(rec, name) and not stale:
-                setattr(rec, name, value)
-                changed = True
-        if rec.linked_at is None and changed:
-            rec.linked_at = update.at
+        changed = apply_person(rec, update)
 
     inherit, confirmed = inherits_first_touch(rec, update, key_new, over_cap)
     if rec.user_id or rec.email_hash or rec.phone_hash:
@@ -170,13 +151,51 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
     return _answer_reinstall(out, update)
 
 
+def apply_person(rec: DeviceRecord, update: DeviceIndexUpdate) -> bool:
+    """Apply a link's person to the record (in place); True when the record's person changed.
+
+    Links are ordered by when they happened, (`at`, `ref`): an older one never overrides a newer one,
+    whatever the order they arrive in, and an exact re-delivery changes nothing. A link to another user
+    replaces the whole person (userId and hashes: the previous user's hashes never follow the device) and
+    forgets an SDK anonymousId seen before it (the previous owner's app).
+    """
+    if is_older(update.at, update.ref, rec.linked_at, rec.link_ref):
+        return False
+    user = update.user_id
+    if user and user != rec.user_id:
+        if rec.user_id is not None:
+            rec.reassigned_at = update.at
+            if rec.anonymous_id and not is_older(update.at, None, rec.anonymous_id_at, None):
+                rec.anonymous_id = rec.anonymous_id_at = None
+        rec.user_id, rec.email_hash, rec.phone_hash = user, update.email_hash, update.phone_hash
+        rec.linked_at, rec.link_ref = update.at, update.ref
+        return True
+    changed = False
+    for name in ("email_hash", "phone_hash"):
+        value = getattr(update, name)
+        if value and value != getattr(rec, name):
+            setattr(rec, name, value)
+            changed = True
+    if changed or user:
+        rec.linked_at, rec.link_ref = update.at, update.ref  # the same person's newest link
+    return changed
+
+
 def _tell_anonymous_id(out: IndexOutcome, rec: DeviceRecord, device: str, key: str, at: str) -> None:
     """Tell one device key the SDK anonymousId adopted for this id (on its notice, or a notice of its own)."""
     for notice in out.notices:
         if notice.device_key == key:
-            notice.anonymous_id = rec.anonymous_id
+            notice.anonymous_id, notice.anonymous_id_at = rec.anonymous_id, rec.anonymous_id_at
             return
-    out.notices.append(DeviceLinked(device_key=key, via=device, linked_at=at, anonymous_id=rec.anonymous_id))
+    out.notices.append(
+        DeviceLinked(
+            device_key=key,
+            via=device,
+            linked_at=at,
+            anonymous_id=rec.anonymous_id,
+            anonymous_id_at=rec.anonymous_id_at,
+        )
+    )
 
 
 def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: Settings) -> IndexOutcome:
@@ -213,16 +232,28 @@ def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: Settings
 
 
 def apply_adopt(rec: DeviceRecord, update: DeviceIndexUpdate) -> IndexOutcome:
-    """Adopt an SDK anonymousId for one device id and tell its device keys; never for a shared id."""
+    """Adopt an SDK anonymousId for one device id and tell its device keys; never for a shared id, never
+    one seen before the id last changed hands (the previous owner's app), never over a newer one."""
     out = IndexOutcome(record=rec)
     if rec.shared:
         out.refused.append("shared_device")
         return out
     if not update.anonymous_id or rec.anonymous_id == update.anonymous_id:
         return out
-    rec.anonymous_id = update.anonymous_id
+    if is_older(update.at, None, rec.reassigned_at, None):
+        out.refused.append("previous_owner")
+        return out
+    if rec.anonymous_id and is_older(update.at, None, rec.anonymous_id_at, None):
+        return out  # an older SDK call than the one adopted: the newest wins
+    rec.anonymous_id, rec.anonymous_id_at = update.anonymous_id, update.at
     out.notices = [
-        DeviceLinked(device_key=k, via=update.device, linked_at=update.at, anonymous_id=rec.anonymous_id)
+        DeviceLinked(
+            device_key=k,
+            via=update.device,
+            linked_at=update.at,
+            anonymous_id=rec.anonymous_id,
+            anonymous_id_at=rec.anonymous_id_at,
+        )
         for k in rec.device_keys
     ]
     return out

@@ -58,6 +58,8 @@ class LinkRequest(BaseModel):
     email_hash: str | None = None
     phone_hash: str | None = None
     devices: DeviceIds = Field(default_factory=DeviceIds)
+    #: When the link happened (the Segment call's own time, the links API's `at`), which orders it against
+    #: the device's other links; never later than when kseg received it.
     requested_at: str = Field(default_factory=utc_now_iso)
     message_id: str | None = None  # the Segment messageId, for webhook links
 
@@ -131,6 +133,8 @@ class DeviceLinked(BaseModel):
     phone_hash: str | None = None
     via: str
     linked_at: str = Field(default_factory=utc_now_iso)
+    #: The ref (link id / event id) of the link that made this person current: breaks ties on `linked_at`.
+    link_ref: str | None = None
     shared: bool = False
     # Inheritance: the first touch of the device id's original install, for a new device key seen with
     # that id (a reinstall); `confirmed` when the reinstall's `reprocess_for` names that install.
@@ -140,8 +144,10 @@ class DeviceLinked(BaseModel):
     # The answer to a reinstall's observation (sent whether or not there is a first touch to inherit),
     # so the reinstalled device knows when to stop parking its postbacks.
     answers_reinstall: bool = False
-    # The app's SDK anonymousId for this device, to adopt (never sent for a shared device id).
+    # The app's SDK anonymousId for this device, to adopt (never sent for a shared device id), and when
+    # the SDK call that brought it happened (a device that changed hands since refuses it).
     anonymous_id: str | None = None
+    anonymous_id_at: str | None = None
 
 
 class DeviceRecord(BaseModel):
@@ -151,6 +157,9 @@ class DeviceRecord(BaseModel):
     user_ids: list[str] = Field(default_factory=list)
     user_id: str | None = None
     linked_at: str | None = None
+    link_ref: str | None = None
+    #: When the id last passed from one user to another (an SDK anonymousId seen before is refused).
+    reassigned_at: str | None = None
     shared: bool = False
     email_hash: str | None = None
     phone_hash: str | None = None
@@ -159,7 +168,8 @@ class DeviceRecord(BaseModel):
     first_touch: Attribution | None = None
     install_id: str | None = None
     first_touch_key: str | None = None
-    # The SDK anonymousId adopted for this id (newest accepted claim wins) ...
+    # The SDK anonymousId adopted for this id (newest accepted claim wins), when its call happened ...
     anonymous_id: str | None = None
+    anonymous_id_at: str | None = None
     # ... and, on an `sdk_anonymous_id:<id>` record, the device ids that anonymousId belongs to.
     claim_ids: list[str] = Field(default_factory=list)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from app.config import Settings
 from app.identity.metrics import identity_metrics
+from app.identity.person import hand_over, is_older, person_anonymous_id, take_ownership
 from app.identity.records import AD_ID_TYPES, DeviceIndexUpdate, id_type, typed_device_key
 from app.ids import anonymous_id_for, clean_id, normalise_email, normalise_phone, sha256_hex
 from app.records import AttributionProfile, CanonicalEvent, ResolvedIdentity, ResolvedVia
@@ -50,7 +51,7 @@ def resolve(
     An explicit userId links the device unless it is known shared.
     """
     new = state.model_copy(deep=True)
-    new.anonymous_id = anonymous_id_for(settings.kseg_namespace, device_key)
+    new.anonymous_id = state.anonymous_id or anonymous_id_for(settings.kseg_namespace, device_key)
     anonymous_id = effective_anonymous_id(new, device_key, settings)
 
     event_email = normalise_email(event.email)
@@ -68,14 +69,26 @@ def resolve(
     explicit = explicit_user_id(event)
     if explicit:
         user_id, via = explicit, "user_id"
+        own, ref = state.ownership, event.event_id
+        newer = not is_older(event.timestamp, ref, own.linked_at, own.link_ref)
         if state.device_shared:
             identity_metrics.merges_refused.labels(reason="shared_device").inc()
-        else:
-            if state.user_id and state.user_id != explicit:
-                # Reassigned: the previous user's hashes stay with the previous user.
-                new.email_hash, new.phone_hash = event_email_hash, event_phone_hash
-                hashed_email, hashed_phone = event_email_hash, event_phone_hash
+        elif state.user_id and state.user_id != explicit:
+            # Another person: only their own hashes; the device passes to them (none of the previous
+            # user's person state follows) unless the event is older than the device's current link.
+            hashed_email, hashed_phone = event_email_hash, event_phone_hash
+            if newer:
+                namespace = settings.kseg_namespace
+                new = hand_over(
+                    new, device_key, explicit, event.timestamp, ref, namespace, hashed_email, hashed_phone
+                )
+            else:
+                new.email_hash, new.phone_hash = state.email_hash, state.phone_hash
+        elif newer:
             new.user_id = explicit  # the newest link wins for this device's next events
+            take_ownership(new, explicit, event.timestamp, ref)
+        # Never another person's anonymousId next to this userId (docs/identity.md, "Person and device").
+        anonymous_id = person_anonymous_id(new, device_key, explicit, settings.kseg_namespace)
     elif state.user_id and not state.device_shared:
         user_id, via = state.user_id, "link"
     elif hashed_email:
@@ -128,7 +141,7 @@ def observations(
     """
     new = state.model_copy(deep=True)
     cap = settings.kseg_max_ids_per_profile
-    at = event.received_at or event.timestamp
+    at = event.timestamp or event.received_at  # a postback's link is ordered by when its event happened
     event_ids = event_device_ids(event, device_key)
     usable: list[str] = []
     fresh: list[str] = []
