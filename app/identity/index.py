@@ -165,8 +165,9 @@ def apply_person(rec: DeviceRecord, update: DeviceIndexUpdate) -> bool:
     if user and user != rec.user_id:
         if rec.user_id is not None:
             rec.reassigned_at = update.at
-            if rec.anonymous_id and not is_older(update.at, None, rec.anonymous_id_at, None):
-                rec.anonymous_id = rec.anonymous_id_at = None
+            seen_before = not is_older(update.at, None, rec.anonymous_id_at, None)
+            if rec.anonymous_id and (seen_before or rec.anonymous_user_id not in (None, user)):
+                rec.anonymous_id = rec.anonymous_id_at = rec.anonymous_user_id = None
         rec.user_id, rec.email_hash, rec.phone_hash = user, update.email_hash, update.phone_hash
         rec.linked_at, rec.link_ref = update.at, update.ref
         return True
@@ -186,6 +187,7 @@ def _tell_anonymous_id(out: IndexOutcome, rec: DeviceRecord, device: str, key: s
     for notice in out.notices:
         if notice.device_key == key:
             notice.anonymous_id, notice.anonymous_id_at = rec.anonymous_id, rec.anonymous_id_at
+            notice.anonymous_user_id = rec.anonymous_user_id
             return
     out.notices.append(
         DeviceLinked(
@@ -194,6 +196,7 @@ def _tell_anonymous_id(out: IndexOutcome, rec: DeviceRecord, device: str, key: s
             linked_at=at,
             anonymous_id=rec.anonymous_id,
             anonymous_id_at=rec.anonymous_id_at,
+            anonymous_user_id=rec.anonymous_user_id,
         )
     )
 
@@ -222,6 +225,7 @@ def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: Settings
             kind="adopt",
             device=typed,
             anonymous_id=update.anonymous_id,
+            user_id=update.user_id,
             source=update.source,
             at=update.at,
             ref=update.ref,
@@ -233,19 +237,22 @@ def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: Settings
 
 def apply_adopt(rec: DeviceRecord, update: DeviceIndexUpdate) -> IndexOutcome:
     """Adopt an SDK anonymousId for one device id and tell its device keys; never for a shared id, never
-    one seen before the id last changed hands (the previous owner's app), never over a newer one."""
+    one seen before the id last changed hands or named with another user than the id's (the previous
+    owner's app), never over a newer one."""
     out = IndexOutcome(record=rec)
     if rec.shared:
         out.refused.append("shared_device")
         return out
     if not update.anonymous_id or rec.anonymous_id == update.anonymous_id:
         return out
-    if is_older(update.at, None, rec.reassigned_at, None):
+    other_person = update.user_id is not None and rec.user_id not in (None, update.user_id)
+    if other_person or is_older(update.at, None, rec.reassigned_at, None):
         out.refused.append("previous_owner")
         return out
     if rec.anonymous_id and is_older(update.at, None, rec.anonymous_id_at, None):
         return out  # an older SDK call than the one adopted: the newest wins
     rec.anonymous_id, rec.anonymous_id_at = update.anonymous_id, update.at
+    rec.anonymous_user_id = update.user_id
     out.notices = [
         DeviceLinked(
             device_key=k,
@@ -253,6 +260,7 @@ def apply_adopt(rec: DeviceRecord, update: DeviceIndexUpdate) -> IndexOutcome:
             linked_at=update.at,
             anonymous_id=rec.anonymous_id,
             anonymous_id_at=rec.anonymous_id_at,
+            anonymous_user_id=rec.anonymous_user_id,
         )
         for k in rec.device_keys
     ]
@@ -290,6 +298,7 @@ def link_updates(link: LinkRequest) -> list[DeviceIndexUpdate]:
                 kind="claim",
                 device=f"{SDK_ANONYMOUS_ID}:{link.anonymous_id}",
                 anonymous_id=link.anonymous_id,
+                user_id=link.user_id,
                 claim_ids=link.typed_devices(),
                 source=link.source,
                 at=link.requested_at,

@@ -16,7 +16,14 @@ import orjson
 
 from app.config import Settings
 from app.identity.metrics import identity_metrics
-from app.identity.person import hand_over, is_older, make_shared, may_adopt, take_ownership
+from app.identity.person import (
+    hand_over,
+    is_older,
+    make_shared,
+    may_adopt,
+    owner_of,
+    take_ownership,
+)
 from app.identity.records import DeviceLinked, id_type
 from app.identity.resolver import effective_anonymous_id
 from app.ids import KSEG_UUID_NAMESPACE, anonymous_id_for
@@ -165,11 +172,14 @@ def adopt_anonymous_id(
         return state, []
     if state.sdk_anonymous_id == sdk_id:
         return state, []
-    if not may_adopt(state, sdk_id, notice.anonymous_id_at or notice.linked_at):
+    seen_with = notice.anonymous_user_id
+    if not may_adopt(state, sdk_id, notice.anonymous_id_at or notice.linked_at, seen_with):
         identity_metrics.merges_refused.labels(reason="previous_owner").inc()
         return state, []
     new = state.model_copy(deep=True)
     new.sdk_anonymous_id = sdk_id
+    if seen_with and new.ownership.anonymous_owner is None:
+        new.ownership.anonymous_owner = seen_with  # the SDK's history is that person's
     identity_metrics.anonymous_ids_adopted.inc()
     traits = {**attribution_traits(new.first_touch), **lifecycle_traits(new)}
     if not traits:
@@ -235,7 +245,7 @@ def _link(
         identity_metrics.merges_refused.labels(reason="stale_link").inc()
         return new, []  # a replayed or late old link never takes the device back
     user_id = notice.user_id
-    if user_id and state.user_id not in (None, user_id):
+    if user_id and owner_of(new) not in (None, user_id):
         # Reassigned: none of the previous user's person state follows the device to the new user.
         new = hand_over(
             new,

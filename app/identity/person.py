@@ -49,6 +49,12 @@ def is_older(at: str | None, ref: str | None, than_at: str | None, than_ref: str
     return (ref or "") < (than_ref or "")
 
 
+def owner_of(state: AttributionProfile) -> str | None:
+    """The person whose history the device's current anonymousId is: set by the first link or by an
+    adopted SDK anonymousId seen with a userId; a profile from before ownership was kept: its user."""
+    return state.ownership.anonymous_owner or state.user_id
+
+
 def person_anonymous_id(
     state: AttributionProfile, device_key: str, user_id: str | None, namespace: str
 ) -> str:
@@ -59,7 +65,7 @@ def person_anonymous_id(
     another person's anonymousId. On a shared device a named person always gets their own.
     """
     current = state.sdk_anonymous_id or state.anonymous_id or anonymous_id_for(namespace, device_key)
-    owner = state.ownership.anonymous_owner
+    owner = owner_of(state)
     if user_id is None or (not state.device_shared and owner in (None, user_id)):
         return current
     return anonymous_id_for(namespace, f"{device_key}:person:{user_id}")
@@ -138,10 +144,15 @@ def take_ownership(state: AttributionProfile, user_id: str, at: str | None, ref:
         own.anonymous_owner = user_id
 
 
-def may_adopt(state: AttributionProfile, anonymous_id: str, seen_at: str | None) -> bool:
-    """Whether the device may adopt an SDK anonymousId seen at `seen_at`: never one an earlier owner used,
-    never one seen before the device last changed hands (it may be the previous owner's app)."""
+def may_adopt(
+    state: AttributionProfile, anonymous_id: str, seen_at: str | None, seen_with: str | None
+) -> bool:
+    """Whether the device may adopt an SDK anonymousId seen at `seen_at` next to userId `seen_with`: never
+    one an earlier owner used, never one seen with another person than the device's owner, never one seen
+    before the device last changed hands (it may be the previous owner's app)."""
     own = state.ownership
     if anonymous_id in own.retired_anonymous_ids:
+        return False
+    if seen_with and owner_of(state) not in (None, seen_with):
         return False
     return not (own.reassigned_at and is_older(seen_at, None, own.reassigned_at, None))

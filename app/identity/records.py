@@ -148,6 +148,8 @@ class DeviceLinked(BaseModel):
     # the SDK call that brought it happened (a device that changed hands since refuses it).
     anonymous_id: str | None = None
     anonymous_id_at: str | None = None
+    #: The userId that SDK call named, if any: the anonymousId is that person's app's.
+    anonymous_user_id: str | None = None
 
 
 class DeviceRecord(BaseModel):
@@ -168,8 +170,10 @@ class DeviceRecord(BaseModel):
     first_touch: Attribution | None = None
     install_id: str | None = None
     first_touch_key: str | None = None
-    # The SDK anonymousId adopted for this id (newest accepted claim wins), when its call happened ...
+    # The SDK anonymousId adopted for this id (newest accepted claim wins), when its call happened and
+    # the userId it named ...
     anonymous_id: str | None = None
     anonymous_id_at: str | None = None
+    anonymous_user_id: str | None = None
     # ... and, on an `sdk_anonymous_id:<id>` record, the device ids that anonymousId belongs to.
     claim_ids: list[str] = Field(default_factory=list)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from app.config import Settings
 from app.identity.metrics import identity_metrics
-from app.identity.person import hand_over, is_older, person_anonymous_id, take_ownership
+from app.identity.person import hand_over, is_older, owner_of, person_anonymous_id, take_ownership
 from app.identity.records import AD_ID_TYPES, DeviceIndexUpdate, id_type, typed_device_key
 from app.ids import anonymous_id_for, clean_id, normalise_email, normalise_phone, sha256_hex
 from app.records import AttributionProfile, CanonicalEvent, ResolvedIdentity, ResolvedVia
@@ -73,7 +73,7 @@ def resolve(
         newer = not is_older(event.timestamp, ref, own.linked_at, own.link_ref)
         if state.device_shared:
             identity_metrics.merges_refused.labels(reason="shared_device").inc()
-        elif state.user_id and state.user_id != explicit:
+        elif owner_of(state) not in (None, explicit):
             # Another person: only their own hashes; the device passes to them (none of the previous
             # user's person state follows) unless the event is older than the device's current link.
             hashed_email, hashed_phone = event_email_hash, event_phone_hash
