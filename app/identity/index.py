@@ -155,7 +155,8 @@ def apply_person(rec: DeviceRecord, update: DeviceIndexUpdate) -> bool:
     """Apply a link's person to the record (in place); True when the record's person changed.
 
     Links are ordered by when they happened, (`at`, `ref`): an older one never overrides a newer one,
-    whatever the order they arrive in, and an exact re-delivery changes nothing. A link to another user
+    whatever the order they arrive in, and an exact re-delivery changes nothing (True only when the record
+    changed: another person, new hashes, or the same person's newer link). A link to another user
     replaces the whole person (userId and hashes: the previous user's hashes never follow the device) and
     forgets an SDK anonymousId seen before it (the previous owner's app).
     """
@@ -177,8 +178,11 @@ def apply_person(rec: DeviceRecord, update: DeviceIndexUpdate) -> bool:
         if value and value != getattr(rec, name):
             setattr(rec, name, value)
             changed = True
-    if changed or user:
-        rec.linked_at, rec.link_ref = update.at, update.ref  # the same person's newest link
+    if (changed or user) and (update.at, update.ref) != (rec.linked_at, rec.link_ref):
+        # The same person's newer link: the device keys are told too (nothing is sent to Segment), so a
+        # link of someone else older than it, arriving through another of the device's ids, loses.
+        rec.linked_at, rec.link_ref = update.at, update.ref
+        changed = True
     return changed
 
 
