@@ -57,9 +57,13 @@ def test_new_key_of_a_linked_device_is_told() -> None:
 
 
 def test_same_link_again_sends_nothing() -> None:
-    _, outs = run([observed("K1"), link("u1"), link("u1", at="2024-05-01T12:00:00.000Z")])
+    later = "2024-05-01T12:00:00.000Z"
+    _, outs = run([observed("K1"), link("u1"), link("u1"), link("u1", at=later)])
     assert len(outs[1].notices) == 1
-    assert outs[2].notices == []
+    assert outs[2].notices == []  # the same link again (an exact re-delivery)
+    # The same person's newer link only tells the device the newer time, so an older link of someone else
+    # arriving through another of its ids loses (the processing agent sends nothing to Segment for it).
+    assert [(n.user_id, n.linked_at) for n in outs[3].notices] == [("u1", later)]
 
 
 def test_reassigned_device_new_link_wins() -> None:
