@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.dlq.redact import redact
-from app.identity.index import apply_update, link_updates
+from app.identity.index import IndexLimits, apply_update, link_updates
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
 from app.records import DeadLetter
@@ -74,6 +74,11 @@ async def handle_link(value: bytes | None, send_index: Send, send_deadletter: Se
     return len(updates)
 
 
+def index_limits(settings: Settings) -> IndexLimits:
+    """The device index's limits from KSEG_MAX_IDS_PER_PROFILE and KSEG_SHARED_DEVICE_THRESHOLD."""
+    return IndexLimits(settings.kseg_max_ids_per_profile, settings.kseg_shared_device_threshold)
+
+
 async def handle_index_update(
     key: bytes | None,
     value: bytes | None,
@@ -94,7 +99,7 @@ async def handle_index_update(
     table_key = key or update.device.encode()
     stored = table.get(table_key)
     record = DeviceRecord.model_validate(orjson.loads(stored)) if stored else None
-    outcome = apply_update(record, update, settings)
+    outcome = apply_update(record, update, index_limits(settings))
     for reason in outcome.refused:
         identity_metrics.merges_refused.labels(reason=reason).inc()
     for notice in outcome.notices:

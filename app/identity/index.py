@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.config import Settings
 from app.identity.person import is_older
 from app.identity.records import (
     SDK_ANONYMOUS_ID,
@@ -31,9 +30,18 @@ class IndexOutcome:
     forward: list[DeviceIndexUpdate] = field(default_factory=list)
 
 
-def max_users(settings: Settings) -> int:
-    """User ids kept per device: one past the shared threshold is all the decision needs."""
-    return settings.kseg_shared_device_threshold + 1
+@dataclass(frozen=True)
+class IndexLimits:
+    """The index's limits as plain values: device keys kept per id (and ids per SDK anonymousId claim,
+    times the id types), and distinct users past which an id is shared."""
+
+    max_ids_per_profile: int
+    shared_device_threshold: int
+
+    @property
+    def max_users(self) -> int:
+        """User ids kept per device: one past the shared threshold is all the decision needs."""
+        return self.shared_device_threshold + 1
 
 
 def _notice(
@@ -75,7 +83,7 @@ def inherits_first_touch(
     return key_new or (over_cap and confirmed), confirmed
 
 
-def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, settings: Settings) -> IndexOutcome:
+def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, limits: IndexLimits) -> IndexOutcome:
     """Record one observation or link for one typed device id.
 
     - observed: remember the device key; a new key of a linked device is told who it belongs to. The
@@ -87,7 +95,7 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
     """
     rec = record.model_copy(deep=True) if record else DeviceRecord()
     if update.kind == "claim":
-        return apply_claim(rec, update, settings)
+        return apply_claim(rec, update, limits)
     if update.kind == "adopt":
         return apply_adopt(rec, update)
     out = IndexOutcome(record=rec)
@@ -96,7 +104,7 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
     key_new = over_cap = False
     key = update.device_key
     if key and key not in rec.device_keys:
-        if len(rec.device_keys) >= settings.kseg_max_ids_per_profile:
+        if len(rec.device_keys) >= limits.max_ids_per_profile:
             out.refused.append("cap")  # too many devices behind one id: never fan a link out to them
             over_cap = True
         else:
@@ -119,10 +127,10 @@ def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, setting
         user = update.user_id
         if user and user not in rec.user_ids:
             rec.user_ids.append(user)
-            if len(rec.user_ids) > settings.kseg_shared_device_threshold:
+            if len(rec.user_ids) > limits.shared_device_threshold:
                 rec.shared = True
                 rec.user_id = rec.email_hash = rec.phone_hash = None
-                rec.user_ids = rec.user_ids[: max_users(settings)]
+                rec.user_ids = rec.user_ids[: limits.max_users]
                 rec.conflicts += 1
                 out.refused.append("shared_device")
                 out.notices = [
@@ -205,7 +213,7 @@ def _tell_anonymous_id(out: IndexOutcome, rec: DeviceRecord, device: str, key: s
     )
 
 
-def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: Settings) -> IndexOutcome:
+def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, limits: IndexLimits) -> IndexOutcome:
     """An SDK anonymousId claims the device ids it was seen with (record keyed `sdk_anonymous_id:<id>`).
 
     The first claim wins the anonymousId for its device; a later claim sharing no id with it is another
@@ -221,7 +229,7 @@ def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: Settings
         out.refused.append("anonymous_id_conflict")
         return out
     fresh = [typed for typed in wanted if typed not in rec.claim_ids]
-    cap = settings.kseg_max_ids_per_profile * 5  # ids per type x id types: one device's ids at most
+    cap = limits.max_ids_per_profile * 5  # ids per type x id types: one device's ids at most
     rec.claim_ids = [*rec.claim_ids, *fresh][:cap]
     rec.anonymous_id = update.anonymous_id
     out.forward = [

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from app.identity.index import apply_update
+from app.identity.index import IndexLimits, apply_update
 from app.identity.late_auth import apply_link
 from app.identity.person import is_older, person_anonymous_id
 from app.identity.records import DeviceIndexUpdate, DeviceLinked, DeviceRecord
@@ -22,6 +22,7 @@ NS = "test-ns"
 KEY = "KD-1"
 T1, T2, T3 = "2025-01-01T10:00:00.000Z", "2025-01-02T10:00:00.000Z", "2025-01-03T10:00:00.000Z"
 RECEIVED = "2025-01-05T00:00:00.000Z"
+LIMITS = IndexLimits(max_ids_per_profile=5, shared_device_threshold=2)
 
 
 def settings(**kw: Any) -> Settings:
@@ -85,7 +86,7 @@ def index(updates: list[DeviceIndexUpdate]) -> tuple[DeviceRecord, list[DeviceLi
     record: DeviceRecord | None = None
     notices: list[DeviceLinked] = []
     for update in updates:
-        out = apply_update(record, update, settings())
+        out = apply_update(record, update, LIMITS)
         record, notices = out.record, notices + out.notices
     assert record is not None
     return record, notices
@@ -109,12 +110,12 @@ def test_index_forgets_and_refuses_the_previous_owners_sdk_anonymous_id() -> Non
     adopt_a = DeviceIndexUpdate(kind="adopt", device=DEV, anonymous_id="sdk-A", user_id="user-A", at=T1)
     record, _ = index([seen, link("user-A", T1, "LA"), adopt_a, link("user-B", T2, "LB")])
     assert record.anonymous_id is None and record.reassigned_at == T2
-    late = apply_update(record, adopt_a, settings())  # A's SDK call arrives again, after the resale
+    late = apply_update(record, adopt_a, LIMITS)  # A's SDK call arrives again, after the resale
     assert late.record.anonymous_id is None and late.refused == ["previous_owner"] and late.notices == []
     b_before = DeviceIndexUpdate(kind="adopt", device=DEV, anonymous_id="sdk-X", at=T1)  # before the resale
-    assert apply_update(record, b_before, settings()).refused == ["previous_owner"]
+    assert apply_update(record, b_before, LIMITS).refused == ["previous_owner"]
     b_after = DeviceIndexUpdate(kind="adopt", device=DEV, anonymous_id="sdk-B", user_id="user-B", at=T3)
-    adopted = apply_update(record, b_after, settings())
+    adopted = apply_update(record, b_after, LIMITS)
     assert adopted.record.anonymous_id == "sdk-B"
     assert [(n.device_key, n.anonymous_id) for n in adopted.notices] == [(KEY, "sdk-B")]
 
