@@ -172,11 +172,12 @@ def apply_person(rec: DeviceRecord, update: DeviceIndexUpdate) -> bool:
         return False
     user = update.user_id
     if user and user != rec.user_id:
-        if rec.user_id is not None:
+        handed_over = rec.user_id is not None
+        if handed_over:
             rec.reassigned_at = update.at
-            seen_before = not is_older(update.at, None, rec.anonymous_id_at, None)
-            if rec.anonymous_id and (seen_before or rec.anonymous_user_id not in (None, user)):
-                rec.anonymous_id = rec.anonymous_id_at = rec.anonymous_user_id = None
+        seen_before = handed_over and not is_older(update.at, None, rec.anonymous_id_at, None)
+        if rec.anonymous_id and (seen_before or rec.anonymous_user_id not in (None, user)):
+            rec.anonymous_id = rec.anonymous_id_at = rec.anonymous_user_id = None
         rec.user_id, rec.email_hash, rec.phone_hash = user, update.email_hash, update.phone_hash
         rec.linked_at, rec.link_ref = update.at, update.ref
         return True
