@@ -219,7 +219,9 @@ def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, limits: IndexLimit
 
     The first claim wins the anonymousId for its device; a later claim sharing no id with it is another
     device and is refused (`anonymous_id_conflict`): one anonymousId never collects two devices' first
-    touches. An accepted claim is forwarded as one `adopt` per device id.
+    touches. An accepted claim is forwarded as one `adopt` per device id new to the claim, or per device id
+    when the anonymousId is named with a userId for the first time (whose app it is decides who may
+    adopt it, docs/identity.md "Person and device").
     """
     out = IndexOutcome(record=rec)
     wanted = [typed for typed in update.claim_ids if not typed.startswith(f"{SDK_ANONYMOUS_ID}:")]
@@ -233,6 +235,9 @@ def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, limits: IndexLimit
     cap = limits.max_ids_per_profile * 5  # ids per type x id types: one device's ids at most
     rec.claim_ids = [*rec.claim_ids, *fresh][:cap]
     rec.anonymous_id = update.anonymous_id
+    if update.user_id and rec.anonymous_user_id is None:
+        rec.anonymous_user_id = update.user_id
+        fresh = list(rec.claim_ids)  # first named with a person: every id learns whose app it is
     out.forward = [
         DeviceIndexUpdate(
             kind="adopt",
@@ -256,7 +261,13 @@ def apply_adopt(rec: DeviceRecord, update: DeviceIndexUpdate) -> IndexOutcome:
     if rec.shared:
         out.refused.append("shared_device")
         return out
-    if not update.anonymous_id or rec.anonymous_id == update.anonymous_id:
+    if not update.anonymous_id:
+        return out
+    if rec.anonymous_id == update.anonymous_id:
+        if not (update.user_id and rec.anonymous_user_id is None):
+            return out
+        rec.anonymous_user_id = update.user_id  # now known to be this person's app: the keys are told
+        out.notices = _adopt_notices(rec, update.device, update.at)
         return out
     other_person = update.user_id is not None and rec.user_id not in (None, update.user_id)
     if other_person or is_older(update.at, None, rec.reassigned_at, None):
@@ -266,18 +277,23 @@ def apply_adopt(rec: DeviceRecord, update: DeviceIndexUpdate) -> IndexOutcome:
         return out  # an older SDK call than the one adopted: the newest wins
     rec.anonymous_id, rec.anonymous_id_at = update.anonymous_id, update.at
     rec.anonymous_user_id = update.user_id
-    out.notices = [
+    out.notices = _adopt_notices(rec, update.device, update.at)
+    return out
+
+
+def _adopt_notices(rec: DeviceRecord, device: str, at: str) -> list[DeviceLinked]:
+    """The record's SDK anonymousId (when its call happened, whose app) to every device key of the id."""
+    return [
         DeviceLinked(
             device_key=k,
-            via=update.device,
-            linked_at=update.at,
+            via=device,
+            linked_at=at,
             anonymous_id=rec.anonymous_id,
             anonymous_id_at=rec.anonymous_id_at,
             anonymous_user_id=rec.anonymous_user_id,
         )
         for k in rec.device_keys
     ]
-    return out
 
 
 def _answer_reinstall(out: IndexOutcome, update: DeviceIndexUpdate) -> IndexOutcome:

@@ -149,10 +149,12 @@ def may_adopt(
 ) -> bool:
     """Whether the device may adopt an SDK anonymousId seen at `seen_at` next to userId `seen_with`: never
     one an earlier owner used, never one seen with another person than the device's owner, never one seen
-    before the device last changed hands (it may be the previous owner's app)."""
+    before the device last changed hands (it may be the previous owner's app). A device someone owns adopts
+    only an anonymousId seen with that person's userId: an anonymous SDK call may be a buyer's new app."""
     own = state.ownership
     if anonymous_id in own.retired_anonymous_ids:
         return False
-    if seen_with and owner_of(state) not in (None, seen_with):
+    owner = owner_of(state)
+    if owner is not None and seen_with != owner:
         return False
     return not (own.reassigned_at and is_older(seen_at, None, own.reassigned_at, None))

@@ -248,3 +248,17 @@ def test_postback_naming_another_person_hands_over_by_event_time() -> None:
     }
     anonymous, _ = resolve(postback(None, T3, "e-3"), after, KEY, settings())
     assert anonymous.user_id == "user-B" and anonymous.anonymous_id == identity.anonymous_id
+
+
+def test_an_owned_device_adopts_only_its_owners_sdk_anonymous_id() -> None:
+    """A buyer's new app sends anonymous SDK calls before the buyer's link arrives: never paired with A."""
+    anonymous = DeviceLinked(
+        device_key=KEY, via=DEV, linked_at=T2, anonymous_id="sdk-new", anonymous_id_at=T2
+    )
+    state, messages = apply_link(owned_by_a(), anonymous, KEY, settings())
+    assert (state.sdk_anonymous_id, messages) == (A_ANON, [])
+    named = anonymous.model_copy(update={"anonymous_id": "sdk-A-2", "anonymous_user_id": "user-A"})
+    state, messages = apply_link(owned_by_a(), named, KEY, settings())  # A reinstalled the app
+    assert state.sdk_anonymous_id == "sdk-A-2" and {m.get("userId") for m in messages} <= {"user-A"}
+    fresh, _ = apply_link(AttributionProfile(), anonymous, KEY, settings())  # nobody's device yet
+    assert fresh.sdk_anonymous_id == "sdk-new"
