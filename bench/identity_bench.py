@@ -20,11 +20,12 @@ Population (sizes by flag, seeded):
   and `Purchase` postbacks (`event_value`, `currency`, `order_id`); shared devices too.
 - **resold devices** (~1 per 25 users, two people each, apart from the users above): *re-delivered*: the
   seller logs in through the signed Segment webhook in phase 2 (an identify with the app's SDK anonymousId,
-  an email and the call's own `timestamp`) and buys in phase 3; *late*: the seller's login is written in
-  phase 2 but only delivered after the buyer's link (a webhook backlog; its anonymous history then belongs,
-  by convention, to the first person linked: the buyer). Phase 4, *resale*: the buyer is linked through the
-  links API, then the seller's login body is delivered again (the same bytes, its old timestamp); once the
-  buyer's identify arrived, the buyer sends events and purchases.
+  an email and the call's own `timestamp`) and buys in phase 3; *late*: the device sends only its install
+  before the sale (whose anonymous install nobody can place: it goes with whichever login the device hears
+  of first), and the seller's login is written in phase 2 but only delivered after the buyer's link (a
+  webhook backlog). Phase 4, *resale*: the buyer is linked through the links API, then the seller's login
+  body is delivered again (the same bytes, its old timestamp); once the buyer's identify arrived, the buyer
+  sends events and purchases.
 
 The bench waits until every accepted postback's track arrived (and nothing new arrived for a moment),
 bounded by `--timeout` per phase, then computes, after dropping repeated messageIds:
@@ -329,8 +330,7 @@ def build_population(seed: int, n_users: int, n_devices: int) -> Population:
         counter += 1
         seller, buyer = f"seller-{seed}-{i:04d}", f"buyer-{seed}-{i:04d}"
         kind = "redelivered" if i % 2 == 0 else "late"
-        # A late seller's anonymous history belongs, by convention, to the first person linked: the buyer.
-        device = new_device(rng, counter, seller if kind == "redelivered" else buyer, "ios", "resold")
+        device = new_device(rng, counter, seller, "ios", "resold")
         resales.append(Resale(device, seller, buyer, kind, f"sdk-{seller}"))
     return Population(users, shared, junk_links, rng, resales)
 
@@ -475,7 +475,16 @@ async def phase_anonymous(pop: Population, traffic: Traffic) -> None:
         await traffic.install(device, 1, device.owner)
         await traffic.events(device, 1, device.owner, traffic.rng.randint(2, 3))
 
-    await _each([*pop.personal_devices, *pop.shared, *(r.device for r in pop.resales)], device_run)
+    async def late_run(resale: Resale) -> None:
+        await traffic.install(resale.device, 1, None)  # who installed is unknown until someone logs in
+
+    await asyncio.gather(
+        _each(
+            [*pop.personal_devices, *pop.shared, *(r.device for r in pop.resales if r.kind != "late")],
+            device_run,
+        ),
+        _each([r for r in pop.resales if r.kind == "late"], late_run),
+    )
 
 
 def seller_login(resale: Resale) -> bytes:
@@ -702,6 +711,9 @@ def score(pop: Population, traffic: Traffic, raw_messages: list[dict[str, Any]])
     anon_device: dict[str, set[str]] = defaultdict(set)
     # anonymousId -> who really sent the postbacks whose tracks carry it (ground truth; resold devices).
     anon_actors: dict[str, set[str]] = defaultdict(set)
+    for resale in pop.resales:  # ground truth: the seller's app's SDK anonymousId is the seller's
+        anon_device[resale.sdk_anonymous_id].add(resale.device.key)
+        anon_actors[resale.sdk_anonymous_id].add(resale.seller)
     for msg in messages:
         kseg = (msg.get("context") or {}).get("kseg") or {}
         key = kseg.get("kochava_device_id")
