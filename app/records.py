@@ -220,6 +220,8 @@ class DeviceLinked(Record):
     phone_hash: str | None = None
     via: str
     linked_at: str = Field(default_factory=utc_now_iso)
+    #: The ref (link id / event id) of the link that made this person current: breaks ties on `linked_at`.
+    link_ref: str | None = None
     shared: bool = False
     # Inheritance: the first touch of the device id's original install, for a new device key seen with
     # that id (a reinstall); `confirmed` when the reinstall's `reprocess_for` names that install.
@@ -229,8 +231,12 @@ class DeviceLinked(Record):
     # The answer to a reinstall's observation (sent whether or not there is a first touch to inherit),
     # so the reinstalled device knows when to stop parking its postbacks.
     answers_reinstall: bool = False
-    # The app's SDK anonymousId for this device, to adopt (never sent for a shared device id).
+    # The app's SDK anonymousId for this device, to adopt (never sent for a shared device id), and when
+    # the SDK call that brought it happened (a device that changed hands since refuses it).
     anonymous_id: str | None = None
+    anonymous_id_at: str | None = None
+    #: The userId that SDK call named, if any: the anonymousId is that person's app's.
+    anonymous_user_id: str | None = None
 
 
 LifecycleStage = Literal["installed", "active", "converted", "reengaged", "reinstalled"]
@@ -255,6 +261,21 @@ class LifecycleState(BaseModel):
     ltv_tier: str | None = None
     #: The lifecycle traits as last sent to Segment, so an identify goes out only when one changes.
     sent: JSONDict = Field(default_factory=dict)
+
+
+class Ownership(BaseModel):
+    """Who a device belongs to now and since when (app.identity.person): links are ordered by when they
+    happened, and a new owner never inherits the anonymousIds an earlier person used on the device."""
+
+    #: (time, ref) of the link that made the current person the owner; an older link never overrides it.
+    linked_at: str | None = None
+    link_ref: str | None = None
+    #: The userId whose history the device's current anonymousId belongs to (None: nobody's yet).
+    anonymous_owner: str | None = None
+    #: When the device last changed hands: an SDK anonymousId seen before then may be the previous owner's.
+    reassigned_at: str | None = None
+    #: anonymousIds earlier owners used on this device: never sent again next to another person's userId.
+    retired_anonymous_ids: list[str] = Field(default_factory=list)
 
 
 class AttributionProfile(BaseModel):
@@ -293,6 +314,8 @@ class AttributionProfile(BaseModel):
     sdk_anonymous_id: str | None = None
     # iOS ATT status as last seen on a postback (usable IDFA: authorized; zeroed: not), for Kochava S2S.
     att_authorized: bool | None = None
+    # Person vs device state (docs/identity.md): the current owner, link order, earlier owners' anonymousIds.
+    ownership: Ownership = Field(default_factory=Ownership)
 
 
 # ---------------------------------------------------------------------------------------------

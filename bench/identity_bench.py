@@ -18,6 +18,14 @@ Population (sizes by flag, seeded):
 - phase 3, *after login*: ~10 % of logged-in users **reinstall** (new Kochava id, same IDFV/Android id,
   `reprocess_for=<original install id>`, then a link of the new id), then every device sends in-app events
   and `Purchase` postbacks (`event_value`, `currency`, `order_id`); shared devices too.
+- **resold devices** (~1 per 25 users, two people each, apart from the users above): *re-delivered*: the
+  seller logs in through the signed Segment webhook in phase 2 (an identify with the app's SDK anonymousId,
+  an email and the call's own `timestamp`) and buys in phase 3; *late*: the device sends only its install
+  before the sale (whose anonymous install nobody can place: it goes with whichever login the device hears
+  of first), and the seller's login is written in phase 2 but only delivered after the buyer's link (a
+  webhook backlog). Phase 4, *resale*: the buyer is linked through the links API, then the seller's login
+  body is delivered again (the same bytes, its old timestamp); once the buyer's identify arrived, the buyer
+  sends events and purchases.
 
 The bench waits until every accepted postback's track arrived (and nothing new arrived for a moment),
 bounded by `--timeout` per phase, then computes, after dropping repeated messageIds:
@@ -46,6 +54,20 @@ reinstall: the original install's). Target 100 %.
 **junk id leaks** — Segment messages carrying a junk id as an id or device field, plus junk-only links the
 API accepted. Target 0.
 
+**messageIds reused** — messageIds that arrived with two different contents (Segment would drop the second
+as a duplicate). Counted before dropping repeats. Target 0.
+
+**calls tying two people** — calls with a userId whose anonymousId (`previousId` for alias) is also paired
+with another person's userId on some call, or is the SDK anonymousId of another person's app, or whose
+`email_sha256` is another person's. Target 0.
+
+**resale wrong merges** — on resold devices: tracks whose userId is not the person who sent the event, and
+tying calls whose anonymousId carries the other owner's events. Target 0.
+
+**buyer events attributed** — the buyers' postbacks whose track carries the buyer's userId. Target 100 %.
+Device ids (`context.device`) are device-scoped (docs/identity.md): a resold device's ids appear with both
+owners by design, so they are not counted as ties for it.
+
     python -m bench.identity_bench                  # default 300 users / 400 devices
     python -m bench.identity_bench --smoke --json   # seconds of traffic: proves every figure is produced
 
@@ -58,6 +80,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import os
 import platform
 import random
@@ -68,6 +92,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -108,7 +133,12 @@ TARGETS: dict[str, tuple[str, float]] = {
     "attribution_carried": (">=", 1.0),
     "purchases_enriched": (">=", 1.0),
     "junk_id_leaks": ("<=", 0.0),
+    "message_ids_reused": ("<=", 0.0),
+    "calls_tying_two_people": ("<=", 0.0),
+    "resale_wrong_merges": ("<=", 0.0),
+    "buyer_events_attributed": (">=", 1.0),
 }
+WEBHOOK_SECRET = "identity-bench-webhook"
 
 
 def say(text: str) -> None:
@@ -175,11 +205,28 @@ class Sent:
 
 
 @dataclass
+class Resale:
+    """A device sold by one person to another: `redelivered` (the seller's login arrived before the sale and
+    again after it) or `late` (the seller's older login arrives only after the buyer's link)."""
+
+    device: Device
+    seller: str
+    buyer: str
+    kind: str  # redelivered | late
+    sdk_anonymous_id: str  # the seller's app's Segment anonymousId
+    login: bytes = b""  # the seller's signed webhook identify, exactly as delivered
+
+    def email(self, who: str) -> str:
+        return f"{who}@example.com"
+
+
+@dataclass
 class Population:
     users: list[User]
     shared: list[Device]
     junk_links: list[dict[str, Any]]
     rng: random.Random
+    resales: list[Resale] = field(default_factory=list)
 
     @property
     def personal_devices(self) -> list[Device]:
@@ -204,6 +251,8 @@ class Population:
                 1 for d in self.personal_devices if d.ad_usable is None and d.ad_sent != ZERO_IDFA
             ),
             "junk_only_links": len(self.junk_links),
+            "resold_devices_redelivered_login": sum(1 for r in self.resales if r.kind == "redelivered"),
+            "resold_devices_late_login": sum(1 for r in self.resales if r.kind == "late"),
         }
 
 
@@ -276,7 +325,14 @@ def build_population(seed: int, n_users: int, n_devices: int) -> Population:
         {"user_id": users[0].user_id, "adid": "-1", "idfv": "{idfv}"},
         {"user_id": users[0].user_id, "idfa": "{idfa}", "android_id": "null"},
     ]
-    return Population(users, shared, junk_links, rng)
+    resales: list[Resale] = []
+    for i in range(max(2, n_users // 25)):
+        counter += 1
+        seller, buyer = f"seller-{seed}-{i:04d}", f"buyer-{seed}-{i:04d}"
+        kind = "redelivered" if i % 2 == 0 else "late"
+        device = new_device(rng, counter, seller, "ios", "resold")
+        resales.append(Resale(device, seller, buyer, kind, f"sdk-{seller}"))
+    return Population(users, shared, junk_links, rng, resales)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +360,7 @@ class Traffic:
     async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         """One request with bounded retries on 503 and connection errors; (status, body)."""
         headers = {"Authorization": f"Bearer {LINK_TOKEN if path.startswith(LINKS_PATH) else TOKEN}"}
+        headers.update(kwargs.pop("headers", None) or {})
         status: int = 0
         body: dict[str, Any] = {}
         for attempt in range(REQUEST_ATTEMPTS):
@@ -384,6 +441,14 @@ class Traffic:
             self.links_failed += 1
         return status
 
+    async def webhook(self, body: bytes) -> int:
+        """One Segment webhook delivery, signed like Segment signs it (HMAC-SHA1 of the raw body)."""
+        signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha1).hexdigest()
+        headers = {"X-Signature": signature, "Content-Type": "application/json"}
+        status, _ = await self._request("POST", "/v1/segment/webhook", data=body, headers=headers)
+        self.statuses[f"webhook_{status}"] += 1
+        return status
+
     def link_body(self, device: Device, email: str | None) -> dict[str, Any]:
         """A random non-empty subset of the device's usable ids, sometimes with a junk id beside them."""
         usable = {"kochava_device_id": device.key, device.vendor_param: device.vendor_id}
@@ -410,7 +475,78 @@ async def phase_anonymous(pop: Population, traffic: Traffic) -> None:
         await traffic.install(device, 1, device.owner)
         await traffic.events(device, 1, device.owner, traffic.rng.randint(2, 3))
 
-    await _each([*pop.personal_devices, *pop.shared], device_run)
+    async def late_run(resale: Resale) -> None:
+        await traffic.install(resale.device, 1, None)  # who installed is unknown until someone logs in
+
+    await asyncio.gather(
+        _each(
+            [*pop.personal_devices, *pop.shared, *(r.device for r in pop.resales if r.kind != "late")],
+            device_run,
+        ),
+        _each([r for r in pop.resales if r.kind == "late"], late_run),
+    )
+
+
+def seller_login(resale: Resale) -> bytes:
+    """The seller's app's identify at login, timed now (its own `timestamp`), as the webhook delivers it."""
+    device = resale.device
+    return orjson.dumps(
+        {
+            "type": "identify",
+            "messageId": f"login-{resale.seller}",
+            "userId": resale.seller,
+            "anonymousId": resale.sdk_anonymous_id,
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "traits": {"email": resale.email(resale.seller)},
+            "context": {"device": {"type": "ios", "advertisingId": device.ad_usable, "id": device.vendor_id}},
+        }
+    )
+
+
+async def phase_seller_login(pop: Population, traffic: Traffic) -> None:
+    """Sellers log in through the webhook; a late seller's login is written now, delivered after the sale."""
+
+    async def run(resale: Resale) -> None:
+        resale.login = seller_login(resale)
+        if resale.kind == "redelivered":
+            await traffic.webhook(resale.login)
+            resale.device.linked_users.append(resale.seller)
+
+    await _each(pop.resales, run)
+
+
+async def phase_seller_buys(pop: Population, traffic: Traffic) -> None:
+    async def run(resale: Resale) -> None:
+        if resale.kind == "redelivered":
+            await traffic.events(resale.device, 3, resale.seller, 1)
+            await traffic.purchase(resale.device, resale.seller)
+
+    await _each(pop.resales, run)
+
+
+async def phase_resale_links(pop: Population, traffic: Traffic) -> None:
+    """The buyer is linked (links API, timed by its arrival), then the seller's older login is delivered."""
+
+    async def run(resale: Resale) -> None:
+        device = resale.device
+        body = {
+            "kochava_device_id": device.key,
+            "idfv": device.vendor_id,
+            "email": resale.email(resale.buyer),
+        }
+        await traffic.link(resale.buyer, body)
+        device.linked_users.append(resale.buyer)
+        await traffic.webhook(resale.login)  # a re-delivery, or the late seller's first delivery
+
+    await _each(pop.resales, run)
+
+
+async def phase_buyer_uses(pop: Population, traffic: Traffic) -> None:
+    async def run(resale: Resale) -> None:
+        await traffic.events(resale.device, 3, resale.buyer, 2)
+        await traffic.purchase(resale.device, resale.buyer)
+
+    await _each(pop.resales, run)
 
 
 async def phase_login(pop: Population, traffic: Traffic) -> None:
@@ -554,25 +690,41 @@ def _has_junk(msg: dict[str, Any]) -> bool:
 def score(pop: Population, traffic: Traffic, raw_messages: list[dict[str, Any]]) -> dict[str, Any]:
     """Every metric and the counts behind it, from the emulator's messages and the ground truth."""
     by_id: dict[str, dict[str, Any]] = {}
+    contents: dict[str, set[bytes]] = defaultdict(set)
     for msg in raw_messages:
         by_id.setdefault(msg["messageId"], msg)
+        contents[msg["messageId"]].add(orjson.dumps(msg, option=orjson.OPT_SORT_KEYS))
+    reused_ids = sum(1 for variants in contents.values() if len(variants) > 1)
     messages = list(by_id.values())
+    resold = {r.device.key: r for r in pop.resales}
     devices = {d.key: d for u in pop.users for d in u.devices} | {d.key: d for d in pop.shared}
+    devices |= {r.device.key: r.device for r in pop.resales}
     owner_of_id: dict[str, set[str | None]] = defaultdict(set)
     for d in devices.values():
+        if d.key in resold:
+            continue  # device ids are device-scoped: a resold device's ids appear with both owners by design
         for value in (d.vendor_id, d.ad_usable):
             if value:
                 owner_of_id[value].add(d.owner)
 
     # anonymousId -> device key, learnt from the postback calls (they carry context.kseg).
     anon_device: dict[str, set[str]] = defaultdict(set)
+    # anonymousId -> who really sent the postbacks whose tracks carry it (ground truth; resold devices).
+    anon_actors: dict[str, set[str]] = defaultdict(set)
+    for resale in pop.resales:  # ground truth: the seller's app's SDK anonymousId is the seller's
+        anon_device[resale.sdk_anonymous_id].add(resale.device.key)
+        anon_actors[resale.sdk_anonymous_id].add(resale.seller)
     for msg in messages:
-        key = ((msg.get("context") or {}).get("kseg") or {}).get("kochava_device_id")
+        kseg = (msg.get("context") or {}).get("kseg") or {}
+        key = kseg.get("kochava_device_id")
         if key and msg.get("anonymousId"):
             anon_device[msg["anonymousId"]].add(key)
+            sent_by = traffic.sent.get(kseg.get("event_id") or "")
+            if sent_by is not None and sent_by.actor:
+                anon_actors[msg["anonymousId"]].add(sent_by.actor)
 
     joined: dict[str, set[str]] = defaultdict(set)  # userId -> anonymousIds joined to it
-    tying = wrong = unverifiable = 0
+    tying = wrong = unverifiable = resale_wrong = 0
     wrong_by_type: Counter[str] = Counter()
     wrong_examples: list[dict[str, Any]] = []
     for msg in messages:
@@ -586,7 +738,7 @@ def score(pop: Population, traffic: Traffic, raw_messages: list[dict[str, Any]])
         if not (anon or dev_ids):
             continue
         tying += 1
-        bad = False
+        bad = on_resold = False
         if kind == "track":
             event_id = ((msg.get("context") or {}).get("kseg") or {}).get("event_id")
             sent = traffic.sent.get(event_id or "")
@@ -595,11 +747,16 @@ def score(pop: Population, traffic: Traffic, raw_messages: list[dict[str, Any]])
                 bad = True
             else:
                 bad = sent.actor != user
+                on_resold = sent.device.key in resold
         if anon:
             keys = anon_device.get(anon)
             if not keys:
                 unverifiable += 1
                 bad = True
+            elif keys & resold.keys():
+                # A resold device has two owners over time: the anonymousId is whoever's events it carries.
+                on_resold = True
+                bad = bad or len(keys) > 1 or bool(anon_actors[anon] - {user})
             elif len(keys) > 1 or any(devices[k].owner != user for k in keys if k in devices):
                 bad = True
         for value in dev_ids:
@@ -608,6 +765,7 @@ def score(pop: Population, traffic: Traffic, raw_messages: list[dict[str, Any]])
                 bad = True
         if bad:
             wrong += 1
+            resale_wrong += on_resold
             wrong_by_type[str(kind)] += 1
             if len(wrong_examples) < 5:
                 wrong_examples.append(
@@ -669,6 +827,34 @@ def score(pop: Population, traffic: Traffic, raw_messages: list[dict[str, Any]])
     enriched = sum(enriched_by_kind.values())
 
     junk_messages = sum(1 for msg in messages if _has_junk(msg))
+
+    # Calls tying two people: one anonymousId paired with two persons' userIds, or another person's hash.
+    persons_of_anon: dict[str, set[str]] = defaultdict(set)
+    for resale in pop.resales:
+        persons_of_anon[resale.sdk_anonymous_id].add(resale.seller)
+    for msg in messages:
+        anon = msg.get("previousId") if msg.get("type") == "alias" else msg.get("anonymousId")
+        if msg.get("userId") and anon:
+            persons_of_anon[anon].add(msg["userId"])
+    people = [u.user_id for u in pop.users] + [p for r in pop.resales for p in (r.seller, r.buyer)]
+    hash_owner = {hashlib.sha256(f"{p}@example.com".encode()).hexdigest(): p for p in people}
+    tying_two = 0
+    tying_examples: list[dict[str, Any]] = []
+    for msg in messages:
+        user = msg.get("userId")
+        anon = msg.get("previousId") if msg.get("type") == "alias" else msg.get("anonymousId")
+        if not user:
+            continue
+        foreign_hash = hash_owner.get((msg.get("traits") or {}).get("email_sha256") or "", user) != user
+        if (anon and persons_of_anon[anon] - {user}) or foreign_hash:
+            tying_two += 1
+            if len(tying_examples) < 5:
+                tying_examples.append(
+                    {k: msg.get(k) for k in ("type", "userId", "anonymousId", "previousId")}
+                )
+    buyers = {r.buyer for r in pop.resales}
+    buyer_sent = [s for s in traffic.sent.values() if s.actor in buyers and s.phase == 3]
+    buyer_ok = sum(1 for s in buyer_sent if (tracks.get(s.event_id) or {}).get("userId") == s.actor)
     aliases = [m for m in messages if m.get("type") == "alias"]
     alias_devices = Counter(a.get("previousId") for a in aliases)
     return {
@@ -678,6 +864,10 @@ def score(pop: Population, traffic: Traffic, raw_messages: list[dict[str, Any]])
             "attribution_carried": _ratio(carried, len(logged)),
             "purchases_enriched": _ratio(enriched, len(purchases)),
             "junk_id_leaks": junk_messages + traffic.junk_links_accepted,
+            "message_ids_reused": reused_ids,
+            "calls_tying_two_people": tying_two,
+            "resale_wrong_merges": resale_wrong,
+            "buyer_events_attributed": _ratio(buyer_ok, len(buyer_sent)),
         },
         "details": {
             "tying_calls": tying,
@@ -695,6 +885,9 @@ def score(pop: Population, traffic: Traffic, raw_messages: list[dict[str, Any]])
             "purchases_by_device_kind": dict(total_by_kind),
             "purchases_enriched_by_device_kind": dict(enriched_by_kind),
             "junk_id_messages": junk_messages,
+            "calls_tying_two_people_examples": tying_examples,
+            "buyer_events": len(buyer_sent),
+            "buyer_events_with_buyer_user_id": buyer_ok,
             "junk_only_links_accepted": traffic.junk_links_accepted,
             "postbacks_accepted": len(traffic.sent),
             "tracks_missing": len(missing),
@@ -773,6 +966,7 @@ async def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     "KSEG_NAMESPACE": NAMESPACE,
                     "KSEG_SHARED_DEVICE_THRESHOLD": str(SHARED_THRESHOLD),
                     "SEGMENT_WRITE_KEY": "identity-bench-key",
+                    "SEGMENT_WEBHOOK_SECRET": WEBHOOK_SECRET,
                 },
             )
             connector = aiohttp.TCPConnector(limit=args.concurrency)
@@ -795,10 +989,10 @@ async def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                         args.timeout,
                     )
 
-                    say("phase 2: late logins, shared devices, junk-only links ...")
-                    await phase_login(pop, traffic)
+                    say("phase 2: late logins, shared devices, junk-only links, sellers' webhook logins ...")
+                    await asyncio.gather(phase_login(pop, traffic), phase_seller_login(pop, traffic))
                     expected = len([d for d in pop.personal_devices if d.owner and d.linked_users])
-                    expected += len(pop.shared)
+                    expected += len(pop.shared) + sum(1 for r in pop.resales if r.kind == "redelivered")
                     say(f"  {traffic.links_ok} links accepted, {traffic.links_failed} refused")
                     drained &= await drain(
                         arrivals,
@@ -809,13 +1003,38 @@ async def run_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     )
 
                     say("phase 3: reinstalls, events and purchases after login ...")
-                    await phase_after_login(pop, traffic, [0])
+                    await asyncio.gather(
+                        phase_after_login(pop, traffic, [0]), phase_seller_buys(pop, traffic)
+                    )
                     say(f"  sent {len(traffic.sent)} postbacks in all")
                     drained &= await drain(
                         arrivals,
                         dep,
                         lambda: traffic.sent.keys() <= arrivals.event_ids,
                         "phase 3",
+                        args.timeout,
+                    )
+
+                    say("phase 4: resale: buyers linked, the sellers' older logins delivered again ...")
+                    await phase_resale_links(pop, traffic)
+                    buyers = {r.buyer for r in pop.resales}
+
+                    def buyers_identified() -> bool:
+                        seen = {m.get("userId") for m in segment.messages if m.get("type") == "identify"}
+                        return buyers <= seen
+
+                    drained &= await drain(
+                        arrivals, dep, buyers_identified, "the buyers' identifies", args.timeout
+                    )
+                    await asyncio.sleep(
+                        QUIET_SECONDS
+                    )  # the sellers' replayed logins reach the devices meanwhile
+                    await phase_buyer_uses(pop, traffic)
+                    drained &= await drain(
+                        arrivals,
+                        dep,
+                        lambda: traffic.sent.keys() <= arrivals.event_ids,
+                        "phase 4",
                         args.timeout,
                     )
                 finally:

@@ -11,6 +11,7 @@ import orjson
 
 from app import topics
 from app.config import Settings
+from app.identity.agents import index_limits
 from app.identity.index import apply_update
 from app.identity.records import DeviceIndexUpdate, DeviceRecord
 from app.mapping import ProfileRegistry
@@ -72,7 +73,7 @@ class Tables:
         queue = [DeviceIndexUpdate.model_validate(value) for value in self.take(topics.DEVICE_INDEX)]
         while queue:
             update = queue.pop(0)
-            out = apply_update(self.index.get(update.device), update, self.config.settings)
+            out = apply_update(self.index.get(update.device), update, index_limits(self.config.settings))
             self.index[update.device] = out.record
             notices += out.notices
             queue += out.forward  # an accepted SDK anonymousId claim's adopts, as the index agent sends them

@@ -17,7 +17,7 @@ import orjson
 from prometheus_client import Counter
 
 from app.dlq.writer import dead_letter_record
-from app.identity.index import apply_update, link_updates
+from app.identity.index import IndexLimits, apply_update, link_updates
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
 from app.metrics import DeadLetterMetrics
@@ -67,6 +67,11 @@ async def handle_link(
     return len(updates)
 
 
+def index_limits(settings: IdentitySettings) -> IndexLimits:
+    """The device index's limits from KSEG_MAX_IDS_PER_PROFILE and KSEG_SHARED_DEVICE_THRESHOLD."""
+    return IndexLimits(settings.kseg_max_ids_per_profile, settings.kseg_shared_device_threshold)
+
+
 async def handle_index_update(
     key: bytes | None,
     value: bytes | None,
@@ -88,7 +93,7 @@ async def handle_index_update(
     table_key = key or update.device.encode()
     stored = table.get(table_key)
     record = DeviceRecord.model_validate(orjson.loads(stored)) if stored else None
-    outcome = apply_update(record, update, settings)
+    outcome = apply_update(record, update, index_limits(settings))
     for reason in outcome.refused:
         identity_metrics.merges_refused.labels(reason=reason).inc()
     for notice in outcome.notices:

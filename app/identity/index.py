@@ -8,8 +8,8 @@ are idempotent) instead of losing them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
+from app.identity.person import is_older
 from app.identity.records import (
     SDK_ANONYMOUS_ID,
     DeviceIndexUpdate,
@@ -17,7 +17,6 @@ from app.identity.records import (
     LinkRequest,
 )
 from app.records import DeviceLinked
-from app.sections import IdentitySettings
 
 
 @dataclass
@@ -31,28 +30,27 @@ class IndexOutcome:
     forward: list[DeviceIndexUpdate] = field(default_factory=list)
 
 
-def _older(at: str, than: str | None) -> bool:
-    """True when `at` is strictly before `than` (ISO-8601; unparsable times never count as older)."""
-    if than is None:
-        return False
-    try:
-        return datetime.fromisoformat(at.replace("Z", "+00:00")) < datetime.fromisoformat(
-            than.replace("Z", "+00:00")
-        )
-    except ValueError:
-        return False
+@dataclass(frozen=True)
+class IndexLimits:
+    """The index's limits as plain values: device keys kept per id (and ids per SDK anonymousId claim,
+    times the id types), and distinct users past which an id is shared."""
 
+    max_ids_per_profile: int
+    shared_device_threshold: int
 
-def max_users(settings: IdentitySettings) -> int:
-    """User ids kept per device: one past the shared threshold is all the decision needs."""
-    return settings.kseg_shared_device_threshold + 1
+    @property
+    def max_users(self) -> int:
+        """User ids kept per device: one past the shared threshold is all the decision needs."""
+        return self.shared_device_threshold + 1
 
 
 def _notice(
     record: DeviceRecord, device: str, device_key: str, at: str, *, link: bool = True, inherit: bool = False
 ) -> DeviceLinked:
     """A notice to one device key: who it belongs to (`link`) and/or the first touch it inherits."""
-    notice = DeviceLinked(device_key=device_key, via=device, linked_at=record.linked_at or at)
+    notice = DeviceLinked(
+        device_key=device_key, via=device, linked_at=record.linked_at or at, link_ref=record.link_ref
+    )
     if link:
         notice.user_id, notice.email_hash, notice.phone_hash = (
             record.user_id,
@@ -85,9 +83,7 @@ def inherits_first_touch(
     return key_new or (over_cap and confirmed), confirmed
 
 
-def apply_update(
-    record: DeviceRecord | None, update: DeviceIndexUpdate, settings: IdentitySettings
-) -> IndexOutcome:
+def apply_update(record: DeviceRecord | None, update: DeviceIndexUpdate, limits: IndexLimits) -> IndexOutcome:
     """Record one observation or link for one typed device id.
 
     - observed: remember the device key; a new key of a linked device is told who it belongs to. The
@@ -99,7 +95,7 @@ def apply_update(
     """
     rec = record.model_copy(deep=True) if record else DeviceRecord()
     if update.kind == "claim":
-        return apply_claim(rec, update, settings)
+        return apply_claim(rec, update, limits)
     if update.kind == "adopt":
         return apply_adopt(rec, update)
     out = IndexOutcome(record=rec)
@@ -108,7 +104,7 @@ def apply_update(
     key_new = over_cap = False
     key = update.device_key
     if key and key not in rec.device_keys:
-        if len(rec.device_keys) >= settings.kseg_max_ids_per_profile:
+        if len(rec.device_keys) >= limits.max_ids_per_profile:
             out.refused.append("cap")  # too many devices behind one id: never fan a link out to them
             over_cap = True
         else:
@@ -131,10 +127,10 @@ def apply_update(
         user = update.user_id
         if user and user not in rec.user_ids:
             rec.user_ids.append(user)
-            if len(rec.user_ids) > settings.kseg_shared_device_threshold:
+            if len(rec.user_ids) > limits.shared_device_threshold:
                 rec.shared = True
                 rec.user_id = rec.email_hash = rec.phone_hash = None
-                rec.user_ids = rec.user_ids[: max_users(settings)]
+                rec.user_ids = rec.user_ids[: limits.max_users]
                 rec.conflicts += 1
                 out.refused.append("shared_device")
                 out.notices = [
@@ -142,16 +138,7 @@ def apply_update(
                     for k in rec.device_keys
                 ]
                 return out
-        stale = _older(update.at, rec.linked_at)
-        if user and user != rec.user_id and not stale:
-            rec.user_id, rec.linked_at, changed = user, update.at, True
-        for name in ("email_hash", "phone_hash"):
-            value = getattr(update, name)
-            if value and value != getattr(rec, name) and not stale:
-                setattr(rec, name, value)
-                changed = True
-        if rec.linked_at is None and changed:
-            rec.linked_at = update.at
+        changed = apply_person(rec, update)
 
     inherit, confirmed = inherits_first_touch(rec, update, key_new, over_cap)
     if rec.user_id or rec.email_hash or rec.phone_hash:
@@ -172,21 +159,69 @@ def apply_update(
     return _answer_reinstall(out, update)
 
 
+def apply_person(rec: DeviceRecord, update: DeviceIndexUpdate) -> bool:
+    """Apply a link's person to the record (in place); True when the record's person changed.
+
+    Links are ordered by when they happened, (`at`, `ref`): an older one never overrides a newer one,
+    whatever the order they arrive in, and an exact re-delivery changes nothing (True only when the record
+    changed: another person, new hashes, or the same person's newer link). A link to another user
+    replaces the whole person (userId and hashes: the previous user's hashes never follow the device) and
+    forgets an SDK anonymousId seen before it (the previous owner's app).
+    """
+    if is_older(update.at, update.ref, rec.linked_at, rec.link_ref):
+        return False
+    user = update.user_id
+    if user and user != rec.user_id:
+        handed_over = rec.user_id is not None
+        if handed_over:
+            rec.reassigned_at = update.at
+        seen_before = handed_over and not is_older(update.at, None, rec.anonymous_id_at, None)
+        if rec.anonymous_id and (seen_before or rec.anonymous_user_id not in (None, user)):
+            rec.anonymous_id = rec.anonymous_id_at = rec.anonymous_user_id = None
+        rec.user_id, rec.email_hash, rec.phone_hash = user, update.email_hash, update.phone_hash
+        rec.linked_at, rec.link_ref = update.at, update.ref
+        return True
+    changed = False
+    for name in ("email_hash", "phone_hash"):
+        value = getattr(update, name)
+        if value and value != getattr(rec, name):
+            setattr(rec, name, value)
+            changed = True
+    if (changed or user) and (update.at, update.ref) != (rec.linked_at, rec.link_ref):
+        # The same person's newer link: the device keys are told too (nothing is sent to Segment), so a
+        # link of someone else older than it, arriving through another of the device's ids, loses.
+        rec.linked_at, rec.link_ref = update.at, update.ref
+        changed = True
+    return changed
+
+
 def _tell_anonymous_id(out: IndexOutcome, rec: DeviceRecord, device: str, key: str, at: str) -> None:
     """Tell one device key the SDK anonymousId adopted for this id (on its notice, or a notice of its own)."""
     for notice in out.notices:
         if notice.device_key == key:
-            notice.anonymous_id = rec.anonymous_id
+            notice.anonymous_id, notice.anonymous_id_at = rec.anonymous_id, rec.anonymous_id_at
+            notice.anonymous_user_id = rec.anonymous_user_id
             return
-    out.notices.append(DeviceLinked(device_key=key, via=device, linked_at=at, anonymous_id=rec.anonymous_id))
+    out.notices.append(
+        DeviceLinked(
+            device_key=key,
+            via=device,
+            linked_at=at,
+            anonymous_id=rec.anonymous_id,
+            anonymous_id_at=rec.anonymous_id_at,
+            anonymous_user_id=rec.anonymous_user_id,
+        )
+    )
 
 
-def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: IdentitySettings) -> IndexOutcome:
+def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, limits: IndexLimits) -> IndexOutcome:
     """An SDK anonymousId claims the device ids it was seen with (record keyed `sdk_anonymous_id:<id>`).
 
     The first claim wins the anonymousId for its device; a later claim sharing no id with it is another
     device and is refused (`anonymous_id_conflict`): one anonymousId never collects two devices' first
-    touches. An accepted claim is forwarded as one `adopt` per device id.
+    touches. An accepted claim is forwarded as one `adopt` per device id new to the claim, or per device id
+    when the anonymousId is named with a userId for the first time (whose app it is decides who may
+    adopt it, docs/identity.md "Person and device").
     """
     out = IndexOutcome(record=rec)
     wanted = [typed for typed in update.claim_ids if not typed.startswith(f"{SDK_ANONYMOUS_ID}:")]
@@ -197,14 +232,18 @@ def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: Identity
         out.refused.append("anonymous_id_conflict")
         return out
     fresh = [typed for typed in wanted if typed not in rec.claim_ids]
-    cap = settings.kseg_max_ids_per_profile * 5  # ids per type x id types: one device's ids at most
+    cap = limits.max_ids_per_profile * 5  # ids per type x id types: one device's ids at most
     rec.claim_ids = [*rec.claim_ids, *fresh][:cap]
     rec.anonymous_id = update.anonymous_id
+    if update.user_id and rec.anonymous_user_id is None:
+        rec.anonymous_user_id = update.user_id
+        fresh = list(rec.claim_ids)  # first named with a person: every id learns whose app it is
     out.forward = [
         DeviceIndexUpdate(
             kind="adopt",
             device=typed,
             anonymous_id=update.anonymous_id,
+            user_id=update.user_id,
             source=update.source,
             at=update.at,
             ref=update.ref,
@@ -215,19 +254,46 @@ def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, settings: Identity
 
 
 def apply_adopt(rec: DeviceRecord, update: DeviceIndexUpdate) -> IndexOutcome:
-    """Adopt an SDK anonymousId for one device id and tell its device keys; never for a shared id."""
+    """Adopt an SDK anonymousId for one device id and tell its device keys; never for a shared id, never
+    one seen before the id last changed hands or named with another user than the id's (the previous
+    owner's app), never over a newer one."""
     out = IndexOutcome(record=rec)
     if rec.shared:
         out.refused.append("shared_device")
         return out
-    if not update.anonymous_id or rec.anonymous_id == update.anonymous_id:
+    if not update.anonymous_id:
         return out
-    rec.anonymous_id = update.anonymous_id
-    out.notices = [
-        DeviceLinked(device_key=k, via=update.device, linked_at=update.at, anonymous_id=rec.anonymous_id)
+    if rec.anonymous_id == update.anonymous_id:
+        if not (update.user_id and rec.anonymous_user_id is None):
+            return out
+        rec.anonymous_user_id = update.user_id  # now known to be this person's app: the keys are told
+        out.notices = _adopt_notices(rec, update.device, update.at)
+        return out
+    other_person = update.user_id is not None and rec.user_id not in (None, update.user_id)
+    if other_person or is_older(update.at, None, rec.reassigned_at, None):
+        out.refused.append("previous_owner")
+        return out
+    if rec.anonymous_id and is_older(update.at, None, rec.anonymous_id_at, None):
+        return out  # an older SDK call than the one adopted: the newest wins
+    rec.anonymous_id, rec.anonymous_id_at = update.anonymous_id, update.at
+    rec.anonymous_user_id = update.user_id
+    out.notices = _adopt_notices(rec, update.device, update.at)
+    return out
+
+
+def _adopt_notices(rec: DeviceRecord, device: str, at: str) -> list[DeviceLinked]:
+    """The record's SDK anonymousId (when its call happened, whose app) to every device key of the id."""
+    return [
+        DeviceLinked(
+            device_key=k,
+            via=device,
+            linked_at=at,
+            anonymous_id=rec.anonymous_id,
+            anonymous_id_at=rec.anonymous_id_at,
+            anonymous_user_id=rec.anonymous_user_id,
+        )
         for k in rec.device_keys
     ]
-    return out
 
 
 def _answer_reinstall(out: IndexOutcome, update: DeviceIndexUpdate) -> IndexOutcome:
@@ -261,6 +327,7 @@ def link_updates(link: LinkRequest) -> list[DeviceIndexUpdate]:
                 kind="claim",
                 device=f"{SDK_ANONYMOUS_ID}:{link.anonymous_id}",
                 anonymous_id=link.anonymous_id,
+                user_id=link.user_id,
                 claim_ids=link.typed_devices(),
                 source=link.source,
                 at=link.requested_at,

@@ -2,18 +2,30 @@
 
 The first link of a device with anonymous history yields one `alias` (anonymousId → userId) and one
 `identify` carrying the install attribution, so destinations that merge by alias (Mixpanel style)
-and Unify both tie the anonymous installs to the user. messageIds derive from (device key, userId),
-so replays and repeated notices collapse in Segment's dedupe.
+and Unify both tie the anonymous installs to the user. Every messageId derives from the message's
+content, so replays and repeated notices collapse in Segment's dedupe and two different messages
+never share an id. A notice older than the device's current link changes no person (`app.identity.person`).
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import orjson
+
 from app.identity.metrics import identity_metrics
+from app.identity.person import (
+    hand_over,
+    is_older,
+    make_shared,
+    may_adopt,
+    owner_of,
+    take_ownership,
+)
 from app.identity.records import id_type
 from app.identity.resolver import effective_anonymous_id
-from app.ids import anonymous_id_for, message_id_for
+from app.ids import KSEG_UUID_NAMESPACE, anonymous_id_for
 from app.lifecycle.traits import lifecycle_traits
 from app.records import Attribution, AttributionProfile, DeviceLinked
 from app.sections import IdentitySettings
@@ -65,8 +77,17 @@ def _context(state: AttributionProfile, with_device: bool) -> dict[str, Any]:
     return context
 
 
-def _link_event_id(device_key: str, user_id: str) -> str:
-    return f"link:{device_key}:{user_id}"
+def content_message_id(namespace: str, message: dict[str, Any]) -> str:
+    """A messageId derived from everything the message says (its `messageId` aside): the same message
+    again gets the same id (Segment drops the repeat), a different one never reuses it."""
+    body = {k: v for k, v in message.items() if k != "messageId"}
+    digest = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+    return str(uuid.uuid5(KSEG_UUID_NAMESPACE, f"{namespace}:call:{digest}"))
+
+
+def _with_id(message: dict[str, Any], namespace: str) -> dict[str, Any]:
+    message["messageId"] = content_message_id(namespace, message)
+    return message
 
 
 def alias_message(
@@ -77,14 +98,14 @@ def alias_message(
     timestamp: str,
     settings: IdentitySettings,
 ) -> dict[str, Any]:
-    return {
+    message = {
         "type": "alias",
         "previousId": anonymous_id,
         "userId": user_id,
-        "messageId": message_id_for(settings.kseg_namespace, _link_event_id(device_key, user_id), "alias"),
         "timestamp": timestamp,
         "context": _context(state, with_device=True),
     }
+    return _with_id(message, settings.kseg_namespace)
 
 
 def identify_message(
@@ -108,13 +129,12 @@ def identify_message(
         "type": "identify",
         "userId": user_id,
         "traits": traits,
-        "messageId": message_id_for(settings.kseg_namespace, _link_event_id(device_key, user_id), "identify"),
         "timestamp": timestamp,
         "context": _context(state, with_device=anonymous_id is not None),
     }
     if anonymous_id is not None:
         message["anonymousId"] = anonymous_id
-    return message
+    return _with_id(message, settings.kseg_namespace)
 
 
 def adopt_first_touch(state: AttributionProfile, notice: DeviceLinked) -> AttributionProfile:
@@ -138,10 +158,12 @@ def adopt_anonymous_id(
 ) -> tuple[AttributionProfile, list[dict[str, Any]]]:
     """Adopt the app's SDK anonymousId a notice carries; send the device's first touch to it at once.
 
-    Never on a shared device. The identify carries the install attribution, acquisition channel and the
-    lifecycle traits (and the userId when the device is linked), with the device's ids in context so
-    Segment ties the SDK's profile to kseg's. Nothing is sent while the device has nothing to say yet: its
-    first postback then goes to the adopted id directly. messageIds derive from (device key, anonymousId).
+    Never on a shared device, never an anonymousId an earlier owner of the device used or one seen before
+    the device last changed hands (`may_adopt`). The identify carries the install attribution,
+    acquisition channel and the lifecycle traits (and the userId when the device is linked), with the
+    device's ids in context so Segment ties the SDK's profile to kseg's. Nothing is sent while the device
+    has nothing to say yet: its first postback then goes to the adopted id directly. The messageId
+    derives from the identify's content.
     """
     sdk_id = notice.anonymous_id
     if not sdk_id or notice.shared or state.device_shared:
@@ -150,8 +172,14 @@ def adopt_anonymous_id(
         return state, []
     if state.sdk_anonymous_id == sdk_id:
         return state, []
+    seen_with = notice.anonymous_user_id
+    if not may_adopt(state, sdk_id, notice.anonymous_id_at or notice.linked_at, seen_with):
+        identity_metrics.merges_refused.labels(reason="previous_owner").inc()
+        return state, []
     new = state.model_copy(deep=True)
     new.sdk_anonymous_id = sdk_id
+    if seen_with and new.ownership.anonymous_owner is None:
+        new.ownership.anonymous_owner = seen_with  # the SDK's history is that person's
     identity_metrics.anonymous_ids_adopted.inc()
     traits = {**attribution_traits(new.first_touch), **lifecycle_traits(new)}
     if not traits:
@@ -162,13 +190,12 @@ def adopt_anonymous_id(
         "type": "identify",
         "anonymousId": sdk_id,
         "traits": traits,
-        "messageId": message_id_for(settings.kseg_namespace, f"adopt:{device_key}:{sdk_id}", "identify"),
         "timestamp": notice.linked_at,
         "context": _context(new, with_device=True),
     }
     if new.user_id:
         message["userId"] = new.user_id
-    return new, [message]
+    return new, [_with_id(message, settings.kseg_namespace)]
 
 
 def apply_link(
@@ -182,15 +209,15 @@ def apply_link(
     - first link of a device with anonymous events: one alias + one identify;
     - same user again: nothing;
     - another user (reassigned device): the new user wins for future events and gets an identify
-      without the anonymousId; the anonymous history stays with the first user (no second alias).
+      without the anonymousId; the anonymous history stays with the first user (no second alias), and
+      the new user starts with none of the previous user's person state (`hand_over`);
+    - a link older than the device's current one (a replayed old login): no person change.
     """
     new = state.model_copy(deep=True)
     new.anonymous_id = state.anonymous_id or anonymous_id_for(settings.kseg_namespace, device_key)
 
     if notice.shared:
-        new.device_shared = True
-        new.user_id = new.email_hash = new.phone_hash = None
-        return new, []
+        return new if state.device_shared else make_shared(new, device_key, settings.kseg_namespace), []
     new = adopt_first_touch(new, notice)
     new, adopted = adopt_anonymous_id(new, notice, device_key, settings)
     anonymous_id = effective_anonymous_id(new, device_key, settings.kseg_namespace)
@@ -213,12 +240,34 @@ def _link(
         identity_metrics.merges_refused.labels(reason="shared_device").inc()
         return new, []
 
+    own = state.ownership
+    if is_older(notice.linked_at, notice.link_ref, own.linked_at, own.link_ref):
+        identity_metrics.merges_refused.labels(reason="stale_link").inc()
+        return new, []  # a replayed or late old link never takes the device back
+    user_id = notice.user_id
+    if user_id and owner_of(new) not in (None, user_id):
+        # Reassigned: none of the previous user's person state follows the device to the new user.
+        new = hand_over(
+            new,
+            device_key,
+            user_id,
+            notice.linked_at,
+            notice.link_ref,
+            settings.kseg_namespace,
+            notice.email_hash,
+            notice.phone_hash,
+        )
+        return new, [
+            identify_message(
+                new, None, user_id, device_key, notice.linked_at, settings, new.email_hash, new.phone_hash
+            )
+        ]
     new.email_hash = notice.email_hash or state.email_hash
     new.phone_hash = notice.phone_hash or state.phone_hash
-    user_id = notice.user_id
     if not user_id:
         return new, []
     new.user_id = user_id
+    take_ownership(new, user_id, notice.linked_at, notice.link_ref)
 
     first_link = (
         state.aliased_user_id is None and state.anonymous_events > 0 and state.user_id in (None, user_id)
@@ -231,12 +280,4 @@ def _link(
             alias_message(new, anonymous_id, user_id, device_key, notice.linked_at, settings),
             identify_message(new, anonymous_id, user_id, device_key, notice.linked_at, settings, *hashes),
         ]
-    if state.user_id in (None, user_id):
-        return new, []  # same user again, or a device linked before it said anything
-    # Reassigned: the previous user's email/phone hashes must not follow the device to the new user.
-    new.email_hash, new.phone_hash = notice.email_hash, notice.phone_hash
-    return new, [
-        identify_message(
-            new, None, user_id, device_key, notice.linked_at, settings, new.email_hash, new.phone_hash
-        )
-    ]
+    return new, []  # same user again, or a device linked before it said anything

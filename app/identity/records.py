@@ -59,6 +59,8 @@ class LinkRequest(BaseModel):
     email_hash: str | None = None
     phone_hash: str | None = None
     devices: DeviceIds = Field(default_factory=DeviceIds)
+    #: When the link happened (the Segment call's own time, the links API's `at`), which orders it against
+    #: the device's other links; never later than when kseg received it.
     requested_at: str = Field(default_factory=utc_now_iso)
     message_id: str | None = None  # the Segment messageId, for webhook links
 
@@ -129,6 +131,9 @@ class DeviceRecord(BaseModel):
     user_ids: list[str] = Field(default_factory=list)
     user_id: str | None = None
     linked_at: str | None = None
+    link_ref: str | None = None
+    #: When the id last passed from one user to another (an SDK anonymousId seen before is refused).
+    reassigned_at: str | None = None
     shared: bool = False
     email_hash: str | None = None
     phone_hash: str | None = None
@@ -137,7 +142,10 @@ class DeviceRecord(BaseModel):
     first_touch: Attribution | None = None
     install_id: str | None = None
     first_touch_key: str | None = None
-    # The SDK anonymousId adopted for this id (newest accepted claim wins) ...
+    # The SDK anonymousId adopted for this id (newest accepted claim wins), when its call happened and
+    # the userId it named ...
     anonymous_id: str | None = None
+    anonymous_id_at: str | None = None
+    anonymous_user_id: str | None = None
     # ... and, on an `sdk_anonymous_id:<id>` record, the device ids that anonymousId belongs to.
     claim_ids: list[str] = Field(default_factory=list)

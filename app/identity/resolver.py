@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.identity.metrics import identity_metrics
+from app.identity.person import hand_over, is_older, owner_of, person_anonymous_id, take_ownership
 from app.identity.records import AD_ID_TYPES, DeviceIndexUpdate, id_type, typed_device_key
 from app.ids import anonymous_id_for, clean_id, normalise_email, normalise_phone, sha256_hex
 from app.records import AttributionProfile, CanonicalEvent, ResolvedIdentity, ResolvedVia
@@ -101,7 +102,9 @@ def _resolve(
     derived from the device key, so every event of a device lands on one profile even before any link.
     An explicit userId links the device unless it is known shared.
     """
-    changes: dict[str, Any] = {"anonymous_id": anonymous_id_for(rules.namespace, device_key)}
+    changes: dict[str, Any] = {
+        "anonymous_id": state.anonymous_id or anonymous_id_for(rules.namespace, device_key)
+    }
     anonymous_id = state.sdk_anonymous_id or changes["anonymous_id"]
 
     event_email = normalise_email(event.email)
@@ -118,14 +121,36 @@ def _resolve(
     via: ResolvedVia
     if explicit:
         user_id, via = explicit, "user_id"
+        own, ref = state.ownership, event.event_id
+        newer = not is_older(event.timestamp, ref, own.linked_at, own.link_ref)
         if state.device_shared:
             identity_metrics.merges_refused.labels(reason="shared_device").inc()
-        else:
-            if state.user_id and state.user_id != explicit:
-                # Reassigned: the previous user's hashes stay with the previous user.
-                changes["email_hash"], changes["phone_hash"] = event_email_hash, event_phone_hash
-                hashed_email, hashed_phone = event_email_hash, event_phone_hash
+        elif owner_of(state) not in (None, explicit):
+            # Another person: only their own hashes; the device passes to them (none of the previous
+            # user's person state follows) unless the event is older than the device's current link.
+            hashed_email, hashed_phone = event_email_hash, event_phone_hash
+            if newer:
+                handed = hand_over(
+                    state.model_copy(update=changes),
+                    device_key,
+                    explicit,
+                    event.timestamp,
+                    ref,
+                    rules.namespace,
+                    hashed_email,
+                    hashed_phone,
+                )
+                changes = {name: getattr(handed, name) for name in type(handed).model_fields}
+            else:
+                changes["email_hash"], changes["phone_hash"] = state.email_hash, state.phone_hash
+        elif newer:
             changes["user_id"] = explicit  # the newest link wins for this device's next events
+            owned = state.model_copy(update={"ownership": state.ownership.model_copy()})
+            take_ownership(owned, explicit, event.timestamp, ref)  # in place, on the copied ownership
+            changes["ownership"] = owned.ownership
+        # Never another person's anonymousId next to this userId (docs/identity.md, "Person and device").
+        current = state.model_copy(update=changes)
+        anonymous_id = person_anonymous_id(current, device_key, explicit, rules.namespace)
     elif state.user_id and not state.device_shared:
         user_id, via = state.user_id, "link"
     elif hashed_email:
@@ -190,7 +215,7 @@ def _observe(
     event (never from the profile) and counted, as Segment's identity limits do.
     """
     cap = rules.max_ids_per_profile
-    at = event.received_at or event.timestamp
+    at = event.timestamp or event.received_at  # a postback's link is ordered by when its event happened
     known_ids = list(state.known_ids)
     usable: list[str] = []
     fresh: list[str] = []

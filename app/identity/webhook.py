@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from app.identity.metrics import identity_metrics
+from app.identity.person import iso, parse_time
 from app.identity.records import LinkRequest
 from app.identity.resolver import email_hash
 from app.ids import clean_id
@@ -127,8 +128,33 @@ def _library(context: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
+#: A Segment call's own time, in order of preference: `timestamp` is Segment's skew-corrected event time,
+#: `originalTimestamp` the sender's, `sentAt` when the sender's library sent it
+#: (docs/reference.md#segment-timestamps).
+CALL_TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
+
+
+def call_time(message: dict[str, Any], received_at: str) -> str:
+    """When a Segment call happened, which orders its link against the device's other links.
+
+    The first parsable of `CALL_TIME_FIELDS`, never later than `received_at` (a call cannot have happened
+    after kseg received it; a skewed clock must not make a link win forever); `received_at` without one.
+    A re-delivery of the same call therefore keeps its original time, however late it arrives.
+    """
+    received = parse_time(received_at)
+    for name in CALL_TIME_FIELDS:
+        value = message.get(name)
+        parsed = parse_time(value) if isinstance(value, str) else None
+        if parsed is None:
+            continue
+        if received is not None and parsed > received:
+            return received_at
+        return iso(parsed)
+    return received_at
+
+
 def link_from_message(message: Any, received_at: str | None = None) -> LinkRequest | str:
-    """A `LinkRequest` from one Segment call, or the reason it links nothing.
+    """A `LinkRequest` from one Segment call, or the reason it links nothing; timed by the call (`call_time`).
 
     Linkable: an identify with a userId or an email, or any call with a userId, plus at least one
     usable device id. Only the email's hash is kept. Any call of the app's SDK with an anonymousId and a
@@ -168,7 +194,7 @@ def link_from_message(message: Any, received_at: str | None = None) -> LinkReque
         anonymous_id=anonymous_id,
         email_hash=hashed_email,
         devices=devices,
-        requested_at=received_at or utc_now_iso(),
+        requested_at=call_time(message, received_at or utc_now_iso()),
         message_id=message_id,
     )
 

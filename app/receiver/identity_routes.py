@@ -6,6 +6,7 @@ becomes 503 + Retry-After through the receiver's middleware.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from aiohttp import web
 from app import topics
 from app.audiences.webhook import publish_membership_changes
 from app.identity.metrics import identity_metrics
+from app.identity.person import iso, parse_time
 from app.identity.records import LinkRequest, to_bytes
 from app.identity.webhook import links_from_payload, verify_signature
 from app.ids import clean_id, normalise_email, normalise_phone, sha256_hex
@@ -35,7 +37,31 @@ WEBHOOK_MAX_BYTES = 8 * 1024 * 1024
 
 DEVICE_FIELDS = ("kochava_device_id", "idfa", "idfv", "adid", "android_id")
 _FIELD_ALIASES = {"gaid": "adid"}
-LINK_FIELDS = frozenset({"user_id", "anonymous_id", "email", "phone", *DEVICE_FIELDS, *_FIELD_ALIASES})
+LINK_FIELDS = frozenset({"user_id", "anonymous_id", "email", "phone", "at", *DEVICE_FIELDS, *_FIELD_ALIASES})
+#: How far ahead of the receiver's clock a link's `at` may be (the caller's clock skew).
+MAX_AT_AHEAD = timedelta(seconds=60)
+
+
+def link_time(values: dict[str, str], received_at: str) -> str:
+    """When the link happened: the body's optional `at` (ISO-8601 with a time zone), else the receive time.
+
+    Links are ordered by it (docs/identity.md): an older link never overrides a newer one. An `at` that is
+    not a time, or more than `MAX_AT_AHEAD` after the receive time, is a 400: a link from the future
+    would win over every real one.
+    """
+    raw = values.get("at")
+    if raw is None:
+        return received_at
+    at, received = parse_time(raw), parse_time(received_at)
+    if at is None or "T" not in raw:
+        raise ClientError(
+            400, "invalid_at", "`at` must be an ISO-8601 time, e.g. 2025-01-01T12:00:00Z.", {"field": "at"}
+        )
+    if received is not None and at > received + MAX_AT_AHEAD:
+        raise ClientError(
+            400, "invalid_at", "`at` is in the future: send when the link happened.", {"field": "at"}
+        )
+    return iso(at)
 
 
 def check_link_token(request: web.Request, settings: ReceiverSettings) -> str:
@@ -159,6 +185,7 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
             identity_metrics.junk_ids_blocked.labels(id_type=name).inc()
 
     anonymous_id = clean_id(values.get("anonymous_id"))
+    at = link_time(values, received_at)
     content = {
         "user_id": user_id,
         "email_hash": email_hash,
@@ -166,6 +193,8 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
         "anonymous_id": anonymous_id,
         "devices": devices,
     }
+    if "at" in values:
+        content["at"] = at  # two links of one person at different times are two links (two refs)
     link = LinkRequest(
         link_id=LinkRequest.make_id("api", content),
         source="api",
@@ -174,7 +203,7 @@ def parse_link_body(data: Any, received_at: str) -> tuple[LinkRequest, list[str]
         email_hash=email_hash,
         phone_hash=phone_hash,
         devices=DeviceIds(**devices),
-        requested_at=received_at,
+        requested_at=at,
     )
     problem = link.problem()
     if problem == "no_person_id":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import Settings
+from app.identity.agents import index_limits
 from app.identity.index import apply_update, link_updates
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest
 from app.records import DeviceIds
@@ -28,7 +29,7 @@ def run(updates: list[DeviceIndexUpdate], s: Settings | None = None) -> tuple[De
     record: DeviceRecord | None = None
     notices: list[Any] = []
     for update in updates:
-        out = apply_update(record, update, s or settings())
+        out = apply_update(record, update, index_limits(s or settings()))
         record = out.record
         notices.append(out)
     return record, notices
@@ -57,9 +58,13 @@ def test_new_key_of_a_linked_device_is_told() -> None:
 
 
 def test_same_link_again_sends_nothing() -> None:
-    _, outs = run([observed("K1"), link("u1"), link("u1", at="2024-05-01T12:00:00.000Z")])
+    later = "2024-05-01T12:00:00.000Z"
+    _, outs = run([observed("K1"), link("u1"), link("u1"), link("u1", at=later)])
     assert len(outs[1].notices) == 1
-    assert outs[2].notices == []
+    assert outs[2].notices == []  # the same link again (an exact re-delivery)
+    # The same person's newer link only tells the device the newer time, so an older link of someone else
+    # arriving through another of its ids loses (the processing agent sends nothing to Segment for it).
+    assert [(n.user_id, n.linked_at) for n in outs[3].notices] == [("u1", later)]
 
 
 def test_reassigned_device_new_link_wins() -> None:
@@ -94,9 +99,9 @@ def test_shared_device_never_merges_two_users() -> None:
     assert [(n.device_key, n.user_id, n.shared) for n in shared] == [("K1", None, True), ("K2", None, True)]
     assert outs[-1].refused == ["shared_device"]
     # After that: no link and no new key ever gets a user again.
-    out = apply_update(record, link("u4", at="2024-06-01T00:00:00.000Z"), s)
+    out = apply_update(record, link("u4", at="2024-06-01T00:00:00.000Z"), index_limits(s))
     assert out.notices == [] and out.refused == ["shared_device"] and out.record.user_id is None
-    out = apply_update(record, observed("K3"), s)
+    out = apply_update(record, observed("K3"), index_limits(s))
     assert out.notices == []
     assert out.record.conflicts == record.conflicts
 

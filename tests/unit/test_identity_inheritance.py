@@ -7,6 +7,7 @@ from typing import Any
 
 from app import topics
 from app.config import Settings
+from app.identity.agents import index_limits
 from app.identity.index import apply_update
 from app.identity.late_auth import adopt_first_touch, apply_link
 from app.identity.records import DeviceIndexUpdate, DeviceRecord
@@ -34,7 +35,7 @@ def run(updates: list[DeviceIndexUpdate], s: Settings | None = None) -> tuple[De
     record: DeviceRecord | None = None
     outs: list[Any] = []
     for update in updates:
-        out = apply_update(record, update, s or settings())
+        out = apply_update(record, update, index_limits(s or settings()))
         record = out.record
         outs.append(out)
     assert record is not None

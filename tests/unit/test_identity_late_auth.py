@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import Settings
-from app.identity.late_auth import apply_link
-from app.ids import anonymous_id_for, message_id_for
+from app.identity.late_auth import apply_link, content_message_id
+from app.ids import anonymous_id_for
 from app.metrics import sample
 from app.records import Attribution, AttributionProfile, DeviceLinked
 
@@ -49,8 +49,10 @@ def test_first_link_emits_exactly_one_alias_and_one_identify() -> None:
     assert [m["type"] for m in messages] == ["alias", "identify"]
     alias, identify = messages
     assert (alias["previousId"], alias["userId"]) == (ANON, "u1")
-    assert alias["messageId"] == message_id_for(NS, f"link:{KEY}:u1", "alias")
-    assert identify["messageId"] == message_id_for(NS, f"link:{KEY}:u1", "identify")
+    # messageIds derive from the content (not only from device key and userId): see content_message_id.
+    assert alias["messageId"] == content_message_id(NS, alias)
+    assert identify["messageId"] == content_message_id(NS, identify)
+    assert alias["messageId"] != identify["messageId"]
     assert (identify["userId"], identify["anonymousId"]) == ("u1", ANON)
     assert identify["traits"] == {
         "kochava_network": "Facebook",
