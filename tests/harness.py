@@ -31,6 +31,16 @@ from app.worker.app import EMBEDDED_MIN_SESSION_TIMEOUT
 from tests.parallel import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Settings whose values are secrets: no process may log them (checked after every pipeline test).
+SECRET_SETTINGS = (
+    "SEGMENT_WRITE_KEY",
+    "KSEG_POSTBACK_TOKENS",
+    "KSEG_LINK_TOKENS",
+    "SEGMENT_WEBHOOK_SECRET",
+    "SEGMENT_WEBHOOK_HEADER_SECRET",
+    "KAFKA_SASL_PASSWORD",
+    "KOCHAVA_API_KEY",
+)
 TOKEN = "test-token"
 LINK_TOKEN = "test-link-token"
 
@@ -157,6 +167,21 @@ class Pipeline:
         if path is None or not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def secrets_in_logs(self) -> list[str]:
+        """`log: VARIABLE` for each configured secret (write key, tokens, webhook secrets, passwords) that
+        appears in a process log: none may, whatever the process did."""
+        values = {
+            name: value
+            for name in SECRET_SETTINGS
+            for value in self.env.get(name, "").split(",")
+            if len(value.strip()) >= 6
+        }
+        found = []
+        for log, path in self.logs.items():
+            text = path.read_text(errors="replace") if path.exists() else ""
+            found += [f"{log}: {name}" for name, value in values.items() if value.strip() in text]
+        return found
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]

@@ -68,13 +68,20 @@ def _pipelines(bootstrap: str, tmp_path: Path, created: list[Pipeline]) -> Any:
     return factory
 
 
+async def _stop_and_check_logs(created: list[Pipeline]) -> None:
+    """Stop every pipeline, then fail the test if any process logged a secret it was configured with."""
+    for pipeline in created:
+        await pipeline.stop()
+    leaks = [leak for pipeline in created for leak in pipeline.secrets_in_logs()]
+    assert not leaks, f"secrets in process logs: {leaks}"
+
+
 @pytest.fixture
 async def make_pipeline(broker: str, tmp_path: Path) -> AsyncIterator[Any]:
     """Factory: `make_pipeline(segment_url, **env)` → a Pipeline (`await p.start()` runs it)."""
     created: list[Pipeline] = []
     yield _pipelines(broker, tmp_path, created)
-    for pipeline in created:
-        await pipeline.stop()
+    await _stop_and_check_logs(created)
 
 
 @pytest.fixture
@@ -82,8 +89,7 @@ async def make_isolated_pipeline(own_broker: str, tmp_path: Path) -> AsyncIterat
     """`make_pipeline` on the test's own broker (`own_broker`)."""
     created: list[Pipeline] = []
     yield _pipelines(own_broker, tmp_path, created)
-    for pipeline in created:
-        await pipeline.stop()
+    await _stop_and_check_logs(created)
 
 
 @pytest.fixture

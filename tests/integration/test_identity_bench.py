@@ -20,6 +20,10 @@ METRICS = (
     "attribution_carried",
     "purchases_enriched",
     "junk_id_leaks",
+    "resale_wrong_merges",
+    "calls_tying_two_people",
+    "message_ids_reused",
+    "buyer_events_attributed",
 )
 POPULATION = ("users", "personal_devices", "logged_in_users", "shared_devices", "reinstalls")
 

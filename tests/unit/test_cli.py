@@ -24,7 +24,9 @@ def kseg(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     The two variables are set to empty (not only removed) so that a `.env` file in the working directory
     cannot fill them in: environment variables take precedence over `.env`.
     """
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_"))}
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_", "KOCHAVA_"))
+    }
     base.update(KAFKA_BOOTSTRAP_SERVERS="", KSEG_POSTBACK_TOKENS="", KSEG_HTTP_PORT="0", **env)
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],

@@ -3,9 +3,6 @@ list settings that refuse a malformed entry at start, naming it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from app.sections import (
     column_pairs,
     token_profile_pairs,
 )
+from tests.unit.test_cli import kseg
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -226,23 +224,6 @@ def test_well_formed_lists_parse_and_blank_entries_are_skipped() -> None:
         "campaign": "campaign_name",
     }
     assert ReceiverSettings(kseg_postback_tokens=SecretStr("a, b,,")).postback_tokens == ["a", "b"]
-
-
-def kseg(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """A real `python -m app.cli` process with only `env`'s kseg variables (as in test_cli.py)."""
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_", "KOCHAVA_"))
-    }
-    base |= {"KAFKA_BOOTSTRAP_SERVERS": "", "KSEG_POSTBACK_TOKENS": "", "KSEG_HTTP_PORT": "0"} | env
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=base,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_the_receiver_refuses_to_start_on_a_malformed_token_profile_and_names_it() -> None:
