@@ -19,9 +19,9 @@ from app.identity.person import iso, parse_time
 from app.identity.records import LinkRequest, to_bytes
 from app.identity.webhook import links_from_payload, verify_signature
 from app.ids import clean_id, normalise_email, normalise_phone, sha256_hex
-from app.receiver import metrics
 from app.receiver.bodies import read_body
 from app.receiver.errors import ClientError
+from app.receiver.metrics import RECEIVER_METRICS
 from app.receiver.parsing import match_token, supplied_token
 from app.receiver.publisher import Publisher
 from app.receiver.ratelimit import LIMITER
@@ -231,6 +231,7 @@ def install_identity_routes(app: web.Application, publisher: Publisher) -> None:
     settings = publisher.settings
 
     async def segment_webhook(request: web.Request) -> web.Response:
+        metrics = request.app[RECEIVER_METRICS]
         metrics.received.labels(route="segment_webhook").inc()
         if not (settings.segment_webhook_secret or settings.segment_webhook_header_secret):
             metrics.rejected.labels(reason="webhook_not_configured").inc()
@@ -283,6 +284,7 @@ def install_identity_routes(app: web.Application, publisher: Publisher) -> None:
         )
 
     async def identity_links(request: web.Request) -> web.Response:
+        metrics = request.app[RECEIVER_METRICS]
         metrics.received.labels(route="identity_links").inc()
         token = check_link_token(request, settings)
         request.app[LIMITER].check("identity_links", token)

@@ -13,9 +13,9 @@ from aiohttp import web
 
 from app.config import Settings
 from app.metrics import CONTENT_TYPE_LATEST, render
-from app.receiver import metrics
 from app.receiver.errors import ClientError
 from app.receiver.identity_routes import install_identity_routes
+from app.receiver.metrics import RECEIVER_METRICS, ReceiverMetrics, receiver_registry
 from app.receiver.parsing import check_token, partition_key, raw_record, read_params
 from app.receiver.publisher import Publisher, PublishUnavailable
 from app.receiver.ratelimit import LIMITER, CredentialLimiter
@@ -40,7 +40,7 @@ def unavailable(settings: Settings, reason: str) -> web.Response:
     )
 
 
-def _as_json(exc: web.HTTPException) -> web.Response:
+def _as_json(metrics: ReceiverMetrics, exc: web.HTTPException) -> web.Response:
     """aiohttp's own refusal (404 for a path outside any route, 417...) as kseg's JSON error."""
     metrics.rejected.labels(reason=f"http_{exc.status}").inc()
     code = exc.reason.strip().lower().replace(" ", "_").replace("-", "_") or "http_error"
@@ -52,6 +52,7 @@ async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Every error is JSON with a reason; client mistakes are 4xx, never 500."""
+    metrics = request.app[RECEIVER_METRICS]
     try:
         response = await handler(request)
     except ClientError as err:
@@ -62,18 +63,19 @@ async def json_errors(
         return ClientError(413, "body_too_large", "The body is too large.").response()
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return _as_json(exc)
+            return _as_json(metrics, exc)
         raise
     except PublishUnavailable as exc:
         metrics.rejected.labels(reason=exc.reason).inc()
         return unavailable(request.app[SETTINGS], exc.reason)
     if isinstance(response, web.HTTPException) and response.status >= 400:
-        return _as_json(response)  # aiohttp returns (not raises) some refusals
+        return _as_json(metrics, response)  # aiohttp returns (not raises) some refusals
     return response
 
 
 async def postback(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    metrics = request.app[RECEIVER_METRICS]
     metrics.received.labels(route="postback").inc()
     token = check_token(request, settings.postback_tokens)
     request.app[LIMITER].check("postback", token)
@@ -96,9 +98,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     publisher = request.app[PUBLISHER]
+    metrics = request.app[RECEIVER_METRICS]
     metrics.pending_produces.set(publisher.pending)
     metrics.ready.set(float(publisher.ready))
-    return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=render(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def unrouted(request: web.Request) -> web.Response:
@@ -146,6 +149,7 @@ def build_app(settings: Settings) -> web.Application:
     publisher = Publisher(settings)
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
+    app[RECEIVER_METRICS] = ReceiverMetrics.on(receiver_registry())
     app[LIMITER] = CredentialLimiter(settings.kseg_rate_limit_per_token, settings.kseg_rate_limit_burst)
     app.router.add_route("GET", POSTBACK_PATH, postback)
     app.router.add_route("POST", POSTBACK_PATH, postback)

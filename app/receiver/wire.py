@@ -17,12 +17,13 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from app.receiver import metrics
+from app.receiver.metrics import RECEIVER_METRICS, ReceiverMetrics
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,12 @@ Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
 
 class _QuietHandler(RequestHandler):  # type: ignore[type-arg]
+    """aiohttp's per-connection protocol; counts into its server's (so its app's) `ReceiverMetrics`."""
+
+    def __init__(self, manager: _QuietServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.metrics = manager.metrics
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -46,7 +53,7 @@ class _QuietHandler(RequestHandler):  # type: ignore[type-arg]
             body = {"error": "internal_error", "message": "kseg failed on this request; it is logged."}
         else:
             log.info("refused a malformed HTTP request from %s: %s (%s)", request.remote, status, kind)
-            metrics.rejected.labels(reason="bad_http_request").inc()
+            self.metrics.rejected.labels(reason="bad_http_request").inc()
             phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Bad Request"
             body = {
                 "error": "bad_http_request",
@@ -58,7 +65,7 @@ class _QuietHandler(RequestHandler):  # type: ignore[type-arg]
         return response
 
 
-def _refuse_unknown_expect(inner: Handler) -> Handler:
+def _refuse_unknown_expect(inner: Handler, metrics: ReceiverMetrics) -> Handler:
     """Answer an `Expect` other than `100-continue` with a JSON 417 before aiohttp's router sees it.
 
     aiohttp's default expect handler quotes the header back as text, and fails with a 500 when the
@@ -78,6 +85,10 @@ def _refuse_unknown_expect(inner: Handler) -> Handler:
 
 
 class _QuietServer(web.Server):
+    def __init__(self, handler: Handler, *, metrics: ReceiverMetrics, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.metrics = metrics
+
     def __call__(self) -> RequestHandler:  # type: ignore[type-arg]
         return _QuietHandler(self, loop=self._loop, **self._kwargs)
 
@@ -87,8 +98,10 @@ class QuietAppRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
+        metrics = self.app[RECEIVER_METRICS]
         return _QuietServer(
-            _refuse_unknown_expect(server.request_handler),
+            _refuse_unknown_expect(server.request_handler, metrics),
+            metrics=metrics,
             request_factory=server.request_factory,
             loop=server._loop,
             **server._kwargs,

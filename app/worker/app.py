@@ -132,7 +132,7 @@ def create_worker(settings: Settings) -> WorkerContext[Settings]:
     environment (`run_worker` makes the state directory's parent before starting)."""
     faust_app = build_faust_app(settings)
     registry = CollectorRegistry()
-    registry.register(REGISTRY)  # identity's and the receiver's counters (default registry), the process's
+    registry.register(REGISTRY)  # identity's counters (default registry), the process's
     ctx = WorkerContext(
         faust_app=faust_app,
         topics=WorkerTopics.declare(faust_app, settings),

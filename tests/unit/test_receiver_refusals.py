@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
-from prometheus_client import REGISTRY
 
 from app.broker.embedded import EmbeddedBroker
+from app.metrics import sample
 from app.receiver.identity_routes import WEBHOOK_PATH
+from app.receiver.metrics import RECEIVER_METRICS
 from app.receiver.server import POSTBACK_PATH
 from tests.receiver_app import receiver_settings, started_client
 
@@ -28,8 +29,9 @@ async def client(broker: EmbeddedBroker) -> AsyncIterator[TestClient]:
     await c.close()
 
 
-def rejected(reason: str) -> float:
-    return REGISTRY.get_sample_value("kseg_receiver_rejected_total", {"reason": reason}) or 0.0
+def rejected(client: TestClient, reason: str) -> float:
+    """The count on this receiver's own registry (the one its /metrics serves)."""
+    return sample("kseg_receiver_rejected_total", client.app[RECEIVER_METRICS].registry, reason=reason)
 
 
 async def exchange(client: TestClient, data: bytes, close_early: bool = False) -> bytes:
@@ -55,7 +57,7 @@ async def test_non_utf8_signature_is_a_counted_401(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     body = b'{"type":"identify","userId":"u1"}'
-    before = rejected("invalid_signature")
+    before = rejected(client, "invalid_signature")
     with caplog.at_level(logging.INFO):
         answer = await exchange(
             client,
@@ -67,14 +69,14 @@ async def test_non_utf8_signature_is_a_counted_401(
         )
     status, reason = split(answer)
     assert (status, reason["error"]) == (401, "invalid_signature"), answer
-    assert rejected("invalid_signature") == before + 1
+    assert rejected(client, "invalid_signature") == before + 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_client_that_hangs_up_mid_body_is_a_counted_4xx(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = rejected("body_incomplete")
+    before = rejected(client, "body_incomplete")
     head = (
         f"POST {POSTBACK_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer pb-1\r\n"
         "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
@@ -82,33 +84,33 @@ async def test_client_that_hangs_up_mid_body_is_a_counted_4xx(
     with caplog.at_level(logging.INFO):
         await exchange(client, head + b'{"kochava_device_id": "KD', close_early=True)
         for _ in range(100):
-            if rejected("body_incomplete") > before:
+            if rejected(client, "body_incomplete") > before:
                 break
             await asyncio.sleep(0.05)
-    assert rejected("body_incomplete") == before + 1
+    assert rejected(client, "body_incomplete") == before + 1
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
 
 
 async def test_expect_and_parser_refusals_are_counted(client: TestClient) -> None:
-    before = rejected("unsupported_expect")
+    before = rejected(client, "unsupported_expect")
     answer = await exchange(
         client,
         f"POST {POSTBACK_PATH} HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n"
         "Connection: close\r\n\r\n{}".encode(),
     )
     assert split(answer)[0] == 417, answer
-    assert rejected("unsupported_expect") == before + 1
+    assert rejected(client, "unsupported_expect") == before + 1
 
-    before = rejected("bad_http_request")
+    before = rejected(client, "bad_http_request")
     answer = await exchange(client, b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header Name: v\r\n\r\n")
     status, reason = split(answer)
     assert (status, reason["error"]) == (400, "bad_http_request"), answer
-    assert rejected("bad_http_request") == before + 1
+    assert rejected(client, "bad_http_request") == before + 1
 
 
 async def test_user_agent_that_is_not_utf8_is_a_400_naming_the_header(client: TestClient) -> None:
-    before = rejected("invalid_encoding")
+    before = rejected(client, "invalid_encoding")
     answer = await exchange(
         client,
         f"GET {POSTBACK_PATH}?kochava_device_id=KD-ua&event_name=_install HTTP/1.1\r\nHost: x\r\n"
@@ -118,4 +120,45 @@ async def test_user_agent_that_is_not_utf8_is_a_400_naming_the_header(client: Te
     )
     status, reason = split(answer)
     assert (status, reason["error"], reason["header"]) == (400, "invalid_encoding", "User-Agent"), answer
-    assert rejected("invalid_encoding") == before + 1
+    assert rejected(client, "invalid_encoding") == before + 1
+
+
+async def test_each_receiver_counts_on_the_registry_its_metrics_page_serves(
+    client: TestClient, broker: EmbeddedBroker
+) -> None:
+    """The protocol's refusals (wire.py) and the handlers' count into the app's own `ReceiverMetrics`:
+    a second receiver in the same Python sees none of them, and /metrics serves that registry together
+    with the default registry's families (identity's counters, the process collectors)."""
+    other = await started_client(receiver_settings(broker, kseg_postback_tokens="pb-2"))
+    try:
+        assert client.app[RECEIVER_METRICS] is not other.app[RECEIVER_METRICS]
+        answer = await exchange(client, b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header Name: v\r\n\r\n")
+        assert split(answer)[0] == 400, answer
+        answer = await exchange(
+            client,
+            f"POST {POSTBACK_PATH} HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n"
+            "Connection: close\r\n\r\n{}".encode(),
+        )
+        assert split(answer)[0] == 417, answer
+        assert (await client.get("/no-such-path")).status == 404
+        for reason in ("bad_http_request", "unsupported_expect", "not_found"):
+            assert rejected(client, reason) == 1, reason
+            assert rejected(other, reason) == 0, reason
+
+        page = await (await client.get("/metrics")).text()
+        for line in (
+            'kseg_receiver_rejected_total{reason="bad_http_request"} 1.0',
+            'kseg_receiver_rejected_total{reason="unsupported_expect"} 1.0',
+            "kseg_receiver_ready 1.0",
+            "# TYPE kseg_receiver_requests_total counter",
+            "# TYPE kseg_receiver_accepted_total counter",
+            "# TYPE kseg_receiver_produce_seconds histogram",
+            "# TYPE kseg_receiver_pending_produces gauge",
+            "# TYPE kseg_receiver_unauthenticated_calls_total counter",
+            "# TYPE kseg_identity_links_rejected_total counter",
+            "# TYPE python_gc_objects_collected_total counter",
+        ):
+            assert line in page.splitlines(), line
+        assert 'reason="bad_http_request"' not in await (await other.get("/metrics")).text()
+    finally:
+        await other.close()

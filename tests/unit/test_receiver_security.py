@@ -15,14 +15,15 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
-from prometheus_client import REGISTRY
 
 from app.broker.embedded import EmbeddedBroker
 from app.config import Settings
 from app.identity.webhook import sign
+from app.metrics import sample as registry_sample
 from app.receiver.bodies import decode
 from app.receiver.errors import ClientError
 from app.receiver.identity_routes import WEBHOOK_PATH
+from app.receiver.metrics import RECEIVER_METRICS
 from app.receiver.ratelimit import CredentialLimiter, TokenBucket, credential_id
 from app.receiver.server import POSTBACK_PATH
 from tests.harness import ROOT
@@ -43,9 +44,9 @@ async def client(broker: EmbeddedBroker) -> AsyncIterator[TestClient]:
     await c.close()
 
 
-def sample(name: str, **labels: str) -> float:
-    """A counter's value now (the receiver's metrics are process-wide: compare before and after)."""
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+def sample(client: TestClient, name: str, **labels: str) -> float:
+    """A counter's value now on this receiver's own registry (the one its /metrics serves)."""
+    return registry_sample(name, client.app[RECEIVER_METRICS].registry, **labels)
 
 
 def postback(body: bytes, encoding: str, token: str = "pb-1") -> dict[str, Any]:
@@ -145,7 +146,7 @@ def test_limiter_is_per_credential_and_off_at_zero() -> None:
 
 async def test_rate_limit_answers_429_with_retry_after(broker: EmbeddedBroker) -> None:
     c = await started_client(make_settings(broker, kseg_rate_limit_per_token=0.5, kseg_rate_limit_burst=2))
-    refused_before = sample("kseg_receiver_rejected_total", reason="rate_limited")
+    refused_before = sample(c, "kseg_receiver_rejected_total", reason="rate_limited")
     try:
         statuses = []
         for _ in range(3):
@@ -157,7 +158,7 @@ async def test_rate_limit_answers_429_with_retry_after(broker: EmbeddedBroker) -
         assert body["error"] == "rate_limited" and "pb-1" not in orjson.dumps(body).decode()
         other = await c.get(POSTBACK_PATH, params={**POSTBACK, "token": "pb-2"})
         assert other.status == 200
-        assert sample("kseg_receiver_rejected_total", reason="rate_limited") == refused_before + 1
+        assert sample(c, "kseg_receiver_rejected_total", reason="rate_limited") == refused_before + 1
     finally:
         await c.close()
 
@@ -176,7 +177,7 @@ async def test_webhook_header_secret_authenticates_whole_batches(broker: Embedde
     c = await started_client(
         make_settings(broker, segment_webhook_secret="sig", segment_webhook_header_secret="hdr")
     )
-    unauthenticated_before = sample("kseg_receiver_unauthenticated_calls_total", route="segment_webhook")
+    unauthenticated_before = sample(c, "kseg_receiver_unauthenticated_calls_total", route="segment_webhook")
     try:
         batch = orjson.dumps([IDENTIFY, {**IDENTIFY, "messageId": "m-2", "userId": "u-2"}])
         signature = sign(orjson.dumps(IDENTIFY), "sig")  # element 0 only, as Segment signs a batch
@@ -191,7 +192,7 @@ async def test_webhook_header_secret_authenticates_whole_batches(broker: Embedde
         ok = await c.post(WEBHOOK_PATH, data=batch, headers={"X-Signature": signature, HEADER: "hdr"})
         assert ok.status == 200, await ok.text()
         assert (await ok.json())["accepted"] == 2
-        unauthenticated = sample("kseg_receiver_unauthenticated_calls_total", route="segment_webhook")
+        unauthenticated = sample(c, "kseg_receiver_unauthenticated_calls_total", route="segment_webhook")
         assert unauthenticated == unauthenticated_before
     finally:
         await c.close()
@@ -208,14 +209,17 @@ async def test_header_secret_alone_is_enough_and_signature_only_batches_are_coun
     finally:
         await header_only.close()
     signature_only = await started_client(make_settings(broker, segment_webhook_secret="sig"))
-    before = sample("kseg_receiver_unauthenticated_calls_total", route="segment_webhook")
+    before = sample(signature_only, "kseg_receiver_unauthenticated_calls_total", route="segment_webhook")
     try:
         signature = sign(orjson.dumps(IDENTIFY), "sig")
         ok = await signature_only.post(WEBHOOK_PATH, data=batch, headers={"X-Signature": signature})
         assert ok.status == 200, await ok.text()
         metrics = await (await signature_only.get("/metrics")).text()
         assert "kseg_receiver_unauthenticated_calls_total" in metrics
-        assert sample("kseg_receiver_unauthenticated_calls_total", route="segment_webhook") == before + 1
+        assert (
+            sample(signature_only, "kseg_receiver_unauthenticated_calls_total", route="segment_webhook")
+            == before + 1
+        )
     finally:
         await signature_only.close()
 
