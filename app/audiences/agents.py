@@ -24,6 +24,7 @@ from app.records import DeadLetter, decode_or_dead_letter, dumps
 from app.runtime.context import WorkerContext
 from app.runtime.topics import topic_sender
 from app.sections import AudienceSettings
+from app.topics import DEADLETTER, KOCHAVA_OUTBOX
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,8 @@ def register(ctx: WorkerContext[AudienceSettings]) -> None:
         partitions=settings.kseg_topic_partitions,
         help="Audience membership and devices per member (user, email hash or device).",
     )
-    outbox, deadletter = ctx.topics.kochava_outbox, ctx.topics.deadletter
-
-    send_outbox, send_dlq = topic_sender(outbox), topic_sender(deadletter)
+    send_outbox = topic_sender(ctx.outputs.send_all, settings.topic(KOCHAVA_OUTBOX))
+    send_dlq = topic_sender(ctx.outputs.send_all, settings.topic(DEADLETTER))
 
     @ctx.faust_app.agent(ctx.topics.audience_changes, name="audiences")
     async def audiences_agent(stream: Any) -> None:

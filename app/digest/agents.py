@@ -23,9 +23,6 @@ from app.sinks.ratelimit import AdaptiveRateLimiter
 
 log = logging.getLogger(__name__)
 
-#: Topics the digest produces to, by logical name.
-PRODUCED = (topics.SPEND, topics.OUTBOX, topics.DEADLETTER, topics.DIGEST_DAYS)
-
 
 def register(ctx: WorkerContext[DigestSettings]) -> None:
     """Declare the `digest-schedule` timer (leader only) and the digest's counters."""
@@ -34,11 +31,10 @@ def register(ctx: WorkerContext[DigestSettings]) -> None:
     if not (settings.kochava_api_key and settings.kochava_app_guid):
         log.info("digest: KOCHAVA_API_KEY / KOCHAVA_APP_GUID unset, so no daily digest is scheduled")
         return
-    handles = {settings.topic(name): ctx.topics.by_name(name) for name in PRODUCED}
 
     async def send(topic: str, key: bytes, value: bytes) -> None:
-        pending = await handles[topic].send(key=key, value=value)
-        await pending  # acked before the next record: the run's counts are what Kafka holds
+        # acked before the next record: the run's counts are what Kafka holds
+        await ctx.outputs.send_all([(topic, key, value)])
 
     pacer = AdaptiveRateLimiter(settings.kochava_digest_rate)
     outbox = settings.topic(topics.OUTBOX)

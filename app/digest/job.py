@@ -40,7 +40,8 @@ from app.sinks.segment.validation import problems, reason_for
 #: The 30-day ROAS trait needs 30 days of spend, so at least that much is always fetched.
 TRAIT_DAYS = 30
 
-#: `send(topic, key, value)`: produce one record and wait for its ack (aiokafka or faust behind it).
+#: `send(topic, key, value)`: produce one record and wait for its ack (the worker's output producer or the
+#: CLI's aiokafka producer).
 Send = Callable[[str, bytes, bytes], Awaitable[None]]
 #: Records the Segment sink has not delivered yet (the outbox lag); None: do not look.
 Backlog = Callable[[], Awaitable[int]]

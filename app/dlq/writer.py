@@ -8,6 +8,7 @@ from prometheus_client import Counter
 
 from app.dlq.redact import redact
 from app.records import DeadLetter
+from app.runtime.outputs import SendAll
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +23,9 @@ def dead_letter_record(letter: DeadLetter, counter: Counter | None = None) -> tu
     return (letter.event_id or letter.reason).encode(), letter.encode()
 
 
-async def send_dead_letters(topic: object, letters: list[DeadLetter], counter: Counter | None = None) -> None:
-    """Produce each dead letter to the faust `topic` and wait for every ack."""
-    futures = []
-    for letter in letters:
-        key, value = dead_letter_record(letter, counter)
-        futures.append(await topic.send(key=key, value=value))  # type: ignore[attr-defined]
-    for fut in futures:
-        await fut
+async def send_dead_letters(
+    send_all: SendAll, topic: str, letters: list[DeadLetter], counter: Counter | None = None
+) -> None:
+    """Produce each dead letter to the full `topic` name through the output producer's `send_all`
+    (`ctx.outputs.send_all`) and wait for every ack."""
+    await send_all([(topic, *dead_letter_record(letter, counter)) for letter in letters])

@@ -124,7 +124,9 @@ def register(ctx: WorkerContext[IdentitySettings]) -> None:
     @faust_app.agent(topics.links, name="identity-links")
     async def links_agent(stream: Any) -> None:
         """Fan each link out to the device index, one update per device id."""
-        send_index, send_dlq = topic_sender(topics.device_index), topic_sender(topics.deadletter)
+        name, send_all = ctx.settings.topic, ctx.outputs.send_all
+        send_index = topic_sender(send_all, name(DEVICE_INDEX))
+        send_dlq = topic_sender(send_all, name(DEADLETTER))
         async for value in stream:
             with ctx.activity.working("identity-links"):
                 await handle_link(value, send_index, send_dlq, dead_letters=counted)

@@ -1,5 +1,7 @@
-"""The worker's output producer: a micro-batch's outbox, warehouse and identity-index records in a few
-produce requests instead of one each.
+"""The worker's output producer: the one path every agent and timer produces its records through (a
+micro-batch's outbox, warehouse and identity-index records in a few produce requests instead of one
+each; a single record awaited alone via `app.runtime.topics.topic_sender`; dead letters via
+`app.dlq.writer.send_dead_letters`). faust's own producer writes only the tables' changelogs.
 
 Why a second producer next to faust's own: on the embedded broker faust's producer must write one
 record per batch, because Tansu reports a partition's end offset as its last batch's base offset + 1
@@ -7,13 +9,14 @@ and faust's table recovery reads changelogs up to that end. Nothing needs exact 
 output topics (their consumers resume from committed offsets, which Tansu serves past its reported end;
 kseg's readers of whole topics read on past it, `app.kafka.read_records`; lag gauges may under-count
 by at most one batch per partition there), so this producer packs records into real batches on every
-broker. One producer keeps each partition's records in send order.
+broker. One producer for every agent keeps each partition's records in send order, whichever agent
+sent them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from mode import Service
@@ -23,6 +26,9 @@ from app.sections import KafkaSettings
 
 #: (full topic name, key, value)
 Record = tuple[str, bytes | None, bytes]
+
+#: `OutputProducer.send_all` as a plain callable (what senders take, so unit tests can pass a list's).
+SendAll = Callable[[Iterable[Record]], Awaitable[None]]
 
 
 class OutputProducer(Service):

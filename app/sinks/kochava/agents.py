@@ -25,6 +25,7 @@ from app.sinks.kochava.requests import KochavaRequest
 from app.sinks.kochava.sender import DeadLetterFn, KochavaSender
 from app.sinks.ratelimit import AdaptiveRateLimiter
 from app.sinks.stats import SinkStats, SinkStatsCollector
+from app.topics import DEADLETTER
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,10 @@ def register(ctx: WorkerContext[KochavaSettings]) -> None:
     ctx.registry.register(SinkStatsCollector("kochava", "Kochava", stats))
 
     counted = DeadLetterMetrics.on(ctx.registry).total
+    deadletter = settings.topic(DEADLETTER)
 
     async def dead_letter(letters: list[DeadLetter]) -> None:
-        await send_dead_letters(ctx.topics.deadletter, letters, counted)
+        await send_dead_letters(ctx.outputs.send_all, deadletter, letters, counted)
 
     deliverer = build_deliverer(settings, dead_letter, metrics, stats)
     ctx.closing.add(deliverer.close)

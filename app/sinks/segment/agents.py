@@ -21,6 +21,7 @@ from app.sections import SegmentSettings
 from app.sinks.errors import SinkConfigError
 from app.sinks.segment import Deliverer, build_sink
 from app.sinks.stats import SinkStats, SinkStatsCollector
+from app.topics import DEADLETTER
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,10 @@ def register(ctx: WorkerContext[SegmentSettings]) -> None:
     settings, topics = ctx.settings, ctx.topics
 
     counted = DeadLetterMetrics.on(ctx.registry).total
+    deadletter = settings.topic(DEADLETTER)
 
     async def dead_letter(letters: list[DeadLetter]) -> None:
-        await send_dead_letters(topics.deadletter, letters, counted)
+        await send_dead_letters(ctx.outputs.send_all, deadletter, letters, counted)
 
     stats = SinkStats()
     deliverer = build_sink(settings, dead_letter, metrics=stats)
