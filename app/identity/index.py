@@ -202,16 +202,7 @@ def _tell_anonymous_id(out: IndexOutcome, rec: DeviceRecord, device: str, key: s
             notice.anonymous_id, notice.anonymous_id_at = rec.anonymous_id, rec.anonymous_id_at
             notice.anonymous_user_id = rec.anonymous_user_id
             return
-    out.notices.append(
-        DeviceLinked(
-            device_key=key,
-            via=device,
-            linked_at=at,
-            anonymous_id=rec.anonymous_id,
-            anonymous_id_at=rec.anonymous_id_at,
-            anonymous_user_id=rec.anonymous_user_id,
-        )
-    )
+    out.notices.append(_adopt_notice(rec, key, device, at))
 
 
 def apply_claim(rec: DeviceRecord, update: DeviceIndexUpdate, limits: IndexLimits) -> IndexOutcome:
@@ -283,17 +274,20 @@ def apply_adopt(rec: DeviceRecord, update: DeviceIndexUpdate) -> IndexOutcome:
 
 def _adopt_notices(rec: DeviceRecord, device: str, at: str) -> list[DeviceLinked]:
     """The record's SDK anonymousId (when its call happened, whose app) to every device key of the id."""
-    return [
-        DeviceLinked(
-            device_key=k,
-            via=device,
-            linked_at=at,
-            anonymous_id=rec.anonymous_id,
-            anonymous_id_at=rec.anonymous_id_at,
-            anonymous_user_id=rec.anonymous_user_id,
-        )
-        for k in rec.device_keys
-    ]
+    return [_adopt_notice(rec, k, device, at) for k in rec.device_keys]
+
+
+def _adopt_notice(rec: DeviceRecord, key: str, device: str, at: str) -> DeviceLinked:
+    """A notice to one device key carrying the record's SDK anonymousId, when its call happened, and whose
+    app it is."""
+    return DeviceLinked(
+        device_key=key,
+        via=device,
+        linked_at=at,
+        anonymous_id=rec.anonymous_id,
+        anonymous_id_at=rec.anonymous_id_at,
+        anonymous_user_id=rec.anonymous_user_id,
+    )
 
 
 def _answer_reinstall(out: IndexOutcome, update: DeviceIndexUpdate) -> IndexOutcome:
