@@ -27,7 +27,7 @@ def kseg(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {
         k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_", "KOCHAVA_"))
     }
-    base.update(KAFKA_BOOTSTRAP_SERVERS="", KSEG_POSTBACK_TOKENS="", KSEG_HTTP_PORT="0", **env)
+    base |= {"KAFKA_BOOTSTRAP_SERVERS": "", "KSEG_POSTBACK_TOKENS": "", "KSEG_HTTP_PORT": "0"} | env
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         cwd=ROOT,
