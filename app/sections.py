@@ -465,7 +465,10 @@ class WarehouseSettings(KafkaSettings, CurrencySettings):
         default=2000, ge=1, le=100_000, description="Most records the loader writes in one transaction."
     )
     kseg_warehouse_batch_wait: float = Field(
-        default=0.5, gt=0, le=60, description="Seconds the loader waits for records to fill a batch."
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Idle timeout of one loader fetch when no record is waiting (never a fill wait).",
     )
     kseg_warehouse_retry_max: float = Field(
         default=10.0, gt=0, le=600, description="Longest wait between retries while the database is down."
