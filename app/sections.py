@@ -225,6 +225,10 @@ class KafkaSettings(SharedSettings):
             return self.kseg_producer_max_batch_bytes
         return 1 if self.kseg_embedded_broker else 16384
 
+    def sink_group(self, sink: str) -> str:
+        """The consumer group of one sink's outbox consumer (`segment`, `kochava`)."""
+        return f"{self.kseg_app_id}-{sink}-sink"
+
     @property
     def fetch_max_wait_ms(self) -> int:
         """The worker consumer's fetch wait: short on Tansu, where every consumer hop waits it out."""
@@ -383,8 +387,8 @@ class PipelineSettings(IdentitySettings, LifecycleSettings):
     )
 
 
-class SegmentSettings(SharedSettings):
-    """The Segment sink: write key (unset: dry run), region, batching and rate."""
+class SegmentSettings(KafkaSettings):
+    """The Segment sink: write key (unset: dry run), region, batching and rate; it consumes its outbox."""
 
     segment_write_key: SecretStr | None = Field(
         default=None, description="Segment source write key; unset: dry run."
@@ -410,8 +414,9 @@ class SegmentSettings(SharedSettings):
         return not reveal(self.segment_write_key)
 
 
-class KochavaSettings(SharedSettings):
-    """The Kochava S2S sink (audience events, IdentityLink): app GUID (unset: dry run), host and rate."""
+class KochavaSettings(KafkaSettings):
+    """The Kochava S2S sink (audience events, IdentityLink): app GUID (unset: dry run), host and rate;
+    it consumes its outbox."""
 
     kochava_app_guid: str | None = Field(
         default=None, description="Kochava app GUID (kochava_app_id); unset: the Kochava sink runs dry."

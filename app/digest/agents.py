@@ -49,7 +49,7 @@ def register(ctx: WorkerContext[DigestSettings]) -> None:
                 send=send,
                 connect_warehouse=lambda: warehouse_connection(settings),
                 pacer=pacer,
-                backlog=lambda: group_lag(settings, settings.kseg_app_id, outbox),
+                backlog=lambda: group_lag(settings, settings.sink_group("segment"), outbox),
             )
         metrics.identifies.inc(sum(result.identifies.values()))
         metrics.spend_rows.inc(result.spend_rows)

@@ -144,7 +144,7 @@ async def run_from_cli(settings: Settings, day: date, days: int) -> DigestResult
                 send=send,
                 connect_warehouse=lambda: warehouse_connection(settings),
                 pacer=AdaptiveRateLimiter(settings.kochava_digest_rate),
-                backlog=lambda: group_lag(settings, settings.kseg_app_id, settings.topic(OUTBOX)),
+                backlog=lambda: group_lag(settings, settings.sink_group("segment"), settings.topic(OUTBOX)),
             )
     finally:
         await producer.stop()

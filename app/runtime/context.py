@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import faust
 from prometheus_client import CollectorRegistry
@@ -12,7 +13,7 @@ from app.runtime.closing import Closing
 from app.runtime.health import Health
 from app.runtime.outputs import OutputProducer
 from app.runtime.topics import WorkerTopics
-from app.runtime.watchdog import AgentActivity
+from app.runtime.watchdog import AgentActivity, PartitionOffsets
 from app.sections import SharedSettings
 
 #: The settings a domain reads: each `register(ctx: WorkerContext[ItsSection])` sees its own section,
@@ -35,3 +36,6 @@ class WorkerContext(Generic[SectionT]):
     outputs: OutputProducer
     #: Close functions of long-lived clients, called when the app stops (see `app.runtime.closing`).
     closing: Closing
+    #: Positions of the worker's consumers outside faust (the sinks' groups): shown next to faust's in
+    #: `kseg_consumer_lag` and /debug/partitions, never watched by the stall watchdog (faust-only).
+    positions: list[Callable[[], dict[Any, PartitionOffsets]]] = field(default_factory=list)

@@ -162,7 +162,14 @@ def register_operations(ctx: WorkerContext[Settings]) -> None:
     def offsets() -> dict[Any, Any]:
         return partition_offsets(faust_app.consumer, prefix)
 
-    ctx.registry.register(LagCollector(offsets))
+    def every_offset() -> dict[Any, Any]:
+        """faust's input partitions and those of the consumers outside faust (the sinks')."""
+        merged = offsets()
+        for positions in ctx.positions:
+            merged |= positions()
+        return merged
+
+    ctx.registry.register(LagCollector(every_offset))
     setup_prometheus_sensors(faust_app, pattern="/metrics", registry=ctx.registry, name_prefix="faust")
 
     detector = StallDetector(settings.kseg_stall_seconds)
@@ -188,7 +195,7 @@ def register_operations(ctx: WorkerContext[Settings]) -> None:
                     "highwater": where.highwater,
                     "lag": where.lag,
                 }
-                for tp, where in sorted(offsets().items())
+                for tp, where in sorted(every_offset().items())
             ]
             return self.json({"partitions": rows})
 
