@@ -8,8 +8,9 @@ it did not write itself into a record or a typed `DeadLetter`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -426,6 +427,136 @@ def decode_outbox_record(value: bytes | None) -> SegmentCalls | DeadLetter:
     data = decode_object(value, stage="segment", reason="undecodable_message")
     if isinstance(data, DeadLetter):
         return data
+    return outbox_calls(data)
+
+
+def outbox_calls(data: JSONDict) -> SegmentCalls | DeadLetter:
+    """One decoded `segment.outbox` item (see `decode_outbox_record`)."""
     if data.get("kind") == "segment_calls":
         return validate_or_dead_letter(data, SegmentCalls, stage="segment", reason="undecodable_message")
     return SegmentCalls(messages=[data])
+
+
+# ---------------------------------------------------------------------------------------------
+# Internal topics only kseg reads: one partition's share of a micro-batch in one record
+# ---------------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class BatchedItem(BaseModel, Generic[T]):
+    """One record of a `Batched` record: the key it would have had on its own, and its value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str | None
+    value: T
+
+
+class Batched(Record, Generic[T]):
+    """Several records of one topic partition, in order, as one Kafka record (docs/topics.md).
+
+    The worker's output producer packs what one micro-batch sends to one partition of an internal topic
+    (`app.topics.PACKED`) into one of these, keyed by its first item's key (so placed where each item
+    would be); readers take either shape, item by item (`unpack`). Never on topics other teams read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["batch"] = "batch"
+    records: list[BatchedItem[T]] = Field(min_length=1)
+
+
+#: Largest packed value, bytes: an item past it starts the next record (brokers refuse values > 1 MB).
+PACK_MAX_BYTES = 256 * 1024
+
+_BATCH_HEAD = b'{"kind":"batch","records":['
+
+
+def pack_values(items: list[tuple[bytes | None, bytes]]) -> list[tuple[bytes | None, bytes]]:
+    """`(key, value)`s of one partition, in order, as as few `Batched` values as `PACK_MAX_BYTES` allows
+    (each keyed by its first item's key); a lone item stays the record it was. The values are spliced in
+    as they are (each already the JSON object of a record), never decoded again."""
+    out: list[tuple[bytes | None, bytes]] = []
+    group: list[tuple[bytes | None, bytes]] = []
+    size = 0
+
+    def close() -> None:
+        if len(group) == 1:
+            out.append(group[0])
+        elif group:
+            parts = [
+                b'{"key":'
+                + (orjson.dumps(key.decode()) if key is not None else b"null")
+                + b',"value":'
+                + value
+                + b"}"
+                for key, value in group
+            ]
+            out.append((group[0][0], _BATCH_HEAD + b",".join(parts) + b"]}"))
+        group.clear()
+
+    for key, value in items:
+        if group and size + len(value) > PACK_MAX_BYTES:
+            close()
+            size = 0
+        group.append((key, value))
+        size += len(value) + 32
+    close()
+    return out
+
+
+def pack_records(
+    records: Iterable[tuple[str, bytes | None, bytes]],
+    partition: Callable[[str, bytes], int | None],
+) -> list[tuple[str, bytes | None, bytes]]:
+    """`(topic, key, value)`s with each packable topic partition's records packed (`pack_values`).
+
+    `partition(topic, key)` is the partition the producer will pick, or None for a record that stays as
+    it is (a topic others read, no key, a key that is not UTF-8). A packed record takes the place of its
+    partition's first record; order within every partition is kept."""
+    # Insertion-ordered slots: (topic, partition) for packed ones, (topic, -n) for a record left alone.
+    slots: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+    for n, (topic, key, value) in enumerate(records):
+        where = partition(topic, key) if key is not None and _utf8(key) else None
+        slots.setdefault((topic, -n - 1 if where is None else where), []).append((key, value))
+    return [
+        (topic, key, value)
+        for (topic, where), items in slots.items()
+        for key, value in (pack_values(items) if where >= 0 else items)
+    ]
+
+
+def _utf8(key: bytes) -> bool:
+    try:
+        key.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def unpack(
+    key: bytes | None, value: bytes | None, *, stage: DeadLetterStage, reason: str
+) -> list[tuple[bytes | None, JSONDict | DeadLetter]]:
+    """The items of one internal-topic record, decoded once: a `Batched` record's items with their own
+    keys, or the record itself (the shape before packing; `kseg dlq replay` writes that shape). A value
+    that is not JSON, or a malformed batch, is one dead letter; a bad item is left for the reader's
+    validation (its dead letter then holds just that item, replayable on its own)."""
+    data = decode_object(value, stage=stage, reason=reason)
+    if isinstance(data, DeadLetter) or data.get("kind") != "batch":
+        return [(key, data)]
+    items = data.get("records")
+    if (
+        not isinstance(items, list)
+        or not items
+        or set(data) != {"kind", "records"}
+        or not all(
+            isinstance(item, dict)
+            and set(item) == {"key", "value"}
+            and isinstance(item["value"], dict)
+            and (item["key"] is None or isinstance(item["key"], str))
+            for item in items
+        )
+    ):
+        error = "a batch record needs `records`: a non-empty list of {key: string|null, value: object}"
+        return [(key, DeadLetter(stage=stage, reason=reason, error=error, payload=data))]
+    return [(item["key"].encode() if item["key"] is not None else None, item["value"]) for item in items]

@@ -52,6 +52,10 @@ DIGEST_DAYS = "digest.days"
 AUDIENCE_CHANGES = "audiences.changes"
 KOCHAVA_OUTBOX = "kochava.outbox"
 
+#: Internal topics only kseg reads: the worker packs one partition's share of a micro-batch into one
+#: `app.records.Batched` record there (docs/topics.md). Topics other teams read keep one record per event.
+PACKED = (OUTBOX, KOCHAVA_OUTBOX, DEVICE_EVENTS, DEVICE_INDEX, AUDIENCE_CHANGES)
+
 
 @dataclass(frozen=True)
 class TopicSpec:

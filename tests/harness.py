@@ -277,6 +277,21 @@ async def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> tupl
     return proc.returncode, out.decode(), err.decode()
 
 
+def items(values: list[Any]) -> list[Any]:
+    """The records inside decoded values of an internal topic: a `Batched` record's items (one partition's
+    share of a micro-batch, docs/topics.md) one by one, any other value as it is."""
+    return [i["value"] for v in values for i in _records(v)]
+
+
+def _records(value: Any) -> list[Any]:
+    return value["records"] if value.get("kind") == "batch" else [{"value": value}]
+
+
+def segment_calls(values: list[Any]) -> list[Any]:
+    """Every Segment call in decoded `segment.outbox` values, whichever shape each record has."""
+    return [m for record in items(values) for m in record.get("messages", [record])]
+
+
 async def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple[bytes | None, Any]]:
     """Every record now in `topic` (kseg's own reader, `app.kafka.read_records`), decoded."""
     records = await asyncio.wait_for(read_records({"bootstrap_servers": bootstrap}, topic), timeout)

@@ -8,7 +8,10 @@ would stay behind in its old partition. Instead, every catalogued topic is copie
 - records of `partitioned_by: source` changelogs (a table keyed by other than its source topic, placed
   by the device key of its event) go to every new partition that old partition's keys can map to;
 - the worker group's input topics are copied from its committed offsets (what it had not processed), the
-  changelogs and the other topics from their beginning.
+  sinks' outboxes from their own groups' (falling back to the worker group's), the changelogs and the
+  other topics from their beginning;
+- a `Batched` record of a packed internal topic (docs/topics.md) is split into its items, each placed by
+  its own key and written on its own (the readers take both shapes).
 Workers then start with KSEG_APP_ID=<new generation> and KSEG_TOPIC_PARTITIONS=N and recover their tables
 from the copied changelogs (docs/operations.md).
 """
@@ -26,10 +29,14 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from app.admin.cluster import describe
 from app.kafka import consumer_config, producer_config
+from app.records import unpack
 from app.sections import KafkaSettings
-from app.topics import TopicSpec, catalogue, connect_admin, new_topic
+from app.topics import KOCHAVA_OUTBOX, OUTBOX, PACKED, TopicSpec, catalogue, connect_admin, new_topic
 
 _partitioner = DefaultPartitioner()
+
+#: Topics read by a consumer group of their own (the sinks'), not the worker group.
+SINK_OF = {OUTBOX: "segment", KOCHAVA_OUTBOX: "kochava"}
 
 
 class MigrationRefused(RuntimeError):
@@ -170,6 +177,10 @@ async def migrate(
         for p in range(sources[s.full_name(settings)].partitions)
     ]
     committed = await _committed(settings, source_app, group_tps)
+    for spec in specs:
+        if spec.name in SINK_OF and spec.full_name(settings) in sources:
+            tps = [tp for tp in group_tps if tp.topic == spec.full_name(settings)]
+            committed |= await _committed(settings, settings.sink_group(SINK_OF[spec.name]), tps)
 
     producer = AIOKafkaProducer(**producer_config(settings))
     await producer.start()
@@ -257,13 +268,19 @@ async def _copy_record(
                 f"partition {placed} under murmur2, so this topic is not placed by its key; declare "
                 "its `key_format`, or `partitioned_by: source`, in topics.yaml"
             )
-    for target in target_partitions(spec, record.key, old_partition, old_count, new_count):
-        await producer.send(
-            copy.target,
-            value=record.value,
-            key=record.key,
-            partition=target,
-            timestamp_ms=record.timestamp if record.timestamp and record.timestamp > 0 else None,
-            headers=list(record.headers) or None,
-        )
-        copy.written += 1
+    items: list[tuple[bytes | None, bytes]] = [(record.key, record.value)]
+    if spec.kind == "topic" and spec.name in PACKED:
+        unpacked = unpack(record.key, record.value, stage="segment", reason="migrate")
+        if len(unpacked) > 1:  # a Batched record: its items go where their own keys place them
+            items = [(key, orjson.dumps(item)) for key, item in unpacked if isinstance(item, dict)]
+    for key, value in items:
+        for target in target_partitions(spec, key, old_partition, old_count, new_count):
+            await producer.send(
+                copy.target,
+                value=value,
+                key=key,
+                partition=target,
+                timestamp_ms=record.timestamp if record.timestamp and record.timestamp > 0 else None,
+                headers=list(record.headers) or None,
+            )
+            copy.written += 1

@@ -20,7 +20,7 @@ from app.audiences.own import OwnAudience, load_own_audiences
 from app.audiences.records import DeviceFacts, MembershipChange, MemberState
 from app.audiences.rules import EventNames, Outcome, apply_change, apply_device
 from app.dlq.writer import dead_letter_record
-from app.records import DeadLetter, decode_or_dead_letter, dumps
+from app.records import DeadLetter, JSONDict, decode_or_dead_letter, dumps, unpack, validate_or_dead_letter
 from app.runtime.context import WorkerContext
 from app.runtime.topics import topic_sender
 from app.sections import AudienceSettings
@@ -53,7 +53,7 @@ def _count(outcome: Outcome, metrics: AudienceMetrics) -> None:
 
 async def handle_record(
     key: bytes | None,
-    value: bytes | None,
+    value: bytes | JSONDict | DeadLetter | None,
     table: MutableMapping[bytes, Any],
     *,
     own: list[OwnAudience],
@@ -62,10 +62,19 @@ async def handle_record(
     send_deadletter: Send,
     metrics: AudienceMetrics,
 ) -> int:
-    """Apply one record to its member's state; returns the Kochava requests queued."""
-    record = decode_or_dead_letter(
-        value, AUDIENCE_RECORD, stage="audiences", reason="invalid_audience_record"
-    )
+    """Apply one record to its member's state; returns the Kochava requests queued. `value` is a
+    record's bytes or one item `unpack` decoded from a `Batched` record."""
+    record: MembershipChange | DeviceFacts | DeadLetter
+    if isinstance(value, DeadLetter):
+        record = value
+    elif isinstance(value, dict):
+        record = validate_or_dead_letter(
+            value, AUDIENCE_RECORD, stage="audiences", reason="invalid_audience_record"
+        )
+    else:
+        record = decode_or_dead_letter(
+            value, AUDIENCE_RECORD, stage="audiences", reason="invalid_audience_record"
+        )
     if isinstance(record, DeadLetter):
         metrics.ignored.labels("invalid_record").inc()
         await send_deadletter(*dead_letter_record(record, metrics.dead_letters))
@@ -110,13 +119,15 @@ def register(ctx: WorkerContext[AudienceSettings]) -> None:
     async def audiences_agent(stream: Any) -> None:
         async for event in stream.events():
             with ctx.activity.working("audiences"):
-                await handle_record(
-                    event.key,
-                    event.value,
-                    table,
-                    own=own,
-                    names=names,
-                    send_outbox=send_outbox,
-                    send_deadletter=send_dlq,
-                    metrics=metrics,
-                )
+                items = unpack(event.key, event.value, stage="audiences", reason="invalid_audience_record")
+                for key, item in items:  # one record, or a partition's share of a batch's
+                    await handle_record(
+                        key,
+                        item,
+                        table,
+                        own=own,
+                        names=names,
+                        send_outbox=send_outbox,
+                        send_deadletter=send_dlq,
+                        metrics=metrics,
+                    )

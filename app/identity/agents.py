@@ -21,7 +21,7 @@ from app.identity.index import IndexLimits, apply_update, link_updates
 from app.identity.metrics import identity_metrics
 from app.identity.records import DeviceIndexUpdate, DeviceRecord, LinkRequest, to_bytes
 from app.metrics import DeadLetterMetrics
-from app.records import DeadLetter, decode_or_dead_letter
+from app.records import DeadLetter, JSONDict, decode_or_dead_letter, unpack, validate_or_dead_letter
 from app.runtime.batching import BATCH_MAX, BATCH_WITHIN, HeldSends, HeldWrites, acked_batches
 from app.runtime.context import WorkerContext
 from app.runtime.topics import Send, topic_sender
@@ -74,7 +74,7 @@ def index_limits(settings: IdentitySettings) -> IndexLimits:
 
 async def handle_index_update(
     key: bytes | None,
-    value: bytes | None,
+    value: bytes | JSONDict | DeadLetter | None,
     table: TableView,
     send_event: Send,
     send_deadletter: Send,
@@ -85,8 +85,19 @@ async def handle_index_update(
 ) -> int:
     """Apply one index update to the table; notices (and forwarded index updates: an accepted SDK
     anonymousId claim's adopts, via `send_index`) are sent before the record is written back, so a crash in
-    between re-sends them on replay instead of losing them. Returns the notices sent."""
-    update = decode_or_dead_letter(value, DeviceIndexUpdate, stage="identity", reason="invalid_index_update")
+    between re-sends them on replay instead of losing them. Returns the notices sent. `value` is a record's
+    bytes or one item `unpack` decoded from a `Batched` record."""
+    update: DeviceIndexUpdate | DeadLetter
+    if isinstance(value, DeadLetter):
+        update = value
+    elif isinstance(value, dict):
+        update = validate_or_dead_letter(
+            value, DeviceIndexUpdate, stage="identity", reason="invalid_index_update"
+        )
+    else:
+        update = decode_or_dead_letter(
+            value, DeviceIndexUpdate, stage="identity", reason="invalid_index_update"
+        )
     if isinstance(update, DeadLetter):
         await send_dead_letter(send_deadletter, dead_letters, update)
         return 0
@@ -145,15 +156,17 @@ def register(ctx: WorkerContext[IdentitySettings]) -> None:
                 send_dlq, send_index = sends.sender(name(DEADLETTER)), sends.sender(name(DEVICE_INDEX))
                 for event in events:
                     view = table.at(event)
-                    await handle_index_update(
-                        event.key,
-                        event.value,
-                        view,
-                        send_event,
-                        send_dlq,
-                        ctx.settings,
-                        send_index,
-                        dead_letters=counted,
-                    )
+                    items = unpack(event.key, event.value, stage="identity", reason="invalid_index_update")
+                    for key, item in items:  # one update, or a partition's share of a batch's
+                        await handle_index_update(
+                            key,
+                            item,
+                            view,
+                            send_event,
+                            send_dlq,
+                            ctx.settings,
+                            send_index,
+                            dead_letters=counted,
+                        )
                 await ctx.outputs.send_all(sends.records)
                 table.flush()

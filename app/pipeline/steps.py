@@ -38,8 +38,8 @@ from app.records import (
     DeviceLinked,
     RawPostback,
     SegmentCalls,
-    decode_object,
     dumps,
+    unpack,
     utc_now_iso,
     validate_or_dead_letter,
 )
@@ -297,9 +297,15 @@ def release_parked(
 def handle_record(
     batch: Batch, event: Any, key: bytes | None, value: bytes | None, config: StepConfig
 ) -> None:
-    """Decode one record of the device stream (postback or user-link notice) and hand it to its handler."""
-    device_key = (key or b"").decode("utf-8", "replace")
-    data = decode_object(value, stage="mapping", reason="undecodable_record")
+    """Decode one record of the device stream (postback, user-link notice, or a `Batched` record of
+    notices: one partition's share of an index micro-batch) and hand each item to its handler."""
+    for item_key, data in unpack(key, value, stage="mapping", reason="undecodable_record"):
+        handle_item(batch, event, (item_key or b"").decode("utf-8", "replace"), data, config)
+
+
+def handle_item(
+    batch: Batch, event: Any, device_key: str, data: dict[str, Any] | DeadLetter, config: StepConfig
+) -> None:
     if isinstance(data, DeadLetter):  # a record no kseg process wrote: keep it, typed
         batch.add(Step(event, [dead_letter_send(data, config)]))
     elif data.get("kind") == "device_linked":

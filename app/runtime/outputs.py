@@ -11,6 +11,10 @@ kseg's readers of whole topics read on past it, `app.kafka.read_records`; lag ga
 by at most one batch per partition there), so this producer packs records into real batches on every
 broker. One producer for every agent keeps each partition's records in send order, whichever agent
 sent them.
+
+On the internal topics only kseg reads (`app.topics.PACKED`) it also packs what one `send_all` sends to
+one partition into one `app.records.Batched` record: fewer records for the broker to write and for the
+readers to go through, one per partition per micro-batch (docs/topics.md).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from typing import Any
 
 from mode import Service
 
+from app import topics
 from app.kafka import data_producer_config
+from app.records import pack_records
 from app.sections import KafkaSettings
 
 #: (full topic name, key, value)
@@ -38,6 +44,9 @@ class OutputProducer(Service):
         super().__init__(**kwargs)
         self.settings = settings
         self._producer: Any = None
+        #: Full names of the topics whose records are packed, and their partition counts once looked up.
+        self.packed = {settings.topic(name) for name in topics.PACKED}
+        self._partitions: dict[str, int] = {}
 
     def config(self) -> dict[str, Any]:
         client_id = f"{self.settings.kseg_app_id}-{self.settings.kseg_worker_id}-outputs"
@@ -59,5 +68,24 @@ class OutputProducer(Service):
         if self._producer is None:
             raise RuntimeError("the output producer is not started (the worker is stopping?)")
         send = self._producer.send
-        futures = [await send(topic, value, key) for topic, key, value in records]
+        futures = [await send(topic, value, key) for topic, key, value in await self.pack(records)]
         await asyncio.gather(*futures)
+
+    async def pack(self, records: Iterable[Record]) -> list[Record]:
+        """`records` with each packed topic partition's share in one record (`app.records.pack_records`),
+        placed by the producer's own partitioner on the topic's current partition count."""
+        from aiokafka.partitioner import DefaultPartitioner
+
+        records = list(records)
+        for topic in {topic for topic, _, _ in records if topic in self.packed} - self._partitions.keys():
+            self._partitions[topic] = len(await self._producer.partitions_for(topic))
+        counts, partitioner = self._partitions, DefaultPartitioner()
+
+        def partition(topic: str, key: bytes) -> int | None:
+            count = counts.get(topic) if topic in self.packed else None
+            if count is None:
+                return None
+            every = list(range(count))
+            return int(partitioner(key, every, every))
+
+        return pack_records(records, partition)

@@ -80,10 +80,16 @@ def model_schema(name: str) -> dict[str, Any]:
 
     from pydantic import TypeAdapter
 
+    from app.records import Batched
+    from app.topics import PACKED
+
     target, topic = MODEL_SCHEMAS[name]
     module, _, cls = target.partition(":")
     models = [getattr(importlib.import_module(module), c) for c in cls.split("|")]  # a union: one of them
-    body: dict[str, Any] = TypeAdapter(reduce(or_, models)).json_schema(mode="serialization")
+    value: Any = reduce(or_, models)
+    if topic in PACKED:  # one record, or one partition's share of a micro-batch of them
+        value = value | Batched[value]  # type: ignore[valid-type]
+    body: dict[str, Any] = TypeAdapter(value).json_schema(mode="serialization")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://kseg.example/schemas/{name}",

@@ -12,7 +12,7 @@ from app.warehouse.store import ensure_schema
 from tests.emulators.kochava_api import KochavaEmulator
 from tests.emulators.kochava_reporting import KochavaReportingEmulator
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import Pipeline, metric, read_topic, wait_for
+from tests.harness import Pipeline, metric, read_topic, segment_calls, wait_for
 from tests.warehouse_support import warehouse_pg
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ async def test_the_schedule_fires_once_per_day_across_two_workers(
         async def groups() -> list[dict[str, Any]]:
             """The digest's group calls in the Segment outbox (delivery itself: test_digest_job)."""
             records = [v for _, v in await read_topic(p.bootstrap, p.topic("segment.outbox"))]
-            outbox = [m for r in records for m in r.get("messages", [r])]
+            outbox = segment_calls(records)  # whichever record shape (docs/topics.md)
             return [m for m in outbox if m["type"] == "group" and m["context"]["kseg"]["source"] == "digest"]
 
         await wait_for(lambda: groups(), 180, "the digest's group calls in the outbox")

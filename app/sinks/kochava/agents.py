@@ -1,6 +1,7 @@
-"""The Kochava sink agent: `kochava.outbox` → Kochava S2S / IdentityLink, acked after 2xx or dead letter.
+"""The Kochava sink: `kochava.outbox` → Kochava S2S / IdentityLink, committed after 2xx or dead letter.
 
-Its own topic and agent: a Kochava outage holds only this agent's offsets (lag on `kochava.outbox`),
+Its own topic and consumer group (`<KSEG_APP_ID>-kochava-sink`, `app.sinks.consumer`): a Kochava outage
+holds only this sink's offsets (lag on `kochava.outbox`),
 never Segment delivery or ingest. Without KOCHAVA_APP_GUID it runs dry (KSEG_DATA_DIR/kochava-outbox.jsonl).
 A 401/403/404 stops it (offsets stay uncommitted) and makes /readyz say why.
 """
@@ -13,10 +14,11 @@ from typing import Any
 
 from app.dlq.writer import send_dead_letters
 from app.metrics import DeadLetterMetrics
-from app.records import DeadLetter, decode_or_dead_letter
-from app.runtime.batching import acked_batches
+from app.records import DeadLetter, unpack, validate_or_dead_letter
 from app.runtime.context import WorkerContext
+from app.runtime.health import Health
 from app.sections import KochavaSettings
+from app.sinks.consumer import SinkConsumer
 from app.sinks.errors import SinkConfigError
 from app.sinks.kochava.client import KochavaHttpClient
 from app.sinks.kochava.dryrun import KochavaDryRun
@@ -25,7 +27,7 @@ from app.sinks.kochava.requests import KochavaRequest
 from app.sinks.kochava.sender import DeadLetterFn, KochavaSender
 from app.sinks.ratelimit import AdaptiveRateLimiter
 from app.sinks.stats import SinkStats, SinkStatsCollector
-from app.topics import DEADLETTER
+from app.topics import DEADLETTER, KOCHAVA_OUTBOX
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +35,24 @@ BATCH_MAX = 200
 BATCH_WITHIN = 0.2
 
 
-def decode(events: list[Any]) -> tuple[list[KochavaRequest], list[DeadLetter]]:
+def decode(records: list[Any]) -> tuple[list[KochavaRequest], list[DeadLetter]]:
+    """The requests in outbox records (each `key`, `value`): one request, or a `Batched` record of them;
+    a dead letter for each record or item that is not one."""
     requests: list[KochavaRequest] = []
     letters: list[DeadLetter] = []
-    for event in events:
-        request = decode_or_dead_letter(
-            event.value, KochavaRequest, stage="kochava", reason="invalid_outbox_record"
-        )
-        if isinstance(request, DeadLetter):
-            letters.append(request)
-        else:
-            requests.append(request)
+    for record in records:
+        for _key, item in unpack(record.key, record.value, stage="kochava", reason="invalid_outbox_record"):
+            request = (
+                item
+                if isinstance(item, DeadLetter)
+                else validate_or_dead_letter(
+                    item, KochavaRequest, stage="kochava", reason="invalid_outbox_record"
+                )
+            )
+            if isinstance(request, DeadLetter):
+                letters.append(request)
+            else:
+                requests.append(request)
     return requests, letters
 
 
@@ -66,8 +75,22 @@ def build_deliverer(
     )
 
 
+async def deliver_or_hold(
+    deliverer: KochavaSender | KochavaDryRun, requests: list[KochavaRequest], health: Health
+) -> int:
+    """Deliver; on a 401/403/404 hold the batch forever (nothing committed, nothing dead-lettered) with
+    the worker unready."""
+    try:
+        return await deliverer.deliver(requests)
+    except SinkConfigError as exc:
+        health.block("kochava", exc.hint)
+        log.error("%s", exc)
+        await asyncio.Event().wait()
+        raise  # unreachable: the wait above never ends (the task is cancelled on stop)
+
+
 def register(ctx: WorkerContext[KochavaSettings]) -> None:
-    """Declare the `kochava-sink` agent and expose its metrics on the worker's registry."""
+    """Declare the Kochava sink's consumer and expose its metrics on the worker's registry."""
     settings = ctx.settings
     metrics = KochavaSinkMetrics.on(ctx.registry)
     stats = SinkStats()
@@ -82,16 +105,25 @@ def register(ctx: WorkerContext[KochavaSettings]) -> None:
     deliverer = build_deliverer(settings, dead_letter, metrics, stats)
     ctx.closing.add(deliverer.close)
 
-    @ctx.faust_app.agent(ctx.topics.kochava_outbox, name="kochava-sink")
-    async def kochava_sink(stream: Any) -> None:
-        async for events in acked_batches(stream, BATCH_MAX, BATCH_WITHIN):
-            with ctx.activity.working("kochava-sink"):
-                requests, letters = decode(events)
-                if letters:
-                    await dead_letter(letters)
-                try:
-                    await deliverer.deliver(requests)
-                except SinkConfigError as exc:
-                    ctx.health.block("kochava", exc.hint)
-                    log.error("%s", exc)
-                    await asyncio.Event().wait()  # hold the batch: nothing acked, nothing dead-lettered
+    async def handle(records: list[Any]) -> None:
+        """One batch of outbox records: dead-letter the invalid ones, deliver the rest; the consumer
+        commits the batch's offsets when this returns."""
+        requests, letters = decode(records)
+        if letters:
+            await dead_letter(letters)
+        await deliver_or_hold(deliverer, requests, ctx.health)
+        # Everything after delivery (per-request receipts) goes here, before the offsets are committed.
+
+    sink = SinkConsumer(
+        settings,
+        name="kochava-sink",
+        topic=settings.topic(KOCHAVA_OUTBOX),
+        group=settings.sink_group("kochava"),
+        handle=handle,
+        batch_max=BATCH_MAX,
+        linger=BATCH_WITHIN,
+        activity=ctx.activity,
+        adopt_from=settings.kseg_app_id,
+    )
+    ctx.faust_app.add_dependency(sink)
+    ctx.positions.append(sink.offsets)
