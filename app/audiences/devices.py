@@ -18,11 +18,12 @@ _S2S_TYPES = frozenset({"idfa", "idfv", "adid", "android_id"})
 
 
 def _signals(profile: AttributionProfile) -> dict[str, Any]:
-    """The lifecycle signals own audiences test, from the profile's `lifecycle` state (app.lifecycle)."""
-    data = profile.model_dump()
-    nested = data.get("lifecycle")
-    life: dict[str, Any] = nested if isinstance(nested, dict) else data
-    return {name: life.get(name) for name in SIGNALS if life.get(name) is not None}
+    """The lifecycle signals own audiences test, from the profile's `lifecycle` state (app.lifecycle).
+
+    Read off the model: a dump would copy the whole profile (its dedupe marks, parked postbacks) three
+    or four times per event for two scalar fields."""
+    life = profile.lifecycle
+    return {name: value for name in SIGNALS if (value := getattr(life, name, None)) is not None}
 
 
 def member_of(profile: AttributionProfile, device_key: str) -> str | None:

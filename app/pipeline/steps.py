@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry
 
 from app import topics
@@ -37,7 +38,6 @@ from app.records import (
     DeadLetter,
     DeviceLinked,
     RawPostback,
-    SegmentCalls,
     dumps,
     unpack,
     utc_now_iso,
@@ -202,8 +202,12 @@ def remember(state: AttributionProfile, event_id: str, config: StepConfig) -> At
 
 
 def segment_calls_record(messages: list[dict[str, Any]]) -> bytes:
-    """One outbox record holding all the Segment calls of one event (the sink unpacks it)."""
-    return SegmentCalls(messages=messages).encode()
+    """One outbox record holding all the Segment calls of one event (the sink unpacks it): the bytes of
+    `SegmentCalls(messages=messages).encode()`, without validating and re-dumping every call through
+    pydantic (the mapping built them as JSON values; the sink validates each call before sending)."""
+    if not messages:
+        raise ValueError("an outbox record holds at least one call")
+    return orjson.dumps({"kind": "segment_calls", "messages": messages})
 
 
 def dead_letter_send(letter: DeadLetter, config: StepConfig) -> Send:

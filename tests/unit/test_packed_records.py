@@ -193,3 +193,24 @@ def test_the_processing_step_handles_a_batched_notice_record_like_its_items_one_
     assert packed.profile("KB").user_id == "u-KB"
     sent = [orjson.loads(v) for name, _, v in batch.sends if name == topics.OUTBOX]
     assert [m["userId"] for r in sent for m in r["messages"] if m["type"] == "identify"] == ["u-KA", "u-KB"]
+
+
+def test_outbox_record_bytes_are_what_segment_calls_encodes_for_the_load_mix() -> None:
+    """`segment_calls_record` skips pydantic; its bytes must stay those of `SegmentCalls.encode()`."""
+    from urllib.parse import parse_qsl
+
+    from app.loadgen.postbacks import PostbackGenerator
+    from app.records import RawPostback, device_key_of, postback_event_id
+    from tests.pipeline_tables import Tables
+
+    t, generator = Tables(), PostbackGenerator(seed=3, devices=50)
+    batch = []
+    for _ in range(300):
+        params = dict(parse_qsl(next(generator).query))
+        raw = RawPostback(
+            event_id=postback_event_id(params), received_at="2026-01-01T00:00:00.000Z", params=params
+        )
+        batch.append((device_key_of(params) or "x", raw.model_dump(mode="json")))
+    outbox = [value for name, _, value in t.run(batch).sends if name == topics.OUTBOX]
+    assert len(outbox) > 100
+    assert all(value == SegmentCalls.model_validate(orjson.loads(value)).encode() for value in outbox)
