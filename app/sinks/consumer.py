@@ -107,6 +107,7 @@ class SinkConsumer(Service):
         #: Offset of the last record handed to `handle` per partition.
         self.read: dict[TopicPartition, int] = {}
         self.batches = 0
+        self._task: asyncio.Future[None] | None = None
 
     def consumer_config(self) -> dict[str, Any]:
         settings = self.settings
@@ -127,8 +128,15 @@ class SinkConsumer(Service):
         self.consumer = AIOKafkaConsumer(**self.consumer_config())
         self.consumer.subscribe([self.topic], listener=_Adopt(self))
         await self.consumer.start()
+        self._task = asyncio.ensure_future(self._consume())
 
     async def on_stop(self) -> None:
+        """Stop reading first (a batch in delivery is abandoned uncommitted), then leave the group."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
@@ -162,10 +170,14 @@ class SinkConsumer(Service):
             for tp in consumer.assignment()
         }
 
-    @Service.task
     async def _consume(self) -> None:
-        while not self.should_stop:
-            batch = await self.take()
+        while True:
+            try:
+                batch = await self.take()
+            except KafkaError as exc:  # the broker is away: aiokafka reconnects, try again
+                log.warning("%s: fetch failed (%s); retrying", self.name, exc)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
             if not batch:
                 continue
             try:
@@ -177,7 +189,7 @@ class SinkConsumer(Service):
                     "%s: a batch of %d failed; retrying it from its first offsets", self.name, len(batch)
                 )
                 self.rewind(batch)
-                await self.sleep(RETRY_SECONDS)
+                await asyncio.sleep(RETRY_SECONDS)
                 continue
             await self.commit(batch)
             self.batches += 1
