@@ -431,10 +431,22 @@ def decode_outbox_record(value: bytes | None) -> SegmentCalls | DeadLetter:
 
 
 def outbox_calls(data: JSONDict) -> SegmentCalls | DeadLetter:
-    """One decoded `segment.outbox` item (see `decode_outbox_record`)."""
-    if data.get("kind") == "segment_calls":
-        return validate_or_dead_letter(data, SegmentCalls, stage="segment", reason="undecodable_message")
-    return SegmentCalls(messages=[data])
+    """One decoded `segment.outbox` item (see `decode_outbox_record`).
+
+    Checked, not re-validated: what `SegmentCalls` accepts is checked here without pydantic copying every
+    call, since the Segment sender validates each call itself before sending (decode and validate once);
+    anything else goes through the model for its precise dead letter."""
+    if data.get("kind") != "segment_calls":
+        return SegmentCalls.model_construct(messages=[data])  # a bare call (a replayed dead letter)
+    messages = data.get("messages")
+    if (
+        len(data) == 2
+        and isinstance(messages, list)
+        and messages
+        and all(isinstance(message, dict) for message in messages)
+    ):
+        return SegmentCalls.model_construct(messages=messages)
+    return validate_or_dead_letter(data, SegmentCalls, stage="segment", reason="undecodable_message")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -214,3 +214,28 @@ def test_outbox_record_bytes_are_what_segment_calls_encodes_for_the_load_mix() -
     outbox = [value for name, _, value in t.run(batch).sends if name == topics.OUTBOX]
     assert len(outbox) > 100
     assert all(value == SegmentCalls.model_validate(orjson.loads(value)).encode() for value in outbox)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"kind": "segment_calls", "messages": [TRACK]},
+        {"kind": "segment_calls", "messages": [TRACK, TRACK]},
+        {"kind": "segment_calls", "messages": []},
+        {"kind": "segment_calls", "messages": [1]},
+        {"kind": "segment_calls", "messages": TRACK},
+        {"kind": "segment_calls"},
+        {"kind": "segment_calls", "messages": [TRACK], "extra": 1},
+    ],
+)
+def test_the_outbox_items_checked_without_pydantic_are_exactly_those_the_model_accepts(item: Any) -> None:
+    from pydantic import ValidationError
+
+    from app.records import outbox_calls
+
+    try:
+        expected: Any = SegmentCalls.model_validate(item).messages
+    except ValidationError:
+        expected = None
+    got = outbox_calls(item)
+    assert (None if isinstance(got, DeadLetter) else got.messages) == expected
