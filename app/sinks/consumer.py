@@ -88,6 +88,7 @@ class SinkConsumer(Service):
         batch_max: int,
         linger: float,
         activity: AgentActivity,
+        batch_bytes: int = 2_000_000,
         adopt_from: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -98,6 +99,9 @@ class SinkConsumer(Service):
         self.group = group
         self.handle = handle
         self.batch_max = batch_max
+        #: A batch stops growing past this many value bytes: one packed record holds a partition's share
+        #: of a whole micro-batch, so `batch_max` records alone would not bound memory.
+        self.batch_bytes = batch_bytes
         self.linger = linger
         self.activity = activity
         self.adopt_from = adopt_from
@@ -208,7 +212,8 @@ class SinkConsumer(Service):
 
     async def take(self) -> list[ConsumerRecord[Any, Any]]:
         """Up to `batch_max` records: what the first fetch returns, topped up for at most `linger`
-        seconds while the batch is not full (each partition's records in order)."""
+        seconds while the batch is below `batch_max` records and `batch_bytes` bytes (each partition's
+        records in order)."""
         consumer = self.consumer
         assert consumer is not None
         fetched = await consumer.getmany(timeout_ms=1000, max_records=self.batch_max)
@@ -216,14 +221,17 @@ class SinkConsumer(Service):
         if not batch:
             return batch
         deadline = time.monotonic() + self.linger
-        while len(batch) < self.batch_max:
+        size = sum(len(rec.value or b"") for rec in batch)
+        while len(batch) < self.batch_max and size < self.batch_bytes:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             more = await consumer.getmany(
                 timeout_ms=int(left * 1000), max_records=self.batch_max - len(batch)
             )
-            batch.extend(rec for recs in more.values() for rec in recs)
+            added = [rec for recs in more.values() for rec in recs]
+            batch.extend(added)
+            size += sum(len(rec.value or b"") for rec in added)
         for rec in batch:
             self.read[TopicPartition(rec.topic, rec.partition)] = rec.offset
         return batch

@@ -92,6 +92,7 @@ def register(ctx: WorkerContext[SegmentSettings]) -> None:
         batch_max=settings.segment_batch_max_messages,
         linger=settings.segment_batch_linger,
         activity=ctx.activity,
+        batch_bytes=4 * settings.segment_batch_max_bytes,  # a few full Segment requests
         adopt_from=settings.kseg_app_id,
     )
     ctx.faust_app.add_dependency(sink)
