@@ -83,13 +83,14 @@ async def test_offsets_are_committed_only_after_a_batch_is_handled_from_the_work
     topic = await _outbox(broker, settings, partitions=2)
     tps = [TopicPartition(topic, p) for p in range(2)]
     await _produce(broker, topic, [(p, f"{p}-{i}".encode()) for i in range(10) for p in range(2)])
-    # The faust agents (the worker group) had delivered partition 0 up to offset 4.
+    # The faust agents (a member of the worker group) had delivered partition 0 up to offset 4.
     worker = AIOKafkaConsumer(
-        bootstrap_servers=broker, group_id=settings.kseg_app_id, enable_auto_commit=False
-    )
+        topic, bootstrap_servers=broker, group_id=settings.kseg_app_id, enable_auto_commit=False,
+        auto_offset_reset="earliest", session_timeout_ms=10_000,
+    )  # fmt: skip
     await worker.start()
     try:
-        worker.assign(tps)
+        await wait_for(lambda: worker.assignment() == set(tps), 60, "the worker group's assignment")
         await worker.commit({tps[0]: OffsetAndMetadata(4, "")})
     finally:
         await worker.stop()
