@@ -3,8 +3,9 @@ machinery (no tables, no per-event stream bookkeeping), in its own task of the w
 
 The rules it keeps (README "Delivery guarantees"):
 - a batch's offsets are committed only after `handle` returned, i.e. after every record in it was
-  delivered or dead-lettered; a batch whose `handle` raised is read again (same messageIds), one that
-  never ends (a sink held by a 401) is never committed, and the partitions' next owner reads it again;
+  delivered or dead-lettered (at most `COMMIT_INTERVAL` later; at once when idle, revoked or stopping);
+  a batch whose `handle` raised is read again (same messageIds), one that never ends (a sink held by a
+  401) is never committed, and the partitions' next owner reads it again;
 - records of one partition (one device's) are handed over in partition order, a batch at a time;
 - while `handle` runs the consumer keeps polling with its partitions paused, so a long delivery (an
   outage retried with backoff, a held sink) keeps its place in the group instead of being evicted;
@@ -42,6 +43,9 @@ Handle = Callable[[list[ConsumerRecord[Any, Any]]], Awaitable[None]]
 KEEPALIVE_SECONDS = 1.0
 #: Wait before a batch that failed is read again.
 RETRY_SECONDS = 1.0
+#: Longest time delivered offsets wait to be committed (faust's agents committed every 2.8 s): a commit
+#: per interval rather than per batch, and a crash re-delivers at most that much (same messageIds).
+COMMIT_INTERVAL = 1.0
 
 
 class _Adopt(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -52,6 +56,7 @@ class _Adopt(ConsumerRebalanceListener):  # type: ignore[misc]
         self.sink = sink
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.sink.flush(force=True)  # still this generation's member: commit what was delivered
         for tp in revoked:
             self.sink.committed.pop(tp, None)
             self.sink.read.pop(tp, None)
@@ -112,6 +117,9 @@ class SinkConsumer(Service):
         self.read: dict[TopicPartition, int] = {}
         self.batches = 0
         self._task: asyncio.Future[None] | None = None
+        #: Next offset per partition of what was delivered but is not committed yet.
+        self.delivered: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
 
     def consumer_config(self) -> dict[str, Any]:
         settings = self.settings
@@ -141,6 +149,8 @@ class SinkConsumer(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        with contextlib.suppress(Exception):
+            await self.flush(force=True)
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
@@ -195,8 +205,9 @@ class SinkConsumer(Service):
                 self.rewind(batch)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            await self.commit(batch)
+            self.delivered_batch(batch)
             self.batches += 1
+            await self.flush()
 
     def rewind(self, batch: list[ConsumerRecord[Any, Any]]) -> None:
         """Seek each of the batch's partitions back to its first record in the batch."""
@@ -219,6 +230,7 @@ class SinkConsumer(Service):
         fetched = await consumer.getmany(timeout_ms=1000, max_records=self.batch_max)
         batch = [rec for recs in fetched.values() for rec in recs]
         if not batch:
+            await self.flush(force=True)  # idle: what was delivered is committed now
             return batch
         deadline = time.monotonic() + self.linger
         size = sum(len(rec.value or b"") for rec in batch)
@@ -260,20 +272,31 @@ class SinkConsumer(Service):
             if self.consumer is not None:
                 self.consumer.resume(*self.consumer.assignment())
 
-    async def commit(self, batch: list[ConsumerRecord[Any, Any]]) -> None:
-        """Commit the batch's offsets; a commit refused after a rebalance leaves the batch to the
-        partitions' new owner (delivered twice with the same messageIds, never lost)."""
-        consumer = self.consumer
-        assert consumer is not None
-        offsets: dict[TopicPartition, int] = {}
+    def delivered_batch(self, batch: list[ConsumerRecord[Any, Any]]) -> None:
+        """Note a handled batch's offsets for the next commit."""
         for rec in batch:
             tp = TopicPartition(rec.topic, rec.partition)
-            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
+            self.delivered[tp] = max(self.delivered.get(tp, 0), rec.offset + 1)
+
+    async def flush(self, *, force: bool = False) -> None:
+        """Commit the delivered offsets, at most once per `COMMIT_INTERVAL` unless `force`d (idle, a
+        revocation, stopping). A commit refused after a rebalance leaves those batches to the partitions'
+        new owner (delivered twice with the same messageIds, never lost)."""
+        consumer = self.consumer
+        if consumer is None or not self.delivered:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_commit < COMMIT_INTERVAL:
+            return
+        offsets, self.delivered = self.delivered, {}
+        self._last_commit = now
         try:
             await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
         except KafkaError as exc:
             log.warning(
-                "%s: offset commit failed after delivery (%s); the batch will be redelivered", self.name, exc
+                "%s: offset commit failed after delivery (%s); those records will be redelivered",
+                self.name,
+                exc,
             )
             return
         self.committed.update(offsets)
