@@ -62,8 +62,17 @@ class _Adopt(ConsumerRebalanceListener):  # type: ignore[misc]
             self.sink.read.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        """Paused while it looks offsets up: the fetcher runs meanwhile and must not hand out records
+        read from the reset position (the earliest) before the adopted offset is in place."""
         consumer = self.sink.consumer
         assert consumer is not None
+        consumer.pause(*assigned)
+        try:
+            await self._place(consumer, assigned)
+        finally:
+            consumer.resume(*assigned)
+
+    async def _place(self, consumer: AIOKafkaConsumer, assigned: Any) -> None:
         missing: list[TopicPartition] = []
         for tp in assigned:
             offset = await consumer.committed(tp)
