@@ -103,6 +103,7 @@ class SinkConsumer(Service):
         linger: float,
         activity: AgentActivity,
         batch_bytes: int = 2_000_000,
+        fetch_wait_ms: int | None = None,
         adopt_from: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -116,6 +117,9 @@ class SinkConsumer(Service):
         #: A batch stops growing past this many value bytes: one packed record holds a partition's share
         #: of a whole micro-batch, so `batch_max` records alone would not bound memory.
         self.batch_bytes = batch_bytes
+        #: The fetch wait (default: the worker's KSEG_FETCH_MAX_WAIT_MS). On the embedded broker an empty
+        #: fetch is held for all of it, so an idle consumer sends one fetch per wait.
+        self.fetch_wait_ms = fetch_wait_ms or settings.fetch_max_wait_ms
         self.linger = linger
         self.activity = activity
         self.adopt_from = adopt_from
@@ -141,7 +145,7 @@ class SinkConsumer(Service):
             "session_timeout_ms": session_ms,
             "heartbeat_interval_ms": max(100, min(3000, session_ms // 6)),
             "rebalance_timeout_ms": max(session_ms, 10_000),
-            "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+            "fetch_max_wait_ms": self.fetch_wait_ms,
             "max_poll_records": self.batch_max,
         }
 

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 200
 BATCH_WITHIN = 0.2
+#: Longest fetch wait of the Kochava sink, ms: its outbox is quiet most of the time, and on the embedded
+#: broker every idle fetch costs broker CPU (one per wait); Kochava requests wait a batch linger anyway.
+FETCH_WAIT_MS = 250
 
 
 def decode(records: list[Any]) -> tuple[list[KochavaRequest], list[DeadLetter]]:
@@ -123,6 +126,7 @@ def register(ctx: WorkerContext[KochavaSettings]) -> None:
         batch_max=BATCH_MAX,
         linger=BATCH_WITHIN,
         activity=ctx.activity,
+        fetch_wait_ms=max(FETCH_WAIT_MS, settings.fetch_max_wait_ms),
         adopt_from=settings.kseg_app_id,
     )
     ctx.faust_app.add_dependency(sink)
