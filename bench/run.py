@@ -184,6 +184,8 @@ class Run:
     backlog_topic: str | None = None
     #: `--steady-rate`: the latency and spike scenarios' steady rate, instead of half the measured throughput.
     steady: float | None = None
+    #: The embedded broker's process id: its CPU is counted next to the workers' (it runs on the same cores).
+    broker_pid: int | None = None
     _records: list[tuple[bytes, bytes, str]] | None = None
 
     def records(self) -> list[tuple[bytes, bytes, str]]:
@@ -396,6 +398,8 @@ class Drain:
     delivered: int
     seconds: float
     cpu: float | None
+    #: The broker's CPU seconds over the same window (from the first worker's readiness to the last arrival).
+    broker_cpu: float | None
     ready_gap: float
     rss: dict[str, float | None]
     processed: dict[str, float]
@@ -420,10 +424,12 @@ async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str])
 
     await asyncio.gather(*(ready(role) for role in workers))
     started = min(ready_at.values())
+    broker_before = cpu_seconds(run.broker_pid) if run.broker_pid else None
     deadline = time.monotonic() + max(60.0, len(wanted) / 50)
     while not wanted <= run.segment.arrivals.keys() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     cpu_end = {role: cpu_seconds(dep.procs[role].pid) for role in workers}
+    broker_after = cpu_seconds(run.broker_pid) if run.broker_pid else None
     arrived = [run.segment.arrivals[e] for e in wanted if e in run.segment.arrivals]
     last = max(arrived, default=started)
     cpu_parts = [_delta(cpu_at_ready[r], cpu_end[r]) for r in workers]
@@ -439,6 +445,7 @@ async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str])
         delivered=len(arrived),
         seconds=max(last - started, 1e-6),
         cpu=None if None in cpu_parts else sum(c for c in cpu_parts if c is not None),
+        broker_cpu=_delta(broker_before, broker_after),
         ready_gap=round(max(ready_at.values()) - started, 2),
         rss={role: peak_rss_mb(dep.procs[role].pid) for role in workers},
         processed=processed,
@@ -479,6 +486,7 @@ async def scenario_pipeline(run: Run) -> dict[str, Any]:
         "pipeline_delivered": result.delivered,
         "pipeline_undelivered": len(records) - result.delivered,
         "worker_cpu_s_per_1k": per_1k(result.cpu, result.delivered),
+        "worker_broker_cpu_s_per_1k": per_1k(result.broker_cpu, result.delivered),
         "worker_records_per_event": round(per_event, 2),
         "worker_records_by_topic": {name: round(n / len(records), 2) for name, n in written.items() if n},
         "segment_requests": requests,
@@ -1096,6 +1104,7 @@ async def main_async(args: argparse.Namespace) -> int:
             segment = TimedEmulator(write_key="bench-key", store_messages=False)
             async with segment:
                 run = Run(broker.bootstrap_servers, segment, work, prof, results, steady=args.steady_rate)
+                run.broker_pid = broker.process.pid if broker.process else None
                 for _, name, scenario in scenarios:
                     say(f"{name} ...")
                     segment.reset()
