@@ -48,6 +48,18 @@ class ExactEndRecovery(Recovery):
                 ),
             )
 
+    async def _build_offsets(self, consumer: Any, tps: Any, destination: Counter[TP], title: str) -> None:
+        """Where reading starts: the persisted offset, else the beginning. faust also skips to the
+        earliest offset the broker reports, which once came back as the partition's end from the
+        embedded broker for a worker taking partitions over (it then restored nothing); nothing is ever
+        deleted from the embedded broker's in-memory changelogs, so reading from 0 loses nothing."""
+        if getattr(self.app, "changelog_ends", None) is None:
+            await super()._build_offsets(consumer, tps, destination, title)
+            return
+        for tp in tps:
+            if destination.get(tp) is None:
+                destination[tp] = -1
+
 
 class KsegTableManager(TableManager):
     """faust's table manager with `ExactEndRecovery` (faust's `TableManager` setting)."""
