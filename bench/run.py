@@ -1136,7 +1136,7 @@ SCENARIOS: tuple[tuple[str, str, Scenario], ...] = (
     ("spike100", "spike over a fixed 100/s base", scenario_spike_fixed),
     ("profile", "profile (py-spy) of a draining worker and of the faust baseline", scenario_profile),
 )
-FULL_ONLY = {"profile", "run1000"}  # not in --smoke: py-spy is not a dependency; `kseg run` starts PostgreSQL
+FULL_ONLY = {"profile"}  # not in --smoke: py-spy is not a project dependency
 
 
 def selected(only: str | None, smoke: bool) -> list[tuple[str, str, Scenario]]:
