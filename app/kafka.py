@@ -3,7 +3,9 @@ reach the broker the same way: one address, one security protocol, one set of cr
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 from app.sections import KafkaSettings
@@ -103,8 +105,6 @@ def consumer_config(settings: KafkaSettings, **extra: Any) -> dict[str, Any]:
 async def tls_problem(settings: KafkaSettings, timeout: float = 5.0) -> str | None:
     """Why a TLS handshake with the first bootstrap server fails, in words an operator can act on
     (None when it succeeds or TLS is off). aiokafka itself only reports "Unable to bootstrap"."""
-    import asyncio
-
     context = ssl_context(settings)
     if context is None:
         return None
@@ -163,6 +163,43 @@ async def read_records(client: dict[str, Any], topic: str, *, quiet_ms: int = 30
                 out.extend(records)
                 if records and records[-1].offset + 1 >= ends[tp]:
                     behind.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def exact_end_offsets(
+    client: dict[str, Any], reported: Mapping[Any, int], *, timeout: float = 10.0, quiet_ms: int = 200
+) -> dict[Any, int]:
+    """Each partition's end offset counted by reading, for the (topic, partition)s of `reported` (their
+    end offsets as the broker reports them; partitions reported empty are returned as they are).
+
+    The embedded broker reports a partition's end as the base offset of its last batch + 1, so the rest
+    of that batch lies past it. Reading from the reported end - 1 until a fetch brings nothing more finds
+    the real end: one short fetch per partition on a broker whose end offsets are exact (Apache Kafka)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    ends = {tp: end for tp, end in reported.items()}
+    wanted = {TopicPartition(tp[0], tp[1]): tp for tp, end in reported.items() if end > 0}
+    if not wanted:
+        return ends
+    consumer = AIOKafkaConsumer(**(client | {"enable_auto_commit": False, "group_id": None}))
+    await consumer.start()
+    try:
+        consumer.assign(list(wanted))
+        for tp, original in wanted.items():
+            consumer.seek(tp, reported[original] - 1)
+        pending = set(wanted)  # not yet seen the record at reported end - 1 (or one after it)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            wait = 1000 if pending else quiet_ms
+            batch = await consumer.getmany(*wanted, timeout_ms=wait)
+            if not batch and (not pending or asyncio.get_running_loop().time() > deadline):
+                return ends
+            for tp, records in batch.items():
+                if records:
+                    original = wanted[tp]
+                    ends[original] = max(ends[original], records[-1].offset + 1)
+                    pending.discard(tp)
     finally:
         await consumer.stop()
 

@@ -160,6 +160,12 @@ class KafkaSettings(SharedSettings):
         description="Batch size in bytes for the data topics (raw postbacks from the receiver, the worker's "
         "outputs), on every broker: unlike the changelogs, their readers need no exact end offsets.",
     )
+    kseg_changelog_batch_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Batch size in bytes of faust's producer (the table changelogs). Default 16384 on every "
+        "broker; on the embedded broker recovery reads each changelog past its reported end (see README).",
+    )
     kseg_produce_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a Kafka ack.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT",
@@ -228,6 +234,16 @@ class KafkaSettings(SharedSettings):
     def sink_group(self, sink: str) -> str:
         """The consumer group of one sink's outbox consumer (`segment`, `kochava`)."""
         return f"{self.kseg_app_id}-{sink}-sink"
+
+    @property
+    def changelog_batch_bytes(self) -> int:
+        """faust's producer batch size: real batches on every broker. On the embedded broker, whose end
+        offsets count only the first record of a partition's last batch, the worker's table recovery
+        finds each changelog's exact end by reading past the reported one (`app.worker.recovery`);
+        1 restores the old one-record batches (the bench's A/B)."""
+        if self.kseg_changelog_batch_bytes is not None:
+            return self.kseg_changelog_batch_bytes
+        return 16384
 
     @property
     def fetch_max_wait_ms(self) -> int:

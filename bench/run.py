@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +65,14 @@ class Profile:
     spike_after: float
     drain_timeout: float
     profile_events: int
+    #: The 1,000/s scenario's length, and the fixed base rate of the spike scenario that does not follow
+    #: the measured throughput.
+    latency_1000_seconds: float = 60
+    spike_fixed_base: float = 100
 
 
 FULL = Profile(6000, 15, 8000, 1000, 20, 500, 20, 30, 20, 300, 12000)
-SMOKE = Profile(200, 2, 300, 100, 2, 50, 1, 1, 1, 30, 300)
+SMOKE = Profile(200, 2, 300, 100, 2, 50, 1, 1, 1, 30, 300, latency_1000_seconds=2, spike_fixed_base=20)
 
 #: The bench's targets (same run, same broker).
 TARGETS = {
@@ -81,58 +85,91 @@ TARGETS = {
     "pipeline_undelivered": ("<=", 0),
     "workers2_undelivered": ("<=", 0),
     "spike_drain_seconds": ("<=", 40.0),
+    # The capacity targets: a 2-core machine at 1,000 postbacks/s.
+    "cpu_per_postback_vs_onerecord": ("<=", 0.34),
+    "worker_per_batched_passthrough": (">=", 0.05),
+    "worker_events_per_s": (">=", 2000.0),
+    "run_1000_p99_ms": ("<=", 2000.0),
+    "run_1000_undelivered": ("<=", 0),
+    "spike100_drain_seconds": ("<=", 20.0),
+    "spike100_lost": ("<=", 0),
     "events_per_segment_request": (">=", 200.0),
     "worker_peak_rss_mb": ("<=", 300.0),
 }
 
 
 #: What limits a figure when it misses its target, and what was tried (printed under the results table).
+#: Templates: every `{figure}` is filled in from the run that writes latest.md (`limit_text`), never a
+#: number quoted from an older run.
 LIMITS = {
     "worker_ratio": (
-        "Bounded by the record shape, not by kseg's code. Each postback is about 12 record operations in "
-        "the worker: the raw record in, ~7.7 records written (outboxes, warehouse row, identity index, "
-        "three changelogs; worker_records_by_topic) and ~3.7 of them read back by the worker's own agents "
-        "(the Segment and Kochava outboxes, audience changes, identity-index updates, device events). The "
-        "passthrough spends passthrough_cpu_s_per_1k for 2 record operations, so even at raw aiokafka's "
-        "cost per record, with no faust and no kseg code, this shape would stay below ~0.17 of the "
-        "passthrough; a trivial faust agent with it (faust_shape_ratio) is where the worker is. 0.35 needs "
-        "at most ~5 record operations per postback: dropping the changelogs (durable state), the outbox "
-        "topics the sinks read (sink isolation) or the identity index hop, each one a guarantee of README "
-        "'Delivery guarantees'. Done: outputs in real batches (KSEG_DATA_BATCH_BYTES; +25 % events/s and "
-        "-20 % CPU per event against one-record batches, A/B on the same machine), the device-index agent "
-        "in micro-batches, one outbox record per event, dedupe folded into the profile. Left: faust's "
-        "Prometheus sensors (~5 %), kseg's per-event code (~16 % + ~6 % pydantic/JSON, no single hot spot)."
+        "The divisor is the one-record-batch passthrough ({passthrough_events_per_s}/s); the batched one "
+        "ran {passthrough_batched_events_per_s}/s ({passthrough_batching_gain}x). Each postback is "
+        "{worker_records_per_event} records written by the worker (worker_records_by_topic) plus the ones "
+        "its own agents read back, against 2 record operations for the passthrough; a trivial faust agent "
+        "with that shape ran {faust_shape_events_per_s}/s (faust_shape_ratio {faust_shape_ratio})."
+    ),
+    "worker_per_batched_passthrough": (
+        "The worker ran {worker_events_per_s}/s at {worker_cpu_s_per_1k} ms CPU per postback plus "
+        "{worker_broker_cpu_s_per_1k} ms of the broker's; the batched passthrough "
+        "{passthrough_batched_events_per_s}/s at {passthrough_batched_cpu_s_per_1k} ms. The worker's "
+        "per-record machinery (faust's streams, the read-back agents, kseg's per-event code) is the "
+        "limit: see the profile below."
+    ),
+    "worker_events_per_s": (
+        "{worker_events_per_s}/s at {worker_cpu_s_per_1k} ms of worker CPU per postback: on 2 cores shared "
+        "with the broker ({worker_broker_cpu_s_per_1k} ms per postback) one process cannot pass "
+        "1,000 / (ms of CPU per postback) postbacks/s per core; see the profile below for where the "
+        "worker's CPU goes."
+    ),
+    "cpu_per_postback_vs_onerecord": (
+        "Worker + broker CPU per postback {cpu_ms_per_postback} ms with batched changelogs against "
+        "{onerecord_cpu_ms_per_postback} ms with one-record changelogs in the same run (broker alone: "
+        "{worker_broker_cpu_s_per_1k} vs {onerecord_worker_broker_cpu_s_per_1k} ms). Batching the "
+        "changelogs cuts the broker's share; the worker's own CPU ({worker_cpu_s_per_1k} vs "
+        "{onerecord_worker_cpu_s_per_1k} ms) is the rest."
     ),
     "worker_vs_faust_shape": (
-        "The gap between kseg's worker and a faust agent that writes the same records without any kseg "
-        "code is kseg's own per-event work plus its sinks: see the profile's kseg shares; "
-        "worker_cpu_vs_faust_shape is the same comparison in CPU per event."
+        "The gap between kseg's worker ({worker_events_per_s}/s) and a faust agent that writes the same "
+        "records without any kseg code ({faust_shape_events_per_s}/s) is kseg's own per-event work plus "
+        "its sinks: see the profile's kseg shares; worker_cpu_vs_faust_shape ({worker_cpu_vs_faust_shape}) "
+        "is the same comparison in CPU per event."
     ),
     "e2e_p99_ms": (
-        "Measured at half the worker throughput of the same run (e2e_rate), after a 2 s warm-up "
-        "(e2e_cold_p99_ms includes it). Every delivery waits for the Segment sink's next linger tick "
-        "(SEGMENT_BATCH_LINGER, 0.1 s by default) and two consumer fetch waits (KSEG_FETCH_MAX_WAIT_MS, "
-        "50 ms on the embedded broker, which holds an empty fetch for all of it); reinstall postbacks parked "
-        "for the identity index cross two more hops; on 2 shared cores the worker competes with the "
-        "receiver, broker and load generator. e2e_1000_* is the latency at a fixed 1,000/s, above one "
-        "worker's throughput: a growing backlog."
+        "Measured at {e2e_rate}/s, half the worker throughput of the same run, after a 2 s warm-up "
+        "(e2e_cold_p99_ms {e2e_cold_p99_ms} includes it): p50 {e2e_p50_ms} ms. Every delivery waits for "
+        "the Segment sink's next linger tick (SEGMENT_BATCH_LINGER) and two consumer fetch waits "
+        "(KSEG_FETCH_MAX_WAIT_MS); reinstall postbacks parked for the identity index cross two more hops."
+    ),
+    "run_1000_p99_ms": (
+        "`kseg run` (one worker, receiver, broker, loader and PostgreSQL on the same 2 cores) offered "
+        "1,000 installs of new devices per second ({run_1000_achieved_rate}/s accepted): p50 "
+        "{run_1000_p50_ms} ms; one worker's drain rate on the bench backlog was {worker_events_per_s}/s, "
+        "so above it the backlog grows for the whole run."
+    ),
+    "run_1000_undelivered": (
+        "{run_1000_undelivered} of {run_1000_accepted} accepted postbacks had not reached Segment 30 s "
+        "after the run: late (a backlog above the worker's rate), not known lost."
     ),
     "spike_drain_seconds": (
-        "Throughput-bound. At a steady rate b and worker throughput W a 10x burst of 30 s leaves about "
-        "(10b - W) * 30 postbacks queued, which drain at W - b while the steady load goes on: at the bench's "
-        "b = W/2 that is about 240 s whatever W is (measured faster: under a backlog the micro-batches are "
-        "full and the worker drains above worker_events_per_s). Draining within 40 s needs b <= 0.2 W: at "
-        "the issue's 100/s base, about 490/s of worker capacity (more workers, one per core; partitions "
-        "allow 8). Nothing was lost (spike_lost) and the receiver answered 200 throughout (spike_503s)."
+        "Throughput-bound. At a steady rate b = {spike_base_rate}/s and worker throughput "
+        "W = {worker_events_per_s}/s a 10x burst of 30 s leaves about (10b - W) * 30 postbacks queued "
+        "(peak lag {spike_peak_lag}), which drain at W - b while the steady load goes on. Nothing was lost "
+        "(spike_lost {spike_lost}); 503s: {spike_503s}."
+    ),
+    "spike100_drain_seconds": (
+        "At b = {spike100_base_rate}/s and W = {worker_events_per_s}/s the burst leaves about "
+        "(10b - W) * 30 queued (peak lag {spike100_peak_lag}), draining at W - b; "
+        "lost {spike100_lost}, 503s {spike100_503s}."
     ),
     "events_per_segment_request": (
-        "Batches fill up to 500 messages or SEGMENT_BATCH_LINGER seconds; at low event rates the linger "
-        "closes them first."
+        "{events_per_segment_request} events ({messages_per_segment_request} messages) per request: "
+        "batches fill up to 500 messages or SEGMENT_BATCH_LINGER seconds; at low rates the linger "
+        "closes them."
     ),
     "receiver_ratio": (
-        "The receiver answers only after Kafka's ack (acks=all), one produce per request; its records go "
-        "in multi-record batches (KSEG_DATA_BATCH_BYTES) on every broker. receiver_cpu_s_per_1k against "
-        "bare_aiohttp_cpu_s_per_1k shows the CPU it adds per request."
+        "The receiver answers only after Kafka's ack (acks=all), one produce per request: "
+        "{receiver_cpu_s_per_1k} ms CPU per postback against the bare handler's {bare_aiohttp_cpu_s_per_1k}."
     ),
     "worker_peak_rss_mb": "RocksDB block cache and faust's buffers grow with the number of partitions.",
     "pipeline_undelivered": (
@@ -140,18 +177,29 @@ LIMITS = {
         "partition) or lost; *_undelivered_sample names them, the worker logs (--work) say what happened."
     ),
     "workers2_undelivered": (
-        "As pipeline_undelivered, with two workers. Earlier runs lost time (never data) to group re-joins "
-        "(workers2_group_rejoins): Tansu answers a group sync ~3 s after the join and counts that against "
-        "the session, so at the bench's old 6 s timeout a busy worker was dropped right after joining. The "
-        "bench now runs at 10 s, the tests at 8 s; README 'The embedded broker'."
+        "As pipeline_undelivered, with two workers ({workers2_group_rejoins} group re-joins in this run)."
     ),
     "spike_lost": (
-        "Postbacks answered 200 but never delivered. 'missing' means the backlog had not drained when "
-        "the wait (drain_timeout) ended (spike_lag_at_end > 0, over all worker inputs): late, not known "
-        "lost; the delivery tests "
-        "prove at-least-once under faults."
+        "Postbacks answered 200 but not delivered when the wait ended; lag at the end {spike_lag_at_end}: "
+        "late, not known lost while it is above 0. The delivery tests prove at-least-once under faults."
     ),
+    "spike100_lost": "As spike_lost; lag at the end {spike100_lag_at_end}.",
 }
+
+
+class _Figures(dict[str, Any]):
+    """`str.format_map` source: a figure of the run, or "n/a" when its scenario did not run."""
+
+    def __missing__(self, key: str) -> str:
+        return "n/a"
+
+
+def limit_text(key: str, results: dict[str, Any]) -> str:
+    """LIMITS[key] with this run's figures filled in."""
+    template = LIMITS.get(key)
+    if template is None:
+        return "see bench/README.md"
+    return template.format_map(_Figures(results))
 
 
 class TimedEmulator(SegmentEmulator):
@@ -184,6 +232,8 @@ class Run:
     backlog_topic: str | None = None
     #: `--steady-rate`: the latency and spike scenarios' steady rate, instead of half the measured throughput.
     steady: float | None = None
+    #: The embedded broker's process id: its CPU is counted next to the workers' (it runs on the same cores).
+    broker_pid: int | None = None
     _records: list[tuple[bytes, bytes, str]] | None = None
 
     def records(self) -> list[tuple[bytes, bytes, str]]:
@@ -325,11 +375,16 @@ async def _wait_port(port: int, timeout: float = 15) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def raw_records(n: int) -> list[tuple[bytes, bytes, str]]:
-    """n distinct postbacks as the receiver would have written them: (key, value, event id)."""
+#: The steady-state mix: 10 % installs, the rest in-app events and purchases of devices installed before.
+STEADY_MIX = {"install": 0.10, "event": 0.70, "purchase": 0.20}
+
+
+def raw_records(n: int, mix: dict[str, float] | None = None) -> list[tuple[bytes, bytes, str]]:
+    """n distinct postbacks as the receiver would have written them: (key, value, event id). The default
+    mix is the generator's peak-campaign one (35 % installs); `STEADY_MIX` the steady state."""
     out = []
     seen: set[str] = set()
-    for postback in PostbackGenerator(seed=2, retry_rate=0.0):
+    for postback in PostbackGenerator(seed=2, retry_rate=0.0, mix=mix):
         params = dict(parse_qsl(postback.query, keep_blank_values=True))
         event_id = postback_event_id(params)
         if event_id in seen:
@@ -373,20 +428,24 @@ async def backlog(run: Run, dep: Deployment, records: list[tuple[bytes, bytes, s
 
 
 async def records_written(broker: str, prefix: str, exclude: set[str]) -> dict[str, int]:
-    """Records in every topic named `prefix...` except `exclude`, from end offsets (exact on Tansu with
-    one-record batches; with multi-record batches only each partition's last batch is undercounted)."""
+    """Records in every topic named `prefix...` except `exclude`: end offsets, read past the reported
+    ones (Tansu reports a partition's end as its last batch's first record + 1; `exact_end_offsets`)."""
+    from app.kafka import exact_end_offsets
+
     consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         names = [t for t in await consumer.topics() if t.startswith(prefix) and t not in exclude]
-        counts = {}
-        for name in sorted(names):
-            parts = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
-            ends = await consumer.end_offsets(parts) if parts else {}
-            counts[name[len(prefix) :].lstrip(".-")] = sum(ends.values())
-        return counts
+        parts = [TopicPartition(n, p) for n in sorted(names) for p in consumer.partitions_for_topic(n) or ()]
+        reported = await consumer.end_offsets(parts) if parts else {}
     finally:
         await consumer.stop()
+    ends = await exact_end_offsets({"bootstrap_servers": broker}, reported)
+    counts: dict[str, int] = {}
+    for tp, end in ends.items():
+        name = tp.topic[len(prefix) :].lstrip(".-")
+        counts[name] = counts.get(name, 0) + end
+    return dict(sorted(counts.items()))
 
 
 @dataclass
@@ -396,6 +455,8 @@ class Drain:
     delivered: int
     seconds: float
     cpu: float | None
+    #: The broker's CPU seconds over the same window (from the first worker's readiness to the last arrival).
+    broker_cpu: float | None
     ready_gap: float
     rss: dict[str, float | None]
     processed: dict[str, float]
@@ -420,10 +481,12 @@ async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str])
 
     await asyncio.gather(*(ready(role) for role in workers))
     started = min(ready_at.values())
+    broker_before = cpu_seconds(run.broker_pid) if run.broker_pid else None
     deadline = time.monotonic() + max(60.0, len(wanted) / 50)
     while not wanted <= run.segment.arrivals.keys() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     cpu_end = {role: cpu_seconds(dep.procs[role].pid) for role in workers}
+    broker_after = cpu_seconds(run.broker_pid) if run.broker_pid else None
     arrived = [run.segment.arrivals[e] for e in wanted if e in run.segment.arrivals]
     last = max(arrived, default=started)
     cpu_parts = [_delta(cpu_at_ready[r], cpu_end[r]) for r in workers]
@@ -439,6 +502,7 @@ async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str])
         delivered=len(arrived),
         seconds=max(last - started, 1e-6),
         cpu=None if None in cpu_parts else sum(c for c in cpu_parts if c is not None),
+        broker_cpu=_delta(broker_before, broker_after),
         ready_gap=round(max(ready_at.values()) - started, 2),
         rss={role: peak_rss_mb(dep.procs[role].pid) for role in workers},
         processed=processed,
@@ -455,20 +519,63 @@ def _metric_sum(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
+#: The old mode, for the A/B in the same run: faust's changelogs in one-record batches, as kseg wrote them
+#: on the embedded broker before its recovery read past the reported end offsets.
+ONE_RECORD_CHANGELOGS = {"KSEG_CHANGELOG_BATCH_BYTES": "1"}
+
+
 async def scenario_pipeline(run: Run) -> dict[str, Any]:
     """2, 5, 6. One worker's events/s from a prefilled postbacks.raw to Segment; its records per event."""
-    records = run.records()
-    dep = Deployment(run.broker, run.segment.url, run.work / "pipeline")
+    return await pipeline_figures(run, "pipeline", run.records(), {})
+
+
+async def scenario_pipeline_one_record(run: Run) -> dict[str, Any]:
+    """2c. The same backlog drained with one-record changelog batches (the old mode): worker and broker
+    CPU per postback next to scenario 2's."""
+    figures = await pipeline_figures(run, "pipeline-one-record", run.records(), ONE_RECORD_CHANGELOGS)
+    keep = (
+        "worker_events_per_s",
+        "worker_cpu_s_per_1k",
+        "worker_broker_cpu_s_per_1k",
+        "worker_records_per_event",
+    )
+    return {f"onerecord_{key}": figures[key] for key in keep} | {
+        "onerecord_pipeline_undelivered": figures["pipeline_undelivered"]
+    }
+
+
+async def scenario_pipeline_steady(run: Run) -> dict[str, Any]:
+    """2d. The steady-state mix (10 % installs, the rest events and purchases of known devices)."""
+    records = raw_records(run.prof.pipeline_events, STEADY_MIX)
+    figures = await pipeline_figures(run, "pipeline-steady", records, {})
+    keep = (
+        "worker_events_per_s",
+        "worker_cpu_s_per_1k",
+        "worker_broker_cpu_s_per_1k",
+        "worker_records_per_event",
+        "pipeline_undelivered",
+        "events_per_segment_request",
+    )
+    return {f"steady_{key}": figures[key] for key in keep}
+
+
+async def pipeline_figures(
+    run: Run, name: str, records: list[tuple[bytes, bytes, str]], env: dict[str, str]
+) -> dict[str, Any]:
+    """One worker (with `env` added) draining a prefilled postbacks.raw of `records` to Segment."""
+    dep = Deployment(run.broker, run.segment.url, run.work / name, extra_env=dict(env))
     await backlog(run, dep, records)
-    run.backlog_topic = dep.topic("postbacks.raw")
+    if name == "pipeline":
+        run.backlog_topic = dep.topic("postbacks.raw")
     run.segment.reset()
+    run.segment.arrivals.clear()
     requests_before = run.segment.stats()["requests"]
     try:
         result = await drain(run, dep, {event_id for _, _, event_id in records}, ["worker"])
         stats = run.segment.stats()
     finally:
         dep.stop()
-    written = await records_written(run.broker, dep.app_id, {run.backlog_topic})
+    written = await records_written(run.broker, dep.app_id, {dep.topic("postbacks.raw")})
     requests = stats["requests"] - requests_before
     messages = stats["messages"]
     per_event = sum(written.values()) / len(records)
@@ -479,12 +586,17 @@ async def scenario_pipeline(run: Run) -> dict[str, Any]:
         "pipeline_delivered": result.delivered,
         "pipeline_undelivered": len(records) - result.delivered,
         "worker_cpu_s_per_1k": per_1k(result.cpu, result.delivered),
+        # The broker's CPU over the same window, per postback: it runs on the same cores.
+        "worker_broker_cpu_s_per_1k": per_1k(result.broker_cpu, result.delivered),
         "worker_records_per_event": round(per_event, 2),
         "worker_records_by_topic": {name: round(n / len(records), 2) for name, n in written.items() if n},
         "segment_requests": requests,
         "segment_messages": messages,
-        "events_per_segment_request": round(messages / requests, 1) if requests else None,
+        # kseg events per Segment request (one event may become several messages: identify, track, ...).
+        "events_per_segment_request": round(result.delivered / requests, 1) if requests else None,
+        "messages_per_segment_request": round(messages / requests, 1) if requests else None,
         "per_event_baseline_requests": messages,
+        # requests of a one-message-per-request sender / kseg's requests
         "segment_request_ratio": round(messages / requests, 1) if requests else None,
         "worker_peak_rss_mb": round(rss, 1) if rss else None,
         "worker_counters": result.counters,
@@ -603,28 +715,33 @@ async def scenario_baselines(run: Run) -> dict[str, Any]:
     tag = f"base{int(time.time() * 1000) % 10_000_000}"
     log = run.work / "baselines.log"
     timeout = max(120.0, n / 20)
-    passthrough = await baseline_process(
-        [
-            "bench.baselines.passthrough",
-            "--bootstrap",
-            run.broker,
-            "--src",
-            source,
-            "--dst",
-            f"{tag}.passthrough",
-            "--expected",
-            str(n),
-            "--timeout",
-            str(timeout),
-            "--max-batch-size",
-            "1",
-            "--partitions",
-            str(PARTITIONS),
-        ],
-        None,
-        timeout + 30,
-        log,
-    )
+
+    async def passthrough_with(batch_bytes: int, dst: str) -> dict[str, Any]:
+        return await baseline_process(
+            [
+                "bench.baselines.passthrough",
+                "--bootstrap",
+                run.broker,
+                "--src",
+                source,
+                "--dst",
+                f"{tag}.{dst}",
+                "--expected",
+                str(n),
+                "--timeout",
+                str(timeout),
+                "--max-batch-size",
+                str(batch_bytes),
+                "--partitions",
+                str(PARTITIONS),
+            ],
+            None,
+            timeout + 30,
+            log,
+        )
+
+    passthrough = await passthrough_with(1, "passthrough")
+    batched = await passthrough_with(16384, "passthrough-batched")
     one_args, one_result = faust_agent_args(run, source, f"{tag}one", n, ["--sends", "1"])
     one = await baseline_process(one_args, one_result, timeout, log)
     shape_records, read_back = kseg_shape(run.results)
@@ -635,6 +752,8 @@ async def scenario_baselines(run: Run) -> dict[str, Any]:
     return {
         "passthrough_events_per_s": passthrough["events_per_s"],
         "passthrough_cpu_s_per_1k": per_1k(passthrough.get("cpu_seconds"), passthrough["events"]),
+        "passthrough_batched_events_per_s": batched["events_per_s"],
+        "passthrough_batched_cpu_s_per_1k": per_1k(batched.get("cpu_seconds"), batched["events"]),
         "faust_one_events_per_s": one["events_per_s"],
         "faust_one_cpu_s_per_1k": per_1k(one["cpu_seconds"], one["events"]),
         "faust_shape_events_per_s": shape["events_per_s"],
@@ -678,7 +797,9 @@ async def scenario_latency(run: Run) -> dict[str, Any]:
 
 async def scenario_latency_1000(run: Run) -> dict[str, Any]:
     """3b. The same at a fixed 1,000 postbacks/s (the rate the earlier bench used)."""
-    return await measure_latency(run, run.work / "latency-1000", run.prof.latency_rate, "e2e_1000")
+    return await measure_latency(
+        run, run.work / "latency-1000", run.prof.latency_rate, "e2e_1000", run.prof.latency_1000_seconds
+    )
 
 
 #: Seconds at the start of a latency run left out of its percentiles: the first second's postbacks meet
@@ -686,20 +807,102 @@ async def scenario_latency_1000(run: Run) -> dict[str, Any]:
 LATENCY_WARMUP = 2.0
 
 
-async def measure_latency(run: Run, work: Path, rate: float, name: str) -> dict[str, Any]:
-    """End-to-end latency: postback request → first arrival of its event at the Segment emulator, at a
-    steady rate (postbacks sent in the first LATENCY_WARMUP seconds count only in `*_cold_p99_ms`)."""
+@contextlib.asynccontextmanager
+async def bench_deployment(run: Run, work: Path) -> AsyncIterator[tuple[str, int | None]]:
+    """A receiver and a worker on the bench's broker: (postback URL, receiver pid)."""
     dep = await Deployment(run.broker, run.segment.url, work).start("receiver", "worker")
-    stamped = Stamped(PostbackGenerator(seed=3, retry_rate=0.0))
-    accepted: set[str] = set()
-    started = time.perf_counter()
-    warmup = min(LATENCY_WARMUP, run.prof.latency_seconds / 4)  # the smoke run is only 2 s long
     try:
+        yield dep.url, dep.procs["receiver"].pid
+    finally:
+        dep.stop()
+
+
+@contextlib.asynccontextmanager
+async def kseg_run(run: Run, work: Path) -> AsyncIterator[tuple[str, int | None]]:
+    """`kseg run` as an operator starts it on this machine: its own embedded broker, receiver, worker,
+    warehouse loader and PostgreSQL, delivering to the bench's Segment emulator. Stopped with SIGINT
+    (Ctrl-C) when done, killed if it does not stop."""
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_"))}
+    env |= {
+        "KSEG_HTTP_PORT": str(port),
+        "KSEG_WORKER_WEB_PORT": str(free_port()),
+        "KSEG_WAREHOUSE_WEB_PORT": str(free_port()),
+        "KSEG_DATA_DIR": str(work),
+        "KSEG_APP_ID": "benchrun",
+        "KSEG_POSTBACK_TOKENS": TOKEN,
+        "SEGMENT_WRITE_KEY": "bench-key",
+        "SEGMENT_ENDPOINT": run.segment.url,
+        "SEGMENT_MAX_REQUESTS_PER_SECOND": "1000",
+        "LOG_LEVEL": "warning",
+    }
+    screen = work / "run.log"
+    with screen.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while "kseg run: ready after" not in screen.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"kseg run did not get ready; see {screen}")
+            await asyncio.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1/kochava/postbacks", None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def scenario_kseg_run_1000(run: Run) -> dict[str, Any]:
+    """3c. `kseg run` with everything on this machine, offered 1,000 postbacks/s of distinct devices
+    (installs of new devices) for 60 s: end-to-end latency and what was delivered."""
+    return await measure_latency(
+        run,
+        kseg_run(run, run.work / "kseg-run"),
+        run.prof.latency_rate,
+        "run_1000",
+        run.prof.latency_1000_seconds,
+        PostbackGenerator(seed=5, retry_rate=0.0, mix={"install": 1.0}),
+    )
+
+
+async def measure_latency(
+    run: Run,
+    target: contextlib.AbstractAsyncContextManager[tuple[str, int | None]] | Path,
+    rate: float,
+    name: str,
+    seconds: float | None = None,
+    generator: PostbackGenerator | None = None,
+) -> dict[str, Any]:
+    """End-to-end latency: postback request → first arrival of its event at the Segment emulator, at a
+    steady rate (postbacks sent in the first LATENCY_WARMUP seconds count only in `*_cold_p99_ms`).
+    `target` is a running kseg (`kseg_run`), or a work directory for a `bench_deployment`."""
+    if isinstance(target, Path):
+        target = bench_deployment(run, target)
+    stamped = Stamped(generator or PostbackGenerator(seed=3, retry_rate=0.0))
+    accepted: set[str] = set()
+    seconds = seconds or run.prof.latency_seconds
+    warmup = min(LATENCY_WARMUP, seconds / 4)  # the smoke run is only 2 s long
+    async with target as (url, receiver_pid):
+        started = time.perf_counter()
         report = await run_load(
-            dep.url,
+            url,
             TOKEN,
             rate=rate,
-            duration=run.prof.latency_seconds,
+            duration=seconds,
             concurrency=128,
             generator=stamped,
             on_accepted=lambda pb: accepted.add(event_id_of(pb.query)),
@@ -707,9 +910,7 @@ async def measure_latency(run: Run, work: Path, rate: float, name: str) -> dict[
         deadline = time.monotonic() + 30
         while not accepted <= run.segment.arrivals.keys() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        receiver_rss = peak_rss_mb(dep.procs["receiver"].pid)
-    finally:
-        dep.stop()
+        receiver_rss = peak_rss_mb(receiver_pid) if receiver_pid else None
     arrivals = run.segment.arrivals
     timed = [
         (stamped.sent_at[e] - started, (arrivals[e] - stamped.sent_at[e]) * 1000)
@@ -722,6 +923,7 @@ async def measure_latency(run: Run, work: Path, rate: float, name: str) -> dict[
         f"{name}_rate": rate,
         f"{name}_accepted": len(accepted),
         f"{name}_delivered": len(every),
+        f"{name}_undelivered": len(accepted) - len(every),
         f"{name}_p50_ms": _r(percentile(steady, 50)),
         f"{name}_p95_ms": _r(percentile(steady, 95)),
         f"{name}_p99_ms": _r(percentile(steady, 99)),
@@ -749,9 +951,19 @@ def steady_rate(run: Run, fallback: float) -> float:
 async def scenario_spike(run: Run) -> dict[str, Any]:
     """4. The steady rate (half the worker throughput) with a 10x burst: lost count, peak consumer lag,
     drain time after the burst."""
+    return await measure_spike(run, steady_rate(run, run.prof.spike_base), "spike")
+
+
+async def scenario_spike_fixed(run: Run) -> dict[str, Any]:
+    """4b. A 10x burst over a fixed 100/s base (whatever the worker's throughput)."""
+    figures = await measure_spike(run, run.prof.spike_fixed_base, "spike-fixed")
+    return {key.replace("spike_", "spike100_", 1): value for key, value in figures.items()}
+
+
+async def measure_spike(run: Run, base: float, name: str) -> dict[str, Any]:
+    """`base` postbacks/s with a 10x burst, on a deployment of its own (`name`)."""
     prof = run.prof
-    base = steady_rate(run, prof.spike_base)
-    dep = await Deployment(run.broker, run.segment.url, run.work / "spike").start("receiver", "worker")
+    dep = await Deployment(run.broker, run.segment.url, run.work / name).start("receiver", "worker")
     accepted: set[str] = set()
     peak_lag = 0.0
     duration = prof.spike_before + prof.spike_length + prof.spike_after
@@ -913,11 +1125,15 @@ Scenario = Callable[[Run], Awaitable[dict[str, Any]]]
 SCENARIOS: tuple[tuple[str, str, Scenario], ...] = (
     ("ingest", "receiver ingest", scenario_ingest),
     ("pipeline", "worker pipeline, one worker", scenario_pipeline),
+    ("pipeline1", "worker pipeline, one-record changelogs (the old mode)", scenario_pipeline_one_record),
+    ("steady", "worker pipeline, steady-state mix", scenario_pipeline_steady),
     ("baselines", "passthrough and trivial faust agents on the same backlog", scenario_baselines),
     ("workers2", "worker pipeline, two workers", scenario_two_workers),
     ("latency", "end-to-end latency at half the worker throughput", scenario_latency),
     ("latency1000", "end-to-end latency at 1,000/s", scenario_latency_1000),
+    ("run1000", "kseg run, everything on this machine, 1,000/s of new devices", scenario_kseg_run_1000),
     ("spike", "spike", scenario_spike),
+    ("spike100", "spike over a fixed 100/s base", scenario_spike_fixed),
     ("profile", "profile (py-spy) of a draining worker and of the faust baseline", scenario_profile),
 )
 FULL_ONLY = {"profile"}  # not in --smoke: py-spy is not a project dependency
@@ -936,10 +1152,52 @@ def selected(only: str | None, smoke: bool) -> list[tuple[str, str, Scenario]]:
     return chosen
 
 
+#: What each ratio divides by (shown next to it in latest.md): every ratio names its divisor.
+DIVISORS = {
+    "receiver_ratio": "bare_aiohttp_accepted_per_s",
+    "worker_ratio": "passthrough_events_per_s (one-record batches)",
+    "worker_per_batched_passthrough": "passthrough_batched_events_per_s",
+    "worker_vs_faust_shape": "faust_shape_events_per_s",
+    "faust_shape_ratio": "passthrough_events_per_s (one-record batches)",
+    "faust_one_ratio": "passthrough_events_per_s (one-record batches)",
+    "passthrough_batching_gain": "passthrough_events_per_s (one-record batches)",
+    "workers2_scaling": "worker_events_per_s",
+    "worker_cpu_ratio": "worker_cpu_s_per_1k (passthrough CPU / worker CPU)",
+    "worker_cpu_vs_faust_shape": "worker_cpu_s_per_1k (faust shape CPU / worker CPU)",
+    "cpu_per_postback_vs_onerecord": "onerecord_cpu_ms_per_postback (same run, one-record changelogs)",
+    "broker_cpu_vs_onerecord": "onerecord_worker_broker_cpu_s_per_1k",
+    "segment_request_ratio": "segment_requests (one request per message / kseg's requests)",
+}
+
+
+def _sum(*values: Any) -> float | None:
+    return round(sum(values), 3) if all(v is not None for v in values) else None
+
+
 def derive(results: dict[str, Any]) -> None:
     """Ratios between figures of different scenarios (present when both sides ran)."""
     worker, passthrough = results.get("worker_events_per_s"), results.get("passthrough_events_per_s")
+    results["cpu_ms_per_postback"] = _sum(
+        results.get("worker_cpu_s_per_1k"), results.get("worker_broker_cpu_s_per_1k")
+    )
+    results["onerecord_cpu_ms_per_postback"] = _sum(
+        results.get("onerecord_worker_cpu_s_per_1k"), results.get("onerecord_worker_broker_cpu_s_per_1k")
+    )
+    results["steady_cpu_ms_per_postback"] = _sum(
+        results.get("steady_worker_cpu_s_per_1k"), results.get("steady_worker_broker_cpu_s_per_1k")
+    )
+    for key in ("cpu_ms_per_postback", "onerecord_cpu_ms_per_postback", "steady_cpu_ms_per_postback"):
+        if results[key] is None:
+            del results[key]
     derived = {
+        "cpu_per_postback_vs_onerecord": ratio(
+            results.get("cpu_ms_per_postback"), results.get("onerecord_cpu_ms_per_postback")
+        ),
+        "broker_cpu_vs_onerecord": ratio(
+            results.get("worker_broker_cpu_s_per_1k"), results.get("onerecord_worker_broker_cpu_s_per_1k")
+        ),
+        "worker_per_batched_passthrough": ratio(worker, results.get("passthrough_batched_events_per_s")),
+        "passthrough_batching_gain": ratio(results.get("passthrough_batched_events_per_s"), passthrough),
         "worker_ratio": ratio(worker, passthrough),
         "worker_vs_faust_shape": ratio(worker, results.get("faust_shape_events_per_s")),
         "faust_shape_ratio": ratio(results.get("faust_shape_events_per_s"), passthrough),
@@ -1045,13 +1303,14 @@ def markdown(
         f"Run {meta['when']} on {meta['machine']} ({meta['cpus']} CPUs), mode `{meta['mode']}`, "
         f"{meta['seconds']} s in all. Embedded Tansu broker, Segment emulator, loopback only.",
         "",
-        "| figure | value | target | verdict |",
-        "|---|---|---|---|",
+        "| figure | value | divides by | target | verdict |",
+        "|---|---|---|---|---|",
     ]
     for key, value in results.items():
         target = TARGETS.get(key)
         target_text = f"{target[0]} {target[1]}" if target else ""
-        lines.append(f"| {key} | {value} | {target_text} | {verdicts.get(key, '')} |")
+        divisor = DIVISORS.get(key, "")
+        lines.append(f"| {key} | {value} | {divisor} | {target_text} | {verdicts.get(key, '')} |")
     lines += side_by_side(results)
     met = [key for key, verdict in verdicts.items() if verdict == "met"]
     missed = [key for key, verdict in verdicts.items() if verdict != "met"]
@@ -1059,7 +1318,7 @@ def markdown(
     if missed:
         lines += ["", "Missed (what limits each, what was tried):", ""]
         for key in missed:
-            lines.append(f"- **{key}** ({verdicts[key]}): {LIMITS.get(key, 'see bench/README.md')}")
+            lines.append(f"- **{key}** ({verdicts[key]}): {limit_text(key, results)}")
     lines += profile_lines(profile or {})
     if notes:
         lines += ["", notes.rstrip()]
@@ -1096,6 +1355,7 @@ async def main_async(args: argparse.Namespace) -> int:
             segment = TimedEmulator(write_key="bench-key", store_messages=False)
             async with segment:
                 run = Run(broker.bootstrap_servers, segment, work, prof, results, steady=args.steady_rate)
+                run.broker_pid = broker.process.pid if broker.process else None
                 for _, name, scenario in scenarios:
                     say(f"{name} ...")
                     segment.reset()

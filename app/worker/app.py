@@ -4,6 +4,7 @@ and pages from a `Settings` object. Only this module knows every domain; each ad
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from app.audiences import agents as audiences_agent
 from app.config import Settings
 from app.digest import agents as digest_agents
 from app.identity import agents as identity_agents
-from app.kafka import faust_credentials
+from app.kafka import client_config, exact_end_offsets, faust_credentials
 from app.pipeline import process
 from app.runtime.batching import BATCH_MAX
 from app.runtime.closing import Closing
@@ -28,6 +29,7 @@ from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart,
 from app.sinks.kochava import agents as kochava_sink
 from app.sinks.segment import agents as segment_sink
 from app.worker.metrics import LagCollector
+from app.worker.recovery import EndOffsets, KsegTableManager
 from app.worker.transport import FETCH_MAX_WAIT_MS
 from app.worker.web import web_settings
 
@@ -78,12 +80,20 @@ def session_warning(settings: Settings) -> str | None:
 PRODUCER_BUFFER_MAX = 8 * BATCH_MAX
 
 
+#: Fetch wait of the reads that find the changelogs' ends on the embedded broker (which holds an empty
+#: fetch for all of it, and the last read of each recovery is an empty one).
+CHANGELOG_END_FETCH_WAIT_MS = 50
+
+
 class KsegApp(faust.App):
     """faust's App with the settings faust has no option for: the consumer's fetch wait
-    (`app.worker.transport`) and the size of the producer's buffer of table writes."""
+    (`app.worker.transport`), the size of the producer's buffer of table writes, and how table
+    recovery learns where each changelog ends (`app.worker.recovery`)."""
 
     #: The worker consumer's longest fetch wait, ms (`build_faust_app` sets it from the settings).
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
+    #: The changelogs' real end offsets from the reported ones; None: the broker's are exact.
+    changelog_ends: EndOffsets | None = None
 
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()
@@ -104,7 +114,9 @@ def build_faust_app(settings: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         producer_acks=-1,
         producer_linger_ms=0,
-        producer_max_batch_size=settings.producer_max_batch_bytes,
+        # Changelogs in real batches on every broker; on the embedded broker recovery reads their ends.
+        producer_max_batch_size=settings.changelog_batch_bytes,
+        TableManager=KsegTableManager,
         topic_partitions=settings.kseg_topic_partitions,
         topic_replication_factor=settings.kseg_topic_replication,
         topic_allow_declare=True,
@@ -124,6 +136,9 @@ def build_faust_app(settings: Settings) -> faust.App:
         **web_settings(settings),
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    if settings.kseg_embedded_broker:  # Tansu's end offsets count only a last batch's first record
+        probe = client_config(settings) | {"fetch_max_wait_ms": CHANGELOG_END_FETCH_WAIT_MS}
+        app.changelog_ends = partial(exact_end_offsets, probe)
     return app
 
 

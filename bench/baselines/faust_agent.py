@@ -3,9 +3,9 @@
 Why: the raw aiokafka passthrough shows what the broker costs; these show what faust adds on top, with no
 kseg code at all, so the worker's figure splits into "broker", "faust" and "kseg". The faust App is built
 by kseg's own `app.worker.app.build_faust_app` (rocksdb store, the `ksegkafka://` transport with its
-100 ms fetch wait, one-record produce batches on the embedded broker, acks=all, the same poll and
-session settings) and run by kseg's `KsegWorker` (faust's terminal spinner dropped), so the baseline
-cannot drift from the worker's settings.
+100 ms fetch wait, the worker's changelog batches and recovery on the embedded broker, acks=all, the
+same poll and session settings) and run by kseg's `KsegWorker` (faust's terminal spinner dropped), so
+the baseline cannot drift from the worker's settings.
 
 Two shapes (one process each, run one after the other by `bench/run.py`):
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "--embedded",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="the broker is the embedded Tansu (one-record batches, like the worker)",
+        help="the broker is the embedded Tansu (its settings and table recovery, like the worker)",
     )
     parser.add_argument("--session-timeout", type=float, default=6.0)
     parser.add_argument("--data-dir", type=Path, required=True, help="RocksDB state directory root")
