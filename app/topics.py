@@ -51,6 +51,8 @@ SPEND = "campaign.spend"
 DIGEST_DAYS = "digest.days"
 AUDIENCE_CHANGES = "audiences.changes"
 KOCHAVA_OUTBOX = "kochava.outbox"
+RECEIPTS = "delivery.receipts"
+PROCESSING_RECEIPTS = "processing.receipts"
 
 #: Internal topics only kseg reads: the worker packs one partition's share of a micro-batch into one
 #: `app.records.Batched` record there (docs/topics.md). Topics other teams read keep one record per event.

@@ -26,8 +26,9 @@ from app.sinks.kochava.metrics import KochavaSinkMetrics
 from app.sinks.kochava.requests import KochavaRequest
 from app.sinks.kochava.sender import DeadLetterFn, KochavaSender
 from app.sinks.ratelimit import AdaptiveRateLimiter
+from app.sinks.receipts import send_receipts
 from app.sinks.stats import SinkStats, SinkStatsCollector
-from app.topics import DEADLETTER, KOCHAVA_OUTBOX
+from app.topics import DEADLETTER, KOCHAVA_OUTBOX, RECEIPTS
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def register(ctx: WorkerContext[KochavaSettings]) -> None:
         if letters:
             await dead_letter(letters)
         await deliver_or_hold(deliverer, requests, ctx.health)
-        # Everything after delivery (per-request receipts) goes here, before the offsets are committed.
+        await send_receipts(ctx.outputs.send_all, settings.topic(RECEIPTS), deliverer.take_receipts())
 
     sink = SinkConsumer(
         settings,

@@ -22,9 +22,10 @@ from app.runtime.health import Health
 from app.sections import SegmentSettings
 from app.sinks.consumer import SinkConsumer
 from app.sinks.errors import SinkConfigError
+from app.sinks.receipts import send_receipts
 from app.sinks.segment import Deliverer, DeliveryReport, build_sink
 from app.sinks.stats import SinkStats, SinkStatsCollector
-from app.topics import DEADLETTER, OUTBOX
+from app.topics import DEADLETTER, OUTBOX, RECEIPTS
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ def register(ctx: WorkerContext[SegmentSettings]) -> None:
         messages, letters = decode_messages(records)
         if letters:
             await dead_letter(letters)
-        await deliver_or_hold(deliverer, messages, ctx.health)
-        # Everything after delivery (per-request receipts) goes here, before the offsets are committed.
+        report = await deliver_or_hold(deliverer, messages, ctx.health)
+        await send_receipts(ctx.outputs.send_all, settings.topic(RECEIPTS), report.receipts)
 
     sink = SinkConsumer(
         settings,
