@@ -16,6 +16,7 @@ from app.sections import (
     AudienceSettings,
     DigestSettings,
     PipelineSettings,
+    PrivacySettings,
     ReceiverSettings,
     SegmentSettings,
     WorkerSettings,
@@ -29,6 +30,7 @@ class Settings(
     WorkerSettings,
     SegmentSettings,
     AudienceSettings,
+    PrivacySettings,
     BaseSettings,
 ):
     """All kseg settings: every section at once. Names are the environment variables, listed in the README.

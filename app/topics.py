@@ -51,6 +51,11 @@ SPEND = "campaign.spend"
 DIGEST_DAYS = "digest.days"
 AUDIENCE_CHANGES = "audiences.changes"
 KOCHAVA_OUTBOX = "kochava.outbox"
+PRIVACY_REQUESTS = "privacy.requests"
+PRIVACY_WORK = "privacy.work"
+PRIVACY_ERASE_DEVICES = "privacy.erase-devices"
+PRIVACY_ERASE_INDEX = "privacy.erase-index"
+PRIVACY_ERASE_MEMBERS = "privacy.erase-members"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,12 @@ def register(ctx: WorkerContext[PipelineSettings]) -> None:
             handle_record(batch, event, event.key, event.value, config)
         await ctx.outputs.send_all((settings.topic(name), key, value) for name, key, value in batch.sends)
         write_held(context, profiles, batch.profile_writes())
+        for event, key, value in batch.privacy.writes():  # after the profiles: an erasure wins
+            context._set_current_event(event)
+            if value is None:
+                profiles.pop(key, None)  # a tombstone on the changelog
+            else:
+                profiles[key] = value
 
     @faust_app.agent(ctx.topics.device_stream, name="process")
     async def process(stream: Any) -> None:

@@ -18,6 +18,7 @@ from app.digest import agents as digest_agents
 from app.identity import agents as identity_agents
 from app.kafka import faust_credentials
 from app.pipeline import process
+from app.privacy import agents as privacy_agents
 from app.runtime.batching import BATCH_MAX
 from app.runtime.closing import Closing
 from app.runtime.context import WorkerContext
@@ -39,6 +40,7 @@ DOMAINS = (
     audiences_agent.register,
     kochava_sink.register,
     digest_agents.register,
+    privacy_agents.register,
 )
 
 
