@@ -17,6 +17,9 @@ from tests.emulators.kochava_privacy import STATUS_PATH, KochavaPrivacyEmulator
 from tests.emulators.segment_api import SegmentEmulator
 from tests.emulators.segment_public_api import SegmentPublicApiEmulator
 from tests.harness import LINK_TOKEN, TOKEN, Pipeline, metric, run_cli, wait_for
+from tests.warehouse_support import LoaderProcess, sql, warehouse_pg
+
+__all__ = ["warehouse_pg"]  # a fixture
 
 PRIVACY_TOKEN = "test-privacy-token"
 PATH = "/v1/privacy/requests"
@@ -191,3 +194,225 @@ async def test_privacy_api_credentials_validation_record_and_duplicates(
     )
     assert rc == 0, err
     assert orjson.loads(out)["duplicate"] is False  # another channel (cli): another request
+
+
+def install(device: str, **ids: str) -> dict[str, str]:
+    return {
+        "event_name": "_install",
+        "kochava_device_id": device,
+        "network_name": "Net",
+        "timestamp": "1735689600",
+        **ids,
+    }
+
+
+def purchase(device: str, n: int) -> dict[str, str]:
+    return {
+        "event_name": "Purchase",
+        "kochava_device_id": device,
+        "event_value": "4.99",
+        "currency": "USD",
+        "order_id": f"o-{device}-{n}",
+        "timestamp": str(1735690000 + n),
+    }
+
+
+def engage_identify(entered: bool, at: str, user: str) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "userId": user,
+        "messageId": f"engage-{user}-{entered}-{at}",
+        "timestamp": at,
+        "traits": {"high_ltv_paid_social": entered},
+        "context": {
+            "personas": {
+                "computation_class": "audience",
+                "computation_id": "aud_2Nx",
+                "computation_key": "high_ltv_paid_social",
+                "namespace": "spa_1",
+                "space_id": "spa_1",
+            }
+        },
+    }
+
+
+async def deliver(p: Pipeline, payload: Any) -> tuple[int, dict[str, Any]]:
+    """POST a Segment webhook delivery signed like Segment (HMAC-SHA1 of the body)."""
+    raw = orjson.dumps(payload)
+    sig = hmac.new(SECRET.encode(), raw, hashlib.sha1).hexdigest()
+    status, body, _ = await p.post("/v1/segment/webhook", raw, token=None, headers={"X-Signature": sig})
+    return status, body
+
+
+def audience_devices(kochava: KochavaEmulator, name: str) -> list[str]:
+    """Devices Kochava got `name` for, for the Engage audience (kseg's own audiences also move)."""
+    return [
+        e["kochava_device_id"]
+        for e in kochava.events
+        if e["data"]["event_name"] == name
+        and e["data"]["event_data"]["audience_key"] == "high_ltv_paid_social"
+    ]
+
+
+DEVICES = {"KIPD1": {"idfv": IDFV_1, "idfa": IDFA_1}, "KIPD2": {"adid": ADID_2}}
+OTHER = "KIPD9"  # another user's device: nothing of it may go
+
+
+async def person_everywhere(
+    p: Pipeline, kochava: KochavaEmulator, segment: SegmentEmulator, url: str
+) -> None:
+    """u1 with two devices (installs, purchases, an audience), u9 with one; all of it in the warehouse."""
+    for device, ids in DEVICES.items():
+        assert (await p.get(install(device, **ids)))[0] == 200
+        status, body, _ = await p.post(
+            "/v1/identity/links", {"user_id": "u1", "kochava_device_id": device, **ids}, token=LINK_TOKEN
+        )
+        assert status == 200, body
+        assert (await p.get(purchase(device, 1)))[0] == 200
+    assert (await p.get(install(OTHER)))[0] == 200
+    assert (
+        await p.post("/v1/identity/links", {"user_id": "u9", "kochava_device_id": OTHER}, token=LINK_TOKEN)
+    )[0] == 200
+    await wait_for(
+        lambda: (
+            {"KIPD1", "KIPD2"} <= {x["device_id"].get("kochava_device_id") for x in kochava.identity_links}
+        ),
+        60,
+        "IdentityLink for both devices",
+    )
+    assert (await deliver(p, engage_identify(True, "2026-01-01T10:00:00Z", "u1")))[0] == 200
+    await wait_for(
+        lambda: sorted(audience_devices(kochava, "Audience Entered")) == ["KIPD1", "KIPD2"],
+        60,
+        "Audience Entered for both devices",
+    )
+    await wait_for(
+        lambda: (
+            sql(
+                url,
+                "SELECT count(*) FROM kseg_events WHERE kochava_device_id = ANY(%s)",
+                (["KIPD1", "KIPD2", OTHER],),
+            )[0][0]
+            >= 5
+        ),
+        60,
+        "warehouse rows of both users",
+    )
+
+
+def rows_of(url: str, devices: list[str]) -> int:
+    found = sql(
+        url,
+        "SELECT count(*) FROM kseg_events WHERE kochava_device_id = ANY(%s) OR user_id = 'u1'",
+        (devices,),
+    )
+    return int(found[0][0])
+
+
+async def test_delete_by_user_id_erases_everywhere_and_holds_after_restart(
+    make_pipeline: Any,
+    segment: SegmentEmulator,
+    kochava: KochavaEmulator,
+    public_api: SegmentPublicApiEmulator,
+    scrub: KochavaPrivacyEmulator,
+    warehouse_pg: Any,
+    dump_logs: list[Pipeline],
+) -> None:
+    url = warehouse_pg.url
+    p = await make_pipeline(
+        segment.url,
+        SEGMENT_WEBHOOK_SECRET=SECRET,
+        KOCHAVA_APP_GUID=GUID,
+        KOCHAVA_TRACKING_URL=kochava.url,
+        KSEG_WAREHOUSE_URL=url,
+        **privacy_env(public_api, scrub),
+    ).start()
+    dump_logs.append(p)
+    loader = LoaderProcess(p, url).start()
+    await loader.wait_ready()
+    await person_everywhere(p, kochava, segment, url)
+
+    # Segment and Kochava are down for a while: the request waits, it is not lost.
+    public_api.fail_for(3, status=503)
+    scrub.fail_next(2, status=429)
+    status, answer, _ = await p.post(
+        PATH, {"type": "delete", "user_id": "u1", "reference": "case-1"}, token=PRIVACY_TOKEN
+    )
+    assert status == 202, answer
+    request_id = answer["request_id"]
+    record = await wait_status(p, request_id, "done", 120)
+
+    covered = record["covered"]
+    assert covered["user_ids"] == ["u1"]
+    assert {"KIPD1", "KIPD2"} <= set(covered["device_keys"]) and OTHER not in covered["device_keys"]
+    assert {
+        f"idfv:{IDFV_1}",
+        f"idfa:{IDFA_1}",
+        f"adid:{ADID_2}",
+        "kochava_device_id:KIPD1",
+        "kochava_device_id:KIPD2",
+    } <= set(covered["typed_ids"])
+
+    # Segment: one regulation, the delete type, by userId; read back until FINISHED.
+    assert public_api.regulations == [
+        {"regulationType": "SUPPRESS_WITH_DELETE", "subjectType": "USER_ID", "subjectIds": ["u1"]}
+    ]
+    segment_target = record["targets"]["segment"]
+    assert segment_target["status"] == "done" and segment_target["detail"]["overall_status"] == "FINISHED"
+    assert any(h["target"] == "segment" and h["status"] == "failed" for h in record["history"])  # the outage
+
+    # Kochava: one scrub with every id of both devices, after the 429s; the job id is recorded.
+    assert len(scrub.scrubs) == 1
+    sent = {(d["id_type"], d["id_value"]) for d in scrub.scrubs[0]["device_ids"]}
+    assert {
+        ("kochava_device_id", "KIPD1"),
+        ("kochava_device_id", "KIPD2"),
+        ("idfv", IDFV_1),
+        ("idfa", IDFA_1),
+        ("adid", ADID_2),
+    } <= sent
+    assert ("kochava_device_id", OTHER) not in sent
+    assert record["targets"]["kochava"]["detail"]["job_id"] in scrub.jobs
+    assert record["targets"]["kochava"]["status"] == "done"
+
+    # The membership's exit went to Kochava for both devices.
+    await wait_for(
+        lambda: sorted(audience_devices(kochava, "Audience Exited")) == ["KIPD1", "KIPD2"],
+        60,
+        "Audience Exited for both devices",
+    )
+    # The warehouse holds nothing of u1 any more, and all of u9.
+    assert rows_of(url, ["KIPD1", "KIPD2"]) == 0
+    assert sql(url, "SELECT count(*) FROM kseg_events WHERE kochava_device_id = %s", (OTHER,))[0][0] >= 1
+    assert record["targets"]["warehouse"]["detail"]["rows"]["kseg_events"] >= 4
+    assert record["kafka_gone_by"] and record["targets"]["kafka_logs"]["status"] == "done"
+    stored = sql(url, "SELECT status, type FROM kseg_privacy_requests WHERE request_id = %s", (request_id,))
+    assert stored == [("done", "delete")]
+
+    # After a restart (state recovered from the changelogs), a new postback from either device produces
+    # nothing and counts as suppressed.
+    p.kill("worker-1", signal.SIGTERM)
+    await p.start_worker()
+    before_calls = len(segment.messages)
+    for device in DEVICES:
+        assert (await p.get(purchase(device, 2)))[0] == 200
+    assert (await p.get(purchase(OTHER, 2)))[0] == 200  # the control: still flows
+    await wait_for(
+        lambda: any(
+            m.get("context", {}).get("kseg", {}).get("kochava_device_id") == OTHER
+            for m in segment.messages[before_calls:]
+        ),
+        60,
+        "the other user's purchase",
+    )
+    text = await p.worker_metrics()
+    assert metric(text, "kseg_privacy_dropped_total", reason="deleted", kind="postback") == 2
+    assert not [
+        m
+        for m in segment.messages[before_calls:]
+        if m.get("userId") == "u1" or m.get("context", {}).get("kseg", {}).get("kochava_device_id") in DEVICES
+    ]
+    assert rows_of(url, ["KIPD1", "KIPD2"]) == 0
+    # No dead letter carries the ids.
+    dead = sql(url, "SELECT count(*) FROM kseg_events WHERE kochava_device_id = ANY(%s)", (list(DEVICES),))
+    assert dead == [(0,)]
