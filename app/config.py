@@ -24,13 +24,13 @@ from app.sections import (
 
 
 class Settings(
+    PrivacySettings,  # first: it extends DigestSettings
     DigestSettings,
     PipelineSettings,
     ReceiverSettings,
     WorkerSettings,
     SegmentSettings,
     AudienceSettings,
-    PrivacySettings,
     BaseSettings,
 ):
     """All kseg settings: every section at once. Names are the environment variables, listed in the README.

@@ -572,9 +572,10 @@ KOCHAVA_PRIVACY_URL = "https://nng.kochava.com"
 KOCHAVA_PRIVACY_ID_TYPES = "kochava_device_id,idfa,idfv,adid,android_id"
 
 
-class PrivacySettings(WarehouseSettings):
+class PrivacySettings(DigestSettings):
     """Privacy requests: the API's credential, Segment's Public API (regulations), Kochava's Data Subject
-    Request API (scrub), retries and the alert. The privacy agent also deletes warehouse rows."""
+    Request API (scrub), retries and the alert. The privacy agent also deletes warehouse rows, and the scrub
+    key defaults to the digest's KOCHAVA_API_KEY (hence the digest's section underneath)."""
 
     kseg_privacy_tokens: SecretStr = Field(
         default=SecretStr(""),
@@ -597,9 +598,6 @@ class PrivacySettings(WarehouseSettings):
     )
     kochava_privacy_api_key: SecretStr | None = Field(
         default=None, description="Kochava key for the scrub (`Authentication-Key`); default KOCHAVA_API_KEY."
-    )
-    kochava_api_key: SecretStr | None = Field(
-        default=None, description="Kochava Reporting API key (the user's key); unset: no digest runs."
     )
     kochava_privacy_id_types: str = Field(
         default=KOCHAVA_PRIVACY_ID_TYPES,

@@ -455,13 +455,13 @@ def next_due(request: PrivacyRequest) -> float | None:
     return min(times) if times else None
 
 
-def open_age_days(requests: list[PrivacyRequest], now: datetime) -> float:
-    ages = [
+def open_ages_days(requests: list[PrivacyRequest], now: datetime) -> list[float]:
+    """Age in days of every request not done (the alert's input)."""
+    return [
         (now - datetime.fromisoformat(r.received_at.replace("Z", "+00:00"))).total_seconds() / 86400
         for r in requests
         if r.status != "done"
     ]
-    return max(ages) if ages else 0.0
 
 
 def register(ctx: WorkerContext[PrivacySettings]) -> None:
@@ -550,8 +550,10 @@ def register(ctx: WorkerContext[PrivacySettings]) -> None:
             at = next_due(request)
             if at is not None and at <= now:
                 wakes.append(request.request_id)
-        fanout.metrics.open_requests.set(sum(1 for r in requests if r.status != "done"))
-        fanout.metrics.open_oldest_days.set(open_age_days(requests, datetime.now(UTC)))
+        ages = open_ages_days(requests, datetime.now(UTC))
+        fanout.metrics.open_requests.set(len(ages))
+        fanout.metrics.open_oldest_days.set(max(ages, default=0.0))
+        fanout.metrics.overdue.set(sum(1 for age in ages if age > settings.kseg_privacy_alert_days))
         if wakes:
             await ctx.outputs.send_all(
                 (wake_topic, rid.encode(), PrivacyWake(request_id=rid).encode()) for rid in wakes

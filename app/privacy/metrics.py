@@ -36,6 +36,11 @@ class PrivacyMetrics(RegistryMetrics):
             "Age in days of the oldest privacy request not done (0: none open), on this worker's partitions.",
             registry=registry,
         )
+        self.overdue = Gauge(
+            "kseg_privacy_overdue_requests",
+            "Privacy requests not done after KSEG_PRIVACY_ALERT_DAYS, on this worker's partitions.",
+            registry=registry,
+        )
         self.open_requests = Gauge(
             "kseg_privacy_open_requests",
             "Privacy requests not done, on this worker's partitions.",
