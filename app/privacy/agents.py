@@ -117,7 +117,13 @@ class Fanout:
             await self._session.close()
 
     def configured(self) -> Configured:
-        return Configured(segment=self.segment is not None, kochava=self.kochava is not None)
+        from app.warehouse.embedded import pgdata_dir, running_url
+
+        s = self.settings
+        warehouse = bool(s.kseg_warehouse_url) or running_url(pgdata_dir(s.kseg_data_dir)) is not None
+        return Configured(
+            segment=self.segment is not None, kochava=self.kochava is not None, warehouse=warehouse
+        )
 
     # ---- resolution ---------------------------------------------------------------------------------
     async def index_entries(self) -> list[IndexEntry]:

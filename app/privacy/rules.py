@@ -157,6 +157,11 @@ def initial_targets(kind: str, covered: Covered, configured: Configured) -> dict
         out["warehouse"] = Target(status=na, reason=f"a {kind} deletes no warehouse rows")
         out["kochava"] = Target(status=na, reason="Kochava's Data Subject Request API only deletes (scrubs)")
         out["kafka_logs"] = Target(status=na, reason=f"a {kind} deletes nothing")
+    if out["warehouse"].status == "pending" and not configured.warehouse:
+        out["warehouse"] = Target(
+            status="not_configured",
+            reason="no warehouse: KSEG_WAREHOUSE_URL is unset and no embedded warehouse runs",
+        )
     if out["segment"].status == "pending":
         if not covered.user_ids:
             out["segment"] = Target(

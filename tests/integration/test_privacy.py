@@ -416,3 +416,106 @@ async def test_delete_by_user_id_erases_everywhere_and_holds_after_restart(
     # No dead letter carries the ids.
     dead = sql(url, "SELECT count(*) FROM kseg_events WHERE kochava_device_id = ANY(%s)", (list(DEVICES),))
     assert dead == [(0,)]
+
+
+async def test_device_only_delete_then_segment_webhook_delete_survives_a_kill_mid_fanout(
+    make_pipeline: Any,
+    segment: SegmentEmulator,
+    public_api: SegmentPublicApiEmulator,
+    scrub: KochavaPrivacyEmulator,
+    dump_logs: list[Pipeline],
+) -> None:
+    p = await make_pipeline(
+        segment.url, SEGMENT_WEBHOOK_SECRET=SECRET, **privacy_env(public_api, scrub)
+    ).start()
+    dump_logs.append(p)
+    for device, ids in DEVICES.items():
+        assert (await p.get(install(device, **ids)))[0] == 200
+        status, body, _ = await p.post(
+            "/v1/identity/links", {"user_id": "u1", "kochava_device_id": device, **ids}, token=LINK_TOKEN
+        )
+        assert status == 200, body
+    await wait_for(
+        lambda: {m.get("userId") for m in segment.messages if m["type"] == "identify"} >= {"u1"},
+        60,
+        "u1 linked",
+    )
+
+    # A delete by one device: that device only, and Segment cannot be asked (no userId).
+    status, answer, _ = await p.post(
+        PATH, {"type": "delete", "devices": {"kochava_device_id": "KIPD1"}}, token=PRIVACY_TOKEN
+    )
+    assert status == 202, answer
+    record = await wait_status(p, answer["request_id"], "done")
+    covered = record["covered"]
+    assert covered["user_ids"] == [] and "KIPD2" not in covered["device_keys"]
+    assert f"adid:{ADID_2}" not in covered["typed_ids"] and f"idfv:{IDFV_1}" in covered["typed_ids"]
+    assert record["targets"]["segment"]["status"] == "not_applicable"
+    assert "anonymousId" in record["targets"]["segment"]["reason"]
+    assert record["targets"]["warehouse"]["status"] == "not_configured"
+    assert public_api.regulations == []
+    sent = {(d["id_type"], d["id_value"]) for d in scrub.scrubs[0]["device_ids"]}
+    assert ("kochava_device_id", "KIPD1") in sent and ("idfv", IDFV_1) in sent
+    assert not {v for _, v in sent} & {"KIPD2", ADID_2}
+    before = len(segment.messages)
+    assert (await p.get(purchase("KIPD1", 5)))[0] == 200
+    assert (await p.get(purchase("KIPD2", 5)))[0] == 200  # the user's other device goes on
+    await wait_for(
+        lambda: any(
+            m.get("properties", {}).get("order_id") == "o-KIPD2-5" for m in segment.messages[before:]
+        ),
+        60,
+        "the other device's purchase",
+    )
+    await wait_for(lambda: _dropped(p), 60, "the erased device's purchase counted as dropped")
+    assert not any(m.get("properties", {}).get("order_id") == "o-KIPD1-5" for m in segment.messages)
+
+    # Segment forwards a user deletion to the webhook; Segment's Public API is down, and the worker is
+    # killed in the middle of the fan-out: the request finishes after the restart, once.
+    public_api.fail_for(3600, status=503)
+    delete = {"type": "delete", "userId": "u1", "timestamp": "2026-12-01T00:00:00Z"}
+    status, body = await deliver(p, delete)
+    assert status == 200 and body["privacy_request_id"], body
+    request_id = body["privacy_request_id"]
+    assert (await deliver(p, delete))[1]["duplicate"] is True  # Segment's redelivery is the same request
+    failing = await wait_for(
+        lambda: _segment_failed(p, request_id), 60, "the Segment target failing while Segment is down"
+    )
+    assert failing["status"] == "in_progress" and failing["channel"] == "segment_webhook"
+    p.kill("worker-1")  # SIGKILL: no clean shutdown
+    public_api._faults.clear()
+    await p.start_worker()
+    record = await wait_status(p, request_id, "done", 120)
+    assert public_api.regulations == [
+        {"regulationType": "SUPPRESS_WITH_DELETE", "subjectType": "USER_ID", "subjectIds": ["u1"]}
+    ]
+    assert "KIPD2" in record["covered"]["device_keys"]
+    assert len(scrub.scrubs) == 2  # one per request: the kill did not repeat a scrub already recorded
+    before = len(segment.messages)
+    assert (await p.get(purchase("KIPD2", 6)))[0] == 200
+    assert (await p.get(purchase(OTHER, 6)))[0] == 200
+    await wait_for(
+        lambda: any(
+            m.get("properties", {}).get("order_id") == f"o-{OTHER}-6" for m in segment.messages[before:]
+        ),
+        60,
+        "the control purchase",
+    )
+    assert not any(m.get("properties", {}).get("order_id") == "o-KIPD2-6" for m in segment.messages)
+    text = await p.worker_metrics()
+    assert metric(text, "kseg_privacy_dropped_total", reason="deleted", kind="postback") >= 1
+
+
+async def _segment_failed(p: Pipeline, request_id: str) -> dict[str, Any] | None:
+    code, body, _ = await p.get(
+        "", token=None, path=f"{PATH}/{request_id}", headers={"Authorization": f"Bearer {PRIVACY_TOKEN}"}
+    )
+    if code != 200:
+        return None
+    segment_target = body["targets"].get("segment", {})
+    return body if segment_target.get("status") == "failed" else None
+
+
+async def _dropped(p: Pipeline) -> bool:
+    text = await p.worker_metrics()
+    return metric(text, "kseg_privacy_dropped_total", reason="deleted", kind="postback") == 1
