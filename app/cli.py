@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.warehouse.cli import add_parsers as add_warehouse
 
     add_warehouse(sub, _settings)
+
+    from app.trace.cli import add_parsers as add_trace
+
+    add_trace(sub, _settings)
     return parser
 
 

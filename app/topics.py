@@ -56,6 +56,8 @@ PRIVACY_WORK = "privacy.work"
 PRIVACY_ERASE_DEVICES = "privacy.erase-devices"
 PRIVACY_ERASE_INDEX = "privacy.erase-index"
 PRIVACY_ERASE_MEMBERS = "privacy.erase-members"
+RECEIPTS = "delivery.receipts"
+PROCESSING_RECEIPTS = "processing.receipts"
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,8 @@ MODEL_SCHEMAS = {
     "privacy-request.schema.json": ("app.privacy.records:PrivacyRequest", "privacy.requests"),
     "privacy-wake.schema.json": ("app.privacy.records:PrivacyWake", "privacy.work"),
     "privacy-erase.schema.json": ("app.privacy.records:PrivacyErase", "privacy.erase-devices"),
+    "delivery-receipt.schema.json": ("app.records:DeliveryReceipt", "delivery.receipts"),
+    "processing-receipt.schema.json": ("app.records:ProcessingReceipt", "processing.receipts"),
 }
 
 

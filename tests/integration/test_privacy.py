@@ -298,6 +298,14 @@ async def person_everywhere(
         60,
         "warehouse rows of both users",
     )
+    await wait_for(
+        lambda: (
+            sql(url, "SELECT count(*) FROM kseg_postbacks WHERE device_key = ANY(%s)", (list(DEVICES),))[0][0]
+            >= 4
+        ),
+        60,
+        "the trace's postbacks of u1",
+    )
 
 
 def rows_of(url: str, devices: list[str]) -> int:
@@ -384,7 +392,12 @@ async def test_delete_by_user_id_erases_everywhere_and_holds_after_restart(
     # The warehouse holds nothing of u1 any more, and all of u9.
     assert rows_of(url, ["KIPD1", "KIPD2"]) == 0
     assert sql(url, "SELECT count(*) FROM kseg_events WHERE kochava_device_id = %s", (OTHER,))[0][0] >= 1
-    assert record["targets"]["warehouse"]["detail"]["rows"]["kseg_events"] >= 4
+    rows = record["targets"]["warehouse"]["detail"]["rows"]
+    assert rows["kseg_events"] >= 4 and rows["kseg_postbacks"] >= 4, rows
+    for table in ("kseg_postbacks", "kseg_processing"):
+        left = sql(url, f"SELECT count(*) FROM {table} WHERE device_key = ANY(%s)", (list(DEVICES),))
+        assert left == [(0,)], table
+    assert sql(url, "SELECT count(*) FROM kseg_postbacks WHERE device_key = %s", (OTHER,))[0][0] >= 1
     assert record["kafka_gone_by"] and record["targets"]["kafka_logs"]["status"] == "done"
     stored = sql(url, "SELECT status, type FROM kseg_privacy_requests WHERE request_id = %s", (request_id,))
     assert stored == [("done", "delete")]

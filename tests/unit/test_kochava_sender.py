@@ -150,3 +150,24 @@ async def test_dry_run_writes_the_exact_requests(tmp_path: object) -> None:
     assert record["method"] == "POST" and record["url"] == "https://control.kochava.com/track/json"
     assert record["body"]["kochava_app_id"] is None
     assert record["body"]["data"]["event_name"] == "Audience Entered"
+
+
+async def test_receipts_name_each_request_s_outcome_status_and_attempts(emu: KochavaEmulator) -> None:
+    letters: list[DeadLetter] = []
+    results: list[str] = []
+    sender = make_sender(emu, letters, results)
+    emu.fail_next(1, status=503)
+    link = identity_link("KI9", {"idfv": IDFV}, "u9", "2026-01-01T10:00:00Z")
+    assert link is not None
+    bad = entered("KI2").model_copy(update={"body": {**entered("KI2").body, "usertime": 1767261600000}})
+    await sender.deliver([entered(), bad, link])
+    await sender.close()
+    got = sorted(
+        (r.messages[0].device_key, r.messages[0].event_name, r.outcome, r.http_status)
+        for r in sender.take_receipts()
+    )
+    assert ("KI1", "Audience Entered", "delivered", 200) in got
+    assert ("KI2", "Audience Entered", "rejected", 400) in got
+    assert ("KI9", "IdentityLink", "delivered", 200) in got
+    assert [g for g in got if g[2] == "retried"] and all(g[3] == 503 for g in got if g[2] == "retried")
+    assert sender.take_receipts() == []  # taken once

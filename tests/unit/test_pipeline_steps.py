@@ -9,7 +9,7 @@ from app import topics
 from app.mapping import ProfileRegistry
 from app.pipeline import steps
 from app.pipeline.steps import StepConfig
-from app.records import DeadLetter
+from app.records import DeadLetter, ProcessingReceipt
 from tests.pipeline_tables import Tables, raw, settings
 
 INSTALL = {
@@ -205,3 +205,45 @@ def test_a_replay_cut_differently_never_reuses_a_folded_identify_s_id() -> None:
             t.run([("KA", raw(purchase("KA", n))) for n in batch])
         ids.append([c["messageId"] for c in _identifies(t.take(topics.OUTBOX), "KA")])
     assert len(ids[0]) == 1 and len(ids[1]) == 2 and not set(ids[0]) & set(ids[1])
+
+
+def test_the_processing_receipt_says_what_became_of_each_postback() -> None:
+    """One receipt per micro-batch: mapped (profile and version), repeat, dead-lettered (reason), parked."""
+    t = Tables()
+    unknown = raw(INSTALL, profile="no-such-profile", kochava_device_id="KC")
+    batch = t.run([("KA", raw(INSTALL)), ("KA", raw(INSTALL)), ("KC", unknown)])
+    [(name, _, value)] = steps.processing_receipts(batch)
+    receipt = ProcessingReceipt.decode(value)
+    assert name == topics.PROCESSING_RECEIPTS
+    assert [(e.event_id, e.outcome) for e in receipt.events] == [
+        (raw(INSTALL)["event_id"], "mapped"),
+        (raw(INSTALL)["event_id"], "repeat"),
+        (unknown["event_id"], "dead_lettered"),
+    ]
+    mapped = receipt.events[0]
+    [row] = t.take(topics.WAREHOUSE)  # the version the event was mapped with
+    assert (mapped.profile, mapped.profile_version, mapped.device_key) == (
+        "kochava-default",
+        row["profile_version"],
+        "KA",
+    )
+    assert receipt.events[2].reason == "unknown_profile"
+
+    t2 = Tables()
+    _reinstall(t2)
+    parked = t2.run([("KB", raw(purchase("KB", 1)))])
+    [(_, _, value)] = steps.processing_receipts(parked)
+    assert [(e.outcome, e.reason) for e in ProcessingReceipt.decode(value).events] == [
+        ("parked", "awaiting_index_answers")
+    ]
+    # The index's answers release the parked purchase: it is mapped then, in that batch's receipt.
+    notices = t2.apply_index()
+    released = steps.processing_receipts(t2.run([("KB", n.model_dump(mode="json")) for n in notices]))
+    [(_, _, value)] = released
+    assert [(e.event_id, e.outcome) for e in ProcessingReceipt.decode(value).events] == [
+        (raw(purchase("KB", 1))["event_id"], "mapped")
+    ]
+    # A batch without postbacks (a notice the device had no use for) has no receipt.
+    empty = steps.Batch(stored_profile=t2.profiles.get, config=t2.config)
+    steps.handle_record(empty, 0, b"KB", b'{"kind": "device_linked"}', t2.config)
+    assert steps.processing_receipts(empty) == []

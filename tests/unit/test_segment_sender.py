@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.records import DeadLetter
+from app.records import DeadLetter, DeliveryReceipt
 from app.sinks.policy import retry_wait_from_headers
 from app.sinks.segment import (
     AdaptiveRateLimiter,
@@ -544,3 +544,34 @@ def test_rate_limiter_floor_and_ceiling() -> None:
     cooled.on_rate_limited()
     cooled.on_rate_limited()  # same burst of 429s: halves once
     assert cooled.rate == 4.0
+
+
+async def test_receipts_one_per_request_with_each_message_s_outcome(
+    emu: SegmentEmulator, make_sender: SenderFactory
+) -> None:
+    """A receipt per answered request (and per logged retry), naming the messages it carried."""
+    emu.fail_next(1, status=503)
+    batch = messages(10)
+    batch[3] = message(3, poison=True)
+    batch[4] = {**message(4), "type": "nonsense"}  # invalid: dead-lettered before any request
+    batch[5]["context"]["kseg"] = {"event_id": "ev-5"}
+    sender = await make_sender()
+    report = await sender.deliver(batch)
+    by_outcome: dict[str, list[Any]] = {}
+    for r in report.receipts:
+        by_outcome.setdefault(r.outcome, []).append(r)
+    assert [r.http_status for r in by_outcome["retried"]] == [503]
+    assert len(by_outcome["retried"][0].messages) == 9  # the whole valid chunk, once
+    [refused] = by_outcome["dead_lettered"]
+    assert [m.message_id for m in refused.messages] == ["kseg-000004"] and refused.request_id is None
+    [rejected] = by_outcome["rejected"]
+    assert [m.message_id for m in rejected.messages] == ["kseg-000003"] and rejected.http_status == 400
+    delivered = [m for r in by_outcome["delivered"] for m in r.messages]
+    assert sorted(m.message_id for m in delivered) == sorted(
+        m["messageId"] for m in batch if m["messageId"] not in ("kseg-000003", "kseg-000004")
+    )
+    assert all(r.http_status == 200 and r.attempts >= 2 and r.request_id for r in by_outcome["delivered"])
+    five = next(m for m in delivered if m.message_id == "kseg-000005")
+    assert (five.event_id, five.call_type, five.event_name) == ("ev-5", "track", "Install Attributed")
+    for r in report.receipts:  # each is a valid record of the published schema
+        assert DeliveryReceipt.decode(r.encode()) == DeliveryReceipt.model_validate(r.model_dump())

@@ -188,3 +188,60 @@ async def test_the_loaders_dead_letters_reach_the_shared_dead_letter_count() -> 
     reason = parsed.letters[0].reason
     assert sample("kseg_dead_letters_total", loader.registry, stage="warehouse", reason=reason) == 1
     assert sample("kseg_warehouse_dead_letters_total", loader.registry, reason=reason) == 1
+
+
+def test_trace_topics_become_trace_rows_and_a_bad_receipt_a_dead_letter() -> None:
+    from app.records import DeadLetter, DeliveryReceipt, RawPostback, ReceiptMessage
+
+    topics = {
+        "t.postbacks.raw": "postbacks.raw",
+        "t.delivery.receipts": "delivery.receipts",
+        "t.deadletter": "deadletter",
+    }
+    raw = RawPostback(
+        event_id="e1",
+        received_at="2026-01-01T00:00:00.000Z",
+        source="replay",
+        params={
+            "kochava_device_id": "KI1",
+            "gaid": "38400000-8cf0-11bd-b23e-10b96e40000d",
+            "email": "a@b.co",
+        },
+        token_name="token-1",
+    )
+    receipt = DeliveryReceipt(
+        destination="segment",
+        request_id="r1",
+        outcome="delivered",
+        http_status=200,
+        attempts=1,
+        final_at="2026-01-01T00:00:01.000Z",
+        messages=[
+            ReceiptMessage(message_id="m1", event_id="e1"),
+            ReceiptMessage(message_id="m2", event_id="e1"),
+        ],
+    )
+    letter = DeadLetter(
+        stage="mapping", reason="x", error="y", event_id="e1", payload={"phone": "+15551234567"}
+    )
+    parsed = parse_records(
+        [
+            record("t.postbacks.raw", raw.encode(), 5),
+            record("t.delivery.receipts", receipt.encode(), 6),
+            record("t.delivery.receipts", b'{"kind": "delivery_receipt"}', 7),
+            record("t.deadletter", letter.encode(), 8),
+            record("t.deadletter", b"not a letter", 9),
+        ],
+        TOPIC,
+        topics,
+    )
+    [postback] = parsed.trace.postbacks
+    assert postback[0] == "e1" and postback[5] == "token-1" and postback[6] == "KI1"
+    assert postback[10] == "38400000-8cf0-11bd-b23e-10b96e40000d"  # adid, from the gaid parameter
+    assert "a@b.co" not in postback[13] and postback[-2:] == (0, 5)
+    assert [r[0] for r in parsed.trace.receipts] == ["m1", "m2"]
+    assert parsed.trace.replayed == ["e1"]
+    [dead] = parsed.trace.dead_letters
+    assert "+15551234567" not in dead[6]
+    # The bad receipt is a typed dead letter; the record on the dead-letter topic that is none is skipped.
+    assert [x.reason for x in parsed.letters] == ["invalid_delivery_receipt"] and parsed.skipped == 1
