@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audiences(sub, _with_kafka_settings)
 
+    from app.privacy.cli import add_parser as add_privacy
+
+    add_privacy(sub, _with_kafka_settings)
+
     from app.loadgen.cli import build_parser as add_loadgen
 
     add_loadgen(sub)

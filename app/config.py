@@ -16,6 +16,7 @@ from app.sections import (
     AudienceSettings,
     DigestSettings,
     PipelineSettings,
+    PrivacySettings,
     ReceiverSettings,
     SegmentSettings,
     WorkerSettings,
@@ -23,6 +24,7 @@ from app.sections import (
 
 
 class Settings(
+    PrivacySettings,  # first: it extends DigestSettings
     DigestSettings,
     PipelineSettings,
     ReceiverSettings,

@@ -590,3 +590,84 @@ class DigestSettings(WarehouseSettings, KochavaSettings):
     def _column_map_parse(cls, value: str) -> str:
         column_pairs(value)
         return value
+
+
+SEGMENT_PUBLIC_API_US = "https://api.segmentapis.com"
+SEGMENT_PUBLIC_API_EU = "https://eu1.api.segmentapis.com"
+KOCHAVA_PRIVACY_URL = "https://nng.kochava.com"
+#: Every device id type kseg holds; Kochava's page shows `idfa` and `adid` only (the rest is assumed).
+KOCHAVA_PRIVACY_ID_TYPES = "kochava_device_id,idfa,idfv,adid,android_id"
+
+
+class PrivacySettings(DigestSettings):
+    """Privacy requests: the API's credential, Segment's Public API (regulations), Kochava's Data Subject
+    Request API (scrub), retries and the alert. The privacy agent also deletes warehouse rows, and the scrub
+    key defaults to the digest's KOCHAVA_API_KEY (hence the digest's section underneath)."""
+
+    kseg_privacy_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated tokens for /v1/privacy/requests; every other token is refused there.",
+    )
+    segment_public_api_token: SecretStr | None = Field(
+        default=None, description="Segment Public API token (regulations); unset: Segment is not configured."
+    )
+    segment_public_api_url: str = Field(
+        default=SEGMENT_PUBLIC_API_US, description="Segment Public API host; `us` or `eu` select a region."
+    )
+    kochava_privacy_url: str = Field(
+        default=KOCHAVA_PRIVACY_URL, description="Host of Kochava's Data Subject Request API (scrub)."
+    )
+    kochava_account_id: str | None = Field(
+        default=None, pattern=r"^[0-9]+$", description="Kochava numeric account id (scrub path)."
+    )
+    kochava_app_id: str | None = Field(
+        default=None, pattern=r"^[0-9]+$", description="Kochava numeric app id (scrub path)."
+    )
+    kochava_privacy_api_key: SecretStr | None = Field(
+        default=None, description="Kochava key for the scrub (`Authentication-Key`); default KOCHAVA_API_KEY."
+    )
+    kochava_privacy_id_types: str = Field(
+        default=KOCHAVA_PRIVACY_ID_TYPES,
+        description="Device id types sent in a scrub (Kochava documents idfa and adid; the rest is assumed).",
+    )
+    kochava_privacy_status_path: str = Field(
+        default="",
+        description="Scrub job status path under the privacy URL, `{job_id}` filled in; empty: not polled.",
+    )
+    kseg_privacy_alert_days: float = Field(
+        default=25.0,
+        gt=0,
+        le=365,
+        description="Alert when a privacy request is not done after this many days.",
+    )
+    kseg_privacy_retry_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="First retry delay of a failed privacy target (doubles)."
+    )
+    kseg_privacy_retry_max_seconds: float = Field(
+        default=3600.0, gt=0, le=86400, description="Longest delay between retries of a privacy target."
+    )
+    kseg_privacy_request_timeout: float = Field(
+        default=15.0, gt=0, le=300, description="Seconds per call to Segment's or Kochava's privacy API."
+    )
+
+    @field_validator("segment_public_api_url")
+    @classmethod
+    def _resolve_public_region(cls, value: str) -> str:
+        aliases = {"us": SEGMENT_PUBLIC_API_US, "eu": SEGMENT_PUBLIC_API_EU}
+        return aliases.get(value.lower(), value).rstrip("/")
+
+    @property
+    def privacy_tokens(self) -> list[str]:
+        return split_list(self.kseg_privacy_tokens.get_secret_value())
+
+    @property
+    def kochava_privacy_key(self) -> str:
+        return reveal(self.kochava_privacy_api_key) or reveal(self.kochava_api_key)
+
+    @property
+    def kochava_privacy_configured(self) -> bool:
+        return bool(self.kochava_account_id and self.kochava_app_id and self.kochava_privacy_key)
+
+    @property
+    def privacy_id_types(self) -> list[str]:
+        return split_list(self.kochava_privacy_id_types)

@@ -18,8 +18,10 @@ from pydantic import Field, TypeAdapter
 from app.audiences.metrics import AudienceMetrics
 from app.audiences.own import OwnAudience, load_own_audiences
 from app.audiences.records import DeviceFacts, MembershipChange, MemberState
-from app.audiences.rules import EventNames, Outcome, apply_change, apply_device
+from app.audiences.rules import EventNames, Outcome, apply_change, apply_device, erase_member
 from app.dlq.writer import dead_letter_record
+from app.privacy.metrics import PrivacyMetrics
+from app.privacy.records import PrivacyErase
 from app.records import DeadLetter, JSONDict, decode_or_dead_letter, dumps, unpack, validate_or_dead_letter
 from app.runtime.context import WorkerContext
 from app.runtime.topics import topic_sender
@@ -63,7 +65,8 @@ async def handle_record(
     metrics: AudienceMetrics,
 ) -> int:
     """Apply one record to its member's state; returns the Kochava requests queued. `value` is a
-    record's bytes or one item `unpack` decoded from a `Batched` record."""
+    record's bytes or one item `unpack` decoded from a `Batched` record (privacy erase commands come
+    on their own topic, one per record, never packed)."""
     record: MembershipChange | DeviceFacts | DeadLetter
     if isinstance(value, DeadLetter):
         record = value
@@ -72,6 +75,12 @@ async def handle_record(
             value, AUDIENCE_RECORD, stage="audiences", reason="invalid_audience_record"
         )
     else:
+        if value is not None and b'"privacy_erase"' in value:
+            erase = decode_or_dead_letter(
+                value, PrivacyErase, stage="audiences", reason="invalid_privacy_command"
+            )
+            if isinstance(erase, PrivacyErase):
+                return await erase_record(erase, table, names=names, send_outbox=send_outbox, metrics=metrics)
         record = decode_or_dead_letter(
             value, AUDIENCE_RECORD, stage="audiences", reason="invalid_audience_record"
         )
@@ -95,6 +104,32 @@ async def handle_record(
     new = dumps(outcome.state)
     if stored != new:
         table[table_key] = new  # assigned, never mutated in place: writes the changelog
+    return len(outcome.requests)
+
+
+async def erase_record(
+    command: PrivacyErase,
+    table: MutableMapping[bytes, Any],
+    *,
+    names: EventNames,
+    send_outbox: Send,
+    metrics: AudienceMetrics,
+) -> int:
+    """A privacy command for one member: on `erase`, send the `Audience Exited` each membership implies
+    (acked first), then delete the member's state (a tombstone on the changelog). Other actions keep it."""
+    PrivacyMetrics.on(metrics.registry).commands.labels(agent="audiences", action=command.action).inc()
+    if command.action != "erase":
+        return 0
+    table_key = command.key.encode()
+    stored = table.get(table_key)
+    if stored is None:
+        return 0
+    outcome = erase_member(MemberState.model_validate(orjson.loads(stored)), command.at, names)
+    await asyncio.gather(
+        *(send_outbox((r.device_key or r.request_id).encode(), dumps(r)) for r in outcome.requests)
+    )
+    _count(outcome, metrics)
+    table.pop(table_key, None)
     return len(outcome.requests)
 
 

@@ -188,3 +188,21 @@ def apply_device(
             out.identity_links += 1
     _own_changes(out, own, facts.at, names)
     return out
+
+
+def erase_member(state: MemberState | None, at: str, names: EventNames) -> Outcome:
+    """A privacy erasure of one member: every audience it is in is exited first (an `Audience Exited` to
+    Kochava per device, so Kochava's copy of the membership ends too); the caller then deletes the state."""
+    new = state.model_copy(deep=True) if state else MemberState(member="")
+    out = Outcome(new)
+    for ref, membership in list(new.audiences.items()):
+        if not membership.entered:
+            continue
+        exited = membership.model_copy(
+            update={"entered": False, "at": at, "changed_at": at, "change_key": None}
+        )
+        new.audiences[ref] = exited
+        out.applied.append(Applied(membership.source, membership.audience_key, False))
+        for device_key, device in new.devices.items():
+            _event(out, exited, device_key, device, at, names)
+    return out

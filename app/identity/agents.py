@@ -117,6 +117,19 @@ async def handle_index_update(
     return len(outcome.notices)
 
 
+def is_privacy_erase(value: bytes | None) -> bool:
+    """Whether a device-index input record is the privacy agent's erase command for its key (the
+    `privacy.erase-index` topic; docs/privacy.md). Suppression is the processing step's, so every action
+    of the command erases the index entry only when it is an `erase`."""
+    if not value or b'"privacy_erase"' not in value:
+        return False
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and data.get("kind") == "privacy_erase" and data.get("action") == "erase"
+
+
 def register(ctx: WorkerContext[IdentitySettings]) -> None:
     """Declare the device index table and the two identity agents on the worker."""
     faust_app, topics = ctx.faust_app, ctx.topics
@@ -154,7 +167,11 @@ def register(ctx: WorkerContext[IdentitySettings]) -> None:
                 sends, table = HeldSends(), HeldWrites(devices, stream)
                 send_event = sends.sender(name(DEVICE_EVENTS))
                 send_dlq, send_index = sends.sender(name(DEADLETTER)), sends.sender(name(DEVICE_INDEX))
+                erased = []
                 for event in events:
+                    if is_privacy_erase(event.value):
+                        erased.append(event)  # applied after the batch's writes, below
+                        continue
                     view = table.at(event)
                     items = unpack(event.key, event.value, stage="identity", reason="invalid_index_update")
                     for key, item in items:  # one update, or a partition's share of a batch's
@@ -170,3 +187,6 @@ def register(ctx: WorkerContext[IdentitySettings]) -> None:
                         )
                 await ctx.outputs.send_all(sends.records)
                 table.flush()
+                for event in erased:  # a privacy erasure: the entry goes, with a tombstone on the changelog
+                    stream._set_current_event(event)
+                    devices.pop(event.key, None)

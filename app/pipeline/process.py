@@ -40,6 +40,12 @@ def register(ctx: WorkerContext[PipelineSettings]) -> None:
         sends = [*batch.sends, *processing_receipts(batch)]
         await ctx.outputs.send_all((settings.topic(name), key, value) for name, key, value in sends)
         write_held(context, profiles, batch.profile_writes())
+        for event, key, value in batch.privacy.writes():  # after the profiles: an erasure wins
+            context._set_current_event(event)
+            if value is None:
+                profiles.pop(key, None)  # a tombstone on the changelog
+            else:
+                profiles[key] = value
 
     @faust_app.agent(ctx.topics.device_stream, name="process")
     async def process(stream: Any) -> None:

@@ -33,6 +33,9 @@ from app.lifecycle.traits import RIDE_ALONG
 from app.mapping import ProfileRegistry
 from app.pipeline.core import PostbackOutcome, ProfileConfigs, process_postback
 from app.pipeline.metrics import PipelineMetrics
+from app.privacy.metrics import PrivacyMetrics
+from app.privacy.records import PrivacyErase
+from app.privacy.suppression import PrivacyBatch, suppressed_reason
 from app.records import (
     AttributionProfile,
     DeadLetter,
@@ -112,6 +115,8 @@ class Batch:
     states: dict[str, AttributionProfile] = field(default_factory=dict)
     #: Per device, the batch's last identify that carries only lifetime revenue and purchase count (its step).
     ride_along: dict[str, tuple[Step, dict[str, Any]]] = field(default_factory=dict)
+    #: Suppression marks and erasures of this batch (privacy commands), written after the profiles.
+    privacy: PrivacyBatch = field(default_factory=PrivacyBatch)
 
     def profile(self, device_key: str) -> AttributionProfile:
         if device_key in self.states:
@@ -357,7 +362,54 @@ def handle_item(
 ) -> None:
     if isinstance(data, DeadLetter):  # a record no kseg process wrote: keep it, typed
         batch.add(Step(event, [dead_letter_send(data, config)]))
+    elif data.get("kind") == "privacy_erase":
+        handle_privacy_erase(batch, event, device_key, data, config)
+    elif dropped_for_privacy(batch, event, device_key, data, config):
+        return
     elif data.get("kind") == "device_linked":
         handle_device_linked(batch, event, device_key, data, config)
     else:
         handle_postback(batch, event, device_key, data, config)
+
+
+def dropped_for_privacy(
+    batch: Batch, event: Any, device_key: str, data: dict[str, Any], config: StepConfig
+) -> bool:
+    """Drop (and count, by reason) a record of a deleted or suppressed device: nothing rebuilds its profile.
+    No dead letter: it would carry the ids the request removed (docs/privacy.md)."""
+    reason = suppressed_reason(batch.privacy, batch.stored_profile, device_key)
+    if reason is None:
+        return False
+    kind = "device_linked" if data.get("kind") == "device_linked" else "postback"
+    PrivacyMetrics.on(config.metrics.registry).dropped.labels(reason=reason, kind=kind).inc()
+    outcome = None
+    event_id = data.get("event_id")
+    if kind == "postback" and isinstance(event_id, str):
+        # The trace sees the drop, without the device key (the request removed it from the warehouse).
+        outcome = ProcessedEvent.model_construct(
+            event_id=event_id,
+            device_key=None,
+            outcome="suppressed",
+            profile=None,
+            profile_version=None,
+            reason=reason,
+        )
+    batch.add(Step(event, outcome=outcome))
+    return True
+
+
+def handle_privacy_erase(
+    batch: Batch, event: Any, device_key: str, data: dict[str, Any], config: StepConfig
+) -> None:
+    """The privacy agent's command for one device key: erase its profile (attribution, identity, dedupe
+    marks) with a tombstone, and set or lift its suppression mark (`app.privacy.suppression`)."""
+    command = validate_or_dead_letter(data, PrivacyErase, stage="identity", reason="invalid_privacy_command")
+    if isinstance(command, DeadLetter):
+        batch.add(Step(event, [dead_letter_send(command, config)]))
+        return
+    batch.privacy.apply(event, command)
+    if command.action == "erase":
+        batch.states[device_key] = AttributionProfile()  # later reads in this batch see no state
+        batch.ride_along.pop(device_key, None)
+    PrivacyMetrics.on(config.metrics.registry).commands.labels(agent="process", action=command.action).inc()
+    batch.add(Step(event))

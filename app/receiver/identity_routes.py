@@ -23,6 +23,7 @@ from app.receiver.bodies import read_body
 from app.receiver.errors import ClientError
 from app.receiver.metrics import RECEIVER_METRICS
 from app.receiver.parsing import match_token, supplied_token
+from app.receiver.privacy_routes import SEGMENT_DELETES
 from app.receiver.publisher import Publisher
 from app.receiver.ratelimit import LIMITER
 from app.records import DeviceIds, utc_now_iso
@@ -255,6 +256,11 @@ def install_identity_routes(app: web.Application, publisher: Publisher) -> None:
             identity_metrics.links_rejected.labels(reason="invalid_json").inc()
             raise ClientError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
         received_at = utc_now_iso()
+        deletes = request.app.get(SEGMENT_DELETES)
+        deleted = await deletes(payload, received_at) if deletes is not None else None  # type: ignore[operator]
+        if deleted is not None:  # a deletion that started in Segment (docs/privacy.md)
+            metrics.accepted.labels(route="segment_webhook").inc()
+            return deleted  # type: ignore[no-any-return]
         # Engage audience deliveries: membership changes, durable before the 200 (docs/audiences.md).
         changes, _ = await publish_membership_changes(publisher, settings, payload, received_at)
         links, reasons = links_from_payload(payload, received_at)

@@ -17,6 +17,7 @@ from app.receiver.errors import ClientError
 from app.receiver.identity_routes import install_identity_routes
 from app.receiver.metrics import RECEIVER_METRICS, ReceiverMetrics, receiver_registry
 from app.receiver.parsing import check_token, partition_key, raw_record, read_params, token_name
+from app.receiver.privacy_routes import install_privacy_routes
 from app.receiver.publisher import Publisher, PublishUnavailable
 from app.receiver.ratelimit import LIMITER, CredentialLimiter
 from app.receiver.wire import serve_until_signal
@@ -157,6 +158,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     install_identity_routes(app, publisher)
+    install_privacy_routes(app, publisher, settings)
     # Last: every other path or method reaches kseg's code (JSON 404/405) instead of aiohttp's
     # system routes.
     app.router.add_route("*", "/{tail:.*}", unrouted)
@@ -183,6 +185,11 @@ def serve(settings: Settings) -> None:
         raise SystemExit(
             "kseg receiver: a token is in both KSEG_POSTBACK_TOKENS and KSEG_LINK_TOKENS. Postback URLs are "
             "shared with Kochava and ad networks; give the links API its own tokens."
+        )
+    if set(settings.privacy_tokens) & (set(settings.postback_tokens) | set(settings.link_tokens)):
+        raise SystemExit(
+            "kseg receiver: a KSEG_PRIVACY_TOKENS token is also a postback or links token. Give the privacy "
+            "API tokens of its own."
         )
     import asyncio
 

@@ -59,10 +59,10 @@ class WorkerTopics:
             return raw_topic(faust_app, *full, partitions=settings.kseg_topic_partitions)
 
         return cls(
-            device_stream=topic(topics.RAW, topics.DEVICE_EVENTS),
+            device_stream=topic(topics.RAW, topics.DEVICE_EVENTS, topics.PRIVACY_ERASE_DEVICES),
             links=topic(topics.LINKS),
-            device_index=topic(topics.DEVICE_INDEX),
+            device_index=topic(topics.DEVICE_INDEX, topics.PRIVACY_ERASE_INDEX),
             outbox=topic(topics.OUTBOX),
-            audience_changes=topic(topics.AUDIENCE_CHANGES),
+            audience_changes=topic(topics.AUDIENCE_CHANGES, topics.PRIVACY_ERASE_MEMBERS),
             kochava_outbox=topic(topics.KOCHAVA_OUTBOX),
         )

@@ -69,6 +69,9 @@ MODEL_SCHEMAS = {
     ),
     "kochava-request.schema.json": ("app.sinks.kochava.requests:KochavaRequest", "kochava.outbox"),
     "digest-day.schema.json": ("app.digest.schedule:DayState", "digest.days"),
+    "privacy-request.schema.json": ("app.privacy.records:PrivacyRequest", "privacy.requests"),
+    "privacy-wake.schema.json": ("app.privacy.records:PrivacyWake", "privacy.work"),
+    "privacy-erase.schema.json": ("app.privacy.records:PrivacyErase", "privacy.erase-devices"),
     "delivery-receipt.schema.json": ("app.records:DeliveryReceipt", "delivery.receipts"),
     "processing-receipt.schema.json": ("app.records:ProcessingReceipt", "processing.receipts"),
 }

@@ -19,6 +19,7 @@ from app.digest import agents as digest_agents
 from app.identity import agents as identity_agents
 from app.kafka import client_config, exact_end_offsets, faust_credentials
 from app.pipeline import process
+from app.privacy import agents as privacy_agents
 from app.runtime.batching import BATCH_MAX
 from app.runtime.closing import Closing
 from app.runtime.context import WorkerContext
@@ -41,6 +42,7 @@ DOMAINS = (
     audiences_agent.register,
     kochava_sink.register,
     digest_agents.register,
+    privacy_agents.register,
 )
 
 
