@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.sections import (
     AudienceSettings,
     DigestSettings,
-    PipelineSettings,
+    MappingSettings,
     ReceiverSettings,
     SegmentSettings,
     WorkerSettings,
@@ -24,7 +24,7 @@ from app.sections import (
 
 class Settings(
     DigestSettings,
-    PipelineSettings,
+    MappingSettings,
     ReceiverSettings,
     WorkerSettings,
     SegmentSettings,

@@ -383,6 +383,15 @@ class PipelineSettings(IdentitySettings, LifecycleSettings):
     )
 
 
+class MappingSettings(KafkaSettings, PipelineSettings):
+    """The live mapping registry: the pipeline's profiles as published in `mapping.registry`, followed by
+    every worker, with drift reports and shadow runs."""
+
+    kseg_drift_report_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="How often each worker publishes its mapping drift summary."
+    )
+
+
 class SegmentSettings(SharedSettings):
     """The Segment sink: write key (unset: dry run), region, batching and rate."""
 

@@ -51,6 +51,8 @@ SPEND = "campaign.spend"
 DIGEST_DAYS = "digest.days"
 AUDIENCE_CHANGES = "audiences.changes"
 KOCHAVA_OUTBOX = "kochava.outbox"
+MAPPING_REGISTRY = "mapping.registry"
+MAPPING_REPORTS = "mapping.reports"
 
 
 @dataclass(frozen=True)

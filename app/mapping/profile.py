@@ -363,6 +363,19 @@ def _parse(text: str, path: str) -> tuple[MappingProfile | None, list[ProfilePro
     return MappingProfile.model_validate(data), []
 
 
+def parse_profile_text(text: str, path: str) -> tuple[MappingProfile | None, list[ProfileProblem]]:
+    """A profile from YAML text (a file's, or a registry record's), or every problem with its line."""
+    return _parse(text, path)
+
+
+def line_of_key(text: str, *loc: str | int) -> int:
+    """1-based line of the key at `loc` in profile text (1 when it is not there)."""
+    try:
+        return _line_of(_compose(text), loc)
+    except yaml.YAMLError:
+        return 1
+
+
 def check_profile_file(path: Path | str) -> list[ProfileProblem]:
     """Every problem in one profile file (syntax, structure, semantics), each with its line."""
     p = Path(path)
@@ -386,7 +399,7 @@ def load_profile_file(path: Path | str) -> MappingProfile:
     return profile
 
 
-def _profile_files(directory: Path) -> list[Path]:
+def profile_files(directory: Path) -> list[Path]:
     return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
 
 
@@ -405,7 +418,7 @@ class ProfileRegistry:
             if not directory.is_dir():
                 raise ProfileError([ProfileProblem(str(directory), 1, "mapping directory does not exist")])
             from_here: dict[str, Path] = {}
-            for file in _profile_files(directory):
+            for file in profile_files(directory):
                 profile = load_profile_file(file)
                 if profile.name in from_here:
                     raise ProfileError(

@@ -29,8 +29,8 @@ from app.ids import KSEG_UUID_NAMESPACE
 from app.lifecycle.config import load_config_rates
 from app.lifecycle.currency import Rates
 from app.lifecycle.traits import RIDE_ALONG
-from app.mapping import ProfileRegistry
-from app.pipeline.core import PostbackOutcome, ProfileConfigs, process_postback
+from app.mapping import MappingProfile, ProfileRegistry
+from app.pipeline.core import PostbackOutcome, ProfileConfig, ProfileConfigs, process_postback, profile_config
 from app.pipeline.metrics import PipelineMetrics
 from app.records import (
     AttributionProfile,
@@ -80,6 +80,16 @@ class StepConfig:
             default_profile=s.kseg_default_profile,
         )
         object.__setattr__(self, "profile_configs", configs)
+
+    def configure(self, profile: MappingProfile) -> ProfileConfig:
+        """`profile`'s core configuration with these settings (a registry version the worker switches to)."""
+        s = self.settings
+        rules = IdentityRules(s.kseg_namespace, s.kseg_max_ids_per_profile, s.kseg_allow_raw_email_trait)
+        assert self.rates is not None  # set in __post_init__
+        tiers = tuple(parse_tiers(s.kseg_ltv_tiers))
+        return profile_config(
+            profile, rules, self.rates, winback_days=s.kseg_winback_suppress_days, tiers=tiers
+        )
 
 
 @dataclass

@@ -69,6 +69,10 @@ MODEL_SCHEMAS = {
     ),
     "kochava-request.schema.json": ("app.sinks.kochava.requests:KochavaRequest", "kochava.outbox"),
     "digest-day.schema.json": ("app.digest.schedule:DayState", "digest.days"),
+    "mapping-registry.schema.json": (
+        "app.mapping.registry:ProfileVersion|ProfilePointer",
+        "mapping.registry",
+    ),
 }
 
 

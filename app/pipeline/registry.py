@@ -1,0 +1,289 @@
+"""`kseg mapping publish | history | rollback`: the registry's Kafka reads and writes, and the checks a
+profile passes before it goes live (the records and rules are `app.mapping.registry`'s).
+
+A publish is refused, changing nothing, when the file fails `check`, when its version is already
+published with other content, or when it dead-letters a packaged golden postback that the active version
+maps (the golden postbacks run through `process_postback`, as `kseg mapping try` runs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from app import topics
+from app.kafka import producer_config, read_to_end
+from app.mapping.profile import (
+    MappingProfile,
+    ProfileProblem,
+    ProfileRegistry,
+    line_of_key,
+    parse_profile_text,
+)
+from app.mapping.registry import (
+    LocalProfile,
+    ProfilePointer,
+    ProfileVersion,
+    RegistryRecord,
+    RegistryState,
+    content_hash,
+    decode_record,
+    local_profiles,
+    publish_problems,
+    record_key,
+)
+from app.pipeline.core import process_postback
+from app.pipeline.steps import StepConfig
+from app.records import AttributionProfile, RawPostback, device_key_of, postback_event_id, utc_now_iso
+from app.sections import MappingSettings
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One packaged golden postback (app/mapping/samples/, the inputs of tests/golden/)."""
+
+    name: str
+    params: dict[str, Any]
+    received_at: str
+
+
+def golden_samples() -> list[Sample]:
+    text = resources.files("app.mapping").joinpath("samples/golden-postbacks.json").read_text("utf-8")
+    return [Sample(s["name"], s["params"], s["received_at"]) for s in json.loads(text)]
+
+
+def sample_problems(
+    path: str, text: str, candidate: MappingProfile, current: MappingProfile | None, config: StepConfig
+) -> list[ProfileProblem]:
+    """Golden postbacks the candidate breaks: one it cannot map at all (`mapping_error`), or one the
+    current version of its name maps and the candidate dead-letters."""
+    problems: list[ProfileProblem] = []
+    new_config = config.configure(candidate)
+    old_config = config.configure(current) if current is not None else None
+    for sample in golden_samples():
+        raw = RawPostback(
+            event_id=postback_event_id(sample.params),
+            received_at=sample.received_at,
+            source="replay",
+            profile=candidate.name,
+            params=sample.params,
+        )
+        key = device_key_of(sample.params) or ""
+        out = process_postback(raw, AttributionProfile(), key, new_config, sample.received_at)
+        letter = out.dead_letter
+        if letter is None:
+            continue
+        line = line_of_key(text, "fields") if letter.reason != "mapping_error" else 1
+        if letter.reason == "mapping_error":
+            problems.append(ProfileProblem(path, line, f"golden postback {sample.name}: {letter.error}"))
+        elif old_config is not None:
+            before = process_postback(raw, AttributionProfile(), key, old_config, sample.received_at)
+            if before.dead_letter is None:
+                problems.append(
+                    ProfileProblem(
+                        path,
+                        line,
+                        f"golden postback {sample.name}: v{current.version if current else ''} maps it, this "
+                        f"file dead-letters it ({letter.reason}: {letter.error})",
+                    )
+                )
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Kafka
+# ---------------------------------------------------------------------------------------------
+
+
+async def read_registry(settings: MappingSettings) -> RegistryState:
+    """The registry now: every record of `mapping.registry` folded in log order."""
+    state = RegistryState()
+    for record in await read_to_end(settings, settings.topic(topics.MAPPING_REGISTRY)):
+        decoded = decode_record(record.value)
+        if decoded is not None:
+            state.apply(decoded)
+    return state
+
+
+async def write_records(settings: MappingSettings, records: list[RegistryRecord]) -> None:
+    """Append `records` in order, each acked before the next (a version before the pointer naming it)."""
+    from aiokafka import AIOKafkaProducer
+
+    await topics.ensure_topics(settings)
+    producer = AIOKafkaProducer(**producer_config(settings))
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send_and_wait(
+                settings.topic(topics.MAPPING_REGISTRY), value=record.encode(), key=record_key(record)
+            )
+    finally:
+        await producer.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def seed_record(local: LocalProfile, now: str) -> ProfileVersion:
+    """The local file a name ran with before its first publish, so `rollback` can go back to it."""
+    return ProfileVersion(
+        name=local.profile.name,
+        version=local.profile.version,
+        yaml=local.text,
+        sha256=content_hash(local.text),
+        published_at=now,
+        author="seed",
+        note=f"the profile file this name ran with before the registry ({Path(local.path).name})",
+    )
+
+
+def current_profile(state: RegistryState, local: dict[str, LocalProfile], name: str) -> MappingProfile | None:
+    """The profile workers run for `name`: the registry's active version, else the local file's."""
+    active = state.active_version(name)
+    if active is not None:
+        return parse_profile_text(active.yaml, f"registry:{name}/{active.version}")[0]
+    seeded = local.get(name)
+    return seeded.profile if seeded else None
+
+
+def with_seeds(
+    state: RegistryState, local: dict[str, LocalProfile], name: str, now: str
+) -> list[ProfileVersion]:
+    """The seed record to write before a name's first registry change (none once it has versions)."""
+    if state.versions.get(name) or name not in local:
+        return []
+    seed = seed_record(local[name], now)
+    state.apply(seed)
+    return [seed]
+
+
+def cmd_publish(settings: MappingSettings, file: str, note: str, author: str | None) -> int:
+    path = Path(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}:1: cannot read file: {exc}")
+        return 1
+    candidate, problems = parse_profile_text(text, str(path))
+    if candidate is None:
+        for problem in problems:
+            print(problem)
+        return 1
+    state = asyncio.run(read_registry(settings))
+    local = local_profiles(settings.kseg_mapping_dir)
+    now = utc_now_iso()
+    seeds = with_seeds(state, local, candidate.name, now)
+    problems = publish_problems(str(path), text, candidate, state)
+    config = StepConfig(settings, ProfileRegistry({}))
+    current = current_profile(state, local, candidate.name)
+    problems += sample_problems(str(path), text, candidate, current, config)
+    if problems:
+        for problem in problems:
+            print(problem)
+        print(f"not published: {len(problems)} problem(s); the registry is unchanged", file=sys.stderr)
+        return 1
+    who = author or getpass.getuser()
+    records: list[RegistryRecord] = list(seeds)
+    if candidate.version not in state.versions.get(candidate.name, {}):
+        records.append(
+            ProfileVersion(
+                name=candidate.name,
+                version=candidate.version,
+                yaml=text,
+                sha256=content_hash(text),
+                published_at=now,
+                author=who,
+                note=note,
+            )
+        )
+    records.append(
+        ProfilePointer(
+            kind="active", name=candidate.name, version=candidate.version, at=now, author=who, note=note
+        )
+    )
+    asyncio.run(write_records(settings, records))
+    print(f"published {candidate.name} v{candidate.version}")
+    return 0
+
+
+def cmd_history(settings: MappingSettings, name: str) -> int:
+    state = asyncio.run(read_registry(settings))
+    local = local_profiles(settings.kseg_mapping_dir)
+    versions = state.versions.get(name, {})
+    if not versions and name not in local:
+        print(f"no profile named {name!r} in the registry or the local profiles", file=sys.stderr)
+        return 1
+    pointer = state.active.get(name)
+    active = pointer.version if pointer else None
+    print(f"{'':2}{'version':12} {'published':24} {'author':16} {'sha256':12} note")
+    for version in sorted(versions.values(), key=lambda v: v.published_at):
+        mark = "* " if version.version == active else "  "
+        when, who, digest = version.published_at, version.author, version.sha256[:12]
+        print(f"{mark}{version.version:12} {when:24} {who:16} {digest} {version.note}")
+    if not versions:
+        seed = local[name]
+        digest = content_hash(seed.text)[:12]
+        print(f"* {seed.profile.version:12} {'(local file)':24} {'-':16} {digest} {seed.path}")
+        print(f"\n{name}: not published yet; workers run the local file v{seed.profile.version}")
+    elif pointer is not None:
+        why = f": {pointer.note}" if pointer.note else ""
+        print(f"\nactive: v{pointer.version} since {pointer.at} ({pointer.author}{why})")
+    shadow = state.shadow.get(name)
+    if shadow is not None and shadow.version is not None:
+        print(f"shadow: v{shadow.version} since {shadow.at}")
+    return 0
+
+
+def cmd_rollback(settings: MappingSettings, name: str, to: str, author: str | None) -> int:
+    state = asyncio.run(read_registry(settings))
+    local = local_profiles(settings.kseg_mapping_dir)
+    now = utc_now_iso()
+    seeds = with_seeds(state, local, name, now)
+    versions = state.versions.get(name, {})
+    if to not in versions:
+        known = ", ".join(sorted(versions)) or "none"
+        print(f"{name} has no version {to!r} in the registry (versions: {known})", file=sys.stderr)
+        return 1
+    pointer = state.active.get(name)
+    was = pointer.version if pointer else (local[name].profile.version if name in local else None)
+    who = author or getpass.getuser()
+    note = f"rollback from v{was}" if was else "rollback"
+    records: list[RegistryRecord] = [
+        *seeds,
+        ProfilePointer(kind="active", name=name, version=to, at=now, author=who, note=note),
+    ]
+    asyncio.run(write_records(settings, records))
+    print(f"{name} now at v{to} (was v{was})")
+    return 0
+
+
+def add_parsers(msub: Any, runner: Any) -> None:
+    """`kseg mapping publish|history|rollback`; `runner(command, args)` supplies the settings (and checks
+    Kafka is set)."""
+    text = (
+        "validate a profile, run the packaged golden postbacks through it, and make it the active version "
+        "on every worker (refused, changing nothing, on any problem)"
+    )
+    p = msub.add_parser("publish", help=text, description=text)
+    p.add_argument("file", help="a mapping profile (YAML)")
+    p.add_argument("--note", default="", help="why this version (shown by history)")
+    p.add_argument("--author", help="who publishes (default: the OS user)")
+    p.set_defaults(func=lambda args: runner(lambda a, s: cmd_publish(s, a.file, a.note, a.author), args))
+    text = "a profile's versions: time, author, note, content hash, which is active"
+    p = msub.add_parser("history", help=text, description=text)
+    p.add_argument("name", help="profile name")
+    p.set_defaults(func=lambda args: runner(lambda a, s: cmd_history(s, a.name), args))
+    text = "make an earlier published version of a profile active again on every worker"
+    p = msub.add_parser("rollback", help=text, description=text)
+    p.add_argument("name", help="profile name")
+    p.add_argument("--to", required=True, metavar="VERSION", help="the version to make active")
+    p.add_argument("--author", help="who rolls back (default: the OS user)")
+    p.set_defaults(func=lambda args: runner(lambda a, s: cmd_rollback(s, a.name, a.to, a.author), args))
