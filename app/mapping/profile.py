@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -183,6 +183,12 @@ class ProfileShape(BaseModel):
     drop_params: list[str] = Field(default_factory=lambda: list(DEFAULT_DROP_PARAMS))
     #: Channel table, organic and re-engagement markers, conversion rules (app.lifecycle.rules).
     lifecycle: LifecycleRules = Field(default_factory=LifecycleRules)
+    #: Events the profile does not name (not in event_names, install, purchase or conversion events):
+    #: `send` them as tracks under their Kochava name, or `quarantine` them as dead letters
+    #: (`unknown_event`, replayable once the profile names them).
+    unknown_events: Literal["send", "quarantine"] = "send"
+    #: Keys expected as plain event properties: not reported as drift (`kseg mapping drift`).
+    known_keys: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -281,6 +287,15 @@ class MappingProfile(ProfileShape):
 
     def is_conversion(self, name: str) -> bool:
         return name.strip().lower() in {e.strip().lower() for e in self.conversion_events}
+
+    def names_event(self, name: str) -> bool:
+        """Whether the profile says anything about this Kochava event (else it is drift)."""
+        return (
+            self.segment_name(name) is not None
+            or self.is_install(name)
+            or self.is_purchase(name)
+            or self.is_conversion(name)
+        )
 
 
 # ---------------------------------------------------------------------------------------------

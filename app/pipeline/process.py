@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.mapping import ProfileRegistry
+from app.pipeline.drift import DriftMetrics, DriftReporter
 from app.pipeline.live import RegistryFollower
 from app.pipeline.metrics import PipelineMetrics
 from app.pipeline.steps import Batch, StepConfig, handle_record
@@ -21,10 +22,15 @@ from app.sections import MappingSettings
 def register(ctx: WorkerContext[MappingSettings]) -> None:
     """Declare the `profiles` table and the `process` agent on the worker."""
     settings, faust_app = ctx.settings, ctx.faust_app
+    drift = DriftMetrics.on(ctx.registry).tracker()
     config = StepConfig(
-        settings, ProfileRegistry.load(settings.kseg_mapping_dir), metrics=PipelineMetrics.on(ctx.registry)
+        settings,
+        ProfileRegistry.load(settings.kseg_mapping_dir),
+        metrics=PipelineMetrics.on(ctx.registry),
+        drift=drift,
     )
     faust_app.add_dependency(RegistryFollower(settings, config))  # published profiles, live
+    faust_app.add_dependency(DriftReporter(settings, drift, ctx.outputs.send_all))
 
     #: Per-device attribution, identity and dedupe state (AttributionProfile as JSON).
     profiles = faust_app.Table("profiles", default=None, partitions=settings.kseg_topic_partitions)

@@ -9,6 +9,7 @@ maps (the golden postbacks run through `process_postback`, as `kseg mapping try`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 
 from app import topics
 from app.kafka import producer_config, read_to_end
+from app.mapping.drift import DriftEntry, DriftReport, aggregate
 from app.mapping.profile import (
     MappingProfile,
     ProfileProblem,
@@ -40,7 +42,7 @@ from app.mapping.registry import (
 )
 from app.pipeline.core import process_postback
 from app.pipeline.steps import StepConfig
-from app.records import AttributionProfile, RawPostback, device_key_of, postback_event_id, utc_now_iso
+from app.records import AttributionProfile, RawPostback, device_key_of, dumps, postback_event_id, utc_now_iso
 from app.sections import MappingSettings
 
 
@@ -265,6 +267,34 @@ def cmd_rollback(settings: MappingSettings, name: str, to: str, author: str | No
     return 0
 
 
+async def read_drift(settings: MappingSettings, name: str | None) -> list[DriftEntry]:
+    """Every worker run's newest drift summary (`mapping.reports`), added up."""
+    newest: dict[bytes, DriftReport] = {}
+    for record in await read_to_end(settings, settings.topic(topics.MAPPING_REPORTS)):
+        if record.value and record.key:
+            with contextlib.suppress(ValueError):  # a value no kseg worker wrote: not a report
+                newest[record.key] = DriftReport.decode(record.value)
+    return aggregate(newest.values(), name)
+
+
+def cmd_drift(settings: MappingSettings, name: str | None, as_json: bool) -> int:
+    entries = asyncio.run(read_drift(settings, name))
+    if as_json:
+        sys.stdout.write(dumps({"drift": [e.model_dump() for e in entries]}).decode() + "\n")
+        return 0
+    if not entries:
+        print(f"no mapping drift reported{' for ' + name if name else ''}")
+        return 0
+    head = ("profile", "ver", "kind", "item", "count", "first seen", "last seen")
+    print("{:18} {:6} {:14} {:32} {:>7} {:24} {:24} example".format(*head))
+    for e in entries:
+        print(
+            f"{e.profile:18} {e.version:6} {e.kind:14} {e.item:32} {e.count:7} {e.first_seen:24} "
+            f"{e.last_seen:24} {e.example}"
+        )
+    return 0
+
+
 def add_parsers(msub: Any, runner: Any) -> None:
     """`kseg mapping publish|history|rollback`; `runner(command, args)` supplies the settings (and checks
     Kafka is set)."""
@@ -287,3 +317,11 @@ def add_parsers(msub: Any, runner: Any) -> None:
     p.add_argument("--to", required=True, metavar="VERSION", help="the version to make active")
     p.add_argument("--author", help="who rolls back (default: the OS user)")
     p.set_defaults(func=lambda args: runner(lambda a, s: cmd_rollback(s, a.name, a.to, a.author), args))
+    text = (
+        "keys, event names and unparseable values live postbacks carry that their profile does not expect, "
+        "added up over every worker (counts, first and last seen, a redacted example)"
+    )
+    p = msub.add_parser("drift", help=text, description=text)
+    p.add_argument("name", nargs="?", help="only this profile")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=lambda args: runner(lambda a, s: cmd_drift(s, a.name, a.json), args))

@@ -30,6 +30,7 @@ from app.lifecycle.config import load_config_rates
 from app.lifecycle.currency import Rates
 from app.lifecycle.traits import RIDE_ALONG
 from app.mapping import MappingProfile, ProfileRegistry
+from app.mapping.drift import DriftTracker
 from app.pipeline.core import PostbackOutcome, ProfileConfig, ProfileConfigs, process_postback, profile_config
 from app.pipeline.metrics import PipelineMetrics
 from app.records import (
@@ -64,6 +65,8 @@ class StepConfig:
     clock: Callable[[], float] = time.time
     rates: Rates | None = None
     metrics: PipelineMetrics = field(default_factory=lambda: PipelineMetrics.on(CollectorRegistry()))
+    #: What live postbacks carry that their profile does not expect (`kseg mapping drift`).
+    drift: DriftTracker = field(default_factory=DriftTracker)
     profile_configs: ProfileConfigs = field(init=False)
 
     def __post_init__(self) -> None:
@@ -247,7 +250,9 @@ def handle_postback(
     if isinstance(profile, DeadLetter):
         batch.add(Step(event, [dead_letter_send(profile, config)]), device_key, seen_id=raw.event_id)
         return
-    out = process_postback(raw, batch.profile(device_key), device_key, profile, utc_now_iso())
+    now = utc_now_iso()
+    out = process_postback(raw, batch.profile(device_key), device_key, profile, now)
+    config.drift.note(raw.params, profile.profile, out.event or out.dead_letter, now)
     if out.dead_letter is not None:
         batch.add(Step(event, [dead_letter_send(out.dead_letter, config)]), device_key, seen_id=raw.event_id)
         return
