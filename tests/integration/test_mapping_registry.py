@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from app.mapping.profile import BUILTIN_PROFILE_DIR
 from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import Pipeline, metric, run_cli, wait_for
@@ -155,3 +157,74 @@ async def test_publish_rollback_restart_and_a_late_worker(
         assert log_has(p, worker, r"profiles: \{'kochava-default': '3'\}"), p.tail(worker)
     await send_levels(p, devices, 4)
     assert await round_of(segment, devices, 4) == [(d, "Level Finished", "3") for d in devices]
+
+
+async def test_drift_is_reported_and_quarantined_events_replay_once_the_profile_names_them(
+    make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline], tmp_path: Path
+) -> None:
+    p: Pipeline = make_pipeline(segment.url, KSEG_DRIFT_REPORT_SECONDS="1")
+    dump_logs.append(p)
+    await p.start()
+    strict = tmp_path / "v3.yaml"
+    strict.write_text(candidate("3", "Level Completed") + "unknown_events: quarantine\nknown_keys: [level]\n")
+    rc, out, err = await run_cli(p.env, "mapping", "publish", str(strict))
+    assert (rc, out.strip()) == (0, "published kochava-default v3"), (out, err)
+    await wait_for(lambda: log_has(p, "worker-1", r"kochava-default now v3"), 10, "switch to v3")
+
+    named = {**level("KIDRIFT1", 1), "promo_code": "WINTER24", "contact": "Jane.Doe@example.com"}
+    unnamed = {"event_name": "Boss Defeated", "kochava_device_id": "KIDRIFT2", "level": "9"}
+    bad_revenue = {"event_name": "Purchase", "kochava_device_id": "KIDRIFT3", "event_value": "12,50"}
+    for params in (named, unnamed, bad_revenue):
+        status, body, _ = await p.get(params)
+        assert status == 200, body
+    assert await round_of(segment, ["KIDRIFT1"], 1) == [("KIDRIFT1", "Level Completed", "3")]
+
+    async def drift() -> dict[tuple[str, str], dict[str, Any]]:
+        rc, out, err = await run_cli(p.env, "mapping", "drift", "kochava-default", "--json")
+        assert rc == 0, err
+        return {(e["kind"], e["item"]): e for e in orjson.loads(out)["drift"]}
+
+    wanted = {
+        ("unknown_key", "promo_code"),
+        ("unknown_key", "contact"),
+        ("unknown_event", "Boss Defeated"),
+        ("parse_failure", "invalid_revenue:event_value"),
+    }
+    found = await wait_for(lambda: _has(drift(), wanted), 30, "drift of the three postbacks")
+    assert all(found[k]["count"] == 1 and found[k]["version"] == "3" for k in wanted), found
+    assert found[("unknown_key", "promo_code")]["example"] == "WINTER24"
+    contact = found[("unknown_key", "contact")]["example"]
+    assert contact.startswith("sha256:") and "example.com" not in contact.lower(), contact
+    assert ("unknown_key", "level") not in found  # declared in known_keys
+    text = await p.worker_metrics()
+    assert (
+        metric(text, "kseg_mapping_drift_total", profile="kochava-default", version="3", kind="unknown_key")
+        == 2
+    )
+    assert (
+        metric(text, "kseg_mapping_drift_total", profile="kochava-default", version="3", kind="unknown_event")
+        == 1
+    )
+
+    # The unnamed event was quarantined, not sent; once v4 names it, replay delivers it under v4.
+    rc, out, _ = await run_cli(p.env, "dlq", "list", "--reason", "unknown_event")
+    assert rc == 0 and "1 dead letter(s)" in out, out
+    assert not [m for m in segment.messages if m.get("event") in ("Boss Defeated", "Boss Beaten")]
+    learned = tmp_path / "v4.yaml"
+    learned.write_text(
+        candidate("4", "Level Completed").replace(
+            "event_names:\n", "event_names:\n  Boss Defeated: Boss Beaten\n", 1
+        )
+        + "unknown_events: quarantine\nknown_keys: [level]\n"
+    )
+    rc, out, err = await run_cli(p.env, "mapping", "publish", str(learned))
+    assert (rc, out.strip()) == (0, "published kochava-default v4"), (out, err)
+    await wait_for(lambda: log_has(p, "worker-1", r"kochava-default now v4"), 10, "switch to v4")
+    rc, out, _ = await run_cli(p.env, "dlq", "replay", "--reason", "unknown_event")
+    assert rc == 0 and "replayed 1 of 1" in out, out
+    assert await round_of(segment, ["KIDRIFT2"], 9) == [("KIDRIFT2", "Boss Beaten", "4")]
+
+
+async def _has(entries: Any, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]] | None:
+    found: dict[tuple[str, str], dict[str, Any]] = await entries
+    return found if wanted <= set(found) else None
