@@ -81,7 +81,8 @@ def sample_problems(
         letter = out.dead_letter
         if letter is None:
             continue
-        line = line_of_key(text, "fields") if letter.reason != "mapping_error" else 1
+        where = ("fields", "event_name") if letter.reason == "missing_event_name" else ("fields",)
+        line = line_of_key(text, *where) if letter.reason != "mapping_error" else 1
         if letter.reason == "mapping_error":
             problems.append(ProfileProblem(path, line, f"golden postback {sample.name}: {letter.error}"))
         elif old_config is not None:
