@@ -146,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mapping profiles turn Kochava postback keys into Segment calls; see docs/mapping.md.",
     )
     msub = mapping.add_subparsers(
-        dest="mapping_command", required=True, metavar="{check,try} | {publish,history,rollback,drift}"
+        dest="mapping_command",
+        required=True,
+        metavar="{check,try} | {publish,history,rollback,shadow,shadow-report,promote,drift}",
     )
     text = "validate a profile file and report every problem with its line"
     p = msub.add_parser("check", help=text, description=text)

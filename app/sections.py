@@ -390,6 +390,12 @@ class MappingSettings(KafkaSettings, PipelineSettings):
     kseg_drift_report_seconds: float = Field(
         default=10.0, gt=0, le=3600, description="How often each worker publishes its mapping drift summary."
     )
+    kseg_shadow_sample_rate: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of a profile's postbacks a shadow candidate also maps (compared, never sent).",
+    )
 
 
 class SegmentSettings(SharedSettings):

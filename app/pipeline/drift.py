@@ -12,7 +12,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from app import topics
 from app.mapping.drift import DriftReport, DriftTracker
+from app.mapping.shadow import ShadowReport
 from app.metrics import RegistryMetrics
+from app.pipeline.steps import StepConfig
 from app.records import utc_now_iso
 from app.runtime.outputs import SendAll
 from app.sections import MappingSettings
@@ -37,34 +39,42 @@ class DriftMetrics(RegistryMetrics):
         return DriftTracker(lambda profile, version, kind: self.total.labels(profile, version, kind).inc())
 
 
-class DriftReporter(Service):
-    """Every KSEG_DRIFT_REPORT_SECONDS, this worker run's drift as one `DriftReport` (only when it
-    changed), keyed by worker and run so compaction keeps each run's last summary."""
+class MappingReporter(Service):
+    """Every KSEG_DRIFT_REPORT_SECONDS, this worker run's drift (`DriftReport`) and shadow comparisons
+    (`ShadowReport`), each only when it changed, keyed by worker and run so compaction keeps each run's
+    last summary."""
 
     def __init__(
-        self, settings: MappingSettings, tracker: DriftTracker, send_all: SendAll, **kwargs: Any
+        self, settings: MappingSettings, config: StepConfig, send_all: SendAll, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
-        self.tracker = tracker
+        self.config = config
         self.send_all = send_all
         self.run = uuid.uuid4().hex[:12]
-        self._sent: Any = None
+        self._sent: dict[str, bytes] = {}
 
-    def report(self) -> DriftReport:
-        entries = [e.model_copy() for e in self.tracker.entries.values()]
-        return DriftReport(
-            worker=self.settings.kseg_worker_id, run=self.run, at=utc_now_iso(), entries=entries
-        )
+    def reports(self) -> list[DriftReport | ShadowReport]:
+        worker, at = self.settings.kseg_worker_id, utc_now_iso()
+        entries = [e.model_copy() for e in self.config.drift.entries.values()]
+        runs = [s.model_copy(deep=True) for s in self.config.shadows.summaries.values()]
+        return [
+            DriftReport(worker=worker, run=self.run, at=at, entries=entries),
+            ShadowReport(worker=worker, run=self.run, at=at, runs=runs),
+        ]
 
     async def publish(self) -> None:
-        report = self.report()
-        seen = [(e.profile, e.version, e.kind, e.item, e.count) for e in report.entries]
-        if seen == self._sent:
-            return
-        key = f"drift/{report.worker}/{report.run}".encode()
-        await self.send_all([(self.settings.topic(topics.MAPPING_REPORTS), key, report.encode())])
-        self._sent = seen
+        sends = []
+        for report in self.reports():
+            body = report.model_copy(update={"at": ""}).encode()  # unchanged apart from the time: not sent
+            before = self._sent.get(report.kind)
+            if body == before or (before is None and not _has_data(report)):
+                continue
+            key = f"{report.kind}/{report.worker}/{report.run}".encode()
+            sends.append((self.settings.topic(topics.MAPPING_REPORTS), key, report.encode()))
+            self._sent[report.kind] = body
+        if sends:
+            await self.send_all(sends)
 
     @Service.task
     async def _report_loop(self) -> None:
@@ -74,3 +84,7 @@ class DriftReporter(Service):
                 await self.publish()
             except Exception as exc:  # Kafka unreachable: the next period sends the newer summary
                 log.warning("mapping drift: report not sent (%s); retrying next period", exc)
+
+
+def _has_data(report: DriftReport | ShadowReport) -> bool:
+    return bool(report.entries if isinstance(report, DriftReport) else report.runs)

@@ -91,7 +91,22 @@ class RegistryFollower(Service):
         self.registry.apply(record)
         if record.kind == "active":
             self.switch(record.name, start=start)
+        elif record.kind == "shadow":
+            self.shadow(record.name)
         return 1
+
+    def shadow(self, name: str) -> None:
+        """Start, replace or stop the shadow run of `name` (its comparisons are `ShadowRuns`')."""
+        version = self.registry.shadow_version(name)
+        if version is None:
+            if name in self.config.shadows.configs:
+                log.info("mapping registry: shadow run of %s stopped", name)
+            self.config.shadows.stop(name)
+            return
+        config = self.build(version)
+        if config is not None:
+            self.config.shadows.start(config)
+            log.info("mapping registry: shadow run of %s v%s started (sends nothing)", name, version.version)
 
     def switch(self, name: str, *, start: bool = False) -> None:
         version = self.registry.active_version(name)

@@ -40,6 +40,7 @@ from app.mapping.registry import (
     publish_problems,
     record_key,
 )
+from app.mapping.shadow import ShadowReport, ShadowSummary
 from app.pipeline.core import process_postback
 from app.pipeline.steps import StepConfig
 from app.records import AttributionProfile, RawPostback, device_key_of, dumps, postback_event_id, utc_now_iso
@@ -268,14 +269,23 @@ def cmd_rollback(settings: MappingSettings, name: str, to: str, author: str | No
     return 0
 
 
-async def read_drift(settings: MappingSettings, name: str | None) -> list[DriftEntry]:
-    """Every worker run's newest drift summary (`mapping.reports`), added up."""
-    newest: dict[bytes, DriftReport] = {}
+async def read_reports(settings: MappingSettings) -> list[DriftReport | ShadowReport]:
+    """Every worker run's newest drift and shadow summaries (`mapping.reports`)."""
+    newest: dict[bytes, DriftReport | ShadowReport] = {}
     for record in await read_to_end(settings, settings.topic(topics.MAPPING_REPORTS)):
         if record.value and record.key:
             with contextlib.suppress(ValueError):  # a value no kseg worker wrote: not a report
-                newest[record.key] = DriftReport.decode(record.value)
-    return aggregate(newest.values(), name)
+                newest[record.key] = (
+                    ShadowReport.decode(record.value)
+                    if record.key.startswith(b"shadow/")
+                    else DriftReport.decode(record.value)
+                )
+    return list(newest.values())
+
+
+async def read_drift(settings: MappingSettings, name: str | None) -> list[DriftEntry]:
+    """Every worker run's newest drift summary, added up."""
+    return aggregate([r for r in await read_reports(settings) if isinstance(r, DriftReport)], name)
 
 
 def cmd_drift(settings: MappingSettings, name: str | None, as_json: bool) -> int:
@@ -293,6 +303,146 @@ def cmd_drift(settings: MappingSettings, name: str | None, as_json: bool) -> int
             f"{e.profile:18} {e.version:6} {e.kind:14} {e.item:32} {e.count:7} {e.first_seen:24} "
             f"{e.last_seen:24} {e.example}"
         )
+    return 0
+
+
+def cmd_shadow(settings: MappingSettings, file: str, note: str, author: str | None) -> int:
+    """Run FILE as the shadow of its profile on every worker (checked like `publish`, sends nothing)."""
+    path = Path(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}:1: cannot read file: {exc}")
+        return 1
+    candidate, problems = parse_profile_text(text, str(path))
+    if candidate is None:
+        for problem in problems:
+            print(problem)
+        return 1
+    state = asyncio.run(read_registry(settings))
+    local = local_profiles(settings.kseg_mapping_dir)
+    now, who = utc_now_iso(), author or getpass.getuser()
+    current = current_profile(state, local, candidate.name)
+    if current is None:
+        print(f"{path}:1: no active profile {candidate.name!r} to compare a shadow with; publish it instead")
+        return 1
+    seeds = with_seeds(state, local, candidate.name, now)
+    problems = publish_problems(str(path), text, candidate, state)
+    if candidate.version == current.version:
+        problems.append(
+            ProfileProblem(
+                str(path),
+                line_of_key(text, "version"),
+                f"v{candidate.version} is the active version; give the shadow candidate a new version",
+            )
+        )
+    if problems:
+        for problem in problems:
+            print(problem)
+        return 1
+    records: list[RegistryRecord] = list(seeds)
+    if candidate.version not in state.versions.get(candidate.name, {}):
+        records.append(
+            ProfileVersion(
+                name=candidate.name,
+                version=candidate.version,
+                yaml=text,
+                sha256=content_hash(text),
+                published_at=now,
+                author=who,
+                note=note,
+            )
+        )
+    records.append(
+        ProfilePointer(
+            kind="shadow", name=candidate.name, version=candidate.version, at=now, author=who, note=note
+        )
+    )
+    asyncio.run(write_records(settings, records))
+    print(f"shadow {candidate.name} v{candidate.version} against active v{current.version}")
+    return 0
+
+
+def cmd_shadow_stop(settings: MappingSettings, name: str, author: str | None) -> int:
+    state = asyncio.run(read_registry(settings))
+    running = state.shadow_version(name)
+    if running is None:
+        print(f"{name} has no shadow run", file=sys.stderr)
+        return 1
+    who = author or getpass.getuser()
+    stop = ProfilePointer(
+        kind="shadow", name=name, version=None, at=utc_now_iso(), author=who, note="stopped"
+    )
+    asyncio.run(write_records(settings, [stop]))
+    print(f"stopped the shadow run of {name} v{running.version}")
+    return 0
+
+
+def cmd_promote(settings: MappingSettings, name: str, author: str | None) -> int:
+    """Make the shadow candidate the active version (and end its shadow run)."""
+    state = asyncio.run(read_registry(settings))
+    candidate = state.shadow_version(name)
+    if candidate is None:
+        print(f"{name} has no shadow run to promote", file=sys.stderr)
+        return 1
+    local = local_profiles(settings.kseg_mapping_dir)
+    current = current_profile(state, local, name)
+    now, who = utc_now_iso(), author or getpass.getuser()
+    note = f"promoted from shadow (was v{current.version if current else '-'})"
+    records: list[RegistryRecord] = [
+        *with_seeds(state, local, name, now),
+        ProfilePointer(kind="active", name=name, version=candidate.version, at=now, author=who, note=note),
+        ProfilePointer(kind="shadow", name=name, version=None, at=now, author=who, note="promoted"),
+    ]
+    asyncio.run(write_records(settings, records))
+    print(f"promoted {name} v{candidate.version} (was v{current.version if current else '-'})")
+    return 0
+
+
+def shadow_summaries(reports: list[DriftReport | ShadowReport], name: str) -> list[ShadowSummary]:
+    """The workers' comparisons of `name`, added up per (active version, shadow version)."""
+    merged: dict[tuple[str, str], ShadowSummary] = {}
+    for report in reports:
+        if not isinstance(report, ShadowReport):
+            continue
+        for run in report.runs:
+            if run.profile != name:
+                continue
+            key = (run.active_version, run.shadow_version)
+            if key in merged:
+                merged[key].merge(run)
+            else:
+                merged[key] = run.model_copy(deep=True)
+    return sorted(merged.values(), key=lambda r: (r.shadow_version, r.active_version))
+
+
+def cmd_shadow_report(settings: MappingSettings, name: str, as_json: bool) -> int:
+    state = asyncio.run(read_registry(settings))
+    running = state.shadow_version(name)
+    runs = shadow_summaries(asyncio.run(read_reports(settings)), name)
+    if running is not None:
+        runs = [r for r in runs if r.shadow_version == running.version]
+    if as_json:
+        body = {
+            "profile": name,
+            "shadow": running.version if running else None,
+            "runs": [r.model_dump() | {"paths": [p.model_dump() for p in r.paths.values()]} for r in runs],
+        }
+        sys.stdout.write(dumps(body).decode() + "\n")
+        return 0
+    if running is None:
+        print(f"{name}: no shadow run now" + ("; earlier runs:" if runs else ""))
+    if not runs:
+        print(f"{name}: no comparison reported yet" if running else "")
+        return 0
+    for run in runs:
+        print(
+            f"{name}: shadow v{run.shadow_version} against active v{run.active_version}: "
+            f"{run.compared} compared, {run.identical} identical, {run.differing} differing"
+        )
+        for diff in sorted(run.paths.values(), key=lambda d: (-d.count, d.path)):
+            examples = "; ".join(f"{e.active!r} -> {e.shadow!r}" for e in diff.examples)
+            print(f"  {diff.path:48} {diff.count:6}  {examples}")
     return 0
 
 
@@ -318,6 +468,34 @@ def add_parsers(msub: Any, runner: Any) -> None:
     p.add_argument("--to", required=True, metavar="VERSION", help="the version to make active")
     p.add_argument("--author", help="who rolls back (default: the OS user)")
     p.set_defaults(func=lambda args: runner(lambda a, s: cmd_rollback(s, a.name, a.to, a.author), args))
+    text = (
+        "run a candidate profile next to the active version on live postbacks, sending nothing "
+        "(--stop NAME ends it; shadow-report shows the difference, promote makes it active)"
+    )
+    p = msub.add_parser("shadow", help=text, description=text)
+    p.add_argument("file", nargs="?", help="the candidate profile (YAML)")
+    p.add_argument("--stop", metavar="NAME", help="end the shadow run of profile NAME")
+    p.add_argument("--note", default="", help="why this candidate (shown by history)")
+    p.add_argument("--author", help="who starts it (default: the OS user)")
+
+    def shadow(a: Any, s: Any) -> int:
+        if a.stop:
+            return cmd_shadow_stop(s, a.stop, a.author)
+        if not a.file:
+            raise SystemExit("kseg mapping shadow: give a profile FILE, or --stop NAME")
+        return cmd_shadow(s, a.file, a.note, a.author)
+
+    p.set_defaults(func=lambda args: runner(shadow, args))
+    text = "how the shadow candidate's outputs differ from the active version's: counts and examples per path"
+    p = msub.add_parser("shadow-report", help=text, description=text)
+    p.add_argument("name", help="profile name")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=lambda args: runner(lambda a, s: cmd_shadow_report(s, a.name, a.json), args))
+    text = "make a profile's shadow candidate the active version on every worker"
+    p = msub.add_parser("promote", help=text, description=text)
+    p.add_argument("name", help="profile name")
+    p.add_argument("--author", help="who promotes (default: the OS user)")
+    p.set_defaults(func=lambda args: runner(lambda a, s: cmd_promote(s, a.name, a.author), args))
     text = (
         "keys, event names and unparseable values live postbacks carry that their profile does not expect, "
         "added up over every worker (counts, first and last seen, a redacted example)"

@@ -33,6 +33,7 @@ from app.mapping import MappingProfile, ProfileRegistry
 from app.mapping.drift import DriftTracker
 from app.pipeline.core import PostbackOutcome, ProfileConfig, ProfileConfigs, process_postback, profile_config
 from app.pipeline.metrics import PipelineMetrics
+from app.pipeline.shadow import ShadowRuns
 from app.records import (
     AttributionProfile,
     DeadLetter,
@@ -67,6 +68,8 @@ class StepConfig:
     metrics: PipelineMetrics = field(default_factory=lambda: PipelineMetrics.on(CollectorRegistry()))
     #: What live postbacks carry that their profile does not expect (`kseg mapping drift`).
     drift: DriftTracker = field(default_factory=DriftTracker)
+    #: Candidate profile versions run next to the active ones, sending nothing (`kseg mapping shadow`).
+    shadows: ShadowRuns = field(default_factory=ShadowRuns)
     profile_configs: ProfileConfigs = field(init=False)
 
     def __post_init__(self) -> None:
@@ -250,9 +253,10 @@ def handle_postback(
     if isinstance(profile, DeadLetter):
         batch.add(Step(event, [dead_letter_send(profile, config)]), device_key, seen_id=raw.event_id)
         return
-    now = utc_now_iso()
-    out = process_postback(raw, batch.profile(device_key), device_key, profile, now)
+    now, before = utc_now_iso(), batch.profile(device_key)
+    out = process_postback(raw, before, device_key, profile, now)
     config.drift.note(raw.params, profile.profile, out.event or out.dead_letter, now)
+    config.shadows.compare(raw, before, device_key, profile, out, now)
     if out.dead_letter is not None:
         batch.add(Step(event, [dead_letter_send(out.dead_letter, config)]), device_key, seen_id=raw.event_id)
         return

@@ -73,7 +73,7 @@ MODEL_SCHEMAS = {
         "app.mapping.registry:ProfileVersion|ProfilePointer",
         "mapping.registry",
     ),
-    "mapping-report.schema.json": ("app.mapping.drift:DriftReport", "mapping.reports"),
+    "mapping-report.schema.json": ("app.mapping.shadow:DriftReport|ShadowReport", "mapping.reports"),
 }
 
 

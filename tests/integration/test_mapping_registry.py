@@ -228,3 +228,56 @@ async def test_drift_is_reported_and_quarantined_events_replay_once_the_profile_
 async def _has(entries: Any, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]] | None:
     found: dict[tuple[str, str], dict[str, Any]] = await entries
     return found if wanted <= set(found) else None
+
+
+async def test_a_shadow_candidate_reports_its_one_difference_and_sends_nothing_until_promoted(
+    make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline], tmp_path: Path
+) -> None:
+    p: Pipeline = make_pipeline(segment.url, KSEG_DRIFT_REPORT_SECONDS="1")
+    dump_logs.append(p)
+    await p.start()
+    shadow = tmp_path / "v3.yaml"
+    shadow.write_text(candidate("3", "Level Finished"))
+    rc, out, err = await run_cli(p.env, "mapping", "shadow", str(shadow), "--note", "try the rename")
+    assert (rc, out.strip()) == (0, "shadow kochava-default v3 against active v2"), (out, err)
+    await wait_for(
+        lambda: log_has(p, "worker-1", r"shadow run of kochava-default v3 started"), 10, "shadow start"
+    )
+
+    devices = [f"KISHADOW{i}" for i in range(4)]
+    await send_levels(p, devices, 1)
+    status, body, _ = await p.get({"event_name": "Tutorial Complete", "kochava_device_id": "KISHADOW0"})
+    assert status == 200, body
+    assert await round_of(segment, devices, 1) == [(d, "Level Completed", "2") for d in devices]
+
+    async def report() -> dict[str, Any] | None:
+        rc, out, err = await run_cli(p.env, "mapping", "shadow-report", "kochava-default", "--json")
+        assert rc == 0, err
+        body = orjson.loads(out)
+        runs = body["runs"]
+        return body if runs and runs[0]["compared"] == 5 else None
+
+    body = await wait_for(report, 30, "5 compared postbacks in the shadow report")
+    [run] = body["runs"]
+    assert (run["active_version"], run["shadow_version"]) == ("2", "3")
+    assert (run["compared"], run["identical"], run["differing"]) == (5, 1, 4)
+    paths = {d["path"]: d for d in run["paths"]}
+    assert set(paths) == {"segment.track.event", "warehouse.segment_event"}, paths
+    assert paths["segment.track.event"]["count"] == 4
+    assert paths["segment.track.event"]["examples"][0] | {"event_id": ""} == {
+        "event_id": "",
+        "active": "Level Completed",
+        "shadow": "Level Finished",
+    }
+    # Segment received only the active version's calls, never the shadow's.
+    assert not [m for m in segment.messages if m["context"]["kseg"]["profile_version"] != "2"]
+    assert not [m for m in segment.messages if m.get("event") == "Level Finished"]
+    rc, out, _ = await run_cli(p.env, "mapping", "shadow-report", "kochava-default")
+    assert "shadow v3 against active v2: 5 compared, 1 identical, 4 differing" in out, out
+
+    rc, out, err = await run_cli(p.env, "mapping", "promote", "kochava-default")
+    assert (rc, out.strip()) == (0, "promoted kochava-default v3 (was v2)"), (out, err)
+    await wait_for(lambda: log_has(p, "worker-1", r"kochava-default now v3"), 10, "promotion")
+    assert log_has(p, "worker-1", r"shadow run of kochava-default stopped")
+    await send_levels(p, devices, 2)
+    assert await round_of(segment, devices, 2) == [(d, "Level Finished", "3") for d in devices]
