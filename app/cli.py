@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     msub = mapping.add_subparsers(
         dest="mapping_command",
         required=True,
-        metavar="{check,try} | {publish,history,rollback,shadow,shadow-report,promote,drift}",
+        metavar="{check,try} | {publish,history,rollback,diff,shadow,shadow-report,promote,drift}",
     )
     text = "validate a profile file and report every problem with its line"
     p = msub.add_parser("check", help=text, description=text)

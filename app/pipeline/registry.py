@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from app import topics
-from app.kafka import producer_config, read_to_end
+from app.kafka import consumer_config, producer_config, read_to_end
 from app.mapping.drift import DriftEntry, DriftReport, aggregate
 from app.mapping.profile import (
     MappingProfile,
@@ -40,8 +40,9 @@ from app.mapping.registry import (
     publish_problems,
     record_key,
 )
-from app.mapping.shadow import ShadowReport, ShadowSummary
+from app.mapping.shadow import ShadowReport, ShadowSummary, differences
 from app.pipeline.core import process_postback
+from app.pipeline.shadow import outputs_of
 from app.pipeline.steps import StepConfig
 from app.records import AttributionProfile, RawPostback, device_key_of, dumps, postback_event_id, utc_now_iso
 from app.sections import MappingSettings
@@ -446,6 +447,104 @@ def cmd_shadow_report(settings: MappingSettings, name: str, as_json: bool) -> in
     return 0
 
 
+async def recent_postbacks(settings: MappingSettings, limit: int) -> list[RawPostback]:
+    """The newest `limit` raw postbacks (spread over the partitions), oldest first; undecodable skipped."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = settings.topic(topics.RAW)
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
+    await consumer.start()
+    out: list[RawPostback] = []
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        share = max(1, limit // len(tps))
+        behind = set()
+        for tp in tps:
+            consumer.seek(tp, max(starts[tp], ends[tp] - share))
+            if ends[tp] > starts[tp]:
+                behind.add(tp)
+        while True:  # to the end offsets, then on until quiet (see `app.kafka.read_records`)
+            batch = await consumer.getmany(*tps, timeout_ms=2000 if behind else 300)
+            if not batch:
+                break
+            for tp, records in batch.items():
+                for record in records:
+                    with contextlib.suppress(ValueError):
+                        out.append(RawPostback.decode(record.value))
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    behind.discard(tp)
+    finally:
+        await consumer.stop()
+    return sorted(out, key=lambda r: r.received_at)[-limit:]
+
+
+def version_text(state: RegistryState, local: dict[str, LocalProfile], name: str, version: str) -> str | None:
+    """A version's YAML: the registry's, else the local file's when it has that version."""
+    published = state.versions.get(name, {}).get(version)
+    if published is not None:
+        return published.yaml
+    seeded = local.get(name)
+    return seeded.text if seeded and seeded.profile.version == version else None
+
+
+def cmd_diff(settings: MappingSettings, name: str, v1: str, v2: str, sample: int, as_json: bool) -> int:
+    """The YAML difference of two versions, and how their outputs differ on recent real postbacks."""
+    import difflib
+
+    state = asyncio.run(read_registry(settings))
+    local = local_profiles(settings.kseg_mapping_dir)
+    texts = {v: version_text(state, local, name, v) for v in (v1, v2)}
+    missing = [v for v, t in texts.items() if t is None]
+    if missing:
+        known = ", ".join(sorted(state.versions.get(name, {}))) or "none"
+        print(f"{name} has no version {missing[0]!r} (registry versions: {known})", file=sys.stderr)
+        return 1
+    profiles = {v: parse_profile_text(t or "", f"{name} v{v}")[0] for v, t in texts.items()}
+    first, second = profiles[v1], profiles[v2]
+    if first is None or second is None:
+        print(f"{name}: a version does not load", file=sys.stderr)
+        return 1
+    lines = difflib.unified_diff(
+        (texts[v1] or "").splitlines(keepends=True),
+        (texts[v2] or "").splitlines(keepends=True),
+        f"{name} v{v1}",
+        f"{name} v{v2}",
+    )
+    yaml_diff = "".join(lines)
+    config = StepConfig(settings, ProfileRegistry({}))
+    old, new = config.configure(first), config.configure(second)
+    summary = ShadowSummary(profile=name, active_version=v1, shadow_version=v2)
+    for raw in asyncio.run(recent_postbacks(settings, sample)):
+        if (raw.profile or settings.kseg_default_profile) != name:
+            continue
+        key = device_key_of(raw.params) or ""
+        a = process_postback(raw, AttributionProfile(), key, old, raw.received_at)
+        b = process_postback(raw, AttributionProfile(), key, new, raw.received_at)
+        summary.add(raw.event_id, differences(outputs_of(a), outputs_of(b)), first, second)
+    if as_json:
+        body = summary.model_dump() | {
+            "paths": [d.model_dump() for d in summary.paths.values()],
+            "yaml_diff": yaml_diff,
+        }
+        sys.stdout.write(dumps(body).decode() + "\n")
+        return 0
+    print(yaml_diff or f"(v{v1} and v{v2} have the same text)")
+    print(
+        f"on the newest {summary.compared} postback(s) of {name} (each as a first-seen device): "
+        f"{summary.identical} identical, {summary.differing} differing"
+    )
+    for diff in sorted(summary.paths.values(), key=lambda d: (-d.count, d.path)):
+        examples = "; ".join(f"{e.active!r} -> {e.shadow!r}" for e in diff.examples)
+        print(f"  {diff.path:48} {diff.count:6}  {examples}")
+    return 0
+
+
 def add_parsers(msub: Any, runner: Any) -> None:
     """`kseg mapping publish|history|rollback`; `runner(command, args)` supplies the settings (and checks
     Kafka is set)."""
@@ -496,6 +595,19 @@ def add_parsers(msub: Any, runner: Any) -> None:
     p.add_argument("name", help="profile name")
     p.add_argument("--author", help="who promotes (default: the OS user)")
     p.set_defaults(func=lambda args: runner(lambda a, s: cmd_promote(s, a.name, a.author), args))
+    text = (
+        "the YAML difference of two versions of a profile, and how their outputs differ on a sample of "
+        "recent real postbacks from the raw topic"
+    )
+    p = msub.add_parser("diff", help=text, description=text)
+    p.add_argument("name", help="profile name")
+    p.add_argument("v1", help="a version")
+    p.add_argument("v2", help="another version")
+    p.add_argument("--sample", type=int, default=200, help="newest raw postbacks to map (default 200)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(
+        func=lambda args: runner(lambda a, s: cmd_diff(s, a.name, a.v1, a.v2, a.sample, a.json), args)
+    )
     text = (
         "keys, event names and unparseable values live postbacks carry that their profile does not expect, "
         "added up over every worker (counts, first and last seen, a redacted example)"

@@ -281,3 +281,14 @@ async def test_a_shadow_candidate_reports_its_one_difference_and_sends_nothing_u
     assert log_has(p, "worker-1", r"shadow run of kochava-default stopped")
     await send_levels(p, devices, 2)
     assert await round_of(segment, devices, 2) == [(d, "Level Finished", "3") for d in devices]
+
+    # diff: the YAML difference and, on the raw topic's recent postbacks, the one output difference.
+    rc, out, err = await run_cli(p.env, "mapping", "diff", "kochava-default", "2", "3", "--json")
+    assert rc == 0, (out, err)
+    diff = orjson.loads(out)
+    assert '-version: "2"\n+version: "3"\n' in diff["yaml_diff"], diff["yaml_diff"]
+    assert "-  Level Complete: Level Completed\n+  Level Complete: Level Finished\n" in diff["yaml_diff"]
+    assert (diff["compared"], diff["identical"], diff["differing"]) == (9, 1, 8), diff
+    assert {d["path"] for d in diff["paths"]} == {"segment.track.event", "warehouse.segment_event"}
+    rc, out, _ = await run_cli(p.env, "mapping", "diff", "kochava-default", "2", "9")
+    assert rc == 1
