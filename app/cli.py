@@ -142,10 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     mapping = sub.add_parser(
         "mapping",
-        help="check or try mapping profiles",
+        help="check, try, publish and roll back mapping profiles",
         description="Mapping profiles turn Kochava postback keys into Segment calls; see docs/mapping.md.",
     )
-    msub = mapping.add_subparsers(dest="mapping_command", required=True, metavar="{check,try}")
+    msub = mapping.add_subparsers(
+        dest="mapping_command",
+        required=True,
+        metavar="{check,try} | {publish,history,rollback,diff,shadow,shadow-report,promote,drift}",
+    )
     text = "validate a profile file and report every problem with its line"
     p = msub.add_parser("check", help=text, description=text)
     p.add_argument("file", help="a mapping profile (YAML)")
@@ -162,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-key", help="the device key (default: the one the receiver would derive)")
     p.add_argument("--json", action="store_true", help="one compact JSON line, as the worker serialises it")
     p.set_defaults(func=cmd_mapping_try)
+    from app.pipeline.registry import add_parsers as add_registry
+
+    add_registry(msub, _with_kafka_settings)
 
     from app.dlq.cli import add_parser as add_dlq
 

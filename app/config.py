@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.sections import (
     AudienceSettings,
     DigestSettings,
-    PipelineSettings,
+    MappingSettings,
     PrivacySettings,
     ReceiverSettings,
     SegmentSettings,
@@ -26,7 +26,7 @@ from app.sections import (
 class Settings(
     PrivacySettings,  # first: it extends DigestSettings
     DigestSettings,
-    PipelineSettings,
+    MappingSettings,
     ReceiverSettings,
     WorkerSettings,
     SegmentSettings,

@@ -403,6 +403,21 @@ class PipelineSettings(IdentitySettings, LifecycleSettings):
     )
 
 
+class MappingSettings(KafkaSettings, PipelineSettings):
+    """The live mapping registry: the pipeline's profiles as published in `mapping.registry`, followed by
+    every worker, with drift reports and shadow runs."""
+
+    kseg_drift_report_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="How often each worker publishes its mapping drift summary."
+    )
+    kseg_shadow_sample_rate: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of a profile's postbacks a shadow candidate also maps (compared, never sent).",
+    )
+
+
 class SegmentSettings(KafkaSettings):
     """The Segment sink: write key (unset: dry run), region, batching and rate; it consumes its outbox."""
 

@@ -62,6 +62,8 @@ PROCESSING_RECEIPTS = "processing.receipts"
 #: Internal topics only kseg reads: the worker packs one partition's share of a micro-batch into one
 #: `app.records.Batched` record there (docs/topics.md). Topics other teams read keep one record per event.
 PACKED = (OUTBOX, KOCHAVA_OUTBOX, DEVICE_EVENTS, DEVICE_INDEX, AUDIENCE_CHANGES)
+MAPPING_REGISTRY = "mapping.registry"
+MAPPING_REPORTS = "mapping.reports"
 
 
 @dataclass(frozen=True)

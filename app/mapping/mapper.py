@@ -43,6 +43,7 @@ DEAD_LETTER_REASONS = frozenset(
         "invalid_products",
         "oversize",
         "mapping_error",
+        "unknown_event",
     }
 )
 
@@ -384,6 +385,10 @@ def _map(raw: RawPostback, profile: MappingProfile, namespace: str) -> Canonical
         kind = "reinstall" if reprocess_for or first_flag in _FALSE_WORDS else "install"
         segment_name = profile.segment_name(event_name) or "Install Attributed"
     else:
+        if profile.unknown_events == "quarantine" and not profile.names_event(event_name):
+            raise Reject(
+                "unknown_event", f"event {event_name[:128]!r} is not named by profile {profile.name!r}"
+            )
         segment_name = profile.segment_name(event_name) or event_name
         if profile.is_purchase(event_name):
             kind = "purchase"

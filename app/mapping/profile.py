@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -183,6 +183,12 @@ class ProfileShape(BaseModel):
     drop_params: list[str] = Field(default_factory=lambda: list(DEFAULT_DROP_PARAMS))
     #: Channel table, organic and re-engagement markers, conversion rules (app.lifecycle.rules).
     lifecycle: LifecycleRules = Field(default_factory=LifecycleRules)
+    #: Events the profile does not name (not in event_names, install, purchase or conversion events):
+    #: `send` them as tracks under their Kochava name, or `quarantine` them as dead letters
+    #: (`unknown_event`, replayable once the profile names them).
+    unknown_events: Literal["send", "quarantine"] = "send"
+    #: Keys expected as plain event properties: not reported as drift (`kseg mapping drift`).
+    known_keys: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -282,6 +288,15 @@ class MappingProfile(ProfileShape):
     def is_conversion(self, name: str) -> bool:
         return name.strip().lower() in {e.strip().lower() for e in self.conversion_events}
 
+    def names_event(self, name: str) -> bool:
+        """Whether the profile says anything about this Kochava event (else it is drift)."""
+        return (
+            self.segment_name(name) is not None
+            or self.is_install(name)
+            or self.is_purchase(name)
+            or self.is_conversion(name)
+        )
+
 
 # ---------------------------------------------------------------------------------------------
 # Loading and checking files
@@ -363,6 +378,19 @@ def _parse(text: str, path: str) -> tuple[MappingProfile | None, list[ProfilePro
     return MappingProfile.model_validate(data), []
 
 
+def parse_profile_text(text: str, path: str) -> tuple[MappingProfile | None, list[ProfileProblem]]:
+    """A profile from YAML text (a file's, or a registry record's), or every problem with its line."""
+    return _parse(text, path)
+
+
+def line_of_key(text: str, *loc: str | int) -> int:
+    """1-based line of the key at `loc` in profile text (1 when it is not there)."""
+    try:
+        return _line_of(_compose(text), loc)
+    except yaml.YAMLError:
+        return 1
+
+
 def check_profile_file(path: Path | str) -> list[ProfileProblem]:
     """Every problem in one profile file (syntax, structure, semantics), each with its line."""
     p = Path(path)
@@ -386,7 +414,7 @@ def load_profile_file(path: Path | str) -> MappingProfile:
     return profile
 
 
-def _profile_files(directory: Path) -> list[Path]:
+def profile_files(directory: Path) -> list[Path]:
     return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
 
 
@@ -405,7 +433,7 @@ class ProfileRegistry:
             if not directory.is_dir():
                 raise ProfileError([ProfileProblem(str(directory), 1, "mapping directory does not exist")])
             from_here: dict[str, Path] = {}
-            for file in _profile_files(directory):
+            for file in profile_files(directory):
                 profile = load_profile_file(file)
                 if profile.name in from_here:
                     raise ProfileError(

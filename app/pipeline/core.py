@@ -38,6 +38,19 @@ class ProfileConfig:
     identity: IdentityRules
 
 
+def profile_config(
+    profile: MappingProfile,
+    identity: IdentityRules,
+    rates: Rates,
+    *,
+    winback_days: float,
+    tiers: tuple[tuple[str, float], ...],
+) -> ProfileConfig:
+    """One profile version's `ProfileConfig`, built once per version (never per event)."""
+    lifecycle = LifecycleConfig(rates, profile.lifecycle, winback_days=winback_days, tiers=tiers)
+    return ProfileConfig(profile, lifecycle, identity)
+
+
 @dataclass(frozen=True)
 class ProfileConfigs:
     """Every loaded profile's `ProfileConfig`, by name, and the profile of postbacks that name none."""
@@ -57,12 +70,18 @@ class ProfileConfigs:
         default_profile: str,
     ) -> ProfileConfigs:
         """One `ProfileConfig` per profile of `registry` (plain values: the caller reads the settings)."""
-        configs: dict[str, ProfileConfig] = {}
-        for name in registry.names():
-            profile = registry.get(name)
-            lifecycle = LifecycleConfig(rates, profile.lifecycle, winback_days=winback_days, tiers=tiers)
-            configs[name] = ProfileConfig(profile, lifecycle, identity)
+        configs = {
+            name: profile_config(registry.get(name), identity, rates, winback_days=winback_days, tiers=tiers)
+            for name in registry.names()
+        }
         return cls(configs, default_profile)
+
+    def install(self, config: ProfileConfig) -> ProfileConfig | None:
+        """Make `config` its profile's active one (a registry publish or rollback); returns the one it
+        replaced. The worker calls it between events, so each event sees one version throughout."""
+        before = self.configs.get(config.profile.name)
+        self.configs[config.profile.name] = config
+        return before
 
     def for_postback(self, raw: RawPostback) -> ProfileConfig | DeadLetter:
         """The config of the profile the postback names (else the default one), or its dead letter."""

@@ -10,19 +10,29 @@ from __future__ import annotations
 from typing import Any
 
 from app.mapping import ProfileRegistry
+from app.pipeline.drift import DriftMetrics, MappingReporter
+from app.pipeline.live import RegistryFollower
 from app.pipeline.metrics import PipelineMetrics
+from app.pipeline.shadow import ShadowRuns
 from app.pipeline.steps import Batch, StepConfig, handle_record, processing_receipts
 from app.runtime.batching import BATCH_MAX, BATCH_WITHIN, acked_batches, write_held
 from app.runtime.context import WorkerContext
-from app.sections import PipelineSettings
+from app.sections import MappingSettings
 
 
-def register(ctx: WorkerContext[PipelineSettings]) -> None:
+def register(ctx: WorkerContext[MappingSettings]) -> None:
     """Declare the `profiles` table and the `process` agent on the worker."""
     settings, faust_app = ctx.settings, ctx.faust_app
+    drift = DriftMetrics.on(ctx.registry).tracker()
     config = StepConfig(
-        settings, ProfileRegistry.load(settings.kseg_mapping_dir), metrics=PipelineMetrics.on(ctx.registry)
+        settings,
+        ProfileRegistry.load(settings.kseg_mapping_dir),
+        metrics=PipelineMetrics.on(ctx.registry),
+        drift=drift,
+        shadows=ShadowRuns(settings.kseg_shadow_sample_rate),
     )
+    faust_app.add_dependency(RegistryFollower(settings, config))  # published profiles, live
+    faust_app.add_dependency(MappingReporter(settings, config, ctx.outputs.send_all))
 
     #: Per-device attribution, identity and dedupe state (AttributionProfile as JSON).
     profiles = faust_app.Table("profiles", default=None, partitions=settings.kseg_topic_partitions)

@@ -30,9 +30,11 @@ from app.ids import KSEG_UUID_NAMESPACE
 from app.lifecycle.config import load_config_rates
 from app.lifecycle.currency import Rates
 from app.lifecycle.traits import RIDE_ALONG
-from app.mapping import ProfileRegistry
-from app.pipeline.core import PostbackOutcome, ProfileConfigs, process_postback
+from app.mapping import MappingProfile, ProfileRegistry
+from app.mapping.drift import DriftTracker
+from app.pipeline.core import PostbackOutcome, ProfileConfig, ProfileConfigs, process_postback, profile_config
 from app.pipeline.metrics import PipelineMetrics
+from app.pipeline.shadow import ShadowRuns
 from app.privacy.metrics import PrivacyMetrics
 from app.privacy.records import PrivacyErase
 from app.privacy.suppression import PrivacyBatch, suppressed_reason
@@ -69,6 +71,10 @@ class StepConfig:
     clock: Callable[[], float] = time.time
     rates: Rates | None = None
     metrics: PipelineMetrics = field(default_factory=lambda: PipelineMetrics.on(CollectorRegistry()))
+    #: What live postbacks carry that their profile does not expect (`kseg mapping drift`).
+    drift: DriftTracker = field(default_factory=DriftTracker)
+    #: Candidate profile versions run next to the active ones, sending nothing (`kseg mapping shadow`).
+    shadows: ShadowRuns = field(default_factory=ShadowRuns)
     profile_configs: ProfileConfigs = field(init=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +91,16 @@ class StepConfig:
             default_profile=s.kseg_default_profile,
         )
         object.__setattr__(self, "profile_configs", configs)
+
+    def configure(self, profile: MappingProfile) -> ProfileConfig:
+        """`profile`'s core configuration with these settings (a registry version the worker switches to)."""
+        s = self.settings
+        rules = IdentityRules(s.kseg_namespace, s.kseg_max_ids_per_profile, s.kseg_allow_raw_email_trait)
+        assert self.rates is not None  # set in __post_init__
+        tiers = tuple(parse_tiers(s.kseg_ltv_tiers))
+        return profile_config(
+            profile, rules, self.rates, winback_days=s.kseg_winback_suppress_days, tiers=tiers
+        )
 
 
 @dataclass
@@ -284,7 +300,10 @@ def handle_postback(
             Step(event, [dead_letter_send(profile, config)], outcome=done), device_key, seen_id=raw.event_id
         )
         return
-    out = process_postback(raw, batch.profile(device_key), device_key, profile, utc_now_iso())
+    now, before = utc_now_iso(), batch.profile(device_key)
+    out = process_postback(raw, before, device_key, profile, now)
+    config.drift.note(raw.params, profile.profile, out.event or out.dead_letter, now)
+    config.shadows.compare(raw, before, device_key, profile, out, now)
     if out.dead_letter is not None:
         letter = out.dead_letter
         done = _outcome(

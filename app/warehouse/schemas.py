@@ -74,6 +74,11 @@ MODEL_SCHEMAS = {
     "privacy-erase.schema.json": ("app.privacy.records:PrivacyErase", "privacy.erase-devices"),
     "delivery-receipt.schema.json": ("app.records:DeliveryReceipt", "delivery.receipts"),
     "processing-receipt.schema.json": ("app.records:ProcessingReceipt", "processing.receipts"),
+    "mapping-registry.schema.json": (
+        "app.mapping.registry:ProfileVersion|ProfilePointer",
+        "mapping.registry",
+    ),
+    "mapping-report.schema.json": ("app.mapping.shadow:DriftReport|ShadowReport", "mapping.reports"),
 }
 
 

@@ -21,7 +21,10 @@ def _settings(**kw: object) -> Settings:
 def _cluster(settings: Settings, partitions: int = 4) -> dict[str, ActualTopic]:
     return {
         s.full_name(settings): ActualTopic(
-            s.full_name(settings), partitions, s.replication_factor(settings), s.topic_configs(settings)
+            s.full_name(settings),
+            s.partitions or partitions,  # a topic that declares its count (mapping.registry: 1) keeps it
+            s.replication_factor(settings),
+            s.topic_configs(settings),
         )
         for s in catalogue()
     }
