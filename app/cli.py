@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.warehouse.cli import add_parsers as add_warehouse
 
     add_warehouse(sub, _settings)
+
+    from app.console.cli import add_parser as add_console
+
+    add_console(sub, _settings)
     return parser
 
 

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.sections import (
     AudienceSettings,
+    ConsoleSettings,
     DigestSettings,
     PipelineSettings,
     ReceiverSettings,
@@ -24,6 +25,7 @@ from app.sections import (
 
 class Settings(
     DigestSettings,
+    ConsoleSettings,
     PipelineSettings,
     ReceiverSettings,
     WorkerSettings,

@@ -22,7 +22,7 @@ LAYERS = {
     "attribution": 3, "mapping": 3, "identity": 3, "dlq": 3, "lifecycle": 3, "runtime": 3, "admin": 3,
     "sinks": 4, "pipeline": 4, "audiences": 4, "warehouse": 4, "digest": 4, "loadgen": 4,
     # processes: the roof
-    "receiver": 5, "worker": 6, "supervisor": 7, "cli": 8,
+    "receiver": 5, "console": 5, "worker": 6, "supervisor": 7, "cli": 8,
 }  # fmt: skip
 
 
