@@ -80,8 +80,8 @@ def cmd_console(args: argparse.Namespace, settings: Any) -> int:
     )
     if not s.kafka_bootstrap_servers:
         raise SystemExit(
-            "kseg console: KAFKA_BOOTSTRAP_SERVERS is not set (dead letters and lag read Kafka). Use `kseg run`, "
-            "which starts the console, or point it at your cluster."
+            "kseg console: KAFKA_BOOTSTRAP_SERVERS is not set (dead letters and lag read Kafka). "
+            "Use `kseg run`, which starts the console, or point it at your cluster."
         )
     if not s.console_tokens:
         print("kseg console: KSEG_CONSOLE_TOKENS is not set: nobody can log in", file=sys.stderr)

@@ -34,11 +34,13 @@ def overview(conn: Any, window: str) -> dict[str, Any]:
     out: dict[str, Any] = {"window": window}
     out["postbacks"] = _rows(
         conn,
-        f"SELECT kind, count(*) AS n FROM kseg_postbacks WHERE received_at > {since} GROUP BY kind ORDER BY kind",
+        f"SELECT kind, count(*) AS n FROM kseg_postbacks WHERE received_at > {since} "
+        "GROUP BY kind ORDER BY kind",
     )
     out["processing"] = _rows(
         conn,
-        f"SELECT outcome, count(*) AS n FROM kseg_processing WHERE at > {since} GROUP BY outcome ORDER BY outcome",
+        f"SELECT outcome, count(*) AS n FROM kseg_processing WHERE at > {since} "
+        "GROUP BY outcome ORDER BY outcome",
     )
     out["dead_letters"] = _rows(
         conn,

@@ -270,18 +270,25 @@ async def overview(request: web.Request) -> web.Response:
         latency = (
             "not available"
             if lat is None
-            else f"p50 {h.esc(lat['p50_ms'])} ms · p95 {h.esc(lat['p95_ms'])} ms over {h.esc(lat['events'])} event(s)"
+            else f"p50 {h.esc(lat['p50_ms'])} ms · p95 {h.esc(lat['p95_ms'])} ms"
+            f" over {h.esc(lat['events'])} event(s)"
+        )
+        rows = h.esc(w["warehouse_rows"])
+        left = (
+            f"<h2>Postbacks received</h2>{_count_table(w['postbacks'], ('kind',), f'postbacks-{name}')}"
+            f"<h2>What became of them</h2>{_count_table(w['processing'], ('outcome',), f'processing-{name}')}"
+            f"<h2>Dead-lettered</h2>{_count_table(w['dead_letters'], ('stage', 'reason'), f'dead-{name}')}"
+        )
+        calls = ("call_type", "outcome")
+        right = (
+            f"<h2>Segment calls</h2>{_count_table(w['segment'], calls, f'segment-{name}')}"
+            f"<h2>Kochava sends</h2>{_count_table(w['kochava'], calls, f'kochava-{name}')}"
         )
         parts.append(
-            f'<section id="window-{h.esc(name)}"><h2>Last {h.esc(name)}</h2>'
-            f'<div class="cards"><div class="card">warehouse rows<b id="rows-{name}">{h.esc(w["warehouse_rows"])}</b></div>'
+            f'<section id="window-{h.esc(name)}"><h2>Last {h.esc(name)}</h2><div class="cards">'
+            f'<div class="card">warehouse rows<b id="rows-{name}">{rows}</b></div>'
             f'<div class="card">received → Segment 2xx<b id="latency-{name}">{latency}</b></div></div>'
-            f'<div class="cols"><div><h2>Postbacks received</h2>{_count_table(w["postbacks"], ("kind",), f"postbacks-{name}")}'
-            f"<h2>What became of them</h2>{_count_table(w['processing'], ('outcome',), f'processing-{name}')}"
-            f"<h2>Dead-lettered</h2>{_count_table(w['dead_letters'], ('stage', 'reason'), f'dead-{name}')}</div>"
-            f"<div><h2>Segment calls</h2>{_count_table(w['segment'], ('call_type', 'outcome'), f'segment-{name}')}"
-            f"<h2>Kochava sends</h2>{_count_table(w['kochava'], ('call_type', 'outcome'), f'kochava-{name}')}</div></div>"
-            "</section>"
+            f'<div class="cols"><div>{left}</div><div>{right}</div></div></section>'
         )
     lag = h.table(
         ["group", "topic", "lag"], [[r["group"], r["topic"], r["lag"]] for r in data["consumer_lag"]]
@@ -307,8 +314,9 @@ async def trace(request: web.Request) -> web.Response:
             return _json({"error": "unavailable", "reason": "this build has no trace timeline"}, 503)
         return _json(result)
     form = (
-        '<form method="get" action="/trace" class="bar" id="trace-form"><label>Any id (Kochava device id, IDFA, '
-        f'IDFV, GAID, Android id, userId, event id, messageId)<input type="text" name="q" id="q" size="48" '
+        '<form method="get" action="/trace" class="bar" id="trace-form">'
+        "<label>Any id (Kochava device id, IDFA, IDFV, GAID, Android id, userId, event id, messageId)"
+        '<input type="text" name="q" id="q" size="48" '
         f'value="{h.esc(query)}"></label><button type="submit" id="search">Search</button></form>'
     )
     if console.timeline is None:
@@ -321,6 +329,9 @@ async def trace(request: web.Request) -> web.Response:
     return _page(
         request, "Trace", form + (render_timeline(result) if result is not None else ""), active="/trace"
     )
+
+
+CALL_HEADERS = ["type", "event", "outcome", "HTTP", "attempts", "messageId", "final"]
 
 
 def render_timeline(t: dict[str, Any]) -> str:
@@ -350,11 +361,12 @@ def render_timeline(t: dict[str, Any]) -> str:
         row_html = f'<pre class="row">{h.pretty(row)}</pre>' if row else '<p class="note">none</p>'
         out.append(
             f'<details class="event" data-event-id="{h.esc(e.get("event_id"))}" open>'
-            f"<summary>{h.esc(e.get('received_at'))} · {h.esc(e.get('kind'))} · {h.esc(e.get('event_name'))} · "
+            f"<summary>{h.esc(e.get('received_at'))} · {h.esc(e.get('kind'))} · "
+            f"{h.esc(e.get('event_name'))} · "
             f"{h.esc(e.get('outcome'))} ({h.esc(e.get('profile'))} v{h.esc(e.get('profile_version'))})"
             f"{' · ' + h.esc(e.get('reason')) if e.get('reason') else ''}</summary>"
             f'<h2>Postback as received</h2><pre class="params">{h.pretty(e.get("params"))}</pre>'
-            f'<h2>Segment calls</h2><div class="calls">{h.table(["type", "event", "outcome", "HTTP", "attempts", "messageId", "final"], call_rows, row_css=css)}</div>'
+            f'<h2>Segment calls</h2><div class="calls">{h.table(CALL_HEADERS, call_rows, row_css=css)}</div>'
             f"<h2>Warehouse row</h2>{row_html}"
             + (
                 f"<h2>Kochava sends</h2><pre>{h.pretty(e.get('kochava_sends'))}</pre>"
@@ -438,7 +450,8 @@ def _letters_body(
         '<form method="get" action="/dead-letters" class="bar" id="dl-filter">'
         f'<label>Stage<select name="stage" id="stage">{_options(stages, stage)}</select></label>'
         f'<label>Reason<select name="reason" id="reason">{_options(reasons, reason)}</select></label>'
-        f'<label>Since (30m, 2h, 7d or ISO)<input type="text" name="since" id="since" value="{h.esc(since)}"></label>'
+        "<label>Since (30m, 2h, 7d or ISO)"
+        f'<input type="text" name="since" id="since" value="{h.esc(since)}"></label>'
         '<button type="submit">Filter</button></form>'
     )
     rows = []
@@ -478,7 +491,10 @@ async def dead_letter(request: web.Request) -> web.Response:
     letter = found[0].letter
     if _wants_json(request):
         return _json({"id": wanted, **letter.model_dump(mode="json")})
-    body = f'<pre id="letter">{h.pretty(letter.model_dump(mode="json"))}</pre><p><a href="/dead-letters">back</a></p>'
+    body = (
+        f'<pre id="letter">{h.pretty(letter.model_dump(mode="json"))}</pre>'
+        '<p><a href="/dead-letters">back</a></p>'
+    )
     return _page(request, f"Dead letter {wanted}", body, active="/dead-letters")
 
 
@@ -601,7 +617,8 @@ def _studio_body(
         f'<option value="{h.esc(k)}"{" selected" if k == left else ""}>{h.esc(k)}</option>' for k in keys
     )
     right_opts = (
-        f'<option value="candidate"{" selected" if right == "candidate" else ""}>candidate (edited below)</option>'
+        f'<option value="candidate"{" selected" if right == "candidate" else ""}>'
+        "candidate (edited below)</option>"
         + "".join(
             f'<option value="{h.esc(k)}"{" selected" if k == right else ""}>{h.esc(k)}</option>' for k in keys
         )
@@ -615,7 +632,8 @@ def _studio_body(
         f'<form method="post" action="/studio" id="studio-form">{_csrf_field(request)}'
         '<label>Postback (query string, URL or JSON)<textarea name="input" id="input" rows="3">'
         f"{h.esc(text)}</textarea></label>"
-        f'<div class="bar"><label>or a recent postback<select name="recent" id="recent">{recent_opts}</select></label>'
+        '<div class="bar"><label>or a recent postback'
+        f'<select name="recent" id="recent">{recent_opts}</select></label>'
         f'<label>Left<select name="left" id="left">{left_opts}</select></label>'
         f'<label>Right<select name="right" id="right">{right_opts}</select></label>'
         '<button type="submit" id="try">Try</button></div>'
@@ -637,11 +655,14 @@ def _studio_body(
         if diff is not None:
             rows = [[d["path"], _short(d["left"]), _short(d["right"])] for d in diff]
             out.append(
-                f'<h2>Difference ({len(rows)})</h2><div id="difference">{h.table(["path", "left", "right"], rows)}</div>'
+                f"<h2>Difference ({len(rows)})</h2>"
+                f'<div id="difference">{h.table(["path", "left", "right"], rows)}</div>'
             )
         out.append(
-            f'<div class="cols"><div><h2>Left: {h.esc(left)}</h2><pre id="left-out">{h.pretty(result["left"])}</pre></div>'
-            f'<div><h2>Right: {h.esc(right)}</h2><pre id="right-out">{h.pretty(result.get("right"))}</pre></div></div>'
+            f'<div class="cols"><div><h2>Left: {h.esc(left)}</h2>'
+            f'<pre id="left-out">{h.pretty(result["left"])}</pre></div>'
+            f"<div><h2>Right: {h.esc(right)}</h2>"
+            f'<pre id="right-out">{h.pretty(result.get("right"))}</pre></div></div>'
         )
     return "".join(out)
 
@@ -701,8 +722,9 @@ async def reconciliation(request: web.Request) -> web.Response:
         row_css=["flag" if r["flagged"] else "" for r in rows],
     )
     body = (
-        f"<p class=\"note\">Kochava's installs (the digest's report rows) next to the installs kseg received and "
-        f"Segment accepted. Rows whose gap exceeds {h.esc(threshold)} % (KSEG_RECONCILE_GAP_PCT) are highlighted: "
+        "<p class=\"note\">Kochava's installs (the digest's report rows) next to the installs kseg "
+        f"received and Segment accepted. Rows whose gap exceeds {h.esc(threshold)} % "
+        "(KSEG_RECONCILE_GAP_PCT) are highlighted: "
         "usually a postback missing or misconfigured in Kochava.</p>"
         f'<div id="reconciliation">{table}</div>'
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
 from app.console import studio
 from app.console.auth import SESSION_COOKIE, Auth, Principal
@@ -42,7 +43,7 @@ class Replays:
 
 @pytest.fixture
 async def console() -> AsyncIterator[tuple[TestClient[Any, Any], Replays]]:
-    settings = ConsoleSettings(kseg_console_tokens=f"viewer={VIEWER},operator={OPERATOR}")
+    settings = ConsoleSettings(kseg_console_tokens=SecretStr(f"viewer={VIEWER},operator={OPERATOR}"))
     replays = Replays()
 
     async def no_lag() -> list[dict[str, Any]]:
