@@ -72,6 +72,7 @@ def layout(title: str, body: str, *, role: str | None, csrf: str | None, active:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(title)} · kseg console</title>
 <link rel="stylesheet" href="/static/console.css">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 </head>
 <body>
 <header><strong>kseg</strong><nav>{links if role is not None else ""}</nav>{who}</header>

@@ -93,7 +93,7 @@ def _principal(request: web.Request) -> tuple[Principal | None, str | None]:
     return None, None
 
 
-OPEN = {"/login", "/healthz", "/readyz", "/metrics"}
+OPEN = {"/login", "/healthz", "/readyz", "/metrics", "/favicon.ico"}
 
 
 @web.middleware
@@ -175,7 +175,8 @@ async def login_page(
         'required></label><button type="submit" id="login-button">Log in</button></form>'
     )
     response = _page(request, "Log in", body, status=status)
-    response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="Strict", path="/login")
+    if LOGIN_COOKIE not in request.cookies:  # keep the nonce a form already on screen was made with
+        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="Strict", path="/")
     return response
 
 
@@ -203,7 +204,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         max_age=SESSION_TTL,
         secure=request.secure,
     )
-    response.del_cookie(LOGIN_COOKIE, path="/login")
+    response.del_cookie(LOGIN_COOKIE, path="/")
     return response
 
 
@@ -762,8 +763,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def static(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["name"]
-    if name != "console.css":
+    name = request.match_info.get("name", "favicon.svg")
+    if name not in ("console.css", "favicon.svg"):
         raise web.HTTPNotFound()
     response = web.FileResponse(STATIC / name)
     response.headers["Cache-Control"] = "max-age=300"
@@ -807,6 +808,7 @@ def create_app(console: Console, *, refresh: bool = True) -> web.Application:
     app.router.add_get("/healthz", health)
     app.router.add_get("/readyz", health)
     app.router.add_get("/static/{name}", static)
+    app.router.add_get("/favicon.ico", static)
     if refresh:
         app.cleanup_ctx.append(_refresh_metrics)
     return app
