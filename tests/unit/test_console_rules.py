@@ -67,7 +67,7 @@ def test_console_tokens_parse_and_their_errors_never_show_a_token() -> None:
         with pytest.raises(ValueError) as info:
             console_token_roles(bad)
         assert (
-            "token" in str(info.value)
+            "KSEG_CONSOLE_TOKENS entry" in str(info.value)
             and "secret" not in str(info.value)
             and "dup-token" not in str(info.value)
         )
