@@ -100,6 +100,9 @@ class RawPostback(Record):
     params: JSONDict
     ip: str | None = None
     user_agent: str | None = None
+    #: Which configured postback token authenticated it, by position (`token-1` is the first of
+    #: KSEG_POSTBACK_TOKENS): never the token itself, so it can be stored and shown.
+    token_name: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +345,63 @@ class DeadLetter(Record):
     first_seen: str = Field(default_factory=utc_now_iso)
     last_seen: str = Field(default_factory=utc_now_iso)
     payload: JSONDict
+
+
+# ---------------------------------------------------------------------------------------------
+# Receipts: what became of each event and each message (the warehouse's trace tables)
+# ---------------------------------------------------------------------------------------------
+
+DeliveryOutcome = Literal["delivered", "rejected", "dead_lettered", "retried"]
+
+
+class ReceiptMessage(BaseModel):
+    """One message of a delivery request: what it was (the fields shared by the request are on it)."""
+
+    message_id: str
+    event_id: str | None = None
+    call_type: str | None = None
+    event_name: str | None = None
+    #: The device the message is about (the outbox key), when the request does not name an event.
+    device_key: str | None = None
+
+
+class DeliveryReceipt(Record):
+    """What one delivery request did for all the messages it carried (on `delivery.receipts`): one record
+    per request, not per message, so the hot path pays one small record per POST."""
+
+    kind: Literal["delivery_receipt"] = "delivery_receipt"
+    destination: Literal["segment", "kochava"]
+    #: kseg's id of the request (None for messages refused before any request was made).
+    request_id: str | None = None
+    outcome: DeliveryOutcome
+    http_status: int | None = None
+    attempts: int = 0
+    first_attempt_at: str | None = None
+    final_at: str
+    reason: str | None = None
+    messages: list[ReceiptMessage] = Field(min_length=1)
+
+
+ProcessingOutcome = Literal["mapped", "repeat", "parked", "dead_lettered", "suppressed"]
+
+
+class ProcessedEvent(BaseModel):
+    """What the processing agent did with one postback."""
+
+    event_id: str
+    device_key: str | None = None
+    outcome: ProcessingOutcome
+    profile: str | None = None
+    profile_version: str | None = None
+    reason: str | None = None
+
+
+class ProcessingReceipt(Record):
+    """What one micro-batch of the processing agent did with each postback (on `processing.receipts`)."""
+
+    kind: Literal["processing_receipt"] = "processing_receipt"
+    at: str
+    events: list[ProcessedEvent] = Field(min_length=1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ SPEND = "campaign.spend"
 DIGEST_DAYS = "digest.days"
 AUDIENCE_CHANGES = "audiences.changes"
 KOCHAVA_OUTBOX = "kochava.outbox"
+RECEIPTS = "delivery.receipts"
+PROCESSING_RECEIPTS = "processing.receipts"
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,12 @@ def match_token(supplied: str, tokens: list[str]) -> str | None:
     return matched
 
 
+def token_name(token: str, tokens: list[str]) -> str:
+    """The name a matched token is recorded under: its position in the setting (`token-1` is the first),
+    so the trace can say which Kochava postback sent it without storing a credential."""
+    return f"token-{tokens.index(token) + 1}"
+
+
 def check_token(request: web.Request, tokens: list[str], setting: str = "KSEG_POSTBACK_TOKENS") -> str:
     """The matching token; 401 when missing or not one of `tokens` (named by its `setting`)."""
     supplied = supplied_token(request)
@@ -155,10 +161,14 @@ def partition_key(params: dict[str, Any]) -> str:
 
 
 def raw_record(
-    request: web.Request, params: dict[str, Any], source: PostbackSource, profile: str | None
+    request: web.Request,
+    params: dict[str, Any],
+    source: PostbackSource,
+    profile: str | None,
+    token_name: str | None = None,
 ) -> RawPostback:
     """The postbacks.raw record for one request: params without the auth and routing keys, stamped with
-    the deterministic event id, the time and where it came from."""
+    the deterministic event id, the time, where it came from and which token (by name) let it in."""
     params.pop("token", None)
     params.pop("profile", None)
     user_agent = request.headers.get("User-Agent")
@@ -178,4 +188,5 @@ def raw_record(
         params=params,
         ip=request.remote,
         user_agent=user_agent,
+        token_name=token_name,
     )

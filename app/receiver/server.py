@@ -16,7 +16,7 @@ from app.metrics import CONTENT_TYPE_LATEST, render
 from app.receiver.errors import ClientError
 from app.receiver.identity_routes import install_identity_routes
 from app.receiver.metrics import RECEIVER_METRICS, ReceiverMetrics, receiver_registry
-from app.receiver.parsing import check_token, partition_key, raw_record, read_params
+from app.receiver.parsing import check_token, partition_key, raw_record, read_params, token_name
 from app.receiver.publisher import Publisher, PublishUnavailable
 from app.receiver.ratelimit import LIMITER, CredentialLimiter
 from app.receiver.wire import serve_until_signal
@@ -83,7 +83,7 @@ async def postback(request: web.Request) -> web.Response:
     key = partition_key(params)
     named = params.get("profile")  # from the query string, or from a JSON / form body
     profile = str(named) if named else settings.token_profiles.get(token)
-    record = raw_record(request, params, source, profile)
+    record = raw_record(request, params, source, profile, token_name(token, settings.postback_tokens))
     latency = await request.app[PUBLISHER].publish(settings.topic(RAW), key, record.encode())
     metrics.produce_latency.observe(latency)
     metrics.accepted.labels(route="postback").inc()

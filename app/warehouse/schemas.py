@@ -69,6 +69,8 @@ MODEL_SCHEMAS = {
     ),
     "kochava-request.schema.json": ("app.sinks.kochava.requests:KochavaRequest", "kochava.outbox"),
     "digest-day.schema.json": ("app.digest.schedule:DayState", "digest.days"),
+    "delivery-receipt.schema.json": ("app.records:DeliveryReceipt", "delivery.receipts"),
+    "processing-receipt.schema.json": ("app.records:ProcessingReceipt", "processing.receipts"),
 }
 
 

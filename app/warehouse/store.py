@@ -21,6 +21,7 @@ import orjson
 from app.mapping.warehouse import WAREHOUSE_COLUMNS
 from app.warehouse import sql
 from app.warehouse.schemas import row_properties
+from app.warehouse.trace_tables import ensure_trace_schema
 
 #: Row keys that can become columns as they are; anything else goes into the `extra` JSON text column.
 COLUMN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -63,6 +64,7 @@ async def ensure_schema(conn: Any, reporting_currency: str) -> dict[str, str]:
                 await _add_column(conn, name, sqltype)
         for index in sql.INDEXES:
             await conn.execute(index)
+        await ensure_trace_schema(conn)
         for name, view in zip((sql.DEVICES, sql.PERFORMANCE), sql.views(reporting_currency), strict=True):
             await _replace_view(conn, name, view)
     return await table_columns(conn, sql.EVENTS)

@@ -20,7 +20,7 @@ LAYERS = {
     "records": 1, "topics": 1, "kafka": 1, "broker": 1, "spawner": 2,
     # domains and what their agents run on
     "attribution": 3, "mapping": 3, "identity": 3, "dlq": 3, "lifecycle": 3, "runtime": 3, "admin": 3,
-    "sinks": 4, "pipeline": 4, "audiences": 4, "warehouse": 4, "digest": 4, "loadgen": 4,
+    "sinks": 4, "pipeline": 4, "audiences": 4, "warehouse": 4, "digest": 4, "loadgen": 4, "trace": 4,
     # processes: the roof
     "receiver": 5, "console": 5, "worker": 6, "supervisor": 7, "cli": 8,
 }  # fmt: skip

@@ -1,0 +1,1 @@
+"""Following one postback through kseg: the timeline `kseg trace` and the console show."""
