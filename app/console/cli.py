@@ -29,6 +29,7 @@ def build(settings: Settings) -> Any:
     from app.records import DeadLetter
     from app.sections import reveal
     from app.topics import KOCHAVA_OUTBOX, OUTBOX, RAW, WAREHOUSE
+    from app.trace.timeline import timeline
 
     secret = reveal(settings.kseg_console_secret).encode() or secrets.token_bytes(32)
 
@@ -57,18 +58,10 @@ def build(settings: Settings) -> Any:
         settings=settings,
         auth=Auth(settings.console_tokens, secret),
         replay=do_replay,
-        timeline=_timeline(),
+        timeline=timeline,
         versions=lambda: studio.loaded_versions(settings),
         lag=lag,
     )
-
-
-def _timeline() -> Any:
-    try:
-        from app.trace.timeline import timeline
-    except ImportError:
-        return None
-    return timeline
 
 
 def cmd_console(args: argparse.Namespace, settings: Any) -> int:
