@@ -337,9 +337,10 @@ CALL_HEADERS = ["type", "event", "outcome", "HTTP", "attempts", "messageId", "fi
 
 def render_timeline(t: dict[str, Any]) -> str:
     events = t.get("events") or []
+    devices = [str(d.get("device_key") if isinstance(d, dict) else d) for d in t.get("devices") or []]
     head = (
         f'<p id="matched">Matched <b>{h.esc(t.get("query"))}</b> as {h.esc(t.get("matched_as"))}: '
-        f"{len(events)} event(s), device(s) {h.esc(', '.join(map(str, t.get('devices') or [])) or None)}, "
+        f"{len(events)} event(s), device(s) {h.esc(', '.join(devices) or None)}, "
         f"user(s) {h.esc(', '.join(map(str, t.get('user_ids') or [])) or None)}</p>"
     )
     out = [head]
