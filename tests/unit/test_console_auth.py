@@ -220,3 +220,27 @@ async def test_the_studio_reports_candidate_problems_with_their_line(console: An
     assert any(p["line"] in (4, 5) for p in result["problems"]), result["problems"]
     assert "left" in result and "right" not in result
     assert 'id="candidate"' in text
+
+
+def test_a_timeline_with_hostile_values_renders_them_as_text() -> None:
+    from app.console.server import render_timeline
+
+    page = render_timeline(
+        {
+            "query": HOSTILE,
+            "matched_as": "kochava_device_id",
+            "devices": [{"device_key": HOSTILE}],
+            "events": [
+                {
+                    "event_id": HOSTILE,
+                    "event_name": HOSTILE,
+                    "params": {"campaign_name": HOSTILE},
+                    "segment_calls": [{"type": "track", "event": HOSTILE, "outcome": "delivered"}],
+                    "warehouse_row": {"campaign": HOSTILE},
+                }
+            ],
+            "identity": {"user_id": HOSTILE},
+        }
+    )
+    assert "<script>" not in page and "<img" not in page and 'data-event-id="&lt;/td&gt;' in page
+    assert page.count("&lt;script&gt;alert(") >= 6
