@@ -473,6 +473,12 @@ class WarehouseSettings(KafkaSettings, CurrencySettings):
     kseg_warehouse_retry_max: float = Field(
         default=10.0, gt=0, le=600, description="Longest wait between retries while the database is down."
     )
+    kseg_trace_retention_days: int = Field(
+        default=7,
+        ge=1,
+        le=3650,
+        description="Days the loader keeps the trace tables' rows (postbacks, outcomes, receipts, letters).",
+    )
     kseg_warehouse_fault_kill_after_commits: int = Field(
         default=0,
         ge=0,

@@ -41,6 +41,7 @@ def test_raw_postback_bytes_are_the_receivers_plain_dict() -> None:
         "params": params,
         "ip": "127.0.0.1",
         "user_agent": "Kochava",
+        "token_name": None,  # which postback token let it in, by name (the trace tables show it)
     }
     record = RawPostback(
         event_id="e1",

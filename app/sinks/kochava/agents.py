@@ -24,8 +24,9 @@ from app.sinks.kochava.metrics import KochavaSinkMetrics
 from app.sinks.kochava.requests import KochavaRequest
 from app.sinks.kochava.sender import DeadLetterFn, KochavaSender
 from app.sinks.ratelimit import AdaptiveRateLimiter
+from app.sinks.receipts import send_receipts
 from app.sinks.stats import SinkStats, SinkStatsCollector
-from app.topics import DEADLETTER
+from app.topics import DEADLETTER, RECEIPTS
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +96,4 @@ def register(ctx: WorkerContext[KochavaSettings]) -> None:
                     ctx.health.block("kochava", exc.hint)
                     log.error("%s", exc)
                     await asyncio.Event().wait()  # hold the batch: nothing acked, nothing dead-lettered
+                await send_receipts(ctx.outputs.send_all, settings.topic(RECEIPTS), deliverer.take_receipts())

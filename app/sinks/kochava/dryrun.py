@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from app.records import DeliveryReceipt
 from app.sinks.dryrun import OutboxFile
 from app.sinks.kochava.requests import KochavaRequest
 
@@ -46,6 +47,10 @@ class KochavaDryRun:
             for request in requests:
                 self._on_result(request, "dry_run")
         return len(requests)
+
+    def take_receipts(self) -> list[DeliveryReceipt]:
+        """None: a dry run sends nothing, so there is no answer to record."""
+        return []
 
     def stop(self) -> None:
         """Nothing to abort; present so the agent treats both alike."""

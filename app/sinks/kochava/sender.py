@@ -15,13 +15,14 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from app.records import DeadLetter, utc_now_iso
+from app.records import DeadLetter, DeliveryOutcome, DeliveryReceipt, ReceiptMessage, utc_now_iso
 from app.sinks.errors import SinkConfigError, SinkStopped, TransportError
 from app.sinks.http import HttpResult
 from app.sinks.kochava.client import KochavaHttpClient, refused
 from app.sinks.kochava.requests import KochavaRequest
 from app.sinks.policy import Backoff, Outcome, classify_status, retry_wait_from_headers
 from app.sinks.ratelimit import AdaptiveRateLimiter, sleep_or_stop
+from app.sinks.receipts import new_request_id, receipt
 from app.sinks.stats import SinkStats
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,41 @@ class KochavaSender:
         self.backoff = backoff or Backoff()
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
+        self._receipts: list[DeliveryReceipt] = []
+
+    def take_receipts(self) -> list[DeliveryReceipt]:
+        """The receipts of the requests answered since the last call (one per request and final answer)."""
+        taken, self._receipts = self._receipts, []
+        return taken
+
+    def _receipt(
+        self,
+        request: KochavaRequest,
+        outcome: DeliveryOutcome,
+        status: int | None,
+        attempts: int,
+        first_seen: str,
+        reason: str | None = None,
+    ) -> None:
+        ref = ReceiptMessage.model_construct(
+            message_id=request.request_id,
+            event_id=None,
+            call_type=request.endpoint,
+            event_name=_event_name(request),
+            device_key=request.device_key,
+        )
+        self._receipts.append(
+            receipt(
+                "kochava",
+                outcome,
+                [ref],
+                request_id=new_request_id(),
+                http_status=status,
+                attempts=attempts,
+                first_attempt_at=first_seen,
+                reason=reason,
+            )
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -138,11 +174,18 @@ class KochavaSender:
                 self.stats.rate = self.limiter.rate
                 self.stats.delivered += 1
                 self.stats.answered()
+                self._receipt(
+                    request, "delivered", result.status if result else None, failures + 1, first_seen
+                )
                 return None
             if outcome is Outcome.REJECT:
                 self.stats.answered()
                 log.warning(
                     "Kochava rejected %s %s (%s): %s", request.endpoint, request.request_id, label, detail
+                )
+                status = result.status if result is not None else None
+                self._receipt(
+                    request, "rejected", status, failures + 1, first_seen, f"kochava_rejected_{label}"
                 )
                 return DeadLetter(
                     stage="kochava",
@@ -160,7 +203,10 @@ class KochavaSender:
             if label == "429":
                 self.limiter.on_rate_limited()
                 self.stats.rate = self.limiter.rate
-            if failures in (1, 5) or failures % 20 == 0:
+            if failures in (1, 5) or failures % 20 == 0:  # receipts of retries: as sparse as the log
+                self._receipt(
+                    request, "retried", int(label) if label.isdigit() else None, failures, first_seen, label
+                )
                 log.warning(
                     "Kochava %s failed (%s, attempt %d), retrying: %s",
                     request.endpoint,
@@ -174,3 +220,12 @@ class KochavaSender:
                 self.limiter.pause_for(wait)  # pauses every Kochava request, as Retry-After asks
             else:
                 await sleep_or_stop(self.backoff.delay(failures, self._rng), self._stop)
+
+
+def _event_name(request: KochavaRequest) -> str | None:
+    """The S2S event's name (`data.event_name`), or `IdentityLink`."""
+    if request.endpoint != "track":
+        return "IdentityLink"
+    data = request.body.get("data")
+    name = data.get("event_name") if isinstance(data, dict) else None
+    return str(name) if name is not None else None

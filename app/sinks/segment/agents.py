@@ -19,9 +19,10 @@ from app.runtime.context import WorkerContext
 from app.runtime.health import Health
 from app.sections import SegmentSettings
 from app.sinks.errors import SinkConfigError
-from app.sinks.segment import Deliverer, build_sink
+from app.sinks.receipts import send_receipts
+from app.sinks.segment import Deliverer, DeliveryReport, build_sink
 from app.sinks.stats import SinkStats, SinkStatsCollector
-from app.topics import DEADLETTER
+from app.topics import DEADLETTER, RECEIPTS
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,18 @@ def decode_messages(values: list[bytes | None]) -> tuple[list[dict[str, Any]], l
     return messages, letters
 
 
-async def deliver_or_hold(deliverer: Deliverer, messages: list[dict[str, Any]], health: Health) -> None:
+async def deliver_or_hold(
+    deliverer: Deliverer, messages: list[dict[str, Any]], health: Health
+) -> DeliveryReport:
     """Deliver; on a configuration error (401/403/404) hold forever (nothing acked, nothing dead-lettered)
     with the worker unready."""
     try:
-        await deliverer.deliver(messages)
+        return await deliverer.deliver(messages)
     except SinkConfigError as exc:
         health.block("segment", exc.hint)
         log.error("%s. Delivery is stopped and no offset is committed.", exc.hint)
         await asyncio.Event().wait()
+        raise  # never reached: the wait above never ends
 
 
 def register(ctx: WorkerContext[SegmentSettings]) -> None:
@@ -75,4 +79,5 @@ def register(ctx: WorkerContext[SegmentSettings]) -> None:
                 messages, letters = decode_messages([event.value for event in events])
                 if letters:
                     await dead_letter(letters)
-                await deliver_or_hold(deliverer, messages, ctx.health)
+                report = await deliver_or_hold(deliverer, messages, ctx.health)
+                await send_receipts(ctx.outputs.send_all, settings.topic(RECEIPTS), report.receipts)

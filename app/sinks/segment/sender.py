@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from app.records import DeadLetter, utc_now_iso
+from app.records import DeadLetter, DeliveryOutcome, DeliveryReceipt, utc_now_iso
 from app.sinks.errors import SinkConfigError, SinkStopped, TransportError
 from app.sinks.policy import Backoff, Outcome, classify_status, retry_wait_from_headers
 from app.sinks.ratelimit import AdaptiveRateLimiter, sleep_or_stop
+from app.sinks.receipts import new_request_id, receipt, segment_refs
 from app.sinks.segment.batching import chunk
 from app.sinks.segment.client import HttpResult, SegmentHttpClient
 from app.sinks.segment.validation import message_size, problems, reason_for
@@ -59,6 +60,8 @@ class DeliveryReport:
     dead_lettered: int = 0
     bisections: int = 0
     status_counts: Counter[str] = field(default_factory=Counter)
+    #: One per request that got a final answer or a logged retry, plus one for messages refused unsent.
+    receipts: list[DeliveryReceipt] = field(default_factory=list)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class _Part:
     messages: list[Message]
     attempts: int = 0
     first_seen: str | None = None
+    request_id: str | None = None
 
 
 class SegmentSender:
@@ -124,13 +128,18 @@ class SegmentSender:
         dead: list[DeadLetter] = []
         valid: list[Message] = []
         sizes: list[int] = []
+        invalid: list[Message] = []
         for message in messages:
             found = problems(message)
             if found:
                 dead.append(self._dead(message, reason_for(found), "; ".join(found), None, 0, None))
+                invalid.append(message)
             else:
                 valid.append(message)
                 sizes.append(message_size(message))
+        if invalid:
+            refs = segment_refs(invalid)
+            report.receipts.append(receipt("segment", "dead_lettered", refs, reason="invalid_message"))
         for batch in chunk(valid, self.max_messages, self.max_bytes, sizes=sizes):
             await self._deliver_chunk(batch, report, dead)
         if dead:
@@ -153,6 +162,7 @@ class SegmentSender:
             if outcome is Outcome.SUCCESS:
                 report.delivered += len(part.messages)
                 self.stats.delivered += len(part.messages)
+                report.receipts.append(self._receipt("delivered", part, result.status))
                 continue
             # Outcome.REJECT: this part holds at least one message Segment refuses.
             if len(part.messages) == 1:
@@ -160,6 +170,7 @@ class SegmentSender:
                 reason = f"segment_rejected_{result.status}"
                 status = result.status
                 dead.append(self._dead(message, reason, result.text, status, part.attempts, part.first_seen))
+                report.receipts.append(self._receipt("rejected", part, status, reason))
                 log.warning(
                     "Segment rejected message %s with %s: %s", _mid(message), result.status, result.text[:300]
                 )
@@ -177,6 +188,7 @@ class SegmentSender:
         while True:
             await self.limiter.acquire(self._stop)
             part.attempts += 1
+            part.request_id = new_request_id()
             if part.first_seen is None:
                 part.first_seen = utc_now_iso()
             report.requests += 1
@@ -213,7 +225,9 @@ class SegmentSender:
             if label == "429" and self.limiter.on_rate_limited():
                 log.info("Segment answered 429: request rate lowered to %.1f/s", self.limiter.rate)
             self.stats.rate = self.limiter.rate
-            if failures in (1, 5) or failures % 20 == 0:
+            if failures in (1, 5) or failures % 20 == 0:  # receipts of retries: as sparse as the log
+                status = int(label) if label.isdigit() else None  # a transport error has no status
+                report.receipts.append(self._receipt("retried", part, status, label))
                 log.warning(
                     "Segment batch of %d failed (%s, attempt %d), retrying: %s",
                     len(part.messages),
@@ -245,6 +259,20 @@ class SegmentSender:
         if task.cancelled():
             raise SinkStopped("sink stopped during a request")
         return task.result()
+
+    def _receipt(
+        self, outcome: DeliveryOutcome, part: _Part, status: int | None, reason: str | None = None
+    ) -> DeliveryReceipt:
+        return receipt(
+            "segment",
+            outcome,
+            segment_refs(part.messages),
+            request_id=part.request_id,
+            http_status=status,
+            attempts=part.attempts,
+            first_attempt_at=part.first_seen,
+            reason=reason,
+        )
 
     def _dead(
         self,
