@@ -43,16 +43,15 @@ def build(settings: Settings) -> Any:
             (settings.kseg_app_id, KOCHAVA_OUTBOX),
             (settings.warehouse_group, WAREHOUSE),
         ]
-        out = []
-        for group, topic in wanted:
+
+        async def one(group: str, topic: str) -> dict[str, Any]:
             try:
-                value: int | None = await asyncio.wait_for(
-                    group_lag(settings, group, settings.topic(topic)), 10
-                )
+                value: int | None = await asyncio.wait_for(group_lag(settings, group, topic), 10)
             except Exception:  # the broker down: the page says unknown rather than failing
                 value = None
-            out.append({"group": group, "topic": settings.topic(topic), "lag": value})
-        return out
+            return {"group": group, "topic": topic, "lag": value}
+
+        return list(await asyncio.gather(*(one(g, settings.topic(t)) for g, t in wanted)))
 
     return Console(
         settings=settings,
