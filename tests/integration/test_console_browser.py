@@ -151,8 +151,9 @@ def postback(device: str, event: str, campaign: str, at: int, **extra: str) -> d
 async def deploy(
     make_pipeline: Any, segment: SegmentEmulator, warehouse_pg: EmbeddedWarehouse, dump_logs: list[Pipeline]
 ) -> tuple[Pipeline, ConsoleProcess]:
-    """The deployment with its traffic: installs on Alpha and Beta, a purchase, a purchase with a bad
-    value (a dead letter), and Kochava's report of 4 installs on Alpha (kseg got 2) and 1 on Beta."""
+    """The deployment with its traffic: installs on Alpha and Beta, a purchase whose first Segment request
+    meets a 503, a purchase with a bad value (a dead letter), and Kochava's report of 4 installs on Alpha
+    (kseg got 2) and 1 on Beta."""
     p: Pipeline = make_pipeline(segment.url, KSEG_WAREHOUSE_URL=warehouse_pg.url)
     dump_logs.append(p)
     await p.start()
@@ -162,14 +163,24 @@ async def deploy(
     await console.ready()
 
     now = int(time.time())
-    sent = [
+    installs = [
         postback(DEVICE, "_install", "Alpha", now - 60),
-        postback(DEVICE, "Purchase", "Alpha", now - 30, event_value="19.99", currency="USD"),
         postback("KIBROWSER2", "_install", "Alpha", now - 50),
         postback("KIBROWSER3", "_install", "Beta", now - 40),
+    ]
+    for params in installs:
+        status, body, _ = await p.get(params)
+        assert status == 200, body
+    await wait_for(
+        lambda: sum(m.get("event") == "Install Attributed" for m in segment.messages) == 3, 60, "3 installs"
+    )
+    # A Segment outage: the purchase's first request gets a 503, its retry is accepted.
+    segment.fail_next(1, status=503)
+    purchases = [
+        postback(DEVICE, "Purchase", "Alpha", now - 30, event_value="19.99", currency="USD"),
         postback("KIBROWSER2", "Purchase", "Alpha", now - 20, event_value="abc", currency="USD"),
     ]
-    for params in sent:
+    for params in purchases:
         status, body, _ = await p.get(params)
         assert status == 200, body
     await wait_for(
@@ -240,7 +251,9 @@ async def test_console_follows_a_device_to_segment_and_the_warehouse(
     purchase = next(e for e in events if "Purchase" in e.find_element(By.TAG_NAME, "summary").text)
     calls = purchase.find_elements(By.CSS_SELECTOR, ".calls tbody tr")
     order = [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in calls]
+    # The outage shows: the call was retried after Segment's 503, then delivered with its 200.
     assert any(r[1] == "Order Completed" and r[2] == "delivered" and r[3] == "200" for r in order), order
+    assert any(r[1] == "Order Completed" and (r[2] == "retried" or int(r[4] or 0) >= 2) for r in order), order
     row = purchase.find_element(By.CSS_SELECTOR, "pre.row").text
     assert '"segment_event": "Order Completed"' in row and DEVICE in row
     if SCREENSHOT:
