@@ -11,7 +11,7 @@ from typing import Any
 
 from app.mapping import ProfileRegistry
 from app.pipeline.metrics import PipelineMetrics
-from app.pipeline.steps import Batch, StepConfig, handle_record
+from app.pipeline.steps import Batch, StepConfig, handle_record, processing_receipts
 from app.runtime.batching import BATCH_MAX, BATCH_WITHIN, acked_batches, write_held
 from app.runtime.context import WorkerContext
 from app.sections import PipelineSettings
@@ -37,7 +37,8 @@ def register(ctx: WorkerContext[PipelineSettings]) -> None:
         for event in events:
             context._set_current_event(event)
             handle_record(batch, event, event.key, event.value, config)
-        await ctx.outputs.send_all((settings.topic(name), key, value) for name, key, value in batch.sends)
+        sends = [*batch.sends, *processing_receipts(batch)]
+        await ctx.outputs.send_all((settings.topic(name), key, value) for name, key, value in sends)
         write_held(context, profiles, batch.profile_writes())
 
     @faust_app.agent(ctx.topics.device_stream, name="process")

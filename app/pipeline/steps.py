@@ -36,6 +36,8 @@ from app.records import (
     AttributionProfile,
     DeadLetter,
     DeviceLinked,
+    ProcessedEvent,
+    ProcessingReceipt,
     RawPostback,
     SegmentCalls,
     decode_object,
@@ -91,6 +93,8 @@ class Step:
     sends: list[Send] = field(default_factory=list)
     device_key: str | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
+    #: What became of the postback, for the batch's processing receipt (None for other records).
+    outcome: ProcessedEvent | None = None
 
 
 @dataclass
@@ -215,6 +219,34 @@ def facts_sends(facts: list[DeviceFacts]) -> list[Send]:
     return [(topics.AUDIENCE_CHANGES, f.member.encode(), dumps(f)) for f in facts]
 
 
+def _outcome(
+    raw: RawPostback,
+    device_key: str,
+    outcome: str,
+    profile: str | None = None,
+    version: str | None = None,
+    reason: str | None = None,
+) -> ProcessedEvent:
+    return ProcessedEvent.model_construct(
+        event_id=raw.event_id,
+        device_key=device_key,
+        outcome=outcome,
+        profile=profile or raw.profile,
+        profile_version=version,
+        reason=reason,
+    )
+
+
+def processing_receipts(batch: Batch) -> list[Send]:
+    """The batch's processing receipt (what became of each postback), sent with its other records so the
+    trace shows an outcome for every postback; none for a batch without postbacks."""
+    done = [step.outcome for step in batch.steps if step.outcome is not None]
+    if not done:
+        return []
+    receipt = ProcessingReceipt.model_construct(kind="processing_receipt", at=utc_now_iso(), events=done)
+    return [(topics.PROCESSING_RECEIPTS, done[0].event_id.encode(), receipt.encode())]
+
+
 def handle_postback(
     batch: Batch, event: Any, device_key: str, value: dict[str, Any], config: StepConfig
 ) -> None:
@@ -224,22 +256,34 @@ def handle_postback(
         return
     if raw.source != "replay" and batch.seen(device_key, raw.event_id):  # a replay is deliberate
         config.metrics.deduplicated.inc()
-        batch.add(Step(event))
+        batch.add(Step(event, outcome=_outcome(raw, device_key, "repeat")))
         return
     parked = batch.profile(device_key)
     if parked.awaiting_index_answers > 0:
         if len(parked.parked) < MAX_PARKED:
-            batch.add(Step(event), device_key, parked.model_copy(update={"parked": [*parked.parked, value]}))
+            step = Step(event, outcome=_outcome(raw, device_key, "parked", reason="awaiting_index_answers"))
+            batch.add(step, device_key, parked.model_copy(update={"parked": [*parked.parked, value]}))
             config.metrics.parked.inc()
             return
         release_parked(batch, event, device_key, parked, config)  # stop waiting rather than grow unbounded
     profile = config.profile_configs.for_postback(raw)
     if isinstance(profile, DeadLetter):
-        batch.add(Step(event, [dead_letter_send(profile, config)]), device_key, seen_id=raw.event_id)
+        done = _outcome(
+            raw, device_key, "dead_lettered", profile.profile, profile.profile_version, profile.reason
+        )
+        batch.add(
+            Step(event, [dead_letter_send(profile, config)], outcome=done), device_key, seen_id=raw.event_id
+        )
         return
     out = process_postback(raw, batch.profile(device_key), device_key, profile, utc_now_iso())
     if out.dead_letter is not None:
-        batch.add(Step(event, [dead_letter_send(out.dead_letter, config)]), device_key, seen_id=raw.event_id)
+        letter = out.dead_letter
+        done = _outcome(
+            raw, device_key, "dead_lettered", letter.profile, letter.profile_version, letter.reason
+        )
+        batch.add(
+            Step(event, [dead_letter_send(letter, config)], outcome=done), device_key, seen_id=raw.event_id
+        )
         return
     assert out.event is not None and out.row is not None  # a mapped postback always has both
     if out.change is not None:
@@ -250,7 +294,8 @@ def handle_postback(
     sends: list[Send] = [(topics.WAREHOUSE, out.event.event_id.encode(), dumps(out.row))]
     sends += [(topics.DEVICE_INDEX, u.device.encode(), dumps(u)) for u in out.index_updates]
     sends += facts_sends(out.audience_facts)
-    step = Step(event, sends)
+    done = _outcome(raw, device_key, "mapped", out.event.profile, out.event.profile_version)
+    step = Step(event, sends, outcome=done)
     folded = batch.coalesce(device_key, step, out)
     batch.add(step, device_key, out.state, seen_id=raw.event_id)
     config.metrics.processed.labels(kind=out.event.kind).inc()

@@ -24,19 +24,39 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import ValidationError
 
 from app import topics
 from app.dlq.writer import dead_letter_record
 from app.kafka import client_config, producer_config
-from app.records import DeadLetter, decode_object
+from app.records import (
+    DeadLetter,
+    DeliveryReceipt,
+    ProcessingReceipt,
+    RawPostback,
+    decode_object,
+    decode_or_dead_letter,
+)
 from app.runtime.health import Health, healthz, readyz_response
 from app.sections import WarehouseSettings
 from app.warehouse import sql
 from app.warehouse.metrics import LoaderMetrics
 from app.warehouse.schemas import CAMPAIGN_SPEND, WAREHOUSE_ROW, problem
 from app.warehouse.store import ensure_schema, write_batch
+from app.warehouse.trace_tables import (
+    TraceRows,
+    dead_letter_row,
+    postback_row,
+    processing_rows,
+    prune,
+    receipt_rows,
+    write_trace,
+)
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two prunes of the trace tables.
+PRUNE_EVERY = 600.0
 
 
 @dataclass
@@ -46,12 +66,23 @@ class Parsed:
     events: list[dict[str, Any]] = field(default_factory=list)
     spend: list[dict[str, Any]] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
+    trace: TraceRows = field(default_factory=TraceRows)
+    #: Records of the dead-letter topic that are not dead letters (logged, not re-lettered).
+    skipped: int = 0
 
 
-def parse_records(records: list[ConsumerRecord[Any, Any]], warehouse_topic: str) -> Parsed:
-    """Decode and validate each record against its topic's published schema; failures become letters."""
+def parse_records(
+    records: list[ConsumerRecord[Any, Any]], warehouse_topic: str, trace_topics: dict[str, str] | None = None
+) -> Parsed:
+    """Decode and validate each record against its topic's published schema; failures become letters.
+    `trace_topics` maps the full names of the raw, receipt and dead-letter topics to their logical names."""
     out = Parsed()
+    trace_topics = trace_topics or {}
     for rec in records:
+        logical = trace_topics.get(rec.topic)
+        if logical is not None:
+            parse_trace(rec, logical, out)
+            continue
         is_event = rec.topic == warehouse_topic
         value = decode_object(rec.value, stage="warehouse", reason="undecodable_row")
         if isinstance(value, DeadLetter):
@@ -66,6 +97,52 @@ def parse_records(records: list[ConsumerRecord[Any, Any]], warehouse_topic: str)
         else:
             out.spend.append(value)
     return out
+
+
+#: The record class of each trace topic (logical name) and the reason its undecodable records get.
+TRACE_RECORDS: dict[str, tuple[type[Any], str]] = {
+    topics.RAW: (RawPostback, "invalid_trace_postback"),
+    topics.RECEIPTS: (DeliveryReceipt, "invalid_delivery_receipt"),
+    topics.PROCESSING_RECEIPTS: (ProcessingReceipt, "invalid_processing_receipt"),
+    topics.DEADLETTER: (DeadLetter, "invalid_dead_letter"),
+}
+
+
+def parse_trace(rec: Any, logical: str, out: Parsed) -> None:
+    """A trace topic's record into its table rows. A bad record becomes a dead letter, except on the
+    dead-letter topic itself (a letter about a letter would loop): that one is logged and counted."""
+    model, reason = TRACE_RECORDS[logical]
+    if logical == topics.DEADLETTER:
+        letter = _dead_letter(rec)
+        if letter is not None:
+            out.trace.dead_letters.append(dead_letter_row(letter, rec.value, rec.partition, rec.offset))
+        else:
+            out.skipped += 1
+        return
+    found = decode_or_dead_letter(rec.value, model, stage="warehouse", reason=reason)
+    if isinstance(found, DeadLetter):
+        out.letters.append(found.model_copy(update={"error": f"{_where(rec)}: {found.error}"}))
+    elif isinstance(found, RawPostback):
+        out.trace.postbacks.append(postback_row(found, rec.partition, rec.offset))
+        if found.source == "replay":
+            out.trace.replayed.append(found.event_id)
+    elif isinstance(found, DeliveryReceipt):
+        out.trace.receipts += receipt_rows(found)
+    elif isinstance(found, ProcessingReceipt):
+        out.trace.processing += processing_rows(found)
+
+
+def _dead_letter(rec: Any) -> DeadLetter | None:
+    """The dead letter in a record of the dead-letter topic, or None (logged) when it is not one."""
+    data = decode_object(rec.value, stage="warehouse", reason="invalid_dead_letter")
+    error = data.error if isinstance(data, DeadLetter) else None
+    if not isinstance(data, DeadLetter):
+        try:
+            return DeadLetter.model_validate(data)
+        except ValidationError as exc:
+            error = str(exc)
+    log.warning("skipped a record of %s that is not a dead letter: %s", _where(rec), (error or "")[:300])
+    return None
 
 
 def _where(rec: Any) -> str:
@@ -99,6 +176,9 @@ class Loader:
         self.warehouse_topic = settings.topic(topics.WAREHOUSE)
         self.spend_topic = settings.topic(topics.SPEND)
         self.deadletter_topic = settings.topic(topics.DEADLETTER)
+        #: The trace topics (full name -> logical name): postbacks, receipts and dead letters as they pass.
+        self.trace_topics = {settings.topic(name): name for name in TRACE_RECORDS}
+        self.pruned_at = 0.0
         self.committed: dict[TopicPartition, int] = {}
         self.db_commits = 0
         self.stopping = asyncio.Event()
@@ -133,6 +213,10 @@ class Loader:
                 conn = await self._connection()
                 started = time.monotonic()
                 result = await write_batch(conn, self._columns, parsed.events, parsed.spend)
+                if len(parsed.trace):
+                    async with conn.transaction():
+                        traced = await write_trace(conn, parsed.trace)
+                    self.metrics.rows.labels(table="trace").inc(traced)
                 self.metrics.batch_seconds.observe(time.monotonic() - started)
                 break
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -160,6 +244,24 @@ class Loader:
             self.metrics.columns_added.inc(len(result.columns_added))
             log.info("added columns to %s: %s", sql.EVENTS, ", ".join(result.columns_added))
 
+    async def _prune_now_and_then(self) -> None:
+        """Delete trace rows past KSEG_TRACE_RETENTION_DAYS, at most every PRUNE_EVERY seconds; a failure
+        is logged and retried later (pruning must never stop loading)."""
+        import psycopg
+
+        if time.monotonic() - self.pruned_at < PRUNE_EVERY or self._conn is None:
+            return
+        self.pruned_at = time.monotonic()
+        try:
+            removed = await prune(self._conn, self.settings.kseg_trace_retention_days)
+        except psycopg.Error as exc:
+            log.warning("pruning the trace tables failed (%s); will retry", str(exc).strip()[:200])
+            return
+        if removed:
+            log.info(
+                "pruned %d trace row(s) older than %d days", removed, self.settings.kseg_trace_retention_days
+            )
+
     async def _write_one_by_one(self, parsed: Parsed, first: Exception) -> None:
         import psycopg
 
@@ -184,6 +286,21 @@ class Loader:
                     )
                     continue
                 self._after_commit(result.events_inserted, result.events_duplicate, result.spend_upserted)
+        for single in parsed.trace.one_by_one():
+            try:
+                async with conn.transaction():
+                    await write_trace(conn, single)
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                    raise
+                parsed.letters.append(
+                    DeadLetter(
+                        stage="warehouse",
+                        reason="rejected_by_database",
+                        error=str(exc).strip()[:2000],
+                        payload={"trace_row": [str(v) for v in single.first()]},
+                    )
+                )
 
     def _after_commit(self, inserted: int, duplicate: int, spend: int) -> None:
         self.metrics.db_up.set(1)
@@ -244,7 +361,11 @@ class Loader:
         if not assigned:
             return
         ends = await consumer.end_offsets(assigned)
-        per_topic: dict[str, int] = {self.warehouse_topic: 0, self.spend_topic: 0}
+        per_topic: dict[str, int] = {
+            self.warehouse_topic: 0,
+            self.spend_topic: 0,
+            **dict.fromkeys(self.trace_topics, 0),
+        }
         for tp in assigned:
             if tp not in self.committed:
                 self.committed[tp] = (await consumer.committed(tp)) or 0
@@ -269,6 +390,7 @@ class Loader:
         self.consumer = AIOKafkaConsumer(
             self.warehouse_topic,
             self.spend_topic,
+            *self.trace_topics,
             **client_config(settings),  # bootstrap servers, TLS and SASL like every kseg client
             group_id=settings.warehouse_group,
             client_id=f"{settings.kseg_app_id}-warehouse-loader",
@@ -305,8 +427,9 @@ class Loader:
                             self.metrics.db_up.set(1)
                             self.health.unblock("database")
                     continue
-                parsed = parse_records(records, self.warehouse_topic)
+                parsed = parse_records(records, self.warehouse_topic, self.trace_topics)
                 await self.write(parsed)
+                await self._prune_now_and_then()
                 if parsed.letters:
                     await self.send_letters(parsed.letters)
                 self.db_commits += 1

@@ -125,6 +125,20 @@ class TraceRows:
     def __len__(self) -> int:
         return len(self.postbacks) + len(self.processing) + len(self.receipts) + len(self.dead_letters)
 
+    def one_by_one(self) -> list[TraceRows]:
+        """Each row on its own (to isolate a row the database rejects)."""
+        out = [TraceRows(postbacks=[r]) for r in self.postbacks]
+        out += [TraceRows(processing=[r]) for r in self.processing]
+        out += [TraceRows(receipts=[r]) for r in self.receipts]
+        out += [TraceRows(dead_letters=[r]) for r in self.dead_letters]
+        if self.replayed:
+            out.append(TraceRows(replayed=self.replayed))
+        return out
+
+    def first(self) -> tuple[Any, ...]:
+        """The first row (of a one-row batch)."""
+        return (self.postbacks or self.processing or self.receipts or self.dead_letters or [()])[0]
+
 
 POSTBACK_COLUMNS = (
     "event_id",
