@@ -344,7 +344,9 @@ def render_timeline(t: dict[str, Any]) -> str:
         f"user(s) {h.esc(', '.join(map(str, t.get('user_ids') or [])) or None)}</p>"
     )
     out = [head]
-    for e in events:
+    for i, e in enumerate(events):
+        # The newest event starts open; the older ones are a click away (a device may have hundreds).
+        expanded = " open" if i == len(events) - 1 else ""
         calls = e.get("segment_calls") or []
         call_rows = [
             [
@@ -362,7 +364,7 @@ def render_timeline(t: dict[str, Any]) -> str:
         row = e.get("warehouse_row")
         row_html = f'<pre class="row">{h.pretty(row)}</pre>' if row else '<p class="note">none</p>'
         out.append(
-            f'<details class="event" data-event-id="{h.esc(e.get("event_id"))}" open>'
+            f'<details class="event" data-event-id="{h.esc(e.get("event_id"))}"{expanded}>'
             f"<summary>{h.esc(e.get('received_at'))} · {h.esc(e.get('kind'))} · "
             f"{h.esc(e.get('event_name'))} · "
             f"{h.esc(e.get('outcome'))} ({h.esc(e.get('profile'))} v{h.esc(e.get('profile_version'))})"
