@@ -212,10 +212,11 @@ def check_browser_logs(driver: Any, base: str) -> None:
         message = orjson.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
             urls.append(message["params"]["request"]["url"])
-    # chrome:// pages are the browser's own new-tab page (no network); every request that leaves the
-    # browser goes to the console.
+    # chrome:// and data: URLs never leave the browser (its own new-tab page loads them); every request
+    # that does goes to the console.
     outside = sorted(
-        {u for u in urls if not u.startswith("chrome://")} - {u for u in urls if u.startswith(base + "/")}
+        {u for u in urls if not u.startswith(("chrome://", "data:"))}
+        - {u for u in urls if u.startswith(base + "/")}
     )
     assert any(u.startswith(base + "/") for u in urls) and outside == [], outside
 
