@@ -201,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.trace.cli import add_parsers as add_trace
 
     add_trace(sub, _settings)
+
+    from app.console.cli import add_parser as add_console
+
+    add_console(sub, _settings)
     return parser
 
 

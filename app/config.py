@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.sections import (
     AudienceSettings,
+    ConsoleSettings,
     DigestSettings,
     MappingSettings,
     PrivacySettings,
@@ -26,6 +27,7 @@ from app.sections import (
 class Settings(
     PrivacySettings,  # first: it extends DigestSettings
     DigestSettings,
+    ConsoleSettings,  # before MappingSettings: it extends it
     MappingSettings,
     ReceiverSettings,
     WorkerSettings,

@@ -686,3 +686,61 @@ class PrivacySettings(DigestSettings):
     @property
     def privacy_id_types(self) -> list[str]:
         return split_list(self.kochava_privacy_id_types)
+
+
+class ConsoleSettings(MappingSettings, WarehouseSettings):
+    """The web console: where it listens, who may use it (viewer and operator tokens), how its session
+    cookies are signed, and the reconciliation gap it flags. It reads the warehouse and maps with the
+    loaded profiles (the mapping studio), hence its bases."""
+
+    kseg_console_host: str = Field(default="127.0.0.1", description="Console bind address (loopback).")
+    kseg_console_port: int = Field(default=6070, ge=0, le=65535, description="Console port.")
+    kseg_console_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description="Console credentials, `viewer=TOKEN,operator=TOKEN2` (several of each); unset: no login "
+        "(`kseg run` makes a development operator token and prints it).",
+    )
+    kseg_console_secret: SecretStr | None = Field(
+        default=None,
+        description="Key signing console session cookies; unset: a random one per start (sessions end).",
+    )
+    kseg_reconcile_gap_pct: float = Field(
+        default=5.0,
+        ge=0,
+        le=100,
+        description="Reconciliation: a campaign day whose installs delivered fall short of Kochava's by "
+        "more than this percentage is flagged (console, metric, alert).",
+    )
+
+    @field_validator("kseg_console_tokens")
+    @classmethod
+    def _console_tokens_parse(cls, value: SecretStr) -> SecretStr:
+        console_token_roles(value.get_secret_value())
+        return value
+
+    @property
+    def console_tokens(self) -> dict[str, str]:
+        """Token -> role ("viewer" or "operator")."""
+        return console_token_roles(self.kseg_console_tokens.get_secret_value())
+
+
+CONSOLE_ROLES = ("viewer", "operator")
+
+
+def console_token_roles(text: str) -> dict[str, str]:
+    """`viewer=T1,operator=T2,viewer=T3` as {token: role}; a `ValueError` naming the bad entry's position
+    (never its value: it holds a secret)."""
+    roles: dict[str, str] = {}
+    for position, item in enumerate(split_list(text), start=1):
+        role, sep, token = item.partition("=")
+        role, token = role.strip(), token.strip()
+        if not sep or role not in CONSOLE_ROLES or not token:
+            raise ValueError(
+                f"KSEG_CONSOLE_TOKENS entry {position} is not `viewer=TOKEN` or `operator=TOKEN`"
+            )
+        if len(token) < 8:
+            raise ValueError(f"KSEG_CONSOLE_TOKENS entry {position}: a token needs at least 8 characters")
+        if roles.get(token, role) != role:
+            raise ValueError(f"KSEG_CONSOLE_TOKENS entry {position}: one token given two roles")
+        roles[token] = role
+    return roles

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -38,11 +39,12 @@ kseg is running
   warehouse  {warehouse}   (loader metrics: http://{host}:{lport}/metrics)
              revenue by install campaign: kseg report roas --by campaign
   segment    {segment}
+  console    http://{chost}:{cport}   ({ctoken})
 
 Try it:
   curl '{curl}'
 
-Logs of the receiver, worker, loader and broker: {logs}
+Logs of the receiver, worker, loader, console and broker: {logs}
 Ctrl-C stops everything. Starting ...
 """
 
@@ -61,6 +63,7 @@ def taken_ports(settings: Settings) -> list[str]:
         ("receiver", "KSEG_HTTP_PORT", settings.kseg_http_host, settings.kseg_http_port),
         ("worker", "KSEG_WORKER_WEB_PORT", web, settings.kseg_worker_web_port),
         ("warehouse loader", "KSEG_WAREHOUSE_WEB_PORT", web, settings.kseg_warehouse_web_port),
+        ("console", "KSEG_CONSOLE_PORT", settings.kseg_console_host, settings.kseg_console_port),
     ]
     if not settings.kafka_bootstrap_servers and settings.kseg_embedded_broker_port:
         port = settings.kseg_embedded_broker_port
@@ -87,7 +90,11 @@ def _ready(url: str) -> bool:
     return False
 
 
-def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, str]:
+def child_env(
+    settings: Settings, bootstrap: str, embedded: bool, console_token: str | None = None
+) -> dict[str, str]:
+    """The children's environment; `console_token` is the development operator token of a console
+    that has no KSEG_CONSOLE_TOKENS."""
     env = dict(os.environ)
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     if embedded:
@@ -98,6 +105,8 @@ def child_env(settings: Settings, bootstrap: str, embedded: bool) -> dict[str, s
         env["KSEG_POSTBACK_TOKENS"] = "dev"
     if not settings.link_tokens:
         env["KSEG_LINK_TOKENS"] = "dev-links"  # the links API needs its own credential (docs/security.md)
+    if console_token and not settings.console_tokens:
+        env["KSEG_CONSOLE_TOKENS"] = f"operator={console_token}"
     return env
 
 
@@ -142,7 +151,7 @@ def previous_run(pidfile: Path) -> int | None:
 
 
 def stop_in_order(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    """The receiver first (no new input), then everything that consumes (worker, loader) together."""
+    """The receiver first (no new input), then everything that consumes (worker, loader, console) together."""
     stop_all([children[role] for role in children if role == "receiver"])
     stop_all([child for role, child in children.items() if role != "receiver"])
 
@@ -185,7 +194,9 @@ def _run(settings: Settings, killed: int | None) -> int:
         if not settings.link_tokens:
             _say("!! The links API (POST /v1/identity/links) takes KSEG_LINK_TOKENS, here `dev-links`.    !!")
         _say("!" * 78)
-    env = child_env(settings, bootstrap, embedded)
+    # The console's development operator token: made for this run only, printed once in the banner.
+    console_token = None if settings.console_tokens else secrets.token_urlsafe(18)
+    env = child_env(settings, bootstrap, embedded, console_token)
     # Print the development token, never a configured one: stdout ends up in journals and CI logs.
     token = "dev" if not settings.postback_tokens else "<one of KSEG_POSTBACK_TOKENS>"
     host, port = settings.kseg_http_host, settings.kseg_http_port
@@ -233,7 +244,7 @@ def _run(settings: Settings, killed: int | None) -> int:
         if warehouse
         else "KSEG_WAREHOUSE_URL"
     )
-    roles = ("receiver", "worker", "warehouse load")
+    roles = ("receiver", "worker", "warehouse load", "console")
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -264,6 +275,13 @@ def _run(settings: Settings, killed: int | None) -> int:
                 ),
                 curl=curl,
                 logs=logs.resolve(),
+                chost=settings.kseg_console_host,
+                cport=settings.kseg_console_port,
+                ctoken=(
+                    f"development operator token: {console_token}"
+                    if console_token
+                    else "log in with a token of KSEG_CONSOLE_TOKENS"
+                ),
             )
         )
         web = settings.kseg_worker_web_host
@@ -271,6 +289,7 @@ def _run(settings: Settings, killed: int | None) -> int:
             f"http://{host}:{port}/readyz",
             f"http://{web}:{settings.kseg_worker_web_port}/readyz",
             f"http://{web}:{settings.kseg_warehouse_web_port}/readyz",
+            f"http://{settings.kseg_console_host}:{settings.kseg_console_port}/readyz",
         ]
         announced = False
         restarts: list[float] = []
@@ -279,7 +298,7 @@ def _run(settings: Settings, killed: int | None) -> int:
                 announced = True
                 _say(
                     f"kseg run: ready after {time.monotonic() - started:.0f} s "
-                    "(receiver, worker and warehouse loader answer /readyz): send the curl above"
+                    "(receiver, worker, warehouse loader and console answer /readyz): send the curl above"
                 )
             for role in roles:
                 code = children[role].poll()

@@ -56,6 +56,7 @@ def role_of(pid: int) -> str | None:
         ("receiver", "app.cli receiver"),
         ("worker", "app.cli worker"),
         ("loader", "app.cli warehouse load"),
+        ("console", "app.cli console"),
         ("guard", "guard_warehouse"),
     ):
         if marker in text:
@@ -79,6 +80,14 @@ def exit_times(proc: subprocess.Popen[bytes], pids: set[int], timeout: float) ->
     return seen
 
 
+def _console_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def readme_curl_url(port: int) -> str:
     readme = (ROOT / "README.md").read_text()
     url = re.search(r"curl '(http://127\.0\.0\.1:8080/v1/kochava/postbacks\?[^']+)'", readme)
@@ -89,13 +98,14 @@ def readme_curl_url(port: int) -> str:
 async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_everything(
     tmp_path: Path,
 ) -> None:
-    port, worker_port, loader_port = free_port(), free_port(), free_port()
+    port, worker_port, loader_port, console_port = free_port(), free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_"))}
     env.update(
         {
             "KSEG_HTTP_PORT": str(port),
             "KSEG_WORKER_WEB_PORT": str(worker_port),
             "KSEG_WAREHOUSE_WEB_PORT": str(loader_port),
+            "KSEG_CONSOLE_PORT": str(console_port),
             "KSEG_DATA_DIR": str(tmp_path),
             "KSEG_APP_ID": "runtest",
         }
@@ -118,6 +128,18 @@ async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_
         await wait_for(ready, 90, "kseg run's worker to be ready")
         banner = (tmp_path / "run.log").read_text()
         assert "accepting the development token `dev`" in banner
+        # The console, with the development operator token made for this run: it opens the JSON API.
+        console = re.search(
+            rf"console    http://127\.0\.0\.1:{console_port}   \(development operator token: (\S+)\)", banner
+        )
+        assert console, banner
+        await wait_for(lambda: _console_ready(console_port), 60, "the console")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{console_port}/api/dead-letters",
+            headers={"Authorization": f"Bearer {console.group(1)}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            assert r.status == 200 and orjson.loads(r.read())["dead_letters"] == []
         with urllib.request.urlopen(readme_curl_url(port), timeout=5) as r:
             assert r.status == 200 and orjson.loads(r.read()) == {"message": "success"}
 
@@ -149,9 +171,9 @@ async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_
         assert (row["network"], row["campaign"], row["installs"]) == ("ExampleNetwork", "Spring", 1)
 
         family = descendants(proc.pid)
-        assert len(family) >= 4  # broker, receiver, worker, warehouse loader
+        assert len(family) >= 5  # broker, receiver, worker, warehouse loader, console
         roles = {role_of(pid): pid for pid in family if role_of(pid)}
-        assert set(roles) == {"broker", "receiver", "worker", "loader", "guard"}, roles
+        assert set(roles) == {"broker", "receiver", "worker", "loader", "console", "guard"}, roles
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         gone = exit_times(proc, family, 90)
         assert proc.returncode == 0
@@ -172,6 +194,7 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         "KSEG_HTTP_PORT": str(free_port()),
         "KSEG_WORKER_WEB_PORT": str(free_port()),
         "KSEG_WAREHOUSE_WEB_PORT": str(free_port()),
+        "KSEG_CONSOLE_PORT": str(free_port()),
         "KSEG_DATA_DIR": str(tmp_path),
         "KSEG_APP_ID": "killtest",
     }

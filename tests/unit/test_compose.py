@@ -58,7 +58,7 @@ def container_env(service: dict[str, Any], host: Mapping[str, str]) -> dict[str,
 
 
 def test_the_kseg_services_and_kafka_settings_are_found() -> None:
-    assert set(_kseg_services()) == {"topics", "receiver", "worker", "warehouse-loader"}
+    assert set(_kseg_services()) == {"topics", "receiver", "worker", "warehouse-loader", "console"}
     assert {
         "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE",
         "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE", "KAFKA_SSL_CHECK_HOSTNAME",

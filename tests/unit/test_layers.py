@@ -23,7 +23,7 @@ LAYERS = {
     "sinks": 4, "pipeline": 4, "audiences": 4, "warehouse": 4, "digest": 4, "loadgen": 4, "trace": 4,
     "privacy": 4,
     # processes: the roof
-    "receiver": 5, "worker": 6, "supervisor": 7, "cli": 8,
+    "receiver": 5, "console": 5, "worker": 6, "supervisor": 7, "cli": 8,
 }  # fmt: skip
 
 
