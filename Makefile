@@ -15,7 +15,7 @@ COMPILE    = CUSTOM_COMPILE_COMMAND="make lock" $(TOOLS)/pip-compile --quiet --a
 # 6 on 2 cores: the tests mostly wait on process start-up and Kafka groups (a full run keeps ~0.75 of a core
 # busy); -n 6 took 411 s where the serial run took 926 s.
 PYTEST_WORKERS ?= 6
-PYTEST_ARGS    := -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST_ARGS    := -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 .PHONY: help install lock image-test run test test-unit test-integration lint typecheck bench identity-bench fuzz clean
 

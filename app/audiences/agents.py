@@ -22,7 +22,7 @@ from app.audiences.rules import EventNames, Outcome, apply_change, apply_device,
 from app.dlq.writer import dead_letter_record
 from app.privacy.metrics import PrivacyMetrics
 from app.privacy.records import PrivacyErase
-from app.records import DeadLetter, JSONDict, decode_or_dead_letter, dumps, unpack, validate_or_dead_letter
+from app.records import DeadLetter, JSONDict, decode_object, dumps, unpack, validate_or_dead_letter
 from app.runtime.context import WorkerContext
 from app.runtime.topics import topic_sender
 from app.sections import AudienceSettings
@@ -65,24 +65,26 @@ async def handle_record(
     metrics: AudienceMetrics,
 ) -> int:
     """Apply one record to its member's state; returns the Kochava requests queued. `value` is a
-    record's bytes or one item `unpack` decoded from a `Batched` record (privacy erase commands come
-    on their own topic, one per record, never packed)."""
-    record: MembershipChange | DeviceFacts | DeadLetter
-    if isinstance(value, DeadLetter):
-        record = value
-    elif isinstance(value, dict):
-        record = validate_or_dead_letter(
-            value, AUDIENCE_RECORD, stage="audiences", reason="invalid_audience_record"
-        )
+    record's bytes or one item `unpack` decoded from a `Batched` record; a privacy erase command
+    (`kind: privacy_erase`, from its own topic) erases the member instead."""
+    data: JSONDict | DeadLetter
+    if isinstance(value, DeadLetter | dict):
+        data = value
     else:
-        if value is not None and b'"privacy_erase"' in value:
-            erase = decode_or_dead_letter(
-                value, PrivacyErase, stage="audiences", reason="invalid_privacy_command"
-            )
-            if isinstance(erase, PrivacyErase):
-                return await erase_record(erase, table, names=names, send_outbox=send_outbox, metrics=metrics)
-        record = decode_or_dead_letter(
-            value, AUDIENCE_RECORD, stage="audiences", reason="invalid_audience_record"
+        data = decode_object(value, stage="audiences", reason="invalid_audience_record")
+    record: MembershipChange | DeviceFacts | DeadLetter
+    if isinstance(data, DeadLetter):
+        record = data
+    elif data.get("kind") == "privacy_erase":
+        erase = validate_or_dead_letter(
+            data, PrivacyErase, stage="audiences", reason="invalid_privacy_command"
+        )
+        if isinstance(erase, PrivacyErase):
+            return await erase_record(erase, table, names=names, send_outbox=send_outbox, metrics=metrics)
+        record = erase
+    else:
+        record = validate_or_dead_letter(
+            data, AUDIENCE_RECORD, stage="audiences", reason="invalid_audience_record"
         )
     if isinstance(record, DeadLetter):
         metrics.ignored.labels("invalid_record").inc()
