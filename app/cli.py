@@ -17,7 +17,8 @@ before answering 200. The worker maps them to Segment's spec with a versioned ma
 profile, resolves identity, and delivers identify/track/alias calls to Segment's batch API,
 plus one flat row per event to the warehouse topic.
 
-Start here:  kseg run      (embedded broker + receiver + worker; Ctrl-C stops all)
+Start here:  kseg run      (everything on one machine: embedded broker and PostgreSQL, receiver,
+                          worker, warehouse loader and console; Ctrl-C stops all)
 Settings come from environment variables or a .env file; see README.md.
 """
 
@@ -120,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run broker (if needed), receiver and worker together",
-        description="Run the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset), one receiver and one "
-        "worker. Children that exit are restarted; Ctrl-C stops all of them.",
+        help="run the whole system on this machine: receiver, worker, loader and console",
+        description="Run the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset), the embedded warehouse "
+        "(when KSEG_WAREHOUSE_URL is unset), one receiver, one worker, the warehouse loader and the console. "
+        "Children that exit are restarted; Ctrl-C stops all of them.",
     )
     p.set_defaults(func=cmd_run)
     p = sub.add_parser(
