@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run the whole system on this machine: receiver, worker, loader and console",
+        help="run everything here: receiver, worker, loader, console",
         description="Run the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset), the embedded warehouse "
         "(when KSEG_WAREHOUSE_URL is unset), one receiver, one worker, the warehouse loader and the console. "
         "Children that exit are restarted; Ctrl-C stops all of them.",
