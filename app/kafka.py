@@ -204,10 +204,11 @@ async def exact_end_offsets(
         await consumer.stop()
 
 
-async def group_lag(settings: KafkaSettings, group: str, topic: str) -> int:
-    """Records of `topic` that consumer group `group` has not committed yet (all partitions).
-
-    The digest asks this of the Segment outbox before queueing more, so live traffic goes first."""
+async def group_positions(
+    settings: KafkaSettings, group: str, topics: list[str]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(end offsets, `group`'s committed offsets) of every partition of `topics`, keyed `topic:partition`;
+    a partition the group never committed counts as committed at 0."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -217,16 +218,26 @@ async def group_lag(settings: KafkaSettings, group: str, topic: str) -> int:
     await consumer.start()
     try:
         await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
+        tps = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or set())
+        ]
         if not tps:
-            return 0
+            return {}, {}
         ends = await consumer.end_offsets(tps)
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-        lag = 0
-        for tp in tps:
-            done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
-            lag += max(0, ends[tp] - done)
-        return lag
+        name = {tp: f"{tp.topic}:{tp.partition}" for tp in tps}
+        done = {name[tp]: max(0, committed[tp].offset) if tp in committed else 0 for tp in tps}
+        return {name[tp]: ends[tp] for tp in tps}, done
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def group_lag(settings: KafkaSettings, group: str, topic: str) -> int:
+    """Records of `topic` that consumer group `group` has not committed yet (all partitions).
+
+    The digest asks this of the Segment outbox before queueing more, so live traffic goes first."""
+    ends, committed = await group_positions(settings, group, [topic])
+    return sum(max(0, end - committed[where]) for where, end in ends.items())

@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 
 from app import topics
-from app.kafka import consumer_config, read_records
+from app.kafka import consumer_config, group_positions, read_records
 from app.privacy.clients import (
     KOCHAVA_DONE,
     KOCHAVA_FAILED,
@@ -267,8 +267,17 @@ class Fanout:
         )
 
     async def _warehouse(self, request: PrivacyRequest, target: Target) -> Target:
+        """Delete the subject's rows; done only once the loader has passed everything its topics held
+        when the deletion began (rows still in Kafka then would be loaded after the delete), deleting again
+        on each check. Until then pending, checked again soon."""
         from app.warehouse.db import WarehouseUnavailable, connect_async, url
+        from app.warehouse.loader import PERSONAL_TOPICS
 
+        s = self.settings
+        loaded = [s.topic(name) for name in PERSONAL_TOPICS]
+        marks = target.detail.get("loader_marks")
+        if not isinstance(marks, dict):
+            marks, _ = await group_positions(s, s.warehouse_group, loaded)
         try:
             conn = await connect_async(url(self.settings))
         except WarehouseUnavailable as exc:
@@ -279,7 +288,23 @@ class Fanout:
             counts = await delete_subject(conn, request.covered)
         finally:
             await conn.close()
+        before = target.detail.get("rows")
+        if isinstance(before, dict):
+            counts = {table: counts.get(table, 0) + int(before.get(table, 0)) for table in {*counts, *before}}
         total = sum(counts.values())
+        _, committed = await group_positions(s, s.warehouse_group, loaded)
+        behind = sorted(where for where, end in marks.items() if committed.get(where, 0) < int(end))
+        if behind:
+            return target.model_copy(
+                update={
+                    "status": "pending",
+                    "reason": f"{total} rows deleted; waiting for the warehouse loader to load what Kafka "
+                    f"held when the deletion began ({len(behind)} partitions behind), then deleting again",
+                    "attempts": target.attempts + 1,
+                    "next_attempt_at": time.time() + min(5.0, s.kseg_privacy_retry_seconds),
+                    "detail": {"rows": counts, "loader_marks": marks, "loader_behind": behind},
+                }
+            )
         return target.model_copy(
             update={
                 "status": "done",

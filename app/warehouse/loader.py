@@ -108,6 +108,11 @@ TRACE_RECORDS: dict[str, tuple[type[Any], str]] = {
 }
 
 
+#: The loader's topics that carry people's data (all but campaign spend): a privacy deletion waits until
+#: the loader has passed what they held when the request came (`app.privacy.agents`).
+PERSONAL_TOPICS = (topics.WAREHOUSE, *TRACE_RECORDS)
+
+
 def parse_trace(rec: Any, logical: str, out: Parsed) -> None:
     """A trace topic's record into its table rows. A bad record becomes a dead letter, except on the
     dead-letter topic itself (a letter about a letter would loop): that one is logged and counted."""

@@ -532,3 +532,47 @@ async def _segment_failed(p: Pipeline, request_id: str) -> dict[str, Any] | None
 async def _dropped(p: Pipeline) -> bool:
     text = await p.worker_metrics()
     return metric(text, "kseg_privacy_dropped_total", reason="deleted", kind="postback") == 1
+
+
+async def test_rows_the_loader_had_not_loaded_yet_are_deleted_too(
+    make_pipeline: Any, segment: SegmentEmulator, warehouse_pg: Any, dump_logs: list[Pipeline]
+) -> None:
+    """A deletion while the loader is behind: the rows still in Kafka then are loaded later, so the
+    warehouse target waits for the loader to pass them and deletes again before it says done."""
+    url = warehouse_pg.url
+    p = await make_pipeline(segment.url, KSEG_WAREHOUSE_URL=url, **privacy_env(None, None)).start()
+    dump_logs.append(p)
+    loader = LoaderProcess(p, url).start()
+    await loader.wait_ready()
+    assert (await p.get(install("KIPL1")))[0] == 200
+    status, body, _ = await p.post(
+        "/v1/identity/links", {"user_id": "u1", "kochava_device_id": "KIPL1"}, token=LINK_TOKEN
+    )
+    assert status == 200, body
+    await wait_for(lambda: rows_of(url, ["KIPL1"]) >= 1, 60, "the install's warehouse row")
+
+    p.kill("loader", signal.SIGTERM)  # the loader falls behind: the purchase stays in Kafka
+    assert (await p.get(purchase("KIPL1", 1)))[0] == 200
+    await wait_for(
+        lambda: any(m.get("properties", {}).get("order_id") == "o-KIPL1-1" for m in segment.messages),
+        60,
+        "the purchase delivered (so its warehouse record is in Kafka)",
+    )
+    status, answer, _ = await p.post(PATH, {"type": "delete", "user_id": "u1"}, token=PRIVACY_TOKEN)
+    assert status == 202, answer
+    request_id = answer["request_id"]
+
+    async def waiting_for_loader() -> bool:
+        target = (await status_of(p, request_id))["targets"].get("warehouse", {})
+        reason = target.get("reason") or ""
+        return target.get("status") == "pending" and "waiting for the warehouse loader" in reason
+
+    await wait_for(waiting_for_loader, 60, "the warehouse target waiting for the loader")
+    assert rows_of(url, ["KIPL1"]) == 0  # the first pass deleted the install's row
+
+    LoaderProcess(p, url).start()  # the loader catches up and loads the purchase's row ...
+    record = await wait_status(p, request_id, "done", 120)
+    assert record["targets"]["warehouse"]["status"] == "done"
+    assert rows_of(url, ["KIPL1"]) == 0  # ... which the target deleted before saying done
+    left = sql(url, "SELECT count(*) FROM kseg_postbacks WHERE device_key = %s", ("KIPL1",))
+    assert left == [(0,)]
