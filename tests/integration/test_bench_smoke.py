@@ -1,4 +1,4 @@
-"""Issues 6, 12: a short smoke run of the benchmark suite keeps every figure produced (not their speed)."""
+"""A short smoke run of the benchmark suite keeps every figure produced (not their speed)."""
 
 from __future__ import annotations
 

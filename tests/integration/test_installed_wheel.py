@@ -1,4 +1,4 @@
-"""Issues 9 (package data) and 15 (image): kseg as the Docker image runs it, from its wheel.
+"""Package data and the image: kseg as the Docker image runs it, from its wheel.
 
 The wheel is built from this checkout and installed into a fresh virtual environment outside the
 repository, as docker/Dockerfile does; every command then runs from a directory outside the repository,
