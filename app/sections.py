@@ -518,8 +518,8 @@ class WarehouseSettings(KafkaSettings, CurrencySettings):
     kseg_warehouse_fault_kill_after_commits: int = Field(
         default=0,
         ge=0,
-        description="Testing only: the loader SIGKILLs itself after this many database commits, before "
-        "committing the Kafka offsets (0: never).",
+        description="Testing only: the loader SIGKILLs itself after this many database commits that held "
+        "warehouse event rows, before committing the Kafka offsets (0: never).",
     )
 
     @property

@@ -185,7 +185,7 @@ class Loader:
         self.trace_topics = {settings.topic(name): name for name in TRACE_RECORDS}
         self.pruned_at = 0.0
         self.committed: dict[TopicPartition, int] = {}
-        self.db_commits = 0
+        self.event_commits = 0
         self.stopping = asyncio.Event()
         self._conn: Any = None
         self._columns: dict[str, str] = {}
@@ -437,11 +437,12 @@ class Loader:
                 await self._prune_now_and_then()
                 if parsed.letters:
                     await self.send_letters(parsed.letters)
-                self.db_commits += 1
-                if self.db_commits == settings.kseg_warehouse_fault_kill_after_commits:
+                self.event_commits += 1 if parsed.events else 0
+                if parsed.events and self.event_commits == settings.kseg_warehouse_fault_kill_after_commits:
                     log.error(
-                        "fault injection: SIGKILL after database commit %d, before the Kafka commit",
-                        self.db_commits,
+                        "fault injection: SIGKILL after database commit %d holding events, before the Kafka "
+                        "commit",
+                        self.event_commits,
                     )
                     os.kill(os.getpid(), signal.SIGKILL)
                 await self.commit(records)
