@@ -12,10 +12,13 @@ from typing import Any
 
 from app.config import Settings
 
+log = logging.getLogger(__name__)
+
 HELP = """\
-The web console: overview, trace, dead letters (replay: operator), mapping studio, reconciliation and
-the ROAS report, on KSEG_CONSOLE_HOST:KSEG_CONSOLE_PORT (127.0.0.1:6070). Log in with a token of
-KSEG_CONSOLE_TOKENS (`viewer=T1,operator=T2`); the JSON endpoints under /api take it as a Bearer token.
+The web console: overview, trace, dead letters (replay: operator), mapping studio, reconciliation,
+privacy requests and the ROAS report, on KSEG_CONSOLE_HOST:KSEG_CONSOLE_PORT (127.0.0.1:6070). Log in
+with a token of KSEG_CONSOLE_TOKENS (`viewer=T1,operator=T2`); the JSON endpoints under /api take it as a
+Bearer token.
 """
 
 
@@ -26,6 +29,8 @@ def build(settings: Settings) -> Any:
     from app.console.server import Console
     from app.dlq.cli import replay
     from app.kafka import group_lag
+    from app.mapping.registry import local_profiles
+    from app.pipeline.registry import read_registry
     from app.records import DeadLetter
     from app.sections import reveal
     from app.topics import KOCHAVA_OUTBOX, OUTBOX, RAW, WAREHOUSE
@@ -35,6 +40,14 @@ def build(settings: Settings) -> Any:
 
     async def do_replay(letters: list[DeadLetter]) -> tuple[int, int]:
         return await replay(settings, letters)
+
+    async def versions() -> list[studio.Version]:
+        try:
+            state = await asyncio.wait_for(read_registry(settings), 10)
+        except Exception as exc:  # the broker down: the studio still runs the local profile files
+            log.warning("mapping registry unreadable (%s); the studio offers the local profiles only", exc)
+            return studio.local_versions(settings)
+        return studio.versions_of(state, local_profiles(settings.kseg_mapping_dir))
 
     async def lag() -> list[dict[str, Any]]:
         wanted = [
@@ -58,7 +71,7 @@ def build(settings: Settings) -> Any:
         auth=Auth(settings.console_tokens, secret),
         replay=do_replay,
         timeline=timeline,
-        versions=lambda: studio.loaded_versions(settings),
+        versions=versions,
         lag=lag,
     )
 
@@ -87,7 +100,7 @@ def add_parser(subparsers: Any, settings: Any) -> None:
     """Add `console`; `settings()` supplies validated Settings."""
     p = subparsers.add_parser(
         "console",
-        help="run the web console (trace, dead letters, mapping studio, reconciliation)",
+        help="run the web console (trace, dead letters, mapping studio, reconciliation, privacy requests)",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

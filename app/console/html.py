@@ -19,6 +19,7 @@ NAV = (
     ("/dead-letters", "Dead letters"),
     ("/studio", "Mapping studio"),
     ("/reconciliation", "Reconciliation"),
+    ("/privacy", "Privacy requests"),
     ("/roas", "ROAS report"),
 )
 

@@ -116,6 +116,19 @@ def reconciliation(conn: Any, since: date) -> list[dict[str, Any]] | None:
     return rows
 
 
+def privacy_requests(conn: Any, limit: int = 200) -> list[dict[str, Any]] | None:
+    """The newest privacy requests' records (`kseg_privacy_requests`): status per target and how many ids
+    each covered, never the ids themselves; None before the first request reached the warehouse."""
+    return _rows(
+        conn,
+        "SELECT request_id, type, channel, reference, received_at, status, completed_at, targets, "
+        "jsonb_array_length(covered->'user_ids') AS user_ids, "
+        "jsonb_array_length(covered->'device_keys') AS devices "
+        "FROM kseg_privacy_requests ORDER BY received_at DESC LIMIT %s",
+        (limit,),
+    )
+
+
 def gaps(rows: list[dict[str, Any]], threshold_pct: float) -> list[dict[str, Any]]:
     """Each row with its gap: Kochava's installs minus those delivered (received when no delivery
     receipts exist), as a count and a percentage of Kochava's; `flagged` when over `threshold_pct`."""

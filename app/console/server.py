@@ -44,7 +44,7 @@ CSP = (
 
 Replay = Callable[[list[DeadLetter]], Awaitable[tuple[int, int]]]
 Timeline = Callable[[Any, str], dict[str, Any]]
-Versions = Callable[[], list[studio.Version]]
+Versions = Callable[[], Awaitable[list[studio.Version]]]
 Lag = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
@@ -537,7 +537,7 @@ async def replay(request: web.Request) -> web.Response:
 # ---- mapping studio -------------------------------------------------------------------------------------
 async def studio_page(request: web.Request) -> web.Response:
     console = request.app[CONSOLE]
-    versions = await asyncio.to_thread(console.versions)
+    versions = await console.versions()
     by_key = {v.key: v for v in versions}
     form: dict[str, str] = {}
     if request.method == "POST":
@@ -616,15 +616,16 @@ def _studio_body(
     candidate: str,
     result: dict[str, Any],
 ) -> str:
-    keys = [v.key for v in versions]
     left_opts = "".join(
-        f'<option value="{h.esc(k)}"{" selected" if k == left else ""}>{h.esc(k)}</option>' for k in keys
+        f'<option value="{h.esc(v.key)}"{" selected" if v.key == left else ""}>{h.esc(v.title)}</option>'
+        for v in versions
     )
     right_opts = (
         f'<option value="candidate"{" selected" if right == "candidate" else ""}>'
         "candidate (edited below)</option>"
         + "".join(
-            f'<option value="{h.esc(k)}"{" selected" if k == right else ""}>{h.esc(k)}</option>' for k in keys
+            f'<option value="{h.esc(v.key)}"{" selected" if v.key == right else ""}>{h.esc(v.title)}</option>'
+            for v in versions
         )
     )
     recent_opts = '<option value="">paste one instead</option>' + "".join(
@@ -735,6 +736,41 @@ async def reconciliation(request: web.Request) -> web.Response:
     return _page(request, "Reconciliation", body, active="/reconciliation")
 
 
+# ---- privacy requests -----------------------------------------------------------------------------------
+async def privacy(request: web.Request) -> web.Response:
+    """Each privacy request's record: what it covered (counts) and where each target stands."""
+    rows = await _db(request, queries.privacy_requests)
+    if _wants_json(request):
+        return _json({"requests": rows or []})
+    if rows is None:
+        body = '<p class="note">No privacy request has reached the warehouse yet.</p>'
+        return _page(request, "Privacy requests", body, active="/privacy")
+
+    def targets(row: dict[str, Any]) -> str:
+        return ", ".join(f"{name}: {t.get('status')}" for name, t in sorted((row["targets"] or {}).items()))
+
+    table = h.table(
+        ["received", "request", "type", "channel", "reference", "status", "user ids", "devices", "targets",
+         "completed"],
+        [
+            [
+                r["received_at"], r["request_id"], r["type"], r["channel"], r["reference"], r["status"],
+                r["user_ids"], r["devices"], targets(r), r["completed_at"],
+            ]
+            for r in rows
+        ],
+        css="privacy",
+        row_css=["flag" if r["status"] == "failed" else "" for r in rows],
+    )  # fmt: skip
+    body = (
+        '<p class="note">Deletions and suppressions, from the privacy API, <code>kseg privacy request</code> '
+        "or Segment's delete webhook; each record is kept 24 months. A failed request is highlighted: "
+        "<code>kseg privacy status ID</code> says why.</p>"
+        f'<div id="privacy">{table}</div>'
+    )
+    return _page(request, "Privacy requests", body, active="/privacy")
+
+
 # ---- ROAS report, metrics, health -----------------------------------------------------------------------
 async def roas(request: web.Request) -> web.Response:
     from app.warehouse.html import render_html
@@ -806,6 +842,7 @@ def create_app(console: Console, *, refresh: bool = True) -> web.Application:
         app.router.add_post(f"{prefix}/dead-letters/replay", replay)
         app.router.add_route("*", f"{prefix}/studio", studio_page)
         app.router.add_get(f"{prefix}/reconciliation", reconciliation)
+        app.router.add_get(f"{prefix}/privacy", privacy)
     app.router.add_get("/roas", roas)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", health)

@@ -3,8 +3,8 @@
 Both sides run `app.pipeline.preview.try_postback` (the worker's own processing core, as `kseg mapping
 try` does) for a device seen for the first time. A side is a loaded profile or a candidate edited in the
 page; a candidate is checked as `kseg mapping check` checks a file, so its problems carry line numbers.
-`loaded_versions` is the one place that says which versions exist: point it at a live registry when there
-is one.
+`versions_of` is the one place that says which versions exist: the mapping registry's published ones
+(active, shadow, older) and the local profile files that are not published.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any
 
 from app.mapping.preview import parse_try_input
 from app.mapping.profile import (
-    BUILTIN_PROFILE_DIR,
     MappingProfile,
-    ProfileError,
     ProfileProblem,
     ProfileRegistry,
     check_profile_file,
     load_profile_file,
+    parse_profile_text,
 )
+from app.mapping.registry import LocalProfile, ProfileVersion, RegistryState, local_profiles
 from app.pipeline.preview import postback_of, try_postback
 from app.pipeline.steps import StepConfig
 from app.records import AttributionProfile, device_key_of, utc_now_iso
@@ -32,32 +32,57 @@ from app.sections import PipelineSettings
 
 @dataclass(frozen=True)
 class Version:
-    """One profile version the studio can run: `key` names it in forms (`name@version`)."""
+    """One profile version the studio can run: `key` names it in forms (`name@version`); `label` says
+    where it stands (active, shadow, published, local file)."""
 
     key: str
     profile: MappingProfile
     text: str
+    label: str = ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.key} · {self.label}" if self.label else self.key
 
 
-def _source(name: str, mapping_dir: Path | None) -> str:
-    for directory in [*([Path(mapping_dir)] if mapping_dir else []), BUILTIN_PROFILE_DIR]:
-        for file in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-            try:
-                if load_profile_file(file).name == name:
-                    return file.read_text(encoding="utf-8")
-            except ProfileError:
+def versions_of(state: RegistryState, local: dict[str, LocalProfile]) -> list[Version]:
+    """Every version the studio offers, by profile name: the registry's published versions (the active one
+    first, then the shadow, then the newest), then each local file whose version is not published (what
+    workers run for a name the registry does not know yet). Versions whose YAML no longer parses are left
+    out."""
+    out: list[Version] = []
+    for name in sorted(state.versions.keys() | local.keys()):
+        published = state.versions.get(name, {})
+        active = state.active_version(name)
+        shadow = state.shadow_version(name)
+
+        newest_first = sorted(published.values(), key=lambda v: v.published_at, reverse=True)
+        order = {"active": 0, "shadow": 1}
+        for version in sorted(newest_first, key=lambda v: order.get(_standing(v, active, shadow), 2)):
+            profile, _ = parse_profile_text(version.yaml, f"registry:{name}/{version.version}")
+            if profile is None:
                 continue
-    return ""
-
-
-def loaded_versions(settings: PipelineSettings) -> list[Version]:
-    """The profiles the worker loads (built-in, then KSEG_MAPPING_DIR), each with its YAML text."""
-    registry = ProfileRegistry.load(settings.kseg_mapping_dir)
-    out = []
-    for name in registry.names():
-        profile = registry.get(name)
-        out.append(Version(f"{name}@{profile.version}", profile, _source(name, settings.kseg_mapping_dir)))
+            label = _standing(version, active, shadow)
+            out.append(Version(f"{name}@{version.version}", profile, version.yaml, label))
+        seeded = local.get(name)
+        if seeded is not None and seeded.profile.version not in published:
+            label = "local file" if published else "local file (workers run it)"
+            out.append(Version(f"{name}@{seeded.profile.version}", seeded.profile, seeded.text, label))
     return out
+
+
+def _standing(v: ProfileVersion, active: ProfileVersion | None, shadow: ProfileVersion | None) -> str:
+    if active is not None and v.version == active.version:
+        return "active"
+    if shadow is not None and v.version == shadow.version:
+        return "shadow"
+    return f"published {v.published_at[:10]}"
+
+
+def local_versions(settings: PipelineSettings) -> list[Version]:
+    """The local profile files alone (built-in, then KSEG_MAPPING_DIR): what the studio offers when the
+    registry cannot be read."""
+    return versions_of(RegistryState(), local_profiles(settings.kseg_mapping_dir))
 
 
 def check_candidate(text: str) -> tuple[MappingProfile | None, list[ProfileProblem]]:

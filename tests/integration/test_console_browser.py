@@ -5,7 +5,8 @@ real deployment: broker, receiver, worker, warehouse loader, PostgreSQL, the Seg
 An operator logs in, follows a device from its install and purchase postbacks to the `Order Completed`
 call Segment accepted and the warehouse row; the overview's Segment counts equal what the emulator
 received; a dead letter is replayed from the page (and a viewer cannot); the mapping studio shows the
-difference between the loaded profile and an edited version; reconciliation flags the campaign whose
+difference between the loaded profile and an edited version, and between the registry's active version
+and the local file once a version is published; reconciliation flags the campaign whose
 installs Kochava reported but kseg never received. The browser logs no console error and requests nothing
 from any host but the console.
 """
@@ -29,7 +30,7 @@ from app.warehouse.db import connect_async
 from app.warehouse.embedded import EmbeddedWarehouse
 from app.warehouse.store import ensure_schema, write_batch
 from tests.emulators.segment_api import SegmentEmulator
-from tests.harness import ROOT, Pipeline, read_topic, wait_for
+from tests.harness import ROOT, Pipeline, read_topic, run_cli, wait_for
 from tests.integration.test_warehouse_store import spend
 from tests.parallel import free_port
 from tests.warehouse_support import LoaderProcess, sql, warehouse_pg
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.integration
 __all__ = ["warehouse_pg"]
 
 VIEWER, OPERATOR = "viewer-browser-token", "operator-browser-token"
+PRIVACY_TOKEN = "privacy-browser-token"
 DEVICE = "KIBROWSER1"
 #: Written by the test when set (the README's screenshot): `KSEG_CONSOLE_SCREENSHOT=docs/console.png`.
 SCREENSHOT = os.environ.get("KSEG_CONSOLE_SCREENSHOT")
@@ -154,7 +156,9 @@ async def deploy(
     """The deployment with its traffic: installs on Alpha and Beta, a purchase whose first Segment request
     meets a 503, a purchase with a bad value (a dead letter), and Kochava's report of 4 installs on Alpha
     (kseg got 2) and 1 on Beta."""
-    p: Pipeline = make_pipeline(segment.url, KSEG_WAREHOUSE_URL=warehouse_pg.url)
+    p: Pipeline = make_pipeline(
+        segment.url, KSEG_WAREHOUSE_URL=warehouse_pg.url, KSEG_PRIVACY_TOKENS=PRIVACY_TOKEN
+    )
     dump_logs.append(p)
     await p.start()
     loader = LoaderProcess(p, warehouse_pg.url).start()
@@ -280,6 +284,7 @@ async def test_console_pages_for_operators_and_viewers(
     warehouse_pg: EmbeddedWarehouse,
     browser: Any,
     dump_logs: list[Pipeline],
+    tmp_path: Path,
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -343,5 +348,44 @@ async def test_console_pages_for_operators_and_viewers(
     assert not driver.find_elements(By.ID, "replay") and "operator role" in driver.page_source
     status, body = await console.api("POST", "/api/dead-letters/replay", VIEWER, {"ids": ["0-0"]})
     assert status == 403 and body["error"] == "forbidden"
+
+    # A deletion request's record: the warehouse deleted the device's rows, Segment's API is not configured.
+    status, answer, _ = await p.post(
+        "/v1/privacy/requests",
+        {"type": "delete", "devices": {"kochava_device_id": "KIBROWSER3"}, "reference": "T-42"},
+        token=PRIVACY_TOKEN,
+    )
+    assert status == 202, answer
+
+    async def recorded() -> bool:
+        code, data = await console.api("GET", "/api/privacy", VIEWER)
+        assert code == 200, data
+        return any(r["request_id"] == answer["request_id"] and r["completed_at"] for r in data["requests"])
+
+    await wait_for(recorded, 60, "the privacy request's record in the console")
+    driver.get(f"{base}/privacy")
+    row = driver.find_element(By.CSS_SELECTOR, "#privacy tbody tr").text
+    assert answer["request_id"] in row and "T-42" in row and "warehouse: done" in row, row
+    assert "segment: not_configured" in row, row
+
+    # The studio offers what the mapping registry holds: once v3 is published it is the active version,
+    # listed first, and the local file v2 can be compared against it.
+    text = (ROOT / "app" / "mapping" / "profiles" / "kochava-default.yaml").read_text()
+    v3 = tmp_path / "kochava-default-v3.yaml"
+    v3.write_text(
+        text.replace('version: "2"', 'version: "3"').replace(
+            "Purchase: Order Completed", "Purchase: Purchase Made"
+        )
+    )
+    rc, out, err = await run_cli(p.env, "mapping", "publish", str(v3), "--note", "rename purchases")
+    assert rc == 0, (out, err)
+    driver.get(f"{base}/studio")
+    options = [o.text for o in driver.find_elements(By.CSS_SELECTOR, "#left option")]
+    assert options[:2] == ["kochava-default@3 · active", "kochava-default@2 · local file"], options
+    driver.find_element(By.ID, "input").send_keys("event_name=Purchase&kochava_device_id=KIREG&event_value=5")
+    driver.find_element(By.CSS_SELECTOR, '#right option[value="kochava-default@2"]').click()
+    driver.find_element(By.ID, "try").click()
+    diff = wait_until(driver, lambda d: d.find_elements(By.ID, "difference"), "the difference").pop().text
+    assert "Purchase Made" in diff and "Order Completed" in diff, diff
 
     check_browser_logs(driver, base)

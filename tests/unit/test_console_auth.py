@@ -52,13 +52,16 @@ async def console() -> AsyncIterator[tuple[TestClient[Any, Any], Replays]]:
     async def read() -> list[Letter]:
         return letters()
 
+    async def versions() -> list[studio.Version]:
+        return studio.local_versions(settings)
+
     app = create_app(
         Console(
             settings=settings,
             auth=Auth(settings.console_tokens, b"k" * 32),
             replay=replays,
             timeline=None,
-            versions=lambda: studio.loaded_versions(settings),
+            versions=versions,
             lag=no_lag,
             read_letters=read,
         ),

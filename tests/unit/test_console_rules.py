@@ -10,7 +10,16 @@ from prometheus_client import CollectorRegistry
 
 from app.console.metrics import ConsoleMetrics
 from app.console.queries import gaps
-from app.console.studio import difference
+from app.console.studio import difference, versions_of
+from app.mapping.profile import BUILTIN_PROFILE_DIR
+from app.mapping.registry import (
+    LocalProfile,
+    ProfilePointer,
+    ProfileVersion,
+    RegistryState,
+    content_hash,
+    local_profiles,
+)
 from app.metrics import sample
 from app.sections import console_token_roles
 
@@ -71,3 +80,48 @@ def test_console_tokens_parse_and_their_errors_never_show_a_token() -> None:
             and "secret" not in str(info.value)
             and "dup-token" not in str(info.value)
         )
+
+
+def _published(text: str, version: str, at: str) -> ProfileVersion:
+    text = text.replace('version: "2"', f'version: "{version}"')
+    return ProfileVersion(
+        name="kochava-default",
+        version=version,
+        yaml=text,
+        sha256=content_hash(text),
+        published_at=at,
+        author="ana",
+    )
+
+
+def test_the_studio_offers_the_registry_versions_active_first_then_unpublished_local_files() -> None:
+    text = (BUILTIN_PROFILE_DIR / "kochava-default.yaml").read_text()
+    assert 'version: "2"' in text
+    local = local_profiles(None)
+    # Nothing published: the local file is what workers run.
+    alone = versions_of(RegistryState(), local)
+    assert [(v.key, v.label) for v in alone] == [("kochava-default@2", "local file (workers run it)")]
+
+    state = RegistryState()
+    for record in (
+        _published(text, "3", "2026-12-01T10:00:00Z"),
+        _published(text, "4", "2026-12-02T10:00:00Z"),
+        _published(text, "5", "2026-12-03T10:00:00Z"),
+        _published("not: [valid", "6", "2026-12-04T10:00:00Z"),
+        ProfilePointer(kind="active", name="kochava-default", version="4", at="t", author="ana"),
+        ProfilePointer(kind="shadow", name="kochava-default", version="5", at="t", author="ana"),
+    ):
+        state.apply(record)
+    seen = [(v.key, v.label) for v in versions_of(state, local)]
+    assert seen == [
+        ("kochava-default@4", "active"),
+        ("kochava-default@5", "shadow"),
+        ("kochava-default@3", "published 2026-12-01"),
+        ("kochava-default@2", "local file"),
+    ]
+    assert versions_of(state, local)[0].profile.version == "4"
+    # A local file of a version that is published is the published one: offered once.
+    same = {"kochava-default": LocalProfile("x.yaml", text, local["kochava-default"].profile)}
+    state.apply(_published(text, "2", "2026-11-30T10:00:00Z"))
+    keys = [v.key for v in versions_of(state, same)]
+    assert keys.count("kochava-default@2") == 1
