@@ -349,7 +349,7 @@ async def test_console_pages_for_operators_and_viewers(
     status, body = await console.api("POST", "/api/dead-letters/replay", VIEWER, {"ids": ["0-0"]})
     assert status == 403 and body["error"] == "forbidden"
 
-    # A deletion request's record: the warehouse deleted the device's rows, Segment's API is not configured.
+    # A device deletion's record: the warehouse deleted its rows; Kochava's API is not configured here.
     status, answer, _ = await p.post(
         "/v1/privacy/requests",
         {"type": "delete", "devices": {"kochava_device_id": "KIBROWSER3"}, "reference": "T-42"},
@@ -366,7 +366,7 @@ async def test_console_pages_for_operators_and_viewers(
     driver.get(f"{base}/privacy")
     row = driver.find_element(By.CSS_SELECTOR, "#privacy tbody tr").text
     assert answer["request_id"] in row and "T-42" in row and "warehouse: done" in row, row
-    assert "segment: not_configured" in row, row
+    assert "kochava: not_configured" in row and "segment: not_applicable" in row, row  # no user id
 
     # The studio offers what the mapping registry holds: once v3 is published it is the active version,
     # listed first, and the local file v2 can be compared against it.
