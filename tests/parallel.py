@@ -10,8 +10,8 @@ random offset (two pytest sessions on one machine rarely meet) and skipping any 
 right now.
 
 Exclusive tests. A few tests measure group timing (two workers rebalancing on a broker of their own, a
-SIGKILLed worker's tables coming back, the benchmark smoke run); on a 2-core machine other workers'
-processes would take the CPU those timings depend on. Every test holds a lock shared by the workers of the
+SIGKILLed worker's tables coming back); on a 2-core machine other workers' processes would take the CPU
+those timings depend on. Every test holds a lock shared by the workers of the
 session while it runs (setup, call, teardown); an exclusive test holds it alone. A turnstile in front gives
 the exclusive test priority: once it waits, no new test starts until it has run. The turnstile alone lets an
 ordinary test slip in between two exclusive ones (a released flock goes to any of its waiters, and the next
