@@ -1,6 +1,6 @@
 """Session-wide test rules for pytest-xdist (`tests/parallel.py` says why): tests marked `exclusive` (and
-those on a broker of their own) run first and alone, and `--dist loadgroup` keeps module groups together.
-Without xdist nothing changes."""
+those on a broker of their own) run first and alone, back to back, tests marked `long` start next, and
+`--dist loadgroup` keeps module groups together. Without xdist nothing changes."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def is_exclusive(item: pytest.Item) -> bool:
     return item.get_closest_marker("exclusive") is not None or bool(EXCLUSIVE_FIXTURES & fixtures)
 
 
+def is_long(item: pytest.Item) -> bool:
+    return item.get_closest_marker("long") is not None
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleGroupScheduling | None:
     return ModuleGroupScheduling(config, log) if config.getoption("dist") == "loadgroup" else None
@@ -28,7 +32,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleGroupS
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        exclusive_first(items, is_exclusive)
+        exclusive_first(items, is_exclusive, is_long)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -37,5 +41,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if run_id is None:
         yield
         return
-    with run_slot(*lock_paths(item.config.option.basetemp, run_id), exclusive=is_exclusive(item)):
+    turnstile, run, waiting = lock_paths(item.config.option.basetemp, run_id)
+    with run_slot(turnstile, run, exclusive=is_exclusive(item), waiting=waiting):
         yield

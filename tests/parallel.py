@@ -10,15 +10,21 @@ random offset (two pytest sessions on one machine rarely meet) and skipping any 
 right now.
 
 Exclusive tests. A few tests measure group timing (two workers rebalancing on a broker of their own, a
-SIGKILLed worker's tables coming back, the benchmark smoke run); on a 2-core machine other workers'
-processes would take the CPU those timings depend on. Every test holds a lock shared by the workers of the
+SIGKILLed worker's tables coming back); on a 2-core machine other workers' processes would take the CPU
+those timings depend on. Every test holds a lock shared by the workers of the
 session while it runs (setup, call, teardown); an exclusive test holds it alone. A turnstile in front gives
-the exclusive test priority: once it waits, no new test starts until it has run.
+the exclusive test priority: once it waits, no new test starts until it has run. The turnstile alone lets an
+ordinary test slip in between two exclusive ones (a released flock goes to any of its waiters, and the next
+exclusive test then waits, alone, for that one to end), so an exclusive test also marks itself waiting and an
+ordinary test starts only when none is: the exclusive tests run back to back.
 
-Scheduling. `--dist loadgroup` hands tests out one at a time as workers free up, except that the tests of
-one module of `ONE_WORKER_MODULES` or of `tests/unit/` go to one worker together (their module-scoped
-fixtures, a wheel build or a broker, are built once). The `xdist_group` mark would say this per module, but
-pytest-xdist 3.8 ignores it on pytest 9.2 (pytest-dev/pytest-xdist#1386), so the scheduler reads node ids.
+Scheduling. `--dist loadgroup` hands tests out one at a time as workers free up, in collection order
+(after the multi-test groups), except that the tests of one module of `ONE_WORKER_MODULES` or of
+`tests/unit/` go to one worker together (their module-scoped fixtures, a wheel build or a broker, are built
+once). The exclusive tests are collected first, then the longest ones (marked `long`), so that no long test
+starts last while the other workers have nothing left to do. The `xdist_group` mark would say the groups per
+module, but pytest-xdist 3.8 ignores it on pytest 9.2 (pytest-dev/pytest-xdist#1386), so the scheduler reads
+node ids.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import os
 import random
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -100,15 +107,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no bindable port in this worker's block after 1000 tries")
 
 
-def lock_paths(worker_basetemp: str | None, run_id: str) -> tuple[Path, Path]:
-    """The turnstile and the run lock shared by the workers of one xdist session: in the session's base
-    temporary directory (a worker's own is `<base>/popen-gwN`), which pytest cleans up like any other."""
+def lock_paths(worker_basetemp: str | None, run_id: str) -> tuple[Path, Path, Path]:
+    """The turnstile, the run lock and the exclusive tests' waiting mark shared by the workers of one xdist
+    session: in the session's base temporary directory (a worker's own is `<base>/popen-gwN`), which pytest
+    cleans up like any other."""
     if worker_basetemp:
         base = Path(worker_basetemp).parent
     else:
         base = Path(tempfile.gettempdir()) / f"kseg-xdist-{run_id}"
     base.mkdir(parents=True, exist_ok=True)
-    return base / "exclusive.turnstile", base / "exclusive.run"
+    return base / "exclusive.turnstile", base / "exclusive.run", base / "exclusive.waiting"
 
 
 @contextlib.contextmanager
@@ -121,17 +129,40 @@ def _flock(path: Path, mode: int) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _nobody_holds(path: Path) -> bool:
+    """True when no one holds any flock on `path` (checked by taking it exclusively, without waiting)."""
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
 @contextlib.contextmanager
-def run_slot(turnstile: Path, run: Path, exclusive: bool) -> Iterator[None]:
+def run_slot(
+    turnstile: Path, run: Path, exclusive: bool, waiting: Path | None = None, poll: float = 0.2
+) -> Iterator[None]:
     """Hold the session's run lock: shared for an ordinary test, alone for an exclusive one (which keeps the
-    turnstile until it is done, so tests that arrive meanwhile wait behind it)."""
+    turnstile until it is done, so tests that arrive meanwhile wait behind it). With `waiting`, an exclusive
+    test holds it (shared) from the moment it waits, and an ordinary test that gets the turnstile while any
+    does lets it go again: it starts only once no exclusive test waits or runs."""
     if exclusive:
-        with _flock(turnstile, fcntl.LOCK_EX), _flock(run, fcntl.LOCK_EX):
+        with contextlib.ExitStack() as held:
+            if waiting is not None:
+                held.enter_context(_flock(waiting, fcntl.LOCK_SH))
+            held.enter_context(_flock(turnstile, fcntl.LOCK_EX))
+            held.enter_context(_flock(run, fcntl.LOCK_EX))
             yield
         return
     with contextlib.ExitStack() as held:
-        with _flock(turnstile, fcntl.LOCK_EX):
-            held.enter_context(_flock(run, fcntl.LOCK_SH))
+        while True:
+            with _flock(turnstile, fcntl.LOCK_EX):
+                if waiting is None or _nobody_holds(waiting):
+                    held.enter_context(_flock(run, fcntl.LOCK_SH))
+                    break
+            time.sleep(poll)
         yield
 
 
@@ -155,7 +186,12 @@ class ModuleGroupScheduling(LoadGroupScheduling):
         return module_group(nodeid) or super()._split_scope(nodeid)
 
 
-def exclusive_first(items: list[pytest.Item], exclusive: Callable[[pytest.Item], bool]) -> None:
-    """Move the exclusive tests to the front, in place: the scheduler hands them out first, so they run
-    alone at the start instead of waiting, mid-run, for every other worker's running test to end."""
-    items.sort(key=lambda item: not exclusive(item))
+def exclusive_first(
+    items: list[pytest.Item],
+    exclusive: Callable[[pytest.Item], bool],
+    long: Callable[[pytest.Item], bool] = lambda item: False,
+) -> None:
+    """Move the exclusive tests to the front, in place, then the `long` ones: the scheduler hands them out
+    first, so the exclusive tests run alone at the start instead of waiting, mid-run, for every other
+    worker's running test to end, and the longest of the others start next instead of last."""
+    items.sort(key=lambda item: (not exclusive(item), not long(item)))

@@ -150,9 +150,12 @@ class SinkConsumer(Service):
         }
 
     async def on_start(self) -> None:
+        """Start the consumer, then subscribe: the group join goes on in the background (the first fetch
+        waits for it). Subscribed before `start()`, aiokafka waits there for the assignment, and the worker
+        started its sinks one after the other, each join (~4 s on the embedded broker) before faust's."""
         self.consumer = AIOKafkaConsumer(**self.consumer_config())
-        self.consumer.subscribe([self.topic], listener=_Adopt(self))
         await self.consumer.start()
+        self.consumer.subscribe([self.topic], listener=_Adopt(self))
         self._task = asyncio.ensure_future(self._consume())
 
     async def on_stop(self) -> None:

@@ -225,6 +225,7 @@ def check_browser_logs(driver: Any, base: str) -> None:
     assert any(u.startswith(base + "/") for u in urls) and outside == [], outside
 
 
+@pytest.mark.long
 async def test_console_follows_a_device_to_segment_and_the_warehouse(
     make_pipeline: Any,
     segment: SegmentEmulator,
@@ -278,6 +279,7 @@ async def test_console_follows_a_device_to_segment_and_the_warehouse(
     check_browser_logs(driver, base)
 
 
+@pytest.mark.long
 async def test_console_pages_for_operators_and_viewers(
     make_pipeline: Any,
     segment: SegmentEmulator,

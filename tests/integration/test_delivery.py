@@ -51,6 +51,7 @@ async def send_many(p: Pipeline, events: list[dict[str, Any]], concurrency: int 
     return statuses
 
 
+@pytest.mark.long
 async def test_transient_segment_faults_lose_nothing(
     make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
 ) -> None:
@@ -200,6 +201,7 @@ async def test_broker_down_means_503_then_recovery(
         own.stop()
 
 
+@pytest.mark.long
 async def test_segment_401_stops_delivery_until_key_fixed(
     make_pipeline: Any, dump_logs: list[Pipeline]
 ) -> None:

@@ -115,6 +115,7 @@ def digest_calls(segment: SegmentEmulator) -> list[dict[str, Any]]:
     return [m for m in segment.messages if m.get("context", {}).get("kseg", {}).get("source") == "digest"]
 
 
+@pytest.mark.long
 async def test_full_digest_against_the_emulator(
     make_pipeline: Any, segment: SegmentEmulator, warehouse_pg: Any, dump_logs: list[Pipeline]
 ) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.harness import ROOT
 
@@ -28,6 +29,7 @@ METRICS = (
 POPULATION = ("users", "personal_devices", "logged_in_users", "shared_devices", "reinstalls")
 
 
+@pytest.mark.long
 def test_identity_bench_smoke_produces_every_metric(tmp_path: Path) -> None:
     run = subprocess.run(
         [

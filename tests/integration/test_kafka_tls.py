@@ -127,6 +127,7 @@ async def test_kseg_topics_cli_over_tls(tls_broker: dict[str, Any], tmp_path: Pa
     assert code == 2 and "not trusted" in out, out
 
 
+@pytest.mark.long
 async def test_receiver_and_worker_deliver_through_tls(
     tls_broker: dict[str, Any], tmp_path: Path, segment: SegmentEmulator
 ) -> None:

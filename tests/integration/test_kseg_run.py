@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+import pytest
 
 from app.warehouse.embedded import EmbeddedWarehouse, pgdata_dir, running_url
 from tests.harness import ROOT, wait_for
@@ -218,6 +219,7 @@ def wait_gone(pids: set[int], timeout: float) -> list[int]:
     return [p for p in pids if alive(p)]
 
 
+@pytest.mark.long
 async def test_kseg_run_killed_leaves_nothing_running_and_the_next_start_says_so(tmp_path: Path) -> None:
     pgdata = pgdata_dir(tmp_path)
     first, _ = await start_run(tmp_path, "first")

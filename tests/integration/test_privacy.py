@@ -317,6 +317,7 @@ def rows_of(url: str, devices: list[str]) -> int:
     return int(found[0][0])
 
 
+@pytest.mark.long
 async def test_delete_by_user_id_erases_everywhere_and_holds_after_restart(
     make_pipeline: Any,
     segment: SegmentEmulator,
@@ -431,6 +432,7 @@ async def test_delete_by_user_id_erases_everywhere_and_holds_after_restart(
     assert dead == [(0,)]
 
 
+@pytest.mark.long
 async def test_device_only_delete_then_segment_webhook_delete_survives_a_kill_mid_fanout(
     make_pipeline: Any,
     segment: SegmentEmulator,
@@ -534,6 +536,7 @@ async def _dropped(p: Pipeline) -> bool:
     return metric(text, "kseg_privacy_dropped_total", reason="deleted", kind="postback") == 1
 
 
+@pytest.mark.long
 async def test_rows_the_loader_had_not_loaded_yet_are_deleted_too(
     make_pipeline: Any, segment: SegmentEmulator, warehouse_pg: Any, dump_logs: list[Pipeline]
 ) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.topics import catalogue
 from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import LINK_TOKEN, Pipeline, run_cli, wait_for
@@ -78,6 +80,7 @@ async def test_worker_refuses_to_start_when_co_partitioned_topics_disagree(make_
     assert f"{p.app_id}.postbacks.raw=4" in out
 
 
+@pytest.mark.long
 async def test_migrate_4_to_8_partitions_keeps_profiles_dedupe_and_links(
     make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline], tmp_path: Path
 ) -> None:

@@ -56,6 +56,7 @@ def trace_now(url: str, ident: str) -> dict[str, Any]:
         return timeline(conn, ident)
 
 
+@pytest.mark.long
 async def test_trace_every_id_type_through_real_processes(
     make_pipeline: Any, segment: SegmentEmulator, warehouse_pg: EmbeddedWarehouse, dump_logs: list[Pipeline]
 ) -> None:

@@ -121,6 +121,7 @@ def spend_row(
     }
 
 
+@pytest.mark.long
 async def test_roas_exact_each_event_once(
     make_pipeline: Any, warehouse_pg: EmbeddedWarehouse, tmp_path: Path, dump_logs: list[Pipeline]
 ) -> None:

@@ -85,6 +85,39 @@ def test_an_exclusive_slot_waits_for_running_tests_and_goes_before_later_ones(tm
     ]
 
 
+def test_exclusive_tests_run_back_to_back_before_ordinary_ones_that_waited_longer(tmp_path: Path) -> None:
+    turnstile, run, waiting = tmp_path / "turnstile", tmp_path / "run", tmp_path / "waiting"
+    order: list[str] = []
+    release_first = threading.Event()
+
+    def hold(name: str, exclusive: bool, until: threading.Event | None = None) -> None:
+        with run_slot(turnstile, run, exclusive=exclusive, waiting=waiting, poll=0.05):
+            order.append(f"{name} in")
+            if until is not None:
+                assert until.wait(10)
+            order.append(f"{name} out")
+
+    first = threading.Thread(target=hold, args=("shared-1", False, release_first))
+    first.start()
+    while order != ["shared-1 in"]:
+        time.sleep(0.01)
+    threads = [first]
+    for name, exclusive in (("exclusive-1", True), ("shared-2", False), ("exclusive-2", True)):
+        threads.append(threading.Thread(target=hold, args=(name, exclusive)))
+        threads[-1].start()
+        time.sleep(0.3)  # each waits in turn: the shared test before the second exclusive one
+    assert order == ["shared-1 in"]
+    release_first.set()
+    for thread in threads:
+        thread.join(10)
+    assert order == [
+        *("shared-1 in", "shared-1 out"),
+        *("exclusive-1 in", "exclusive-1 out"),
+        *("exclusive-2 in", "exclusive-2 out"),
+        *("shared-2 in", "shared-2 out"),
+    ]
+
+
 def test_shared_slots_run_together(tmp_path: Path) -> None:
     turnstile, run = tmp_path / "turnstile", tmp_path / "run"
     with run_slot(turnstile, run, exclusive=False), run_slot(turnstile, run, exclusive=False):
@@ -112,3 +145,13 @@ def test_exclusive_tests_go_first_in_collection_order() -> None:
     items = ["a", "x1", "b", "x2", "c"]
     exclusive_first(items, lambda name: name.startswith("x"))  # type: ignore[arg-type]
     assert items == ["x1", "x2", "a", "b", "c"]
+
+
+def test_long_tests_go_right_after_the_exclusive_ones() -> None:
+    items = ["a", "L1", "x1", "b", "L2", "x2", "c"]
+    exclusive_first(
+        items,
+        lambda name: name.startswith("x"),  # type: ignore[arg-type]
+        lambda name: name.startswith("L"),  # type: ignore[arg-type]
+    )
+    assert items == ["x1", "x2", "L1", "L2", "a", "b", "c"]
