@@ -76,6 +76,8 @@ def _standing(v: ProfileVersion, active: ProfileVersion | None, shadow: ProfileV
         return "active"
     if shadow is not None and v.version == shadow.version:
         return "shadow"
+    if v.author == "seed":  # written by the first publish: the local file the name ran with before
+        return "local file (seeded)"
     return f"published {v.published_at[:10]}"
 
 

@@ -383,7 +383,7 @@ async def test_console_pages_for_operators_and_viewers(
     assert rc == 0, (out, err)
     driver.get(f"{base}/studio")
     options = [o.text for o in driver.find_elements(By.CSS_SELECTOR, "#left option")]
-    assert options[:2] == ["kochava-default@3 · active", "kochava-default@2 · local file"], options
+    assert options[:2] == ["kochava-default@3 · active", "kochava-default@2 · local file (seeded)"], options
     driver.find_element(By.ID, "input").send_keys("event_name=Purchase&kochava_device_id=KIREG&event_value=5")
     driver.find_element(By.CSS_SELECTOR, '#right option[value="kochava-default@2"]').click()
     driver.find_element(By.ID, "try").click()

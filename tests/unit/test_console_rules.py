@@ -123,5 +123,10 @@ def test_the_studio_offers_the_registry_versions_active_first_then_unpublished_l
     # A local file of a version that is published is the published one: offered once.
     same = {"kochava-default": LocalProfile("x.yaml", text, local["kochava-default"].profile)}
     state.apply(_published(text, "2", "2026-11-30T10:00:00Z"))
-    keys = [v.key for v in versions_of(state, same)]
-    assert keys.count("kochava-default@2") == 1
+    offered = [(v.key, v.label) for v in versions_of(state, same)]
+    assert [k for k, _ in offered].count("kochava-default@2") == 1
+    seed = _published(text, "1", "2026-11-29T10:00:00Z").model_copy(update={"author": "seed"})
+    state.apply(seed)
+    assert ("kochava-default@1", "local file (seeded)") in [
+        (v.key, v.label) for v in versions_of(state, same)
+    ]
