@@ -129,7 +129,7 @@ def _flock(path: Path, mode: int) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _nobody_holds(path: Path) -> bool:
+def nobody_holds(path: Path) -> bool:
     """True when no one holds any flock on `path` (checked by taking it exclusively, without waiting)."""
     with path.open("a") as handle:
         try:
@@ -159,7 +159,7 @@ def run_slot(
     with contextlib.ExitStack() as held:
         while True:
             with _flock(turnstile, fcntl.LOCK_EX):
-                if waiting is None or _nobody_holds(waiting):
+                if waiting is None or nobody_holds(waiting):
                     held.enter_context(_flock(run, fcntl.LOCK_SH))
                     break
             time.sleep(poll)

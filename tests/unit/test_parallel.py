@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +17,7 @@ from tests.parallel import (
     exclusive_first,
     free_port,
     module_group,
+    nobody_holds,
     run_slot,
     worker_block,
 )
@@ -51,17 +52,25 @@ def test_a_port_in_use_is_not_bindable() -> None:
     assert bindable(port)
 
 
+def _holder(turnstile: Path, run: Path, order: list[str], waiting: Path | None = None) -> Any:
+    """A thread body: take a slot, note when it is in and out (holding it until `until` is set)."""
+
+    def hold(name: str, exclusive: bool, until: threading.Event | None = None) -> None:
+        with run_slot(turnstile, run, exclusive=exclusive, waiting=waiting, poll=0.05):
+            order.append(f"{name} in")
+            if until is not None:
+                assert until.wait(10)
+            order.append(f"{name} out")
+
+    return hold
+
+
 def test_an_exclusive_slot_waits_for_running_tests_and_goes_before_later_ones(tmp_path: Path) -> None:
     turnstile, run = tmp_path / "turnstile", tmp_path / "run"
     order: list[str] = []
     release_first = threading.Event()
 
-    def hold(name: str, exclusive: bool, until: threading.Event | None = None) -> None:
-        with run_slot(turnstile, run, exclusive=exclusive):
-            order.append(f"{name} in")
-            if until is not None:
-                assert until.wait(10)
-            order.append(f"{name} out")
+    hold = _holder(turnstile, run, order)
 
     first = threading.Thread(target=hold, args=("shared-1", False, release_first))
     first.start()
@@ -69,7 +78,7 @@ def test_an_exclusive_slot_waits_for_running_tests_and_goes_before_later_ones(tm
         time.sleep(0.01)
     alone = threading.Thread(target=hold, args=("exclusive", True))
     alone.start()
-    while _free(turnstile):  # the exclusive test now waits, holding the turnstile
+    while nobody_holds(turnstile):  # the exclusive test now waits, holding the turnstile
         time.sleep(0.01)
     later = threading.Thread(target=hold, args=("shared-2", False))
     later.start()
@@ -90,12 +99,7 @@ def test_exclusive_tests_run_back_to_back_before_ordinary_ones_that_waited_longe
     order: list[str] = []
     release_first = threading.Event()
 
-    def hold(name: str, exclusive: bool, until: threading.Event | None = None) -> None:
-        with run_slot(turnstile, run, exclusive=exclusive, waiting=waiting, poll=0.05):
-            order.append(f"{name} in")
-            if until is not None:
-                assert until.wait(10)
-            order.append(f"{name} out")
+    hold = _holder(turnstile, run, order, waiting)
 
     first = threading.Thread(target=hold, args=("shared-1", False, release_first))
     first.start()
@@ -121,17 +125,7 @@ def test_exclusive_tests_run_back_to_back_before_ordinary_ones_that_waited_longe
 def test_shared_slots_run_together(tmp_path: Path) -> None:
     turnstile, run = tmp_path / "turnstile", tmp_path / "run"
     with run_slot(turnstile, run, exclusive=False), run_slot(turnstile, run, exclusive=False):
-        assert _free(turnstile)
-
-
-def _free(path: Path) -> bool:
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return True
+        assert nobody_holds(turnstile)
 
 
 def test_listed_modules_and_unit_modules_go_to_one_worker_other_tests_one_by_one() -> None:
