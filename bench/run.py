@@ -43,6 +43,7 @@ from app.records import RawPostback, postback_event_id, utc_now_iso
 from bench.deployment import Deployment
 from bench.profile_breakdown import breakdown
 from tests.emulators.segment_api import SegmentEmulator
+from tests.parallel import KSEG_RUN_PORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -825,12 +826,11 @@ async def kseg_run(run: Run, work: Path) -> AsyncIterator[tuple[str, int | None]
     warehouse loader and PostgreSQL, delivering to the bench's Segment emulator. Stopped with SIGINT
     (Ctrl-C) when done, killed if it does not stop."""
     work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    # Never a default port: a test may run its own `kseg run` beside the bench smoke.
+    ports = {name: str(free_port()) for name in KSEG_RUN_PORTS}
+    port = int(ports["KSEG_HTTP_PORT"])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_"))}
-    env |= {
-        "KSEG_HTTP_PORT": str(port),
-        "KSEG_WORKER_WEB_PORT": str(free_port()),
-        "KSEG_WAREHOUSE_WEB_PORT": str(free_port()),
+    env |= ports | {
         "KSEG_DATA_DIR": str(work),
         "KSEG_APP_ID": "benchrun",
         "KSEG_POSTBACK_TOKENS": TOKEN,

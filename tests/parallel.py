@@ -107,6 +107,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no bindable port in this worker's block after 1000 tries")
 
 
+#: Every port `kseg run` binds by default (besides the embedded broker's, a free one unless set).
+KSEG_RUN_PORTS = ("KSEG_HTTP_PORT", "KSEG_WORKER_WEB_PORT", "KSEG_WAREHOUSE_WEB_PORT", "KSEG_CONSOLE_PORT")
+
+
+def kseg_run_ports() -> dict[str, str]:
+    """A free port for each of `KSEG_RUN_PORTS`: two `kseg run`s at once (tests, the bench smoke) never
+    meet on a default port."""
+    return {name: str(free_port()) for name in KSEG_RUN_PORTS}
+
+
 def lock_paths(worker_basetemp: str | None, run_id: str) -> tuple[Path, Path, Path]:
     """The turnstile, the run lock and the exclusive tests' waiting mark shared by the workers of one xdist
     session: in the session's base temporary directory (a worker's own is `<base>/popen-gwN`), which pytest

@@ -16,7 +16,7 @@ import orjson
 
 from tests.emulators.kochava_api import KochavaEmulator
 from tests.harness import ROOT, wait_for
-from tests.parallel import free_port
+from tests.parallel import kseg_run_ports
 
 SECRET = "run-secret"
 GUID = "koapp-run"
@@ -24,16 +24,16 @@ IDFV = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 
 
 async def test_kseg_run_engage_audience_and_suppression_reach_kochava(tmp_path: Path) -> None:
-    port, worker_port = free_port(), free_port()
+    ports = kseg_run_ports()
+    port, worker_port = ports["KSEG_HTTP_PORT"], ports["KSEG_WORKER_WEB_PORT"]
     async with KochavaEmulator(GUID) as kochava:
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_", "KOCHAVA_"))
         }
+        env.update(ports)
         env.update(
-            KSEG_HTTP_PORT=str(port),
-            KSEG_WORKER_WEB_PORT=str(worker_port),
             KSEG_DATA_DIR=str(tmp_path),
             KSEG_APP_ID="audrun",
             SEGMENT_WEBHOOK_SECRET=SECRET,

@@ -16,7 +16,7 @@ import pytest
 
 from app.warehouse.embedded import EmbeddedWarehouse, pgdata_dir, running_url
 from tests.harness import ROOT, wait_for
-from tests.parallel import free_port
+from tests.parallel import kseg_run_ports
 
 
 def descendants(pid: int) -> set[int]:
@@ -99,14 +99,13 @@ def readme_curl_url(port: int) -> str:
 async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_everything(
     tmp_path: Path,
 ) -> None:
-    port, worker_port, loader_port, console_port = free_port(), free_port(), free_port(), free_port()
+    ports = kseg_run_ports()
+    port, worker_port = int(ports["KSEG_HTTP_PORT"]), int(ports["KSEG_WORKER_WEB_PORT"])
+    console_port = int(ports["KSEG_CONSOLE_PORT"])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_"))}
     env.update(
-        {
-            "KSEG_HTTP_PORT": str(port),
-            "KSEG_WORKER_WEB_PORT": str(worker_port),
-            "KSEG_WAREHOUSE_WEB_PORT": str(loader_port),
-            "KSEG_CONSOLE_PORT": str(console_port),
+        ports
+        | {
             "KSEG_DATA_DIR": str(tmp_path),
             "KSEG_APP_ID": "runtest",
         }
@@ -191,14 +190,14 @@ async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_
 
 def run_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_"))}
-    return env | {
-        "KSEG_HTTP_PORT": str(free_port()),
-        "KSEG_WORKER_WEB_PORT": str(free_port()),
-        "KSEG_WAREHOUSE_WEB_PORT": str(free_port()),
-        "KSEG_CONSOLE_PORT": str(free_port()),
-        "KSEG_DATA_DIR": str(tmp_path),
-        "KSEG_APP_ID": "killtest",
-    }
+    return (
+        env
+        | kseg_run_ports()
+        | {
+            "KSEG_DATA_DIR": str(tmp_path),
+            "KSEG_APP_ID": "killtest",
+        }
+    )
 
 
 async def start_run(tmp_path: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:

@@ -9,29 +9,32 @@ import sys
 from pathlib import Path
 
 from tests.harness import ROOT, wait_for
-from tests.parallel import free_port
+from tests.parallel import kseg_run_ports
 
 
-def _env(tmp_path: Path, port: int, worker_port: int) -> dict[str, str]:
+def _env(tmp_path: Path, ports: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KSEG_", "SEGMENT_"))}
-    return env | {
-        "KSEG_HTTP_PORT": str(port),
-        "KSEG_WORKER_WEB_PORT": str(worker_port),
-        "KSEG_DATA_DIR": str(tmp_path),
-        "KSEG_APP_ID": "porttest",
-        "LOG_LEVEL": "info",
-    }
+    return (
+        env
+        | ports
+        | {
+            "KSEG_DATA_DIR": str(tmp_path),
+            "KSEG_APP_ID": "porttest",
+            "LOG_LEVEL": "info",
+        }
+    )
 
 
 async def test_second_kseg_run_names_the_taken_port_and_starts_nothing(tmp_path: Path) -> None:
-    port, worker_port = free_port(), free_port()
+    ports = kseg_run_ports()
+    port, worker_port = ports["KSEG_HTTP_PORT"], ports["KSEG_WORKER_WEB_PORT"]
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()
     second_dir.mkdir()
     screen = first_dir / "screen.txt"
     with screen.open("wb") as out:
         first = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "run"], cwd=ROOT, env=_env(first_dir, port, worker_port),
+            [sys.executable, "-m", "app.cli", "run"], cwd=ROOT, env=_env(first_dir, ports),
             stdout=out, stderr=out,
         )  # fmt: skip
     try:
@@ -47,7 +50,7 @@ async def test_second_kseg_run_names_the_taken_port_and_starts_nothing(tmp_path:
         assert "Joined group" in (first_dir / "logs" / "worker.log").read_text()
 
         second = subprocess.run(
-            [sys.executable, "-m", "app.cli", "run"], cwd=ROOT, env=_env(second_dir, port, worker_port),
+            [sys.executable, "-m", "app.cli", "run"], cwd=ROOT, env=_env(second_dir, ports),
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert second.returncode == 2, second.stderr

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from tests.parallel import (
+    KSEG_RUN_PORTS,
     POOL_START,
     bindable,
     ephemeral_start,
     exclusive_first,
     free_port,
+    kseg_run_ports,
     module_group,
     nobody_holds,
     run_slot,
@@ -149,3 +151,15 @@ def test_long_tests_go_right_after_the_exclusive_ones() -> None:
         lambda name: name.startswith("L"),  # type: ignore[arg-type]
     )
     assert items == ["x1", "x2", "L1", "L2", "a", "b", "c"]
+
+
+def test_kseg_run_ports_name_every_port_kseg_run_binds_by_default() -> None:
+    from app.config import Settings
+
+    defaults = {
+        name.upper()
+        for name, field in Settings.model_fields.items()
+        if name.endswith("_port") and field.default
+    }
+    assert set(KSEG_RUN_PORTS) == defaults
+    assert len(set(kseg_run_ports().values())) == len(KSEG_RUN_PORTS)
