@@ -39,9 +39,14 @@ def write_held(context: Any, table: MutableMapping[Any, Any], writes: Iterable[t
         table[key] = value
 
 
+#: What `HeldWrites` holds for a key the batch deleted (`pop`): a tombstone on `flush`.
+_DELETED = object()
+
+
 class HeldWrites:
-    """A table view for one micro-batch: `get` sees the batch's own writes first; `__setitem__` only
-    remembers the value and the event it belongs to, and `flush` writes them to the table."""
+    """A table view for one micro-batch: `get` sees the batch's own writes (and deletions) first;
+    `__setitem__` and `pop` only remember the change and the event it belongs to, and `flush` applies
+    them to the table."""
 
     def __init__(self, table: MutableMapping[Any, Any], context: Any) -> None:
         self.table = table
@@ -57,17 +62,28 @@ class HeldWrites:
 
     def get(self, key: Any, default: Any = None) -> Any:
         if key in self._writes:
-            return self._writes[key][1]
+            value = self._writes[key][1]
+            return default if value is _DELETED else value
         return self.table.get(key, default)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._writes[key] = (self.event, value)
 
+    def pop(self, key: Any, default: Any = None) -> Any:
+        """Delete `key` as of this batch (later `get`s see nothing); returns what it held."""
+        before = self.get(key, default)
+        self._writes[key] = (self.event, _DELETED)
+        return before
+
     def flush(self) -> None:
-        """Write the held values to the table, each under the event that wrote it last."""
-        write_held(
-            self.context, self.table, ((event, key, value) for key, (event, value) in self._writes.items())
-        )
+        """Apply the held changes to the table, each under the event that made it last (a deletion
+        as `pop`: faust writes a tombstone on the changelog)."""
+        for key, (event, value) in self._writes.items():
+            self.context._set_current_event(event)
+            if value is _DELETED:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = value
         self._writes.clear()
 
 
