@@ -47,6 +47,7 @@ import io
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -144,8 +145,10 @@ class KochavaReportingEmulator(LoopbackServer):
         queue_seconds: float = 0.05,
         run_seconds: float = 0.1,
         rename: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api_key = api_key
+        self.clock = clock  # a test can pass its own to walk a report through its states without sleeping
         self.app_guid = app_guid
         self.host = host
         self.port = port
@@ -286,7 +289,7 @@ class KochavaReportingEmulator(LoopbackServer):
 
     async def _handle_download(self, request: web.Request) -> web.StreamResponse:
         report = self.reports.get(request.match_info["token"])
-        now = time.monotonic()
+        now = self.clock()
         if report is None or report.status(now, self.queue_seconds, self.run_seconds) != "completed":
             return web.Response(status=404, text="NoSuchKey")
         self.downloads += 1
@@ -301,7 +304,7 @@ class KochavaReportingEmulator(LoopbackServer):
     def _request_report(self, body: dict[str, Any], kind: str) -> web.Response:
         self._validate(body, kind)
         signature = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-        now = time.monotonic()
+        now = self.clock()
         for existing in self.reports.values():
             status = existing.status(now, self.queue_seconds, self.run_seconds)
             if existing.signature == signature and status in ("queued", "running"):
@@ -321,7 +324,7 @@ class KochavaReportingEmulator(LoopbackServer):
         if not isinstance(token, str) or token not in self.reports:
             raise _Refuse("Invalid token.")
         report = self.reports[token]
-        status = report.status(time.monotonic(), self.queue_seconds, self.run_seconds)
+        status = report.status(self.clock(), self.queue_seconds, self.run_seconds)
         answer: dict[str, Any] = {"status": status, "progress": _progress_pct(status), "report": ""}
         if status == "completed":
             answer["report"] = f"http://{self.host}:{self.port}/_reports/{token}"
