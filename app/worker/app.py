@@ -115,7 +115,7 @@ def build_faust_app(settings: Settings) -> faust.App:
         autodiscover=False,
         processing_guarantee="at_least_once",
         producer_acks=-1,
-        producer_linger_ms=0,
+        producer_linger_ms=settings.kseg_changelog_linger_ms,  # only the changelogs: no event waits
         # Changelogs in real batches on every broker; on the embedded broker recovery reads their ends.
         producer_max_batch_size=settings.changelog_batch_bytes,
         TableManager=KsegTableManager,
