@@ -9,7 +9,6 @@ never share an id. A notice older than the device's current link changes no pers
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -25,7 +24,7 @@ from app.identity.person import (
 )
 from app.identity.records import id_type
 from app.identity.resolver import effective_anonymous_id
-from app.ids import KSEG_UUID_NAMESPACE, anonymous_id_for
+from app.ids import anonymous_id_for, kseg_uuid5
 from app.lifecycle.traits import lifecycle_traits
 from app.records import Attribution, AttributionProfile, DeviceLinked
 from app.sections import IdentitySettings
@@ -82,7 +81,7 @@ def content_message_id(namespace: str, message: dict[str, Any]) -> str:
     again gets the same id (Segment drops the repeat), a different one never reuses it."""
     body = {k: v for k, v in message.items() if k != "messageId"}
     digest = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
-    return str(uuid.uuid5(KSEG_UUID_NAMESPACE, f"{namespace}:call:{digest}"))
+    return kseg_uuid5(f"{namespace}:call:{digest}")
 
 
 def _with_id(message: dict[str, Any], namespace: str) -> dict[str, Any]:

@@ -66,6 +66,10 @@ MAX_REVENUE = 1e12
 _MACRO_RE = re.compile(r"^\{[A-Za-z0-9_.]+\}$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _EPOCH_RE = re.compile(r"^\d+(\.\d+)?$")
+#: What `parse_timestamp` returns: ISO-8601 UTC with milliseconds and `Z`, in 2000-2099.
+_CANONICAL_RE = re.compile(r"20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z\Z")
+_MS_THRESHOLD_INT = 100_000_000_000
+_ZONE_WORD_RE = re.compile(r"\s*(UTC|GMT)$", re.IGNORECASE)
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # A `+02:00` offset whose `+` became a space when an unencoded query string was decoded.
 _LOST_PLUS_RE = re.compile(r"^(\S+[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
@@ -113,6 +117,8 @@ def json_safe(value: Any, depth: int = 0) -> Any:
 
 
 def _utf8(text: str) -> str:
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
         return text
@@ -141,7 +147,25 @@ def parse_timestamp(value: Any) -> str:
         text = value.strip()
     else:
         raise ValueError(f"not a time: {type(value).__name__}")
-    if _EPOCH_RE.match(text) or (isinstance(value, int | float) and _NUMBER_RE.match(text)):
+    if _CANONICAL_RE.match(text):
+        # Already the form this returns (the receiver's `received_at`): only its validity to check.
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            pass  # not a real date: the general path below says so
+        else:
+            return text
+    if len(text) <= 18 and text.isascii() and text.isdigit():
+        # Whole epoch seconds or milliseconds: the Decimal arithmetic below in integers (exact either way).
+        number_int = int(text)
+        if number_int >= _MS_THRESHOLD_INT:
+            if number_int >= _MS_THRESHOLD_INT * 1000:
+                raise ValueError(f"time out of range: {text!r}")
+            millis = number_int
+        else:
+            millis = number_int * 1000
+        dt = _EPOCH + timedelta(milliseconds=millis)
+    elif _EPOCH_RE.match(text) or (isinstance(value, int | float) and _NUMBER_RE.match(text)):
         try:
             number = Decimal(text)
         except InvalidOperation as exc:
@@ -153,7 +177,7 @@ def parse_timestamp(value: Any) -> str:
         millis = int((number * 1000).to_integral_value(rounding=ROUND_FLOOR))
         dt = _EPOCH + timedelta(milliseconds=millis)
     else:
-        cleaned = re.sub(r"\s*(UTC|GMT)$", "", text, flags=re.IGNORECASE)
+        cleaned = _ZONE_WORD_RE.sub("", text)
         cleaned = _LOST_PLUS_RE.sub(r"\1+\2", cleaned)
         try:
             dt = datetime.fromisoformat(cleaned)

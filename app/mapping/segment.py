@@ -6,10 +6,9 @@ at-least-once delivery produces; every call gets its own id so an identify never
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from app.ids import KSEG_UUID_NAMESPACE
+from app.ids import kseg_uuid5
 from app.lifecycle.signals import STAGE_CHANGED_EVENT, StageChange
 from app.lifecycle.traits import mark_sent, pending_traits
 from app.records import Attribution, AttributionProfile, CanonicalEvent, ResolvedIdentity
@@ -23,7 +22,7 @@ def call_message_id(event: CanonicalEvent, part: str) -> str:
     """The event's messageId for its main track, a uuid5 of it for every other call (< 100 chars)."""
     if part == "track":
         return event.message_id
-    return str(uuid.uuid5(KSEG_UUID_NAMESPACE, f"{event.message_id}:{part}"))
+    return kseg_uuid5(f"{event.message_id}:{part}")
 
 
 def campaign_object(touch: Attribution | None) -> dict[str, str]:

@@ -12,7 +12,6 @@ and writing, and unit tests drive these functions with plain dicts.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ from app.audiences.records import DeviceFacts
 from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
 from app.identity.resolver import IdentityRules
-from app.ids import KSEG_UUID_NAMESPACE
+from app.ids import kseg_uuid5
 from app.lifecycle.config import load_config_rates
 from app.lifecycle.currency import Rates
 from app.lifecycle.traits import RIDE_ALONG
@@ -182,7 +181,7 @@ class Batch:
             earlier_step.calls = [call for call in earlier_step.calls if call is not earlier_identify]
             ltv = {k: v for k, v in earlier_identify["traits"].items() if k in RIDE_ALONG}
             ids = f"{earlier_identify['messageId']}+{calls[at]['messageId']}"
-            message_id = str(uuid.uuid5(KSEG_UUID_NAMESPACE, ids))
+            message_id = kseg_uuid5(ids)
             calls[at] = {**calls[at], "messageId": message_id, "traits": {**ltv, **calls[at]["traits"]}}
             folded = True
         if outcome.ride_along:

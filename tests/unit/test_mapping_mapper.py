@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.ids import message_id_for
 from app.mapping import (
@@ -375,3 +378,32 @@ def test_placeholder_words_count_as_absent(word: str) -> None:
     assert (ev.products, ev.revenue, ev.currency, ev.attribution.campaign) == (None, None, None, None)
     assert ev.timestamp == RECEIVED
     assert ok(event_name="X", idfa=IDFA, country="na").attribution.country == "NA"
+
+
+def _parsed(value: Any) -> str | None:
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
+
+
+@given(st.integers(min_value=0, max_value=10**18))
+def test_whole_epoch_digits_parse_as_their_decimal_form(number: int) -> None:
+    """Whole seconds or milliseconds take an integer shortcut: the same time (or refusal) as the same
+    number written with a fraction, which takes the Decimal path."""
+    assert _parsed(str(number)) == _parsed(f"{number}.0")
+
+
+@given(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2110, 1, 1)))
+def test_a_time_already_in_the_output_form_comes_back_unchanged(when: datetime) -> None:
+    """The receiver's `received_at` (ISO UTC, milliseconds, `Z`) takes a shortcut: the same result as the
+    same time written with an explicit offset."""
+    text = when.isoformat(timespec="milliseconds") + "Z"
+    assert _parsed(text) == _parsed(text[:-1] + "+00:00")
+    if _parsed(text) is not None:
+        assert _parsed(text) == text
+
+
+def test_an_impossible_date_in_the_output_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an ISO-8601"):
+        parse_timestamp("2025-02-30T00:00:00.000Z")
