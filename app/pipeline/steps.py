@@ -132,12 +132,21 @@ class Batch:
     ride_along: dict[str, tuple[Step, dict[str, Any]]] = field(default_factory=dict)
     #: Suppression marks and erasures of this batch (privacy commands), written after the profiles.
     privacy: PrivacyBatch = field(default_factory=PrivacyBatch)
+    #: Stored profiles this batch read and validated, by device (the table changes only after the batch).
+    read: dict[str, AttributionProfile] = field(default_factory=dict)
 
     def profile(self, device_key: str) -> AttributionProfile:
-        if device_key in self.states:
-            return self.states[device_key]
-        stored = self.stored_profile(device_key)
-        return AttributionProfile.model_validate(stored) if stored else AttributionProfile()
+        """The device's profile as of this point of the batch: its own latest state, else the stored one
+        (read and validated once per batch: dedupe, parking and processing all ask for it)."""
+        state = self.states.get(device_key)
+        if state is not None:
+            return state
+        state = self.read.get(device_key)
+        if state is None:
+            stored = self.stored_profile(device_key)
+            state = AttributionProfile.model_validate(stored) if stored else AttributionProfile()
+            self.read[device_key] = state
+        return state
 
     def seen(self, device_key: str, event_id: str) -> bool:
         """Whether the device processed this postback within the dedupe window."""
@@ -325,12 +334,12 @@ def handle_postback(
     step = Step(event, sends, outcome=done)
     folded = batch.coalesce(device_key, step, out)
     batch.add(step, device_key, out.state, seen_id=raw.event_id)
-    config.metrics.processed.labels(kind=out.event.kind).inc()
+    config.metrics.labelled(config.metrics.processed, out.event.kind).inc()
     counted = [msg["type"] for msg in step.calls]
     if folded:
         counted.remove("identify")  # it replaces an identify counted with an earlier event
     for kind in counted:
-        config.metrics.segment_messages.labels(type=kind).inc()
+        config.metrics.labelled(config.metrics.segment_messages, kind).inc()
     config.metrics.warehouse_rows.inc()
 
 
@@ -347,7 +356,7 @@ def handle_device_linked(
     facts = facts_sends(device_facts(before, state, device_key, utc_now_iso()))
     batch.add(Step(event, facts, calls=messages), device_key, state)
     for msg in messages:
-        config.metrics.segment_messages.labels(type=msg["type"]).inc()
+        config.metrics.labelled(config.metrics.segment_messages, msg["type"]).inc()
     if notice.answers_reinstall and state.awaiting_index_answers > 0:
         if state.first_touch is not None or state.awaiting_index_answers == 1:
             release_parked(batch, event, device_key, state, config)
