@@ -74,6 +74,7 @@ _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # A `+02:00` offset whose `+` became a space when an unencoded query string was decoded.
 _LOST_PLUS_RE = re.compile(r"^(\S+[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
 _PLACEHOLDERS = frozenset({"null", "none", "nil", "undefined", "n/a"})
+_PLACEHOLDER_MAX = max(len(word) for word in _PLACEHOLDERS)
 _FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
 _TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t"})
 _REENGAGEMENT_WORDS = frozenset({"reengagement", "re-engagement", "re_engagement"})
@@ -219,7 +220,12 @@ def is_unfilled(value: Any) -> bool:
         return True
     if isinstance(value, str):
         text = value.strip()
-        return not text or text.lower() in _PLACEHOLDERS or bool(_MACRO_RE.match(text))
+        if not text:
+            return True
+        # Placeholders are short and macros start with a brace: most values skip both checks.
+        if len(text) <= _PLACEHOLDER_MAX and text.lower() in _PLACEHOLDERS:
+            return True
+        return text[0] == "{" and bool(_MACRO_RE.match(text))
     return False
 
 

@@ -278,14 +278,17 @@ def with_lifecycle(
     identity: ResolvedIdentity,
     profile: AttributionProfile,
     change: StageChange | None,
+    pending: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], AttributionProfile]:
     """The event's calls with its lifecycle signals, and the profile marked as told.
 
     Changed lifecycle traits join the event's identify (or one identify of their own, first, so the traits
     are set when the tracks land); nothing is added when nothing a marketer builds on changed. A stage
-    change adds one `Lifecycle Stage Changed` track {from, to, reason}.
+    change adds one `Lifecycle Stage Changed` track {from, to, reason}. `pending` is
+    `pending_traits(profile)` when the caller has it already.
     """
-    pending = pending_traits(profile)
+    if pending is None:
+        pending = pending_traits(profile)
     out = list(calls)
     if pending:
         at = next((i for i, c in enumerate(out) if c["type"] == "identify"), None)

@@ -260,7 +260,7 @@ def _outcome(
     version: str | None = None,
     reason: str | None = None,
 ) -> ProcessedEvent:
-    return ProcessedEvent.model_construct(
+    return ProcessedEvent(
         event_id=raw.event_id,
         device_key=device_key,
         outcome=outcome,
