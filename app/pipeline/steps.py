@@ -323,7 +323,7 @@ def handle_postback(
         return
     assert out.event is not None and out.row is not None  # a mapped postback always has both
     if out.change is not None:
-        config.metrics.lifecycle.stage_changes.labels(to=out.change.to_stage).inc()
+        config.metrics.labelled(config.metrics.lifecycle.stage_changes, out.change.to_stage).inc()
     if out.unconverted_currency:
         config.metrics.lifecycle.revenue_without_rate.labels(currency=out.unconverted_currency).inc()
 
