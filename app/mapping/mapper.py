@@ -73,6 +73,8 @@ _ZONE_WORD_RE = re.compile(r"\s*(UTC|GMT)$", re.IGNORECASE)
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # A `+02:00` offset whose `+` became a space when an unencoded query string was decoded.
 _LOST_PLUS_RE = re.compile(r"^(\S+[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
+_IPV4_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(rf"{_IPV4_OCTET}(?:\.{_IPV4_OCTET}){{3}}\Z")
 _PLACEHOLDERS = frozenset({"null", "none", "nil", "undefined", "n/a"})
 _PLACEHOLDER_MAX = max(len(word) for word in _PLACEHOLDERS)
 _FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
@@ -111,7 +113,13 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     if depth >= 16:
         return _utf8(str(value))[:MAX_TEXT_CHARS]
     if isinstance(value, dict):
-        return {_utf8(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
+        # ASCII text keys and values (nearly every postback parameter) are kept as they are, inline.
+        return {
+            k if type(k) is str and k.isascii() else _utf8(str(k)): v
+            if type(v) is str and v.isascii()
+            else json_safe(v, depth + 1)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [json_safe(v, depth + 1) for v in value]
     return _utf8(str(value))
@@ -509,6 +517,8 @@ def _ad_tracking(
 def _valid_ip(text: str | None) -> str | None:
     if not text:
         return None
+    if _IPV4_RE.match(text):
+        return text  # dotted-quad without leading zeros: already what `ip_address` would print
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
