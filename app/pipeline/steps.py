@@ -42,6 +42,7 @@ from app.records import (
     DeadLetter,
     DeviceLinked,
     ProcessedEvent,
+    ProcessingOutcome,
     ProcessingReceipt,
     RawPostback,
     dumps,
@@ -255,7 +256,7 @@ def facts_sends(facts: list[DeviceFacts]) -> list[Send]:
 def _outcome(
     raw: RawPostback,
     device_key: str,
-    outcome: str,
+    outcome: ProcessingOutcome,
     profile: str | None = None,
     version: str | None = None,
     reason: str | None = None,
