@@ -12,6 +12,11 @@ stands in for the profiles table and holds each profile as the bytes faust's JSO
 would store, decoded again on every read, as the RocksDB store does. Every produced value is already
 bytes (the steps encode their records); the profile writes are encoded here.
 
+The device index answers as in the worker: each batch's index updates go through the index's own rule
+(`app.identity.index.apply_update`, on plain records), and its notices to device keys are the first
+records of the next batch (so a reinstall's parked postbacks are released, as they are in the worker).
+The index's CPU is the device-index agent's, not the processing agent's: it is timed apart and left out.
+
 The baseline in the same run is the floor any processor pays per postback: decode the raw record's bytes
 and encode one output value. Both are reported in µs of CPU per postback, min and median of the repeats.
 
@@ -36,6 +41,10 @@ from typing import Any
 
 import orjson
 
+from app import topics
+from app.identity.agents import index_limits
+from app.identity.index import IndexLimits, apply_update
+from app.identity.records import DeviceIndexUpdate, DeviceRecord
 from app.mapping import ProfileRegistry
 from app.pipeline.steps import Batch, Send, StepConfig, handle_record, processing_receipts
 from app.runtime.batching import BATCH_MAX
@@ -54,7 +63,12 @@ class Drain:
     sends: int = 0
     outputs: int = 0
     receipts: int = 0
-    #: Event ids of the postbacks each batch's processing receipt names (every postback must be there).
+    #: Notices from the device index the steps handled (user links, a reinstall's answers).
+    notices: int = 0
+    #: CPU seconds of the device index's own work (left out of the processing agent's figure).
+    index_cpu: float = 0.0
+    #: What each postback became, by event id, as the processing receipts say (the latest outcome: a
+    #: parked postback is `mapped` once its device's index answers release it).
     outcomes: dict[str, str] = field(default_factory=dict)
 
     def stored_profile(self, device_key: str) -> dict[str, Any] | None:
@@ -62,13 +76,44 @@ class Drain:
         return orjson.loads(value) if value is not None else None
 
 
+@dataclass
+class DeviceIndex:
+    """The device index on plain records: the device-index agent's rule, its notices as records."""
+
+    limits: IndexLimits
+    records: dict[str, DeviceRecord | None] = field(default_factory=dict)
+
+    def answer(self, sends: list[Send]) -> list[RawRecord]:
+        """The `identity.device-events` records the batch's index updates lead to (and forwards applied)."""
+        queue = [
+            DeviceIndexUpdate.model_validate(orjson.loads(v)) for t, _, v in sends if t == topics.DEVICE_INDEX
+        ]
+        notices: list[RawRecord] = []
+        while queue:
+            update = queue.pop(0)
+            result = apply_update(self.records.get(update.device), update, self.limits)
+            self.records[update.device] = result.record
+            notices += [(n.device_key.encode(), n.encode()) for n in result.notices]
+            queue += result.forward
+        return notices
+
+
 def drain(records: list[RawRecord], config: StepConfig, batch_max: int = BATCH_MAX) -> Drain:
-    """The processing agent's loop (`process_batch`) over `records`, in micro-batches of `batch_max`."""
+    """The processing agent's loop (`process_batch`) over `records`, in micro-batches of `batch_max`;
+    the device index's notices lead each next batch."""
     out = Drain()
-    for start in range(0, len(records), batch_max):
+    index = DeviceIndex(index_limits(config.settings))
+    waiting: list[RawRecord] = []
+    position, n = 0, 0
+    while position < len(records) or waiting:
+        room = max(batch_max - len(waiting), 0)
+        items = [*waiting, *records[position : position + room]]
+        out.notices += len(waiting)
+        position += room
         batch = Batch(stored_profile=out.stored_profile, config=config)
-        for n, (key, value) in enumerate(records[start : start + batch_max], start):
+        for key, value in items:
             handle_record(batch, n, key, value, config)
+            n += 1
         receipts = processing_receipts(batch)
         sends: list[Send] = [*batch.sends, *receipts]
         out.sends += len(sends)
@@ -79,6 +124,9 @@ def drain(records: list[RawRecord], config: StepConfig, batch_max: int = BATCH_M
                 out.outcomes[step.outcome.event_id] = step.outcome.outcome
         for _event, device_key, state in batch.profile_writes():
             out.table[device_key] = orjson.dumps(state)
+        start = time.process_time()
+        waiting = index.answer(sends)
+        out.index_cpu += time.process_time() - start
     return out
 
 
@@ -91,10 +139,13 @@ def floor(records: list[RawRecord]) -> int:
 
 
 def cpu_us_per_event(run: Callable[[], Any], events: int) -> float:
-    """CPU µs per event of one call of `run`."""
+    """CPU µs per event of one call of `run` (less the device index's CPU, when it returns a `Drain`)."""
     start = time.process_time()
-    run()
-    return (time.process_time() - start) * 1e6 / events
+    result = run()
+    spent = time.process_time() - start
+    if isinstance(result, Drain):
+        spent -= result.index_cpu
+    return spent * 1e6 / events
 
 
 def step_config() -> StepConfig:
@@ -122,6 +173,7 @@ def measure(records: list[RawRecord], repeats: int) -> dict[str, Any]:
         "postbacks": len(records),
         "outcomes": len(first.outcomes),
         "outcome_counts": _count(first.outcomes.values()),
+        "notices": first.notices,
         "records_sent": first.sends,
         "bytes_sent": first.outputs,
         "profiles_written": len(first.table),
@@ -177,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"postbacks: {result['postbacks']} ({'steady' if args.steady else 'peak'} mix), "
         f"batches of {BATCH_MAX}, {args.repeats} repeats\n"
-        f"outcomes: {result['outcome_counts']}; records sent {result['records_sent']} "
+        f"outcomes: {result['outcome_counts']}; index notices handled {result['notices']}; "
+        f"records sent {result['records_sent']} "
         f"({result['bytes_sent']} bytes), profiles written {result['profiles_written']}\n"
         f"kseg steps   µs CPU per postback: min {result['kseg_us_min']:.1f}, "
         f"median {result['kseg_us_median']:.1f}\n"

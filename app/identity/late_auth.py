@@ -19,6 +19,7 @@ from app.identity.person import (
     is_older,
     make_shared,
     may_adopt,
+    owned_copy,
     owner_of,
     take_ownership,
 )
@@ -145,7 +146,7 @@ def adopt_first_touch(state: AttributionProfile, notice: DeviceLinked) -> Attrib
     """
     if notice.first_touch is None or notice.shared or state.device_shared or state.first_touch is not None:
         return state
-    new = state.model_copy(deep=True)
+    new = owned_copy(state)
     new.first_touch = notice.first_touch.model_copy()
     if new.install_id is None:
         new.install_id = notice.install_id
@@ -175,7 +176,7 @@ def adopt_anonymous_id(
     if not may_adopt(state, sdk_id, notice.anonymous_id_at or notice.linked_at, seen_with):
         identity_metrics.merges_refused.labels(reason="previous_owner").inc()
         return state, []
-    new = state.model_copy(deep=True)
+    new = owned_copy(state)
     new.sdk_anonymous_id = sdk_id
     if seen_with and new.ownership.anonymous_owner is None:
         new.ownership.anonymous_owner = seen_with  # the SDK's history is that person's
@@ -212,7 +213,7 @@ def apply_link(
       the new user starts with none of the previous user's person state (`hand_over`);
     - a link older than the device's current one (a replayed old login): no person change.
     """
-    new = state.model_copy(deep=True)
+    new = owned_copy(state)
     new.anonymous_id = state.anonymous_id or anonymous_id_for(settings.kseg_namespace, device_key)
 
     if notice.shared:

@@ -12,9 +12,10 @@ def test_every_postback_gets_an_outcome_and_its_outputs() -> None:
     records = core_bench.backlog(40)
     out = core_bench.drain(records, core_bench.step_config(), batch_max=16)
     assert len(records) == 40
-    # Every postback is named in a processing receipt (one per micro-batch of 16: 3 batches).
-    assert len(out.outcomes) == 40 and out.receipts == 3
-    assert set(out.outcomes.values()) <= {"mapped", "parked"} and "mapped" in out.outcomes.values()
+    # Every postback is named in a processing receipt (at least one per micro-batch of 16).
+    assert len(out.outcomes) == 40 and out.receipts >= 3
+    # The device index answered: its notices were handled, and no reinstall is left parked.
+    assert out.notices > 0 and set(out.outcomes.values()) == {"mapped"}
     mapped = sum(1 for outcome in out.outcomes.values() if outcome == "mapped")
     # A mapped postback sends at least its outbox record and its warehouse row.
     assert out.sends >= 2 * mapped + out.receipts and out.outputs > 0
