@@ -29,11 +29,11 @@ def apply_event(profile: AttributionProfile, event: CanonicalEvent) -> tuple[Att
     """
     updated = profile.model_copy()  # every change below assigns a field: nothing nested is mutated
     first_install = False
-    touch = event.attribution.model_copy()
+    touch = event.attribution  # the profile keeps a copy of it, made only where it keeps one
 
     if event.kind == "install":
         if updated.first_touch is None:
-            updated.first_touch = touch
+            updated.first_touch = touch.model_copy()
             updated.install_id = event.install_id
             first_install = True
         elif _same_install(updated, event):
@@ -44,7 +44,7 @@ def apply_event(profile: AttributionProfile, event: CanonicalEvent) -> tuple[Att
     if event.reengagement:
         last = updated.last_touch
         if last is None or (last.attributed_at or "") <= (touch.attributed_at or ""):
-            updated.last_touch = touch
+            updated.last_touch = touch.model_copy()
 
     if event.kind == "purchase":
         updated.purchase_count += 1

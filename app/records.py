@@ -139,7 +139,11 @@ class DeviceIds(BaseModel):
 
     def typed(self) -> list[str]:
         """`type:value` strings for every usable id, the keys of the identity index."""
-        return [f"{k}:{v}" for k, v in self.model_dump().items() if v]
+        return [f"{k}:{v}" for k in _DEVICE_ID_FIELDS if (v := getattr(self, k))]
+
+
+#: `DeviceIds`'s fields, in order.
+_DEVICE_ID_FIELDS = tuple(DeviceIds.model_fields)
 
 
 class Attribution(BaseModel):

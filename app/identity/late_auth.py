@@ -9,7 +9,6 @@ never share an id. A notice older than the device's current link changes no pers
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -20,12 +19,13 @@ from app.identity.person import (
     is_older,
     make_shared,
     may_adopt,
+    owned_copy,
     owner_of,
     take_ownership,
 )
 from app.identity.records import id_type
 from app.identity.resolver import effective_anonymous_id
-from app.ids import KSEG_UUID_NAMESPACE, anonymous_id_for
+from app.ids import anonymous_id_for, kseg_uuid5
 from app.lifecycle.traits import lifecycle_traits
 from app.records import Attribution, AttributionProfile, DeviceLinked
 from app.sections import IdentitySettings
@@ -82,7 +82,7 @@ def content_message_id(namespace: str, message: dict[str, Any]) -> str:
     again gets the same id (Segment drops the repeat), a different one never reuses it."""
     body = {k: v for k, v in message.items() if k != "messageId"}
     digest = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
-    return str(uuid.uuid5(KSEG_UUID_NAMESPACE, f"{namespace}:call:{digest}"))
+    return kseg_uuid5(f"{namespace}:call:{digest}")
 
 
 def _with_id(message: dict[str, Any], namespace: str) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def adopt_first_touch(state: AttributionProfile, notice: DeviceLinked) -> Attrib
     """
     if notice.first_touch is None or notice.shared or state.device_shared or state.first_touch is not None:
         return state
-    new = state.model_copy(deep=True)
+    new = owned_copy(state)
     new.first_touch = notice.first_touch.model_copy()
     if new.install_id is None:
         new.install_id = notice.install_id
@@ -176,7 +176,7 @@ def adopt_anonymous_id(
     if not may_adopt(state, sdk_id, notice.anonymous_id_at or notice.linked_at, seen_with):
         identity_metrics.merges_refused.labels(reason="previous_owner").inc()
         return state, []
-    new = state.model_copy(deep=True)
+    new = owned_copy(state)
     new.sdk_anonymous_id = sdk_id
     if seen_with and new.ownership.anonymous_owner is None:
         new.ownership.anonymous_owner = seen_with  # the SDK's history is that person's
@@ -213,7 +213,7 @@ def apply_link(
       the new user starts with none of the previous user's person state (`hand_over`);
     - a link older than the device's current one (a replayed old login): no person change.
     """
-    new = state.model_copy(deep=True)
+    new = owned_copy(state)
     new.anonymous_id = state.anonymous_id or anonymous_id_for(settings.kseg_namespace, device_key)
 
     if notice.shared:

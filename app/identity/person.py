@@ -71,6 +71,15 @@ def person_anonymous_id(
     return anonymous_id_for(namespace, f"{device_key}:person:{user_id}")
 
 
+def owned_copy(state: AttributionProfile) -> AttributionProfile:
+    """A copy of `state` whose fields, and its ownership record's, the identity rules may assign in place.
+
+    Everything else nested (id lists, dedupe marks, parked postbacks, touches, lifecycle) stays shared
+    with `state`: no rule changes those in place, each one assigns a new value. A deep copy of every
+    device state on every link notice cost more than the rule itself."""
+    return state.model_copy(update={"ownership": state.ownership.model_copy()})
+
+
 def _retire(retired: list[str], ids: list[str | None]) -> list[str]:
     out = list(retired)
     for value in ids:
@@ -96,7 +105,7 @@ def hand_over(
     suppression, stage or alias; the anonymousIds in use are retired and the new owner gets one of
     their own. The previous owner keeps their history: nothing is sent to their profile.
     """
-    new = state.model_copy(deep=True)
+    new = owned_copy(state)
     own = new.ownership
     own.retired_anonymous_ids = _retire(
         own.retired_anonymous_ids,
@@ -121,7 +130,7 @@ def hand_over(
 def make_shared(state: AttributionProfile, device_key: str, namespace: str) -> AttributionProfile:
     """The profile of a device found shared: it belongs to nobody, keeps no person's hashes, and its
     anonymous events go to an anonymousId of the device's own, never to one a person used on it."""
-    new = state.model_copy(deep=True)
+    new = owned_copy(state)
     own = new.ownership
     own.retired_anonymous_ids = _retire(
         own.retired_anonymous_ids,

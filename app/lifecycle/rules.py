@@ -97,10 +97,35 @@ def is_organic(network: str | None, rules: LifecycleRules) -> bool:
 
 
 def channel_of(network: str | None, rules: LifecycleRules) -> tuple[str, bool]:
-    """(channel, paid) of an attributed network name: the first matching rule, organic for no network."""
-    if is_organic(network, rules):
-        return ORGANIC, False
+    """(channel, paid) of an attributed network name: the first matching rule, organic for no network.
+
+    Remembered per rules and network name (a profile's rules are frozen, and a campaign stream repeats a
+    handful of networks): the patterns are matched once per name, not once per postback."""
     name = (network or "").strip().lower()
+    hit = _CHANNELS.get(id(rules))
+    if hit is None or hit[0] is not rules:
+        if len(_CHANNELS) >= _CHANNELS_MAX:
+            _CHANNELS.clear()
+        hit = _CHANNELS[id(rules)] = (rules, {})
+    known = hit[1]
+    found = known.get(name)
+    if found is None:
+        found = _channel_of(name, rules)
+        if len(known) >= _NAMES_MAX:  # a flood of distinct names: start over rather than grow
+            known.clear()
+        known[name] = found
+    return found
+
+
+#: id(rules) -> (rules, network name -> (channel, paid)); holding the rules keeps the id from being reused.
+_CHANNELS: dict[int, tuple[LifecycleRules, dict[str, tuple[str, bool]]]] = {}
+_CHANNELS_MAX = 256
+_NAMES_MAX = 4096
+
+
+def _channel_of(name: str, rules: LifecycleRules) -> tuple[str, bool]:
+    if is_organic(name, rules):
+        return ORGANIC, False
     for rule in rules.channels:
         if _matches(name, rule.networks):
             return rule.channel, rule.paid

@@ -11,7 +11,6 @@ its `DriftReport` to `mapping.reports`; `kseg mapping drift` adds the workers' r
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -40,8 +39,7 @@ def redact(key: str, value: Any, profile: MappingProfile) -> str:
     """An example value safe to show and keep: emails hashed, id-shaped or credential-keyed values reduced
     to their length, the rest cut to `EXAMPLE_CHARS`."""
     text = value if isinstance(value, str) else repr(value)
-    low = key.lower()
-    if any(fnmatch.fnmatchcase(low, pat.lower()) for pat in profile.drop_params):
+    if profile.lookups.dropped(key):
         return f"<redacted, {len(text)} chars>"
     if _EMAIL.search(text):
         return "sha256:" + sha256_hex(text.strip().lower())[:16]
@@ -58,15 +56,13 @@ def observe(
 ) -> list[Observation]:
     """What one postback shows of drift against the profile it was mapped with."""
     out: list[Observation] = []
-    declared = {
-        k.lower() for name in type(profile.fields).model_fields for k in getattr(profile.fields, name)
-    }
-    declared |= {k.lower() for k in profile.known_keys}
+    lookups = profile.lookups
+    declared = lookups.declared_keys
     for key, value in params.items():
         low = key.lower()
         if low in declared or low == "profile":
             continue
-        if any(fnmatch.fnmatchcase(low, pat.lower()) for pat in profile.drop_params):
+        if lookups.dropped(key):
             continue
         out.append(("unknown_key", key[:128], redact(key, value, profile)))
     name = _event_name(params, profile)

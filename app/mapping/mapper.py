@@ -7,7 +7,6 @@ payload and the profile version, so it can be inspected and replayed after the p
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import ipaddress
 import json
 import math
@@ -20,7 +19,7 @@ import orjson
 
 from app.ids import clean_id, is_zero_ad_id, message_id_for, normalise_email, normalise_phone
 from app.lifecycle.rules import is_reengagement_type
-from app.mapping.profile import MappingProfile
+from app.mapping.profile import MappingProfile, ProfileLookups
 from app.records import (
     Attribution,
     CanonicalEvent,
@@ -67,10 +66,17 @@ MAX_REVENUE = 1e12
 _MACRO_RE = re.compile(r"^\{[A-Za-z0-9_.]+\}$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _EPOCH_RE = re.compile(r"^\d+(\.\d+)?$")
+#: What `parse_timestamp` returns: ISO-8601 UTC with milliseconds and `Z`, in 2000-2099.
+_CANONICAL_RE = re.compile(r"20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z\Z")
+_MS_THRESHOLD_INT = 100_000_000_000
+_ZONE_WORD_RE = re.compile(r"\s*(UTC|GMT)$", re.IGNORECASE)
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 # A `+02:00` offset whose `+` became a space when an unencoded query string was decoded.
 _LOST_PLUS_RE = re.compile(r"^(\S+[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
+_IPV4_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(rf"{_IPV4_OCTET}(?:\.{_IPV4_OCTET}){{3}}\Z")
 _PLACEHOLDERS = frozenset({"null", "none", "nil", "undefined", "n/a"})
+_PLACEHOLDER_MAX = max(len(word) for word in _PLACEHOLDERS)
 _FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
 _TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t"})
 _REENGAGEMENT_WORDS = frozenset({"reengagement", "re-engagement", "re_engagement"})
@@ -107,13 +113,21 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     if depth >= 16:
         return _utf8(str(value))[:MAX_TEXT_CHARS]
     if isinstance(value, dict):
-        return {_utf8(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
+        # ASCII text keys and values (nearly every postback parameter) are kept as they are, inline.
+        return {
+            k if type(k) is str and k.isascii() else _utf8(str(k)): v
+            if type(v) is str and v.isascii()
+            else json_safe(v, depth + 1)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [json_safe(v, depth + 1) for v in value]
     return _utf8(str(value))
 
 
 def _utf8(text: str) -> str:
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
         return text
@@ -142,7 +156,25 @@ def parse_timestamp(value: Any) -> str:
         text = value.strip()
     else:
         raise ValueError(f"not a time: {type(value).__name__}")
-    if _EPOCH_RE.match(text) or (isinstance(value, int | float) and _NUMBER_RE.match(text)):
+    if _CANONICAL_RE.match(text):
+        # Already the form this returns (the receiver's `received_at`): only its validity to check.
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            pass  # not a real date: the general path below says so
+        else:
+            return text
+    if len(text) <= 18 and text.isascii() and text.isdigit():
+        # Whole epoch seconds or milliseconds: the Decimal arithmetic below in integers (exact either way).
+        number_int = int(text)
+        if number_int >= _MS_THRESHOLD_INT:
+            if number_int >= _MS_THRESHOLD_INT * 1000:
+                raise ValueError(f"time out of range: {text!r}")
+            millis = number_int
+        else:
+            millis = number_int * 1000
+        dt = _EPOCH + timedelta(milliseconds=millis)
+    elif _EPOCH_RE.match(text) or (isinstance(value, int | float) and _NUMBER_RE.match(text)):
         try:
             number = Decimal(text)
         except InvalidOperation as exc:
@@ -154,7 +186,7 @@ def parse_timestamp(value: Any) -> str:
         millis = int((number * 1000).to_integral_value(rounding=ROUND_FLOOR))
         dt = _EPOCH + timedelta(milliseconds=millis)
     else:
-        cleaned = re.sub(r"\s*(UTC|GMT)$", "", text, flags=re.IGNORECASE)
+        cleaned = _ZONE_WORD_RE.sub("", text)
         cleaned = _LOST_PLUS_RE.sub(r"\1+\2", cleaned)
         try:
             dt = datetime.fromisoformat(cleaned)
@@ -196,7 +228,12 @@ def is_unfilled(value: Any) -> bool:
         return True
     if isinstance(value, str):
         text = value.strip()
-        return not text or text.lower() in _PLACEHOLDERS or bool(_MACRO_RE.match(text))
+        if not text:
+            return True
+        # Placeholders are short and macros start with a brace: most values skip both checks.
+        if len(text) <= _PLACEHOLDER_MAX and text.lower() in _PLACEHOLDERS:
+            return True
+        return text[0] == "{" and bool(_MACRO_RE.match(text))
     return False
 
 
@@ -206,26 +243,22 @@ def is_unfilled(value: Any) -> bool:
 
 
 class _Params:
-    """Case-insensitive view of the params, remembering which keys a field consumed."""
+    """Case-insensitive view of the params, with the keys the profile's fields consume (kept out of the
+    properties): for each lowercased key, its first spelling in the params."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: dict[str, Any], lookups: ProfileLookups) -> None:
         self.params = params
         self.by_lower: dict[str, str] = {}
         for key in params:
             self.by_lower.setdefault(key.lower(), key)
-        self.consumed: set[str] = set()
+        keys = lookups.field_keys
+        self.consumed = {key for low, key in self.by_lower.items() if low in keys}
 
-    def consume(self, aliases: list[str]) -> None:
+    def pick(self, aliases: tuple[str, ...]) -> tuple[str, Any] | None:
+        """First alias (lowercased, one of the profile's field keys) with a real value (not empty, not an
+        unfilled macro)."""
         for alias in aliases:
-            key = self.by_lower.get(alias.lower())
-            if key is not None:
-                self.consumed.add(key)
-
-    def pick(self, aliases: list[str]) -> tuple[str, Any] | None:
-        """First alias with a real value (not empty, not an unfilled macro)."""
-        self.consume(aliases)
-        for alias in aliases:
-            key = self.by_lower.get(alias.lower())
+            key = self.by_lower.get(alias)
             if key is not None and not is_unfilled(self.params[key]):
                 return key, self.params[key]
         return None
@@ -279,7 +312,7 @@ def map_postback(raw: RawPostback, profile: MappingProfile, namespace: str) -> C
         return dead_letter(raw, profile, "mapping_error", f"{type(exc).__name__}: {exc}")
 
 
-def _text(p: _Params, aliases: list[str], field: str) -> str | None:
+def _text(p: _Params, aliases: tuple[str, ...], field: str) -> str | None:
     hit = p.pick(aliases)
     if hit is None:
         return None
@@ -289,7 +322,9 @@ def _text(p: _Params, aliases: list[str], field: str) -> str | None:
     return text
 
 
-def _device_id(p: _Params, aliases: list[str], limit: int = MAX_ID_CHARS) -> tuple[str | None, bool, bool]:
+def _device_id(
+    p: _Params, aliases: tuple[str, ...], limit: int = MAX_ID_CHARS
+) -> tuple[str | None, bool, bool]:
     """(usable id, present at all, zeroed) for one id field."""
     hit = p.pick(aliases)
     if hit is None:
@@ -304,22 +339,21 @@ def _device_id(p: _Params, aliases: list[str], limit: int = MAX_ID_CHARS) -> tup
 
 
 def _map(raw: RawPostback, profile: MappingProfile, namespace: str) -> CanonicalEvent:
-    f = profile.fields
+    lookups = profile.lookups
+    f = lookups.fields
     params = json_safe(raw.params) if isinstance(raw.params, dict) else {}
-    p = _Params(params)
-    for field_name in type(f).model_fields:  # mapped keys never leak into properties
-        p.consume(getattr(f, field_name))
+    p = _Params(params, lookups)  # mapped keys never leak into properties
 
-    event_name = _text(p, f.event_name, "event_name")
+    event_name = _text(p, f["event_name"], "event_name")
     if not event_name:
-        raise Reject("missing_event_name", f"no event name in any of {f.event_name}")
+        raise Reject("missing_event_name", f"no event name in any of {profile.fields.event_name}")
 
-    kochava_device_id, _, _ = _device_id(p, f.kochava_device_id)
-    idfa, idfa_present, idfa_zero = _device_id(p, f.idfa)
-    idfv, idfv_present, _ = _device_id(p, f.idfv)
-    adid, adid_present, adid_zero = _device_id(p, f.adid)
-    android_id, android_present, _ = _device_id(p, f.android_id)
-    user_id, _, _ = _device_id(p, f.user_id, MAX_USER_ID_CHARS)
+    kochava_device_id, _, _ = _device_id(p, f["kochava_device_id"])
+    idfa, idfa_present, idfa_zero = _device_id(p, f["idfa"])
+    idfv, idfv_present, _ = _device_id(p, f["idfv"])
+    adid, adid_present, adid_zero = _device_id(p, f["adid"])
+    android_id, android_present, _ = _device_id(p, f["android_id"])
+    user_id, _, _ = _device_id(p, f["user_id"], MAX_USER_ID_CHARS)
     devices = DeviceIds(
         kochava_device_id=kochava_device_id, idfa=idfa, idfv=idfv, adid=adid, android_id=android_id
     )
@@ -327,7 +361,7 @@ def _map(raw: RawPostback, profile: MappingProfile, namespace: str) -> Canonical
         raise Reject("no_identifier", "no usable device id (after junk filtering) and no user id")
 
     received_at = _received_at(raw.received_at)
-    ts_hit = p.pick(f.timestamp)
+    ts_hit = p.pick(f["timestamp"])
     if ts_hit is None:
         timestamp = received_at
     else:
@@ -337,14 +371,14 @@ def _map(raw: RawPostback, profile: MappingProfile, namespace: str) -> Canonical
             raise Reject("unparseable_timestamp", f"{ts_hit[0]}: {exc}") from None
 
     revenue: float | None = None
-    rev_hit = p.pick(f.revenue)
+    rev_hit = p.pick(f["revenue"])
     if rev_hit is not None:
         try:
             revenue = parse_revenue(rev_hit[1])
         except ValueError as exc:
             raise Reject("invalid_revenue", f"{rev_hit[0]}: {exc}") from None
 
-    currency = _text(p, f.currency, "currency")
+    currency = _text(p, f["currency"], "currency")
     if currency is not None:
         currency = currency.upper()
         if not _CURRENCY_RE.match(currency):
@@ -352,33 +386,33 @@ def _map(raw: RawPostback, profile: MappingProfile, namespace: str) -> Canonical
 
     products = _products(p, profile)
 
-    attribution_type = _text(p, f.attribution_type, "attribution_type")
+    attribution_type = _text(p, f["attribution_type"], "attribution_type")
     attribution_type = attribution_type.lower() if attribution_type else None
     reengagement = is_reengagement_type(attribution_type, profile.lifecycle)
     if attribution_type in _REENGAGEMENT_WORDS:
         attribution_type = "reengagement"
     elif reengagement and attribution_type and "attribution" in attribution_type:
         attribution_type = "reattribution"
-    country = _text(p, f.country, "country")
+    country = _text(p, f["country"], "country")
     if country and country.isalpha() and len(country) <= 3:
         country = country.upper()
     attribution = Attribution(
-        network=_text(p, f.network, "network"),
-        campaign=_text(p, f.campaign, "campaign"),
-        ad_group=_text(p, f.ad_group, "ad_group"),
-        creative=_text(p, f.creative, "creative"),
-        site=_text(p, f.site, "site"),
-        sub_site=_text(p, f.sub_site, "sub_site"),
-        tracker=_text(p, f.tracker, "tracker"),
-        click_id=_text(p, f.click_id, "click_id"),
+        network=_text(p, f["network"], "network"),
+        campaign=_text(p, f["campaign"], "campaign"),
+        ad_group=_text(p, f["ad_group"], "ad_group"),
+        creative=_text(p, f["creative"], "creative"),
+        site=_text(p, f["site"], "site"),
+        sub_site=_text(p, f["sub_site"], "sub_site"),
+        tracker=_text(p, f["tracker"], "tracker"),
+        click_id=_text(p, f["click_id"], "click_id"),
         country=country,
         attribution_type=attribution_type,
         attributed_at=timestamp,
     )
 
-    install_id, _, _ = _device_id(p, f.install_id)
-    reprocess_for, _, _ = _device_id(p, f.reprocess_for)
-    first_flag = (_text(p, f.is_first_install, "is_first_install") or "").lower()
+    install_id, _, _ = _device_id(p, f["install_id"])
+    reprocess_for, _, _ = _device_id(p, f["reprocess_for"])
+    first_flag = (_text(p, f["is_first_install"], "is_first_install") or "").lower()
     kind: EventKind
     conversion_name: str | None = None
     if profile.is_install(event_name):
@@ -398,15 +432,15 @@ def _map(raw: RawPostback, profile: MappingProfile, namespace: str) -> Canonical
         else:
             kind = "event"
 
-    platform = (_text(p, f.platform, "platform") or "").lower()
+    platform = (_text(p, f["platform"], "platform") or "").lower()
     device_type = _device_type(idfa_present or idfv_present, adid_present or android_present, platform)
     ad_tracking = _ad_tracking(device_type, idfa, idfa_zero, adid, adid_zero)
 
-    ip_text = _text(p, f.ip, "ip")
-    user_agent = _text(p, f.user_agent, "user_agent")
-    email = normalise_email(_text(p, f.email, "email"))
-    phone = normalise_phone(_text(p, f.phone, "phone"))
-    order_id = _text(p, f.order_id, "order_id")
+    ip_text = _text(p, f["ip"], "ip")
+    user_agent = _text(p, f["user_agent"], "user_agent")
+    email = normalise_email(_text(p, f["email"], "email"))
+    phone = normalise_phone(_text(p, f["phone"], "phone"))
+    order_id = _text(p, f["order_id"], "order_id")
 
     properties = _properties(p, profile)
 
@@ -483,16 +517,19 @@ def _ad_tracking(
 def _valid_ip(text: str | None) -> str | None:
     if not text:
         return None
+    if _IPV4_RE.match(text):
+        return text  # dotted-quad without leading zeros: already what `ip_address` would print
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
 
 
-def _lookup(item: dict[str, Any], aliases: list[str]) -> tuple[str, Any] | None:
-    lower = {k.lower(): k for k in item}
+def _lookup(item: dict[str, Any], lower: dict[str, str], aliases: tuple[str, ...]) -> tuple[str, Any] | None:
+    """First of `aliases` (lowercased) with a real value in `item`; `lower` maps its lowercased keys to
+    its own (the last of equal ones)."""
     for alias in aliases:
-        key = lower.get(alias.lower())
+        key = lower.get(alias)
         if key is not None and not is_unfilled(item[key]):
             return key, item[key]
     return None
@@ -500,7 +537,7 @@ def _lookup(item: dict[str, Any], aliases: list[str]) -> tuple[str, Any] | None:
 
 def _products(p: _Params, profile: MappingProfile) -> list[dict[str, Any]] | None:
     """Item data (a JSON string in a GET, or a list in a JSON body) as Segment products."""
-    hit = p.pick(profile.fields.products)
+    hit = p.pick(profile.lookups.fields["products"])
     if hit is None:
         return None
     key, value = hit
@@ -515,16 +552,16 @@ def _products(p: _Params, profile: MappingProfile) -> list[dict[str, Any]] | Non
     if not isinstance(value, list):
         raise Reject("invalid_products", f"{key} must be a list of objects, got {type(value).__name__}")
     products: list[dict[str, Any]] = []
-    keys = profile.product_keys
+    keys = profile.lookups.product_keys
     for n, item in enumerate(value):
         if not isinstance(item, dict):
             raise Reject("invalid_products", f"{key}[{n}] must be an object, got {type(item).__name__}")
         out: dict[str, Any] = {}
         used: set[str] = set()
-        for seg_field in type(keys).model_fields:
-            aliases: list[str] = getattr(keys, seg_field)
-            used.update(k for k in item if k.lower() in {a.lower() for a in aliases})
-            found = _lookup(item, aliases)
+        lower = {k.lower(): k for k in item}
+        for seg_field, aliases in keys.items():
+            used.update(k for k in item if k.lower() in aliases)
+            found = _lookup(item, lower, aliases)
             if found is None:
                 continue
             if seg_field in ("price", "quantity"):
@@ -544,28 +581,22 @@ def _products(p: _Params, profile: MappingProfile) -> list[dict[str, Any]] | Non
     return products or None
 
 
-def _dropped(key: str, patterns: list[str]) -> bool:
-    low = key.lower()
-    return any(fnmatch.fnmatchcase(low, pat.lower()) for pat in patterns)
-
-
 def _properties(p: _Params, profile: MappingProfile) -> dict[str, Any]:
     """Everything the profile did not map, minus credentials/identifiers and empty macros."""
     props: dict[str, Any] = {}
-    data_hit = p.pick(profile.fields.event_data)
+    lookups = profile.lookups
+    data_hit = p.pick(lookups.fields["event_data"])
     if data_hit is not None:
         data = data_hit[1]
         if isinstance(data, str):
             with contextlib.suppress(ValueError, RecursionError):
                 data = json_safe(json.loads(data))
         if isinstance(data, dict):
-            props.update(
-                {k: v for k, v in data.items() if not _dropped(k, profile.drop_params) and not is_unfilled(v)}
-            )
+            props.update({k: v for k, v in data.items() if not lookups.dropped(k) and not is_unfilled(v)})
         else:
             props[data_hit[0]] = data
     for key, value in p.params.items():
-        if key in p.consumed or _dropped(key, profile.drop_params) or is_unfilled(value):
+        if key in p.consumed or lookups.dropped(key) or is_unfilled(value):
             continue
         props[key] = value
     return props

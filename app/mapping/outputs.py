@@ -54,8 +54,9 @@ def attributed_outputs(
     outcome = apply_lifecycle(attributed, event, config, first_install=first_install)
     calls = build_segment_calls(event, identity, outcome.profile, first_install=first_install)
     lone = not any(call["type"] == "identify" for call in calls)
-    ride_along = lone and only_ride_along(pending_traits(outcome.profile))
-    calls, state = with_lifecycle(calls, event, identity, outcome.profile, outcome.change)
+    pending = pending_traits(outcome.profile)
+    ride_along = lone and only_ride_along(pending)
+    calls, state = with_lifecycle(calls, event, identity, outcome.profile, outcome.change, pending)
     row = build_warehouse_row(event, identity, state, outcome.revenue_reporting)
     return EventOutputs(
         profile=state,

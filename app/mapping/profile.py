@@ -5,6 +5,7 @@ the key names live in data (YAML), not in code, and each output carries the prof
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,22 +272,23 @@ class MappingProfile(ProfileShape):
             raise ValueError("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in issues))
         return self
 
+    @property
+    def lookups(self) -> ProfileLookups:
+        """This profile's lookup tables (built on first use, then shared by every postback it maps)."""
+        return profile_lookups(self)
+
     def segment_name(self, kochava_name: str) -> str | None:
         """Mapped Segment event name, matched ignoring case and surrounding spaces."""
-        wanted = kochava_name.strip().lower()
-        for source, target in self.event_names.items():
-            if source.strip().lower() == wanted:
-                return target
-        return None
+        return self.lookups.segment_names.get(kochava_name.strip().lower())
 
     def is_install(self, name: str) -> bool:
-        return name.strip().lower() == self.install_event.strip().lower()
+        return name.strip().lower() == self.lookups.install_event
 
     def is_purchase(self, name: str) -> bool:
-        return name.strip().lower() in {e.strip().lower() for e in self.purchase_events}
+        return name.strip().lower() in self.lookups.purchase_events
 
     def is_conversion(self, name: str) -> bool:
-        return name.strip().lower() in {e.strip().lower() for e in self.conversion_events}
+        return name.strip().lower() in self.lookups.conversion_events
 
     def names_event(self, name: str) -> bool:
         """Whether the profile says anything about this Kochava event (else it is drift)."""
@@ -296,6 +298,78 @@ class MappingProfile(ProfileShape):
             or self.is_purchase(name)
             or self.is_conversion(name)
         )
+
+
+@dataclass(frozen=True)
+class ProfileLookups:
+    """What mapping one postback needs from its profile, in the form it is looked up in: keys lowercased
+    (they match ignoring case), the drop patterns as one compiled expression. Built once per profile (a
+    profile is frozen), not per postback."""
+
+    #: Per `FieldKeys` field, its keys lowercased, in priority order.
+    fields: dict[str, tuple[str, ...]]
+    #: Every field's keys, lowercased: the params a postback's mapped fields consume.
+    field_keys: frozenset[str]
+    #: `field_keys` with `known_keys`: what drift does not report as an unknown key.
+    declared_keys: frozenset[str]
+    #: `ProductKeys` field -> its keys lowercased, in priority order.
+    product_keys: dict[str, tuple[str, ...]]
+    #: Event names (stripped, lowercased) -> Segment name; the first of equal names wins, as in the file.
+    segment_names: dict[str, str]
+    install_event: str
+    purchase_events: frozenset[str]
+    conversion_events: frozenset[str]
+    #: `drop_params` (shell patterns, ignoring case) as one expression, matched against a lowercased key.
+    drop: re.Pattern[str] | None
+
+    def dropped(self, key: str) -> bool:
+        """Whether `key` matches one of the profile's `drop_params` (ignoring case)."""
+        return self.drop is not None and self.drop.match(key.lower()) is not None
+
+
+def _build_lookups(profile: ProfileShape) -> ProfileLookups:
+    fields = {
+        name: tuple(key.lower() for key in getattr(profile.fields, name)) for name in FieldKeys.model_fields
+    }
+    field_keys = frozenset(key for keys in fields.values() for key in keys)
+    names: dict[str, str] = {}
+    for source, target in profile.event_names.items():
+        names.setdefault(source.strip().lower(), target)
+    # fnmatch.fnmatchcase(low, pat.lower()) is re.match(fnmatch.translate(pat.lower()), low), for each.
+    patterns = [fnmatch.translate(pat.lower()) for pat in profile.drop_params]
+    return ProfileLookups(
+        fields=fields,
+        field_keys=field_keys,
+        declared_keys=field_keys | {key.lower() for key in profile.known_keys},
+        product_keys={
+            name: tuple(key.lower() for key in getattr(profile.product_keys, name))
+            for name in ProductKeys.model_fields
+        },
+        segment_names=names,
+        install_event=profile.install_event.strip().lower(),
+        purchase_events=frozenset(e.strip().lower() for e in profile.purchase_events),
+        conversion_events=frozenset(e.strip().lower() for e in profile.conversion_events),
+        drop=re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None,
+    )
+
+
+#: id(profile) -> (profile, its lookups). Holding the profile keeps its id from being reused while cached.
+_LOOKUPS: dict[int, tuple[ProfileShape, ProfileLookups]] = {}
+#: Profiles whose lookups are kept (a worker holds a handful of versions; `kseg mapping` tools a few more).
+_LOOKUPS_MAX = 256
+
+
+def profile_lookups(profile: ProfileShape) -> ProfileLookups:
+    """`profile`'s lookups, built on its first use. Kept by identity, not in the model: a frozen profile's
+    fields never change, and a copy (a new object) gets its own."""
+    hit = _LOOKUPS.get(id(profile))
+    if hit is not None and hit[0] is profile:
+        return hit[1]
+    if len(_LOOKUPS) >= _LOOKUPS_MAX:
+        _LOOKUPS.clear()
+    lookups = _build_lookups(profile)
+    _LOOKUPS[id(profile)] = (profile, lookups)
+    return lookups
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,10 +6,9 @@ at-least-once delivery produces; every call gets its own id so an identify never
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from app.ids import KSEG_UUID_NAMESPACE
+from app.ids import kseg_uuid5
 from app.lifecycle.signals import STAGE_CHANGED_EVENT, StageChange
 from app.lifecycle.traits import mark_sent, pending_traits
 from app.records import Attribution, AttributionProfile, CanonicalEvent, ResolvedIdentity
@@ -23,7 +22,7 @@ def call_message_id(event: CanonicalEvent, part: str) -> str:
     """The event's messageId for its main track, a uuid5 of it for every other call (< 100 chars)."""
     if part == "track":
         return event.message_id
-    return str(uuid.uuid5(KSEG_UUID_NAMESPACE, f"{event.message_id}:{part}"))
+    return kseg_uuid5(f"{event.message_id}:{part}")
 
 
 def campaign_object(touch: Attribution | None) -> dict[str, str]:
@@ -279,14 +278,17 @@ def with_lifecycle(
     identity: ResolvedIdentity,
     profile: AttributionProfile,
     change: StageChange | None,
+    pending: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], AttributionProfile]:
     """The event's calls with its lifecycle signals, and the profile marked as told.
 
     Changed lifecycle traits join the event's identify (or one identify of their own, first, so the traits
     are set when the tracks land); nothing is added when nothing a marketer builds on changed. A stage
-    change adds one `Lifecycle Stage Changed` track {from, to, reason}.
+    change adds one `Lifecycle Stage Changed` track {from, to, reason}. `pending` is
+    `pending_traits(profile)` when the caller has it already.
     """
-    pending = pending_traits(profile)
+    if pending is None:
+        pending = pending_traits(profile)
     out = list(calls)
     if pending:
         at = next((i for i, c in enumerate(out) if c["type"] == "identify"), None)

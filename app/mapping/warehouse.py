@@ -156,4 +156,4 @@ def build_warehouse_row(
         "ltv_revenue": life.ltv_revenue if profile.purchase_count else None,
         "ltv_tier": life.ltv_tier,
     }
-    return {column: row[column] for column in WAREHOUSE_COLUMNS}
+    return row  # built in `WAREHOUSE_COLUMNS` order, every column (test_mapping_segment checks)

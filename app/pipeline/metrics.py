@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter
 
 from app.lifecycle.metrics import LifecycleMetrics
@@ -32,3 +34,13 @@ class PipelineMetrics(RegistryMetrics):
         )
         self.lifecycle = LifecycleMetrics.on(registry)
         self.dead_letters = DeadLetterMetrics.on(registry).total
+        self._children: dict[tuple[int, str], Any] = {}
+
+    def labelled(self, counter: Counter, value: str) -> Any:
+        """`counter.labels(value)` (a one-label counter), kept: the steps count every postback and every
+        Segment message, and `labels` validates and locks on each call."""
+        key = (id(counter), value)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(value)
+        return child

@@ -12,7 +12,6 @@ and writing, and unit tests drive these functions with plain dicts.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ from app.audiences.records import DeviceFacts
 from app.dlq.writer import dead_letter_record
 from app.identity.late_auth import apply_link
 from app.identity.resolver import IdentityRules
-from app.ids import KSEG_UUID_NAMESPACE
+from app.ids import kseg_uuid5
 from app.lifecycle.config import load_config_rates
 from app.lifecycle.currency import Rates
 from app.lifecycle.traits import RIDE_ALONG
@@ -43,6 +42,7 @@ from app.records import (
     DeadLetter,
     DeviceLinked,
     ProcessedEvent,
+    ProcessingOutcome,
     ProcessingReceipt,
     RawPostback,
     dumps,
@@ -133,12 +133,21 @@ class Batch:
     ride_along: dict[str, tuple[Step, dict[str, Any]]] = field(default_factory=dict)
     #: Suppression marks and erasures of this batch (privacy commands), written after the profiles.
     privacy: PrivacyBatch = field(default_factory=PrivacyBatch)
+    #: Stored profiles this batch read and validated, by device (the table changes only after the batch).
+    read: dict[str, AttributionProfile] = field(default_factory=dict)
 
     def profile(self, device_key: str) -> AttributionProfile:
-        if device_key in self.states:
-            return self.states[device_key]
-        stored = self.stored_profile(device_key)
-        return AttributionProfile.model_validate(stored) if stored else AttributionProfile()
+        """The device's profile as of this point of the batch: its own latest state, else the stored one
+        (read and validated once per batch: dedupe, parking and processing all ask for it)."""
+        state = self.states.get(device_key)
+        if state is not None:
+            return state
+        state = self.read.get(device_key)
+        if state is None:
+            stored = self.stored_profile(device_key)
+            state = AttributionProfile.model_validate(stored) if stored else AttributionProfile()
+            self.read[device_key] = state
+        return state
 
     def seen(self, device_key: str, event_id: str) -> bool:
         """Whether the device processed this postback within the dedupe window."""
@@ -182,7 +191,7 @@ class Batch:
             earlier_step.calls = [call for call in earlier_step.calls if call is not earlier_identify]
             ltv = {k: v for k, v in earlier_identify["traits"].items() if k in RIDE_ALONG}
             ids = f"{earlier_identify['messageId']}+{calls[at]['messageId']}"
-            message_id = str(uuid.uuid5(KSEG_UUID_NAMESPACE, ids))
+            message_id = kseg_uuid5(ids)
             calls[at] = {**calls[at], "messageId": message_id, "traits": {**ltv, **calls[at]["traits"]}}
             folded = True
         if outcome.ride_along:
@@ -247,12 +256,12 @@ def facts_sends(facts: list[DeviceFacts]) -> list[Send]:
 def _outcome(
     raw: RawPostback,
     device_key: str,
-    outcome: str,
+    outcome: ProcessingOutcome,
     profile: str | None = None,
     version: str | None = None,
     reason: str | None = None,
 ) -> ProcessedEvent:
-    return ProcessedEvent.model_construct(
+    return ProcessedEvent(
         event_id=raw.event_id,
         device_key=device_key,
         outcome=outcome,
@@ -315,7 +324,7 @@ def handle_postback(
         return
     assert out.event is not None and out.row is not None  # a mapped postback always has both
     if out.change is not None:
-        config.metrics.lifecycle.stage_changes.labels(to=out.change.to_stage).inc()
+        config.metrics.labelled(config.metrics.lifecycle.stage_changes, out.change.to_stage).inc()
     if out.unconverted_currency:
         config.metrics.lifecycle.revenue_without_rate.labels(currency=out.unconverted_currency).inc()
 
@@ -326,12 +335,12 @@ def handle_postback(
     step = Step(event, sends, outcome=done)
     folded = batch.coalesce(device_key, step, out)
     batch.add(step, device_key, out.state, seen_id=raw.event_id)
-    config.metrics.processed.labels(kind=out.event.kind).inc()
+    config.metrics.labelled(config.metrics.processed, out.event.kind).inc()
     counted = [msg["type"] for msg in step.calls]
     if folded:
         counted.remove("identify")  # it replaces an identify counted with an earlier event
     for kind in counted:
-        config.metrics.segment_messages.labels(type=kind).inc()
+        config.metrics.labelled(config.metrics.segment_messages, kind).inc()
     config.metrics.warehouse_rows.inc()
 
 
@@ -348,7 +357,7 @@ def handle_device_linked(
     facts = facts_sends(device_facts(before, state, device_key, utc_now_iso()))
     batch.add(Step(event, facts, calls=messages), device_key, state)
     for msg in messages:
-        config.metrics.segment_messages.labels(type=msg["type"]).inc()
+        config.metrics.labelled(config.metrics.segment_messages, msg["type"]).inc()
     if notice.answers_reinstall and state.awaiting_index_answers > 0:
         if state.first_touch is not None or state.awaiting_index_answers == 1:
             release_parked(batch, event, device_key, state, config)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.ids import message_id_for
 from app.mapping import (
@@ -375,3 +379,90 @@ def test_placeholder_words_count_as_absent(word: str) -> None:
     assert (ev.products, ev.revenue, ev.currency, ev.attribution.campaign) == (None, None, None, None)
     assert ev.timestamp == RECEIVED
     assert ok(event_name="X", idfa=IDFA, country="na").attribution.country == "NA"
+
+
+def _parsed(value: Any) -> str | None:
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
+
+
+@given(st.integers(min_value=0, max_value=10**18))
+def test_whole_epoch_digits_parse_as_their_decimal_form(number: int) -> None:
+    """Whole seconds or milliseconds take an integer shortcut: the same time (or refusal) as the same
+    number written with a fraction, which takes the Decimal path."""
+    assert _parsed(str(number)) == _parsed(f"{number}.0")
+
+
+@given(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2110, 1, 1)))
+def test_a_time_already_in_the_output_form_comes_back_unchanged(when: datetime) -> None:
+    """The receiver's `received_at` (ISO UTC, milliseconds, `Z`) takes a shortcut: the same result as the
+    same time written with an explicit offset."""
+    text = when.isoformat(timespec="milliseconds") + "Z"
+    assert _parsed(text) == _parsed(text[:-1] + "+00:00")
+    if _parsed(text) is not None:
+        assert _parsed(text) == text
+
+
+def test_an_impossible_date_in_the_output_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an ISO-8601"):
+        parse_timestamp("2025-02-30T00:00:00.000Z")
+
+
+def _ip_reference(text: str) -> str | None:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+@given(st.lists(st.from_regex(r"[0-9]{1,4}", fullmatch=True), min_size=3, max_size=5))
+def test_a_dotted_quad_shortcut_keeps_what_ipaddress_prints(octets: list[str]) -> None:
+    """Plain IPv4 text skips `ipaddress`: the same result for every dotted form, leading zeros and
+    out-of-range octets included (those are refused, as `ipaddress` refuses them)."""
+    from app.mapping.mapper import _valid_ip
+
+    text = ".".join(octets)
+    assert _valid_ip(text) == _ip_reference(text)
+
+
+def _json_safe_reference(value: Any, depth: int = 0) -> Any:
+    """json_safe written plainly (every value through the one recursive function)."""
+    import math
+
+    def utf8(text: str) -> str:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return utf8(value)
+    if isinstance(value, int):
+        return value if abs(value) <= 2**53 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth >= 16:
+        return utf8(str(value))[:1024]
+    if isinstance(value, dict):
+        return {utf8(str(k)): _json_safe_reference(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe_reference(v, depth + 1) for v in value]
+    return utf8(str(value))
+
+
+_TEXT = st.text(alphabet=st.characters(codec=None), max_size=8)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT | st.integers(), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(_TEXT, _VALUES, max_size=6))
+def test_json_safe_keeps_every_value_it_kept_before(params: dict[str, Any]) -> None:
+    from app.mapping.mapper import json_safe
+
+    assert orjson.dumps(json_safe(params)) == orjson.dumps(_json_safe_reference(params))

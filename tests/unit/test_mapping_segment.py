@@ -242,3 +242,14 @@ def test_schema_columns_match_builder() -> None:
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     assert tuple(schema["properties"]) == WAREHOUSE_COLUMNS
     assert schema["required"] == list(WAREHOUSE_COLUMNS)
+
+
+def test_a_row_has_exactly_the_columns_in_their_order() -> None:
+    """`build_warehouse_row` writes its columns in `WAREHOUSE_COLUMNS` order, with no reordering pass."""
+    from app.mapping import WAREHOUSE_COLUMNS
+
+    for event in (
+        ev(event_name="Purchase", idfa=IDFA, event_value="3"),
+        ev(event_name="_install", idfa=IDFA),
+    ):
+        assert tuple(build_warehouse_row(event, ANON, AttributionProfile())) == WAREHOUSE_COLUMNS

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from app import topics
 from app.mapping import ProfileRegistry
 from app.pipeline import steps
@@ -247,3 +249,23 @@ def test_the_processing_receipt_says_what_became_of_each_postback() -> None:
     empty = steps.Batch(stored_profile=t2.profiles.get, config=t2.config)
     steps.handle_record(empty, 0, b"KB", b'{"kind": "device_linked"}', t2.config)
     assert steps.processing_receipts(empty) == []
+
+
+def test_a_batch_reads_and_validates_each_stored_profile_once() -> None:
+    """Dedupe, parking and processing all ask for the device's profile: the table is read once per device
+    per batch (the worker's table decodes JSON on every read), and later reads see the batch's state."""
+    t = Tables()
+    t.run([("KA", raw(INSTALL))])
+    reads: list[str] = []
+
+    def stored(key: str) -> dict[str, Any] | None:
+        reads.append(key)
+        return t.profiles.get(key)
+
+    batch = steps.Batch(stored_profile=stored, config=t.config)
+    for n, params in enumerate([purchase("KA", 1), purchase("KA", 2), purchase("KB", 3)]):
+        key = params["kochava_device_id"]
+        steps.handle_record(batch, n, key.encode(), orjson.dumps(raw(params)), t.config)
+    # (The privacy check reads its own suppression-mark keys from the same table.)
+    assert sorted(key for key in reads if key in ("KA", "KB")) == ["KA", "KB"]
+    assert batch.states["KA"].purchase_count == 2
