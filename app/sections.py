@@ -170,8 +170,8 @@ class KafkaSettings(SharedSettings):
         default=5,
         ge=0,
         description="Milliseconds faust's producer waits to fill a changelog batch. No event waits for it "
-        "(outputs go through their own producer); fewer, fuller produce requests cost the worker and the broker "
-        "less CPU per postback (bench/results/notes.md).",
+        "(outputs go through their own producer); fewer, fuller produce requests cost the worker and the "
+        "broker less CPU per postback (bench/results/notes.md).",
     )
     kseg_produce_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a Kafka ack.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
