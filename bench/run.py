@@ -463,6 +463,8 @@ class Drain:
     #: The broker's CPU seconds over the same window (from the first worker's readiness to the last arrival).
     broker_cpu: float | None
     ready_gap: float
+    #: Each process's readiness, seconds after the clock started (negative: before).
+    ready_after: dict[str, float]
     rss: dict[str, float | None]
     processed: dict[str, float]
     #: kseg's own counters summed over the workers (what did not become a delivery, and why).
@@ -473,7 +475,9 @@ class Drain:
 
 async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str]) -> Drain:
     """Start `workers` together on a prefilled backlog; time from the first worker's readiness to the last
-    arrival at Segment. CPU: every worker's from its own readiness to that last arrival."""
+    arrival at Segment. CPU: every worker's from its own readiness to that last arrival. A "sinks" role
+    (`kseg sinks`) does not start the clock (it has nothing to deliver before a worker is ready), but its
+    CPU is counted like a worker's."""
     for role in workers:
         dep.spawn(role)
     ready_at: dict[str, float] = {}
@@ -485,7 +489,7 @@ async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str])
         cpu_at_ready[role] = cpu_seconds(dep.procs[role].pid)
 
     await asyncio.gather(*(ready(role) for role in workers))
-    started = min(ready_at.values())
+    started = min(at for role, at in ready_at.items() if role != "sinks")
     broker_before = cpu_seconds(run.broker_pid) if run.broker_pid else None
     deadline = time.monotonic() + max(60.0, len(wanted) / 50)
     while not wanted <= run.segment.arrivals.keys() and time.monotonic() < deadline:
@@ -509,7 +513,8 @@ async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str])
         cpu=None if None in cpu_parts else sum(c for c in cpu_parts if c is not None),
         cpu_by_role=dict(zip(workers, cpu_parts, strict=True)),
         broker_cpu=_delta(broker_before, broker_after),
-        ready_gap=round(max(ready_at.values()) - started, 2),
+        ready_gap=round(max(ready_at.values()) - min(ready_at.values()), 2),
+        ready_after={role: round(at - started, 2) for role, at in ready_at.items()},
         rss={role: peak_rss_mb(dep.procs[role].pid) for role in workers},
         processed=processed,
         counters=counters,
@@ -567,6 +572,7 @@ async def scenario_pipeline_split(run: Run) -> dict[str, Any]:
         "worker_broker_cpu_s_per_1k",
         "pipeline_undelivered",
         "events_per_segment_request",
+        "sinks_ready_after_s",
     )
     return {f"split_{key}": figures[key] for key in keep}
 
@@ -621,6 +627,7 @@ async def pipeline_figures(
         "pipeline_undelivered": len(records) - result.delivered,
         "worker_cpu_s_per_1k": per_1k(result.cpu, result.delivered),
         "sinks_cpu_s_per_1k": per_1k(result.cpu_by_role.get("sinks"), result.delivered),
+        "sinks_ready_after_s": result.ready_after.get("sinks"),
         # The broker's CPU over the same window, per postback: it runs on the same cores.
         "worker_broker_cpu_s_per_1k": per_1k(result.broker_cpu, result.delivered),
         "worker_records_per_event": round(per_event, 2),

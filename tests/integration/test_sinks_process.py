@@ -177,3 +177,29 @@ async def test_sinks_process_sigkilled_mid_delivery_loses_nothing(
 
     await wait_for(lambda: not missing(), 120, "every accepted postback at the emulator after 3 SIGKILLs")
     content(segment)  # repeats (after a kill) are the same messages
+
+
+async def test_a_worker_with_sinks_and_kseg_sinks_share_the_outbox_partitions(
+    make_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
+) -> None:
+    p: Pipeline = make_pipeline(segment.url)
+    dump_logs.append(p)
+    await p.start()  # a worker with its sinks (the default)
+    await p.start_sinks()
+
+    async def shared() -> tuple[set[int], set[int]] | None:
+        on_worker = (await partitions(p, "worker-1")).get(p.topic(OUTBOX), set())
+        on_sinks = (await partitions(p, "sinks")).get(p.topic(OUTBOX), set())
+        return (on_worker, on_sinks) if on_worker and on_sinks else None
+
+    on_worker, on_sinks = await wait_for(shared, 60, "the Segment sink's partitions split between both")
+    assert on_worker | on_sinks == {0, 1, 2, 3} and not on_worker & on_sinks, (on_worker, on_sinks)
+    statuses = await send_many(p, [event(i) for i in range(200)])
+    assert set(statuses.values()) == {200}
+    want = {str(i) for i in range(200)}
+    await wait_for(lambda: want <= {level_of(m) for m in segment.messages}, 90, "every postback delivered")
+    _, worker_metrics = await page(p, "worker-1", "/metrics")
+    _, sinks_metrics = await page(p, "sinks", "/metrics")
+    for text in (worker_metrics, sinks_metrics):  # both delivered their partitions' share
+        assert metric(text, "kseg_segment_requests_total", status="200") >= 1
+    content(segment)
