@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -75,6 +76,24 @@ async def group_members(bootstrap: str, group: str) -> list[list[str]]:
     ]
 
 
+async def outbox_lag(p: Pipeline) -> bool:
+    """True when the console's consumer lag shows the outboxes read to their end by the sinks' groups."""
+    from app.config import Settings
+    from app.console.cli import build
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        kafka_bootstrap_servers=p.bootstrap,
+        kseg_embedded_broker=True,
+        kseg_app_id=p.app_id,
+        kseg_data_dir=p.data_dir,
+    )
+    rows = {row["topic"]: row for row in await build(settings).lag()}
+    segment, kochava = rows[p.topic(OUTBOX)], rows[p.topic(KOCHAVA_OUTBOX)]
+    assert (segment["group"], kochava["group"]) == (f"{p.app_id}-segment-sink", f"{p.app_id}-kochava-sink")
+    return bool(segment["lag"] == 0 and kochava["lag"] == 0)
+
+
 @pytest.mark.long
 async def test_a_worker_without_sinks_and_kseg_sinks_deliver_what_one_worker_delivers(
     make_pipeline: Any, dump_logs: list[Pipeline]
@@ -107,6 +126,8 @@ async def test_a_worker_without_sinks_and_kseg_sinks_deliver_what_one_worker_del
                 assert status == 200 and ready["partitions"] == 8, ready
                 members = await group_members(p.bootstrap, p.app_id)
                 assert len(members) == 1 and not any("sinks" in f for f in members[0]), members
+                # The console's lag follows the sinks' groups, so it sees what the sinks process delivered.
+                await wait_for(partial(outbox_lag, p), 30, "the console's outbox lag at 0")
             await p.stop()
             for name in p.procs:
                 assert p.procs[name].returncode == 0, p.tail(name)
