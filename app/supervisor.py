@@ -266,7 +266,9 @@ def _run(settings: Settings, killed: int | None) -> int:
     try:
         log_paths = {role: logs / f"{role.replace(' ', '-')}.log" for role in roles}
         started = time.monotonic()
-        children = {role: spawn_role(role.split(), env, log_path=log_paths[role]) for role in roles}
+        # The sinks process's client ids, group instance and state directory name it, not the worker.
+        envs = {role: env | {"KSEG_WORKER_ID": "sinks"} if role == "sinks" else env for role in roles}
+        children = {role: spawn_role(role.split(), envs[role], log_path=log_paths[role]) for role in roles}
         _say(
             BANNER.format(
                 host=host,
@@ -327,7 +329,7 @@ def _run(settings: Settings, killed: int | None) -> int:
                 tail = log_paths[role].read_text(errors="replace").splitlines()[-15:]
                 _say("\n".join(f"  {role} | {line}" for line in tail))
                 _say(f"kseg run: the {role} exited with code {code} ({log_paths[role]}); restarting it")
-                children[role] = spawn_role(role.split(), env, log_path=log_paths[role])
+                children[role] = spawn_role(role.split(), envs[role], log_path=log_paths[role])
             time.sleep(0.2)
     finally:
         _say("kseg run: stopping the receiver, then the worker and the warehouse loader, then the sinks ...")
