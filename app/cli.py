@@ -84,6 +84,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sinks(args: argparse.Namespace) -> int:
+    from app.worker.main import run_sinks
+
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        raise SystemExit(
+            "kseg sinks: KAFKA_BOOTSTRAP_SERVERS is not set. Point it at your Kafka cluster, "
+            "or use `kseg run`, which starts an embedded broker."
+        )
+    _logging(settings.log_level)
+    run_sinks(settings)
+    return 0
+
+
 def cmd_mapping_check(args: argparse.Namespace) -> int:
     from app.mapping.cli import cmd_check
 
@@ -141,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
         "to KSEG_TOPIC_PARTITIONS workers, each with its own KSEG_WORKER_ID.",
     )
     p.set_defaults(func=cmd_worker)
+    p = sub.add_parser(
+        "sinks",
+        help="run only the Segment and Kochava sinks (needs KAFKA_BOOTSTRAP_SERVERS)",
+        description="Deliver the outboxes to Segment and Kochava in a process of their own, next to workers "
+        "started with KSEG_WORKER_SINKS=false (kseg run does so). Pages on KSEG_SINKS_WEB_PORT. Processes "
+        "that run a sink share its consumer group, so its outbox partitions.",
+    )
+    p.set_defaults(func=cmd_sinks)
 
     mapping = sub.add_parser(
         "mapping",

@@ -261,9 +261,16 @@ class KafkaSettings(SharedSettings):
 
 
 class WorkerSettings(KafkaSettings):
-    """The worker process: its pages and its stall watchdog."""
+    """The worker process (and `kseg sinks`): its pages, its stall watchdog, where the sinks run."""
 
     kseg_worker_web_port: int = Field(default=6066, description="Worker /metrics, /healthz and /readyz port.")
+    kseg_worker_sinks: bool = Field(
+        default=True,
+        description="The worker runs the Segment and Kochava sinks; false: a `kseg sinks` process runs them.",
+    )
+    kseg_sinks_web_port: int = Field(
+        default=6067, ge=0, le=65535, description="`kseg sinks` /metrics, /healthz and /readyz port."
+    )
     kseg_stall_seconds: float = Field(
         default=60.0, gt=0, description="Restart the worker when read events stay unprocessed this long."
     )

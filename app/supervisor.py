@@ -1,8 +1,12 @@
-"""`kseg run`: the embedded broker and warehouse (when needed), receiver, worker and warehouse loader,
-restarted when they exit (children come from `app.spawner`) and stopped in dependency order.
+"""`kseg run`: the embedded broker and warehouse (when needed), receiver, worker, sinks and warehouse
+loader, restarted when they exit (children come from `app.spawner`) and stopped in dependency order.
+
+The worker runs with KSEG_WORKER_SINKS=false and a `kseg sinks` process delivers its outboxes: on a
+2-core machine the worker is bound to one core, and the sinks' HTTP, gzip and consumers take the other.
 
 Ctrl-C or SIGTERM stops the receiver first (no new input), then the worker and the loader (their final
-commits need Kafka and the database), then the database and the broker. Children live in sessions of
+commits need Kafka and the database), then the sinks (the worker's last outputs are in the outboxes by
+then), then the database and the broker. Children live in sessions of
 their own, so a terminal's Ctrl-C reaches only `kseg run`. If `kseg run` itself is killed, its children
 get SIGTERM from the kernel (PDEATHSIG), and a small guard process stops the embedded PostgreSQL (which
 pg_ctl detaches from every parent); the next `kseg run` says what the previous one left behind.
@@ -35,6 +39,7 @@ BANNER = """
 kseg is running
   receiver   http://{host}:{port}/v1/kochava/postbacks   (metrics: /metrics, readiness: /readyz)
   worker     http://{host}:{wport}/metrics
+  sinks      http://{host}:{sport}/metrics   (Segment and Kochava delivery; readiness: /readyz)
   kafka      {bootstrap}{embedded}{dlq_hint}
   warehouse  {warehouse}   (loader metrics: http://{host}:{lport}/metrics)
              revenue by install campaign: kseg report roas --by campaign
@@ -44,7 +49,7 @@ kseg is running
 Try it:
   curl '{curl}'
 
-Logs of the receiver, worker, loader, console and broker: {logs}
+Logs of the receiver, worker, sinks, loader, console and broker: {logs}
 Ctrl-C stops everything. Starting ...
 """
 
@@ -62,6 +67,7 @@ def taken_ports(settings: Settings) -> list[str]:
     wanted = [
         ("receiver", "KSEG_HTTP_PORT", settings.kseg_http_host, settings.kseg_http_port),
         ("worker", "KSEG_WORKER_WEB_PORT", web, settings.kseg_worker_web_port),
+        ("sinks", "KSEG_SINKS_WEB_PORT", web, settings.kseg_sinks_web_port),
         ("warehouse loader", "KSEG_WAREHOUSE_WEB_PORT", web, settings.kseg_warehouse_web_port),
         ("console", "KSEG_CONSOLE_PORT", settings.kseg_console_host, settings.kseg_console_port),
     ]
@@ -97,6 +103,7 @@ def child_env(
     that has no KSEG_CONSOLE_TOKENS."""
     env = dict(os.environ)
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    env["KSEG_WORKER_SINKS"] = "false"  # the `sinks` child delivers the outboxes
     if embedded:
         env["KSEG_EMBEDDED_BROKER"] = "true"
         # Tansu makes a group join wait half the session timeout: keep it short for a dev broker.
@@ -151,9 +158,12 @@ def previous_run(pidfile: Path) -> int | None:
 
 
 def stop_in_order(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    """The receiver first (no new input), then everything that consumes (worker, loader, console) together."""
+    """The receiver first (no new input), then the worker, loader and console together, then the sinks
+    (what the worker wrote to the outboxes on its way out is there to deliver until they stop)."""
+    last = ("receiver", "sinks")
     stop_all([children[role] for role in children if role == "receiver"])
-    stop_all([child for role, child in children.items() if role != "receiver"])
+    stop_all([child for role, child in children.items() if role not in last])
+    stop_all([children[role] for role in children if role == "sinks"])
 
 
 def run(settings: Settings) -> int:
@@ -244,7 +254,7 @@ def _run(settings: Settings, killed: int | None) -> int:
         if warehouse
         else "KSEG_WAREHOUSE_URL"
     )
-    roles = ("receiver", "worker", "warehouse load", "console")
+    roles = ("receiver", "worker", "sinks", "warehouse load", "console")
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -256,12 +266,15 @@ def _run(settings: Settings, killed: int | None) -> int:
     try:
         log_paths = {role: logs / f"{role.replace(' ', '-')}.log" for role in roles}
         started = time.monotonic()
-        children = {role: spawn_role(role.split(), env, log_path=log_paths[role]) for role in roles}
+        # The sinks process's client ids, group instance and state directory name it, not the worker.
+        envs = {role: env | {"KSEG_WORKER_ID": "sinks"} if role == "sinks" else env for role in roles}
+        children = {role: spawn_role(role.split(), envs[role], log_path=log_paths[role]) for role in roles}
         _say(
             BANNER.format(
                 host=host,
                 port=port,
                 wport=settings.kseg_worker_web_port,
+                sport=settings.kseg_sinks_web_port,
                 lport=settings.kseg_warehouse_web_port,
                 warehouse=warehouse_text,
                 bootstrap=bootstrap,
@@ -288,6 +301,7 @@ def _run(settings: Settings, killed: int | None) -> int:
         probes = [
             f"http://{host}:{port}/readyz",
             f"http://{web}:{settings.kseg_worker_web_port}/readyz",
+            f"http://{web}:{settings.kseg_sinks_web_port}/readyz",
             f"http://{web}:{settings.kseg_warehouse_web_port}/readyz",
             f"http://{settings.kseg_console_host}:{settings.kseg_console_port}/readyz",
         ]
@@ -297,8 +311,8 @@ def _run(settings: Settings, killed: int | None) -> int:
             if not announced and all(_ready(url) for url in probes):
                 announced = True
                 _say(
-                    f"kseg run: ready after {time.monotonic() - started:.0f} s "
-                    "(receiver, worker, warehouse loader and console answer /readyz): send the curl above"
+                    f"kseg run: ready after {time.monotonic() - started:.0f} s (receiver, worker, sinks, "
+                    "warehouse loader and console answer /readyz): send the curl above"
                 )
             for role in roles:
                 code = children[role].poll()
@@ -315,10 +329,10 @@ def _run(settings: Settings, killed: int | None) -> int:
                 tail = log_paths[role].read_text(errors="replace").splitlines()[-15:]
                 _say("\n".join(f"  {role} | {line}" for line in tail))
                 _say(f"kseg run: the {role} exited with code {code} ({log_paths[role]}); restarting it")
-                children[role] = spawn_role(role.split(), env, log_path=log_paths[role])
+                children[role] = spawn_role(role.split(), envs[role], log_path=log_paths[role])
             time.sleep(0.2)
     finally:
-        _say("kseg run: stopping the receiver, then the worker and the warehouse loader ...")
+        _say("kseg run: stopping the receiver, then the worker and the warehouse loader, then the sinks ...")
         stop_in_order(children)
         if warehouse is not None and warehouse.started_here:
             _say("kseg run: stopping the embedded PostgreSQL ...")

@@ -37,6 +37,8 @@ class Deployment:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     #: Web port of each extra worker ("worker2", "worker3", ...); "worker" uses `worker_port`.
     extra_worker_ports: dict[str, int] = field(default_factory=dict)
+    #: Web port of a `kseg sinks` process (role "sinks").
+    sinks_port: int = field(default_factory=free_port)
 
     @property
     def env(self) -> dict[str, str]:
@@ -74,8 +76,10 @@ class Deployment:
 
     def spawn(self, role: str) -> None:
         """Start `role`: "receiver", "worker", or "worker2", "worker3", ... (more workers in the same group,
-        each with its own worker id, RocksDB directory and web port)."""
+        each with its own worker id, RocksDB directory and web port), or "sinks" (`kseg sinks`)."""
         env = self.env
+        if role == "sinks":
+            env = {**env, "KSEG_WORKER_ID": role, "KSEG_SINKS_WEB_PORT": str(self.sinks_port)}
         if role.startswith("worker") and role != "worker":
             port = self.extra_worker_ports.setdefault(role, free_port())
             env = {**env, "KSEG_WORKER_ID": role, "KSEG_WORKER_WEB_PORT": str(port)}
@@ -86,6 +90,8 @@ class Deployment:
         """The HTTP port of a role (the receiver's API, or a worker's /metrics and /readyz)."""
         if role == "receiver":
             return self.http_port
+        if role == "sinks":
+            return self.sinks_port
         return self.worker_port if role == "worker" else self.extra_worker_ports[role]
 
     async def wait_ready(self, role: str, timeout: float = 90) -> None:

@@ -458,9 +458,13 @@ class Drain:
     delivered: int
     seconds: float
     cpu: float | None
+    #: Each process's CPU seconds from its readiness to the last arrival (`cpu` is their sum).
+    cpu_by_role: dict[str, float | None]
     #: The broker's CPU seconds over the same window (from the first worker's readiness to the last arrival).
     broker_cpu: float | None
     ready_gap: float
+    #: Each process's readiness, seconds after the clock started (negative: before).
+    ready_after: dict[str, float]
     rss: dict[str, float | None]
     processed: dict[str, float]
     #: kseg's own counters summed over the workers (what did not become a delivery, and why).
@@ -471,7 +475,9 @@ class Drain:
 
 async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str]) -> Drain:
     """Start `workers` together on a prefilled backlog; time from the first worker's readiness to the last
-    arrival at Segment. CPU: every worker's from its own readiness to that last arrival."""
+    arrival at Segment. CPU: every worker's from its own readiness to that last arrival. A "sinks" role
+    (`kseg sinks`) does not start the clock (it has nothing to deliver before a worker is ready), but its
+    CPU is counted like a worker's."""
     for role in workers:
         dep.spawn(role)
     ready_at: dict[str, float] = {}
@@ -483,7 +489,7 @@ async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str])
         cpu_at_ready[role] = cpu_seconds(dep.procs[role].pid)
 
     await asyncio.gather(*(ready(role) for role in workers))
-    started = min(ready_at.values())
+    started = min(at for role, at in ready_at.items() if role != "sinks")
     broker_before = cpu_seconds(run.broker_pid) if run.broker_pid else None
     deadline = time.monotonic() + max(60.0, len(wanted) / 50)
     while not wanted <= run.segment.arrivals.keys() and time.monotonic() < deadline:
@@ -505,8 +511,10 @@ async def drain(run: Run, dep: Deployment, wanted: set[str], workers: list[str])
         delivered=len(arrived),
         seconds=max(last - started, 1e-6),
         cpu=None if None in cpu_parts else sum(c for c in cpu_parts if c is not None),
+        cpu_by_role=dict(zip(workers, cpu_parts, strict=True)),
         broker_cpu=_delta(broker_before, broker_after),
-        ready_gap=round(max(ready_at.values()) - started, 2),
+        ready_gap=round(max(ready_at.values()) - min(ready_at.values()), 2),
+        ready_after={role: round(at - started, 2) for role, at in ready_at.items()},
         rss={role: peak_rss_mb(dep.procs[role].pid) for role in workers},
         processed=processed,
         counters=counters,
@@ -547,6 +555,28 @@ async def scenario_pipeline_one_record(run: Run) -> dict[str, Any]:
     }
 
 
+#: A worker that only writes the outboxes; a `kseg sinks` process delivers them (as `kseg run` runs them).
+NO_SINKS = {"KSEG_WORKER_SINKS": "false"}
+
+
+async def scenario_pipeline_split(run: Run) -> dict[str, Any]:
+    """2e. The same backlog drained by a worker with KSEG_WORKER_SINKS=false and one `kseg sinks`
+    process: `split_worker_cpu_s_per_1k` is both processes' CPU (the sinks' alone in
+    `split_sinks_cpu_s_per_1k`), so `split_cpu_ms_per_postback` (+ the broker's) compares with
+    `cpu_ms_per_postback`."""
+    figures = await pipeline_figures(run, "pipeline-split", run.records(), NO_SINKS, sinks_process=True)
+    keep = (
+        "worker_events_per_s",
+        "worker_cpu_s_per_1k",
+        "sinks_cpu_s_per_1k",
+        "worker_broker_cpu_s_per_1k",
+        "pipeline_undelivered",
+        "events_per_segment_request",
+        "sinks_ready_after_s",
+    )
+    return {f"split_{key}": figures[key] for key in keep}
+
+
 async def scenario_pipeline_steady(run: Run) -> dict[str, Any]:
     """2d. The steady-state mix (10 % installs, the rest events and purchases of known devices)."""
     records = raw_records(run.prof.pipeline_events, STEADY_MIX)
@@ -563,9 +593,15 @@ async def scenario_pipeline_steady(run: Run) -> dict[str, Any]:
 
 
 async def pipeline_figures(
-    run: Run, name: str, records: list[tuple[bytes, bytes, str]], env: dict[str, str]
+    run: Run,
+    name: str,
+    records: list[tuple[bytes, bytes, str]],
+    env: dict[str, str],
+    *,
+    sinks_process: bool = False,
 ) -> dict[str, Any]:
-    """One worker (with `env` added) draining a prefilled postbacks.raw of `records` to Segment."""
+    """One worker (with `env` added) draining a prefilled postbacks.raw of `records` to Segment; with
+    `sinks_process`, a `kseg sinks` process next to it, its CPU counted with the worker's."""
     dep = Deployment(run.broker, run.segment.url, run.work / name, extra_env=dict(env))
     await backlog(run, dep, records)
     if name == "pipeline":
@@ -574,7 +610,8 @@ async def pipeline_figures(
     run.segment.arrivals.clear()
     requests_before = run.segment.stats()["requests"]
     try:
-        result = await drain(run, dep, {event_id for _, _, event_id in records}, ["worker"])
+        roles = ["worker", "sinks"] if sinks_process else ["worker"]
+        result = await drain(run, dep, {event_id for _, _, event_id in records}, roles)
         stats = run.segment.stats()
     finally:
         dep.stop()
@@ -589,6 +626,8 @@ async def pipeline_figures(
         "pipeline_delivered": result.delivered,
         "pipeline_undelivered": len(records) - result.delivered,
         "worker_cpu_s_per_1k": per_1k(result.cpu, result.delivered),
+        "sinks_cpu_s_per_1k": per_1k(result.cpu_by_role.get("sinks"), result.delivered),
+        "sinks_ready_after_s": result.ready_after.get("sinks"),
         # The broker's CPU over the same window, per postback: it runs on the same cores.
         "worker_broker_cpu_s_per_1k": per_1k(result.broker_cpu, result.delivered),
         "worker_records_per_event": round(per_event, 2),
@@ -1129,6 +1168,7 @@ SCENARIOS: tuple[tuple[str, str, Scenario], ...] = (
     ("pipeline", "worker pipeline, one worker", scenario_pipeline),
     ("pipeline1", "worker pipeline, one-record changelogs (the old mode)", scenario_pipeline_one_record),
     ("steady", "worker pipeline, steady-state mix", scenario_pipeline_steady),
+    ("split", "worker pipeline, sinks in their own process (kseg sinks)", scenario_pipeline_split),
     ("baselines", "passthrough and trivial faust agents on the same backlog", scenario_baselines),
     ("workers2", "worker pipeline, two workers", scenario_two_workers),
     ("latency", "end-to-end latency at half the worker throughput", scenario_latency),
@@ -1164,6 +1204,8 @@ DIVISORS = {
     "faust_one_ratio": "passthrough_events_per_s (one-record batches)",
     "passthrough_batching_gain": "passthrough_events_per_s (one-record batches)",
     "workers2_scaling": "worker_events_per_s",
+    "split_events_vs_pipeline": "worker_events_per_s (sinks in the worker, same run)",
+    "split_cpu_vs_pipeline": "cpu_ms_per_postback (sinks in the worker, same run)",
     "worker_cpu_ratio": "worker_cpu_s_per_1k (passthrough CPU / worker CPU)",
     "worker_cpu_vs_faust_shape": "worker_cpu_s_per_1k (faust shape CPU / worker CPU)",
     "cpu_per_postback_vs_onerecord": "onerecord_cpu_ms_per_postback (same run, one-record changelogs)",
@@ -1188,7 +1230,11 @@ def derive(results: dict[str, Any]) -> None:
     results["steady_cpu_ms_per_postback"] = _sum(
         results.get("steady_worker_cpu_s_per_1k"), results.get("steady_worker_broker_cpu_s_per_1k")
     )
-    for key in ("cpu_ms_per_postback", "onerecord_cpu_ms_per_postback", "steady_cpu_ms_per_postback"):
+    results["split_cpu_ms_per_postback"] = _sum(
+        results.get("split_worker_cpu_s_per_1k"), results.get("split_worker_broker_cpu_s_per_1k")
+    )
+    cpu_keys = ("cpu_ms_per_postback", "onerecord_cpu_ms_per_postback", "steady_cpu_ms_per_postback")
+    for key in (*cpu_keys, "split_cpu_ms_per_postback"):
         if results[key] is None:
             del results[key]
     derived = {
@@ -1205,6 +1251,10 @@ def derive(results: dict[str, Any]) -> None:
         "faust_shape_ratio": ratio(results.get("faust_shape_events_per_s"), passthrough),
         "faust_one_ratio": ratio(results.get("faust_one_events_per_s"), passthrough),
         "workers2_scaling": ratio(results.get("workers2_events_per_s"), worker),
+        "split_events_vs_pipeline": ratio(results.get("split_worker_events_per_s"), worker),
+        "split_cpu_vs_pipeline": ratio(
+            results.get("split_cpu_ms_per_postback"), results.get("cpu_ms_per_postback")
+        ),
         # The same comparisons in CPU per event (less sensitive to a CPU shared with other processes).
         "worker_cpu_ratio": ratio(
             results.get("passthrough_cpu_s_per_1k"), results.get("worker_cpu_s_per_1k")

@@ -140,6 +140,13 @@ class Pipeline:
         if wait_ready:
             await self.wait_worker_ready(name)
 
+    async def start_sinks(self, name: str = "sinks", wait_ready: bool = True, **extra: str) -> None:
+        """A `kseg sinks` process (the Segment and Kochava sinks alone), its pages on a port of its own."""
+        port = self.worker_ports.setdefault(name, free_port())
+        self._spawn(name, "sinks", {"KSEG_WORKER_ID": name, "KSEG_SINKS_WEB_PORT": str(port), **extra})
+        if wait_ready:
+            await self.wait_worker_ready(name)
+
     async def _supervise(self) -> None:
         """Restart a worker that asks for it (exit code 75), as systemd or Kubernetes would."""
         while True:

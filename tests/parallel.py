@@ -108,7 +108,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 #: Every port `kseg run` binds by default (besides the embedded broker's, a free one unless set).
-KSEG_RUN_PORTS = ("KSEG_HTTP_PORT", "KSEG_WORKER_WEB_PORT", "KSEG_WAREHOUSE_WEB_PORT", "KSEG_CONSOLE_PORT")
+KSEG_RUN_PORTS = (
+    "KSEG_HTTP_PORT",
+    "KSEG_WORKER_WEB_PORT",
+    "KSEG_SINKS_WEB_PORT",
+    "KSEG_WAREHOUSE_WEB_PORT",
+    "KSEG_CONSOLE_PORT",
+)
 
 
 def kseg_run_ports() -> dict[str, str]:

@@ -52,8 +52,9 @@ def build(settings: Settings) -> Any:
     async def lag() -> list[dict[str, Any]]:
         wanted = [
             (settings.kseg_app_id, RAW),
-            (settings.kseg_app_id, OUTBOX),
-            (settings.kseg_app_id, KOCHAVA_OUTBOX),
+            # The sinks' own groups, wherever they run (a worker or `kseg sinks`).
+            (settings.sink_group("segment"), OUTBOX),
+            (settings.sink_group("kochava"), KOCHAVA_OUTBOX),
             (settings.warehouse_group, WAREHOUSE),
         ]
 

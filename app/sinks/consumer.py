@@ -1,5 +1,6 @@
 """A sink's outbox consumer: a plain aiokafka consumer group reading batches, outside faust's per-record
-machinery (no tables, no per-event stream bookkeeping), in its own task of the worker process.
+machinery (no tables, no per-event stream bookkeeping), in its own task of the worker process or of a
+`kseg sinks` process (KSEG_WORKER_SINKS).
 
 The rules it keeps (README "Delivery guarantees"):
 - a batch's offsets are committed only after `handle` returned, i.e. after every record in it was

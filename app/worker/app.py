@@ -1,9 +1,15 @@
 """The worker's composition root: one function builds the faust app, its topics, tables, agents, timers
 and pages from a `Settings` object. Only this module knows every domain; each adds itself with `register`.
+
+The same root builds `kseg sinks` (`create_sinks`): the sinks' domains alone, with the worker's output
+producer, health and pages, on a faust app of its own id (its own group: faust's assignor never hands it
+a table partition). A worker with KSEG_WORKER_SINKS=false leaves the sinks out; either way the sinks'
+consumer groups are the same, so every process that runs a sink shares its outbox partitions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,16 @@ DOMAINS = (
     digest_agents.register,
     privacy_agents.register,
 )
+#: The domains that deliver the outboxes: no tables, each its own consumer group (`app.sinks.consumer`).
+SINKS = (segment_sink.register, kochava_sink.register)
+
+#: Suffix of the faust app id (so of its consumer group) of `kseg sinks` processes.
+SINKS_APP_SUFFIX = "-sinks"
+
+
+def worker_domains(settings: Settings) -> tuple[Callable[[WorkerContext[Settings]], None], ...]:
+    """The domains a worker registers: all of them, or all but the sinks (KSEG_WORKER_SINKS=false)."""
+    return DOMAINS if settings.kseg_worker_sinks else tuple(d for d in DOMAINS if d not in SINKS)
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -51,9 +67,10 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"ksegkafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
 
 
-def state_dir(settings: Settings) -> Path:
+def state_dir(settings: Settings, app_id: str | None = None) -> Path:
     """One RocksDB directory per worker: workers cannot share one (fs#98)."""
-    return (settings.kseg_data_dir / "state" / settings.kseg_app_id / settings.kseg_worker_id).resolve()
+    app_id = app_id or settings.kseg_app_id
+    return (settings.kseg_data_dir / "state" / app_id / settings.kseg_worker_id).resolve()
 
 
 #: Shortest session timeout that is safe on the embedded broker. Tansu answers a SyncGroup about 3 s
@@ -103,15 +120,17 @@ class KsegApp(faust.App):
         return producer
 
 
-def build_faust_app(settings: Settings) -> faust.App:
-    """The faust App with every stream setting kseg relies on (docs/reference.md#faust-settings)."""
+def build_faust_app(settings: Settings, app_id: str | None = None, web_port: int | None = None) -> faust.App:
+    """The faust App with every stream setting kseg relies on (docs/reference.md#faust-settings).
+    `app_id` (default KSEG_APP_ID) is faust's app id and consumer group; `web_port` its pages' port."""
     session = settings.kseg_session_timeout
+    app_id = app_id or settings.kseg_app_id
     app = KsegApp(
-        settings.kseg_app_id,
+        app_id,
         broker=broker_urls(settings.bootstrap),
         broker_credentials=faust_credentials(settings),
         store="rocksdb://",
-        datadir=str(state_dir(settings)),
+        datadir=str(state_dir(settings, app_id)),
         autodiscover=False,
         processing_guarantee="at_least_once",
         producer_acks=-1,
@@ -130,12 +149,12 @@ def build_faust_app(settings: Settings) -> faust.App:
         broker_max_poll_records=500,
         consumer_auto_offset_reset="earliest",
         # Static membership: a restarted worker takes its old place without waiting for a rebalance.
-        consumer_group_instance_id=f"{settings.kseg_app_id}-{settings.kseg_worker_id}",
+        consumer_group_instance_id=f"{app_id}-{settings.kseg_worker_id}",
         # Shutdown does not wait for in-flight events to be acked: a sink held by a Segment 401 would
         # block it forever. Safe because only acked offsets are committed and every handler is
         # idempotent (dedupe marks in the profiles, deterministic messageIds).
         stream_wait_empty=False,
-        **web_settings(settings),
+        **web_settings(settings, web_port),
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     if settings.kseg_embedded_broker:  # Tansu's end offsets count only a last batch's first record
@@ -147,7 +166,30 @@ def build_faust_app(settings: Settings) -> faust.App:
 def create_worker(settings: Settings) -> WorkerContext[Settings]:
     """Build the whole worker for `settings`; `run_worker` starts it. Creates no directory and reads no
     environment (`run_worker` makes the state directory's parent before starting)."""
-    faust_app = build_faust_app(settings)
+    ctx = compose(build_faust_app(settings), settings, worker_domains(settings))
+    register_operations(ctx, faust_assigned(ctx))
+    return ctx
+
+
+def sinks_app_id(settings: Settings) -> str:
+    """faust's app id of `kseg sinks`: a group of its own, never the worker's (whose assignor would hand
+    its members table partitions)."""
+    return f"{settings.kseg_app_id}{SINKS_APP_SUFFIX}"
+
+
+def create_sinks(settings: Settings) -> WorkerContext[Settings]:
+    """Build `kseg sinks`: the sinks' domains only, on a faust app with no agent and no table (faust's
+    consumer reads only its own leader topic), its pages on KSEG_SINKS_WEB_PORT."""
+    faust_app = build_faust_app(settings, sinks_app_id(settings), settings.kseg_sinks_web_port)
+    ctx = compose(faust_app, settings, SINKS)
+    register_operations(ctx, sinks_assigned(ctx))
+    return ctx
+
+
+def compose(
+    faust_app: faust.App, settings: Settings, domains: Iterable[Callable[[WorkerContext[Settings]], None]]
+) -> WorkerContext[Settings]:
+    """The process-wide parts every domain receives, and `domains` registered on them."""
     registry = CollectorRegistry()
     registry.register(REGISTRY)  # identity's counters (default registry), the process's
     ctx = WorkerContext(
@@ -162,13 +204,27 @@ def create_worker(settings: Settings) -> WorkerContext[Settings]:
     )
     faust_app.add_dependency(ctx.outputs)  # started before the agents, stopped after them
     faust_app.add_dependency(ctx.closing)
-    for register in DOMAINS:
+    for register in domains:
         register(ctx)
-    register_operations(ctx)
     return ctx
 
 
-def register_operations(ctx: WorkerContext[Settings]) -> None:
+#: The partitions a process counts as its own for /readyz.
+Assigned = Callable[[], set[Any]]
+
+
+def faust_assigned(ctx: WorkerContext[Settings]) -> Assigned:
+    """A worker is ready once faust's consumer has partitions."""
+    return lambda: set(ctx.faust_app.consumer.assignment())
+
+
+def sinks_assigned(ctx: WorkerContext[Settings]) -> Assigned:
+    """`kseg sinks` is ready once its sinks' consumers have partitions (faust's has only its leader
+    topic's)."""
+    return lambda: {tp for positions in ctx.positions for tp in positions()}
+
+
+def register_operations(ctx: WorkerContext[Settings], assigned_partitions: Assigned) -> None:
     """The SRE surface: /metrics (kseg's and faust's own sensors), /healthz, /readyz, /debug/partitions
     and the stall watchdog."""
     from faust.web import Request, Response, View
@@ -224,7 +280,7 @@ def register_operations(ctx: WorkerContext[Settings]) -> None:
     @faust_app.page("/readyz")
     class Readyz(View):
         async def get(self, request: Request) -> Response:
-            assigned = faust_app.consumer.assignment()
+            assigned = assigned_partitions()
             blocked = dict(ctx.health.blocked_reasons)
             if not assigned:
                 blocked["partitions"] = "no partition assigned yet (starting or rebalancing)"

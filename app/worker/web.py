@@ -13,13 +13,13 @@ from typing import Any
 from app.sections import WorkerSettings
 
 
-def web_settings(settings: WorkerSettings) -> dict[str, Any]:
-    """Keyword arguments for `faust.App(...)`."""
+def web_settings(settings: WorkerSettings, port: int | None = None) -> dict[str, Any]:
+    """Keyword arguments for `faust.App(...)`; `port` (default KSEG_WORKER_WEB_PORT) for `kseg sinks`."""
     return {
         "web_enabled": True,
         "web_bind": settings.kseg_worker_web_host,
         "web_host": settings.kseg_worker_web_host,
-        "web_port": settings.kseg_worker_web_port,
+        "web_port": settings.kseg_worker_web_port if port is None else port,
         "web_in_thread": False,
         "web_tables_enabled": False,
         "web_router_enabled": False,

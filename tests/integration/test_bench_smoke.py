@@ -20,6 +20,10 @@ EVERY_FIGURE = (
     "worker_events_per_s",
     "worker_cpu_s_per_1k",
     "worker_records_per_event",
+    "split_worker_events_per_s",
+    "split_worker_cpu_s_per_1k",
+    "split_sinks_cpu_s_per_1k",
+    "split_cpu_ms_per_postback",
     "passthrough_events_per_s",
     "passthrough_cpu_s_per_1k",
     "faust_one_events_per_s",
@@ -71,6 +75,7 @@ def test_benchmark_smoke_produces_every_figure(tmp_path: Path) -> None:
     missing = [name for name in EVERY_FIGURE if results.get(name) is None]
     assert not missing, f"figures without a value: {missing}\n{run.stderr[-3000:]}"
     assert results["pipeline_delivered"] == results["pipeline_events"]
+    assert results["split_pipeline_undelivered"] == 0  # the worker without sinks + `kseg sinks`
     assert results["workers2_delivered"] > 0
     # the latency target's rate is half the worker throughput measured in the same run
     assert results["e2e_rate"] == round(results["worker_events_per_s"] / 2, 1)

@@ -56,6 +56,7 @@ def role_of(pid: int) -> str | None:
     for role, marker in (
         ("receiver", "app.cli receiver"),
         ("worker", "app.cli worker"),
+        ("sinks", "app.cli sinks"),
         ("loader", "app.cli warehouse load"),
         ("console", "app.cli console"),
         ("guard", "guard_warehouse"),
@@ -171,9 +172,9 @@ async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_
         assert (row["network"], row["campaign"], row["installs"]) == ("ExampleNetwork", "Spring", 1)
 
         family = descendants(proc.pid)
-        assert len(family) >= 5  # broker, receiver, worker, warehouse loader, console
+        assert len(family) >= 6  # broker, receiver, worker, sinks, warehouse loader, console
         roles = {role_of(pid): pid for pid in family if role_of(pid)}
-        assert set(roles) == {"broker", "receiver", "worker", "loader", "console", "guard"}, roles
+        assert set(roles) == {"broker", "receiver", "worker", "sinks", "loader", "console", "guard"}, roles
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         gone = exit_times(proc, family, 90)
         assert proc.returncode == 0
@@ -181,6 +182,8 @@ async def test_kseg_run_readme_curl_reaches_the_dry_run_outbox_and_ctrl_c_stops_
         # Dependency order: the receiver first, the broker only after the worker and the loader.
         assert gone[roles["receiver"]] <= min(gone[roles["worker"]], gone[roles["loader"]]), gone
         assert gone[roles["broker"]] >= max(gone[roles["worker"]], gone[roles["loader"]]), gone
+        # The sinks after the worker (its last outputs are in the outboxes), before the broker.
+        assert gone[roles["worker"]] <= gone[roles["sinks"]] <= gone[roles["broker"]], gone
         assert running_url(pgdata_dir(tmp_path)) is None, "kseg run left the embedded PostgreSQL running"
     finally:
         if proc.poll() is None:

@@ -56,6 +56,8 @@ async def test_second_kseg_run_names_the_taken_port_and_starts_nothing(tmp_path:
         assert second.returncode == 2, second.stderr
         assert f"port {port} on 127.0.0.1 (receiver, KSEG_HTTP_PORT) is already in use" in second.stderr
         assert f"port {worker_port} on 127.0.0.1 (worker, KSEG_WORKER_WEB_PORT)" in second.stderr
+        sinks_port = ports["KSEG_SINKS_WEB_PORT"]
+        assert f"port {sinks_port} on 127.0.0.1 (sinks, KSEG_SINKS_WEB_PORT)" in second.stderr
         # Nothing was started: no broker log, no child logs, no banner.
         assert not (second_dir / "logs").exists() and "kseg is running" not in second.stderr
         assert first.poll() is None, "the first run must be untouched"

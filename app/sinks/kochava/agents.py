@@ -94,7 +94,7 @@ async def deliver_or_hold(
 
 
 def register(ctx: WorkerContext[KochavaSettings]) -> None:
-    """Declare the Kochava sink's consumer and expose its metrics on the worker's registry."""
+    """Declare the Kochava sink's consumer and expose its metrics on its process's registry."""
     settings = ctx.settings
     metrics = KochavaSinkMetrics.on(ctx.registry)
     stats = SinkStats()

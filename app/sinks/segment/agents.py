@@ -1,11 +1,13 @@
 """The Segment sink: outbox → Segment /v1/batch, committing Kafka offsets only after 2xx or dead letter.
 
 A plain consumer group of its own (`app.sinks.consumer`, group `<KSEG_APP_ID>-segment-sink`) reading
-the outbox in batches of up to SEGMENT_BATCH_MAX_MESSAGES records, in its own task of the worker.
+the outbox in batches of up to SEGMENT_BATCH_MAX_MESSAGES records, in its own task of the worker or of
+`kseg sinks`.
 
 With no SEGMENT_WRITE_KEY it runs dry: the exact batch bodies go to KSEG_DATA_DIR/segment-outbox.jsonl.
-A 401/403 (key) or 404 (endpoint) stops delivery (offsets stay uncommitted), marks the worker not ready
-and says why; fix the setting and restart the worker to resume from the last committed offset.
+A 401/403 (key) or 404 (endpoint) stops delivery (offsets stay uncommitted), marks its process (worker or
+`kseg sinks`) not ready and says why; fix the setting and restart it to resume from the last committed
+offset.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ async def deliver_or_hold(
 
 
 def register(ctx: WorkerContext[SegmentSettings]) -> None:
-    """Declare the Segment sink's consumer and expose its counters on the worker's registry."""
+    """Declare the Segment sink's consumer and expose its counters on its process's registry."""
     settings = ctx.settings
 
     counted = DeadLetterMetrics.on(ctx.registry).total
