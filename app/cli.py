@@ -18,7 +18,7 @@ profile, resolves identity, and delivers identify/track/alias calls to Segment's
 plus one flat row per event to the warehouse topic.
 
 Start here:  kseg run      (everything on one machine: embedded broker and PostgreSQL, receiver,
-                          worker, warehouse loader and console; Ctrl-C stops all)
+                          worker, sinks, warehouse loader and console; Ctrl-C stops all)
 Settings come from environment variables or a .env file; see README.md.
 """
 
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run everything here: receiver, worker, loader, console",
+        help="run everything here: receiver, worker, sinks, loader, console",
         description="Run the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset), the embedded warehouse "
         "(when KSEG_WAREHOUSE_URL is unset), one receiver, one worker, the warehouse loader and the console. "
         "Children that exit are restarted; Ctrl-C stops all of them.",
