@@ -46,7 +46,7 @@ def test_top_level_help_names_every_command_and_its_purpose() -> None:
     assert out.startswith("usage: kseg")
     assert "moves Kochava attribution postbacks into Segment" in out
     for command, purpose in (
-        ("run", "receiver, worker, loader, console"),
+        ("run", "receiver, worker, sinks, loader, console"),
         ("receiver", "HTTP receiver"),
         ("worker", "faust worker"),
         ("mapping", "mapping profiles"),
