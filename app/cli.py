@@ -70,31 +70,29 @@ def cmd_receiver(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    from app.worker.main import run_worker
-
+def _kafka_process_settings(command: str) -> Any:
+    """Settings of a process that needs a Kafka cluster (`kseg worker`, `kseg sinks`), logging set up."""
     settings = _settings()
     if not settings.kafka_bootstrap_servers:
         raise SystemExit(
-            "kseg worker: KAFKA_BOOTSTRAP_SERVERS is not set. Point it at your Kafka cluster, "
+            f"kseg {command}: KAFKA_BOOTSTRAP_SERVERS is not set. Point it at your Kafka cluster, "
             "or use `kseg run`, which starts an embedded broker."
         )
     _logging(settings.log_level)
-    run_worker(settings)
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.worker.main import run_worker
+
+    run_worker(_kafka_process_settings("worker"))
     return 0
 
 
 def cmd_sinks(args: argparse.Namespace) -> int:
     from app.worker.main import run_sinks
 
-    settings = _settings()
-    if not settings.kafka_bootstrap_servers:
-        raise SystemExit(
-            "kseg sinks: KAFKA_BOOTSTRAP_SERVERS is not set. Point it at your Kafka cluster, "
-            "or use `kseg run`, which starts an embedded broker."
-        )
-    _logging(settings.log_level)
-    run_sinks(settings)
+    run_sinks(_kafka_process_settings("sinks"))
     return 0
 
 
