@@ -39,6 +39,8 @@ class Deployment:
     extra_worker_ports: dict[str, int] = field(default_factory=dict)
     #: Web port of a `kseg sinks` process (role "sinks").
     sinks_port: int = field(default_factory=free_port)
+    #: Source tree the workers run from: this one, or an older kseg's (the bench's `today` scenario).
+    worker_root: Path = ROOT
 
     @property
     def env(self) -> dict[str, str]:
@@ -84,7 +86,8 @@ class Deployment:
             port = self.extra_worker_ports.setdefault(role, free_port())
             env = {**env, "KSEG_WORKER_ID": role, "KSEG_WORKER_WEB_PORT": str(port)}
         command = "worker" if role.startswith("worker") else role
-        self.procs[role] = spawn_role(command, env, log_path=self.data_dir / f"{role}.log", cwd=ROOT)
+        root = self.worker_root if role.startswith("worker") else ROOT  # `python -m` imports from cwd first
+        self.procs[role] = spawn_role(command, env, log_path=self.data_dir / f"{role}.log", cwd=root)
 
     def port_of(self, role: str) -> int:
         """The HTTP port of a role (the receiver's API, or a worker's /metrics and /readyz)."""
