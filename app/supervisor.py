@@ -96,6 +96,19 @@ def _ready(url: str) -> bool:
     return False
 
 
+def sinks_note(environ: dict[str, str] | os._Environ[str]) -> str | None:
+    """What to tell an operator who set KSEG_WORKER_SINKS=true for `kseg run`: it runs the sinks in their
+    own process whatever the setting says (both would share the outboxes, at twice the consumers)."""
+    value = environ.get("KSEG_WORKER_SINKS", "").strip().lower()
+    if value not in {"1", "true", "yes", "on"}:
+        return None
+    return (
+        "kseg run: KSEG_WORKER_SINKS=true is ignored here: kseg run delivers the outboxes from its own "
+        "`kseg sinks` process and runs the worker without sinks. To run the sinks inside a worker, start "
+        "`kseg worker` yourself (docs/operations.md)."
+    )
+
+
 def child_env(
     settings: Settings, bootstrap: str, embedded: bool, console_token: str | None = None
 ) -> dict[str, str]:
@@ -197,6 +210,9 @@ def _run(settings: Settings, killed: int | None) -> int:
         bootstrap = broker.bootstrap_servers
     else:
         bootstrap = settings.bootstrap
+    note = sinks_note(os.environ)
+    if note:
+        _say(note)
     if not settings.postback_tokens:
         _say("!" * 78)
         _say("!! KSEG_POSTBACK_TOKENS is not set: accepting the development token `dev`.            !!")

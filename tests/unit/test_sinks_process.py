@@ -61,3 +61,15 @@ def test_kseg_sinks_help_and_refusal_without_kafka() -> None:
     )
     refused = kseg("sinks")
     assert refused.returncode != 0 and "KAFKA_BOOTSTRAP_SERVERS" in refused.stderr, refused.stderr
+
+
+def test_kseg_run_says_it_ignores_an_operators_kseg_worker_sinks_true() -> None:
+    from app.supervisor import child_env, sinks_note
+
+    for value in ("true", "1", " Yes ", "on"):
+        note = sinks_note({"KSEG_WORKER_SINKS": value})
+        assert note is not None and "ignored" in note and "kseg worker" in note
+    for environ in ({}, {"KSEG_WORKER_SINKS": "false"}, {"KSEG_WORKER_SINKS": "0"}):
+        assert sinks_note(environ) is None
+    # Whatever the operator set, the worker kseg run starts has no sinks (its `sinks` child has them).
+    assert child_env(Settings(_env_file=None), "127.0.0.1:9", embedded=False)["KSEG_WORKER_SINKS"] == "false"  # type: ignore[call-arg]
