@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
+from aiohttp.web import Response as AiohttpResponse
+from faust.sensors.prometheus import PrometheusMonitor
 from faust.types.transports import ProducerT
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from app.audiences import agents as audiences_agent
 from app.config import Settings
@@ -35,7 +36,7 @@ from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart, partition_offsets
 from app.sinks.kochava import agents as kochava_sink
 from app.sinks.segment import agents as segment_sink
-from app.worker.metrics import LagCollector
+from app.worker.metrics import LagCollector, faust_metrics
 from app.worker.recovery import EndOffsets, KsegTableManager
 from app.worker.transport import FETCH_MAX_WAIT_MS
 from app.worker.web import web_settings
@@ -243,7 +244,8 @@ def register_operations(ctx: WorkerContext[Settings], assigned_partitions: Assig
         return merged
 
     ctx.registry.register(LagCollector(every_offset))
-    setup_prometheus_sensors(faust_app, pattern="/metrics", registry=ctx.registry, name_prefix="faust")
+    # faust's `setup_prometheus_sensors`, with its labelled metrics' children cached (`faust_metrics`).
+    faust_app.monitor = PrometheusMonitor(metrics=faust_metrics(ctx.registry, "faust"))
 
     detector = StallDetector(settings.kseg_stall_seconds)
 
@@ -271,6 +273,12 @@ def register_operations(ctx: WorkerContext[Settings], assigned_partitions: Assig
                 for tp, where in sorted(every_offset().items())
             ]
             return self.json({"partitions": rows})
+
+    @faust_app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            body, headers = generate_latest(ctx.registry), {"Content-Type": CONTENT_TYPE_LATEST}
+            return cast(Response, AiohttpResponse(body=body, headers=headers, status=200))
 
     @faust_app.page("/healthz")
     class Healthz(View):
