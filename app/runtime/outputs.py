@@ -20,12 +20,9 @@ readers to go through, one per partition per micro-batch (docs/topics.md).
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable, Iterable
-from functools import lru_cache
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from mode import Service
 
 from app import topics
@@ -40,25 +37,6 @@ Record = tuple[str, bytes | None, bytes]
 SendAll = Callable[[Iterable[Record]], Awaitable[None]]
 
 
-#: Keys whose murmur2 hash `KeyPartitioner` remembers (a micro-batch sends each device key to several
-#: topics; aiokafka's hash is pure Python).
-HASHED_KEYS = 1 << 16
-
-
-class KeyPartitioner:
-    """aiokafka's `DefaultPartitioner` (murmur2 of the key, like the Java client; a random available
-    partition for no key) with each key's hash remembered: the same partition for every key, for less
-    CPU per record."""
-
-    def __init__(self, size: int = HASHED_KEYS) -> None:
-        self.hash = lru_cache(maxsize=size)(murmur2)
-
-    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-        if key is None:
-            return random.choice(available or all_partitions)
-        return all_partitions[(self.hash(key) & 0x7FFFFFFF) % len(all_partitions)]
-
-
 class OutputProducer(Service):
     """Started and stopped with the faust app (`faust_app.add_dependency`), before its agents."""
 
@@ -68,12 +46,11 @@ class OutputProducer(Service):
         self._producer: Any = None
         #: Full names of the topics whose records are packed, and their partition counts once looked up.
         self.packed = {settings.topic(name) for name in topics.PACKED}
-        self._partitions: dict[str, list[int]] = {}
-        self.partitioner = KeyPartitioner()
+        self._partitions: dict[str, int] = {}
 
     def config(self) -> dict[str, Any]:
         client_id = f"{self.settings.kseg_app_id}-{self.settings.kseg_worker_id}-outputs"
-        return data_producer_config(self.settings, client_id) | {"partitioner": self.partitioner}
+        return data_producer_config(self.settings, client_id)
 
     async def on_start(self) -> None:
         from aiokafka import AIOKafkaProducer
@@ -91,33 +68,24 @@ class OutputProducer(Service):
         if self._producer is None:
             raise RuntimeError("the output producer is not started (the worker is stopping?)")
         send = self._producer.send
-        placed: dict[tuple[str, bytes | None], int] = {}
-        futures = [
-            await send(topic, value, key, placed.get((topic, key)))
-            for topic, key, value in await self.pack(records, placed)
-        ]
+        futures = [await send(topic, value, key) for topic, key, value in await self.pack(records)]
         await asyncio.gather(*futures)
 
-    async def pack(
-        self, records: Iterable[Record], placed: dict[tuple[str, bytes | None], int] | None = None
-    ) -> list[Record]:
+    async def pack(self, records: Iterable[Record]) -> list[Record]:
         """`records` with each packed topic partition's share in one record (`app.records.pack_records`),
-        placed by the producer's own partitioner on the topic's current partition count. `placed` gets
-        each packed (topic, key)'s partition, which `send_all` hands to the producer instead of letting it
-        hash the key again (a packed record carries its first item's key, so the same partition)."""
+        placed by the producer's own partitioner on the topic's current partition count."""
+        from aiokafka.partitioner import DefaultPartitioner
+
         records = list(records)
         for topic in {topic for topic, _, _ in records if topic in self.packed} - self._partitions.keys():
-            self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
-        every, partitioner = self._partitions, self.partitioner
-        placed = {} if placed is None else placed
+            self._partitions[topic] = len(await self._producer.partitions_for(topic))
+        counts, partitioner = self._partitions, DefaultPartitioner()
 
         def partition(topic: str, key: bytes) -> int | None:
-            partitions = every.get(topic) if topic in self.packed else None
-            if partitions is None:
+            count = counts.get(topic) if topic in self.packed else None
+            if count is None:
                 return None
-            where = placed.get((topic, key))
-            if where is None:
-                where = placed[(topic, key)] = partitioner(key, partitions, partitions)
-            return where
+            every = list(range(count))
+            return int(partitioner(key, every, every))
 
         return pack_records(records, partition)
