@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import faust
-from aiohttp.web import Response as AiohttpResponse
-from faust.sensors.prometheus import PrometheusMonitor
+from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types.transports import ProducerT
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from app.audiences import agents as audiences_agent
 from app.config import Settings
@@ -36,7 +35,7 @@ from app.runtime.topics import WorkerTopics
 from app.runtime.watchdog import AgentActivity, StallDetector, exit_for_restart, partition_offsets
 from app.sinks.kochava import agents as kochava_sink
 from app.sinks.segment import agents as segment_sink
-from app.worker.metrics import LagCollector, faust_metrics
+from app.worker.metrics import LagCollector
 from app.worker.recovery import EndOffsets, KsegTableManager
 from app.worker.transport import FETCH_MAX_WAIT_MS
 from app.worker.web import web_settings
@@ -244,8 +243,7 @@ def register_operations(ctx: WorkerContext[Settings], assigned_partitions: Assig
         return merged
 
     ctx.registry.register(LagCollector(every_offset))
-    # faust's `setup_prometheus_sensors`, with its labelled metrics' children cached (`faust_metrics`).
-    faust_app.monitor = PrometheusMonitor(metrics=faust_metrics(ctx.registry, "faust"))
+    setup_prometheus_sensors(faust_app, pattern="/metrics", registry=ctx.registry, name_prefix="faust")
 
     detector = StallDetector(settings.kseg_stall_seconds)
 
@@ -273,12 +271,6 @@ def register_operations(ctx: WorkerContext[Settings], assigned_partitions: Assig
                 for tp, where in sorted(every_offset().items())
             ]
             return self.json({"partitions": rows})
-
-    @faust_app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            body, headers = generate_latest(ctx.registry), {"Content-Type": CONTENT_TYPE_LATEST}
-            return cast(Response, AiohttpResponse(body=body, headers=headers, status=200))
 
     @faust_app.page("/healthz")
     class Healthz(View):
