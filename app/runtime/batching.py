@@ -19,7 +19,7 @@ from app.runtime.outputs import Record
 #: read-back agents' own batches): at 377/s on 2 cores a 50 ms wait cost the worker 0.76-0.79 of a core
 #: against 0.84-0.89 at 10 ms, and cut the end-to-end p99 (362-503 ms against 624-852; 100 ms: 0.71 of a
 #: core, p99 499-519). Under a backlog the batches fill at once and the wait does not apply.
-BATCH_MAX = 500
+BATCH_MAX = 250
 BATCH_WITHIN = 0.05
 
 
