@@ -207,8 +207,8 @@ class Publisher:
             async with asyncio.timeout(self.timeout):
                 if key and self._batcher is not None and len(value) < self._batch_bytes:
                     await self._batcher.add(topic, key.encode(), value)
-                else:  # aiokafka picks a partition at random for a record without a key
-                    await (await producer.send(topic, value=value, key=None))
+                else:  # no key (aiokafka picks a partition at random) or over a batch: aiokafka's send
+                    await (await producer.send(topic, value=value, key=key.encode() if key else None))
         except (KafkaError, TimeoutError, OSError) as exc:
             self.last_failure = time.monotonic()
             log.warning("produce to %s failed: %r", topic, exc)
