@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -45,15 +46,29 @@ class _Batcher:
     order they arrived, and a future is settled only by the ack (or failure) of the batch holding it.
     """
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, timeout: float) -> None:
         self.producer = producer
+        self.timeout = timeout
         self.partitioner = DefaultPartitioner()
         self.queued: dict[str, list[tuple[bytes, bytes, asyncio.Future[None]]]] = {}
         self.flushers: dict[str, asyncio.Task[None]] = {}
+        #: (deadline, future) in the order added, so deadlines only grow: one timer for all of them
+        #: instead of an `asyncio.timeout` (a timer handle on the loop's heap) per record.
+        self.deadlines: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self.expirer: asyncio.TimerHandle | None = None
 
     def add(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
-        """A future set once Kafka acked the record (or failed to)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """A future set once Kafka acked the record (or failed to), or with `TimeoutError` when neither
+        happened within `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+        deadline = loop.time() + self.timeout
+        deadlines.append((deadline, done))
+        if self.expirer is None:
+            self.expirer = loop.call_at(deadline, self._expire)
         queue = self.queued.get(topic)
         if queue is None:
             queue = self.queued[topic] = []
@@ -61,6 +76,16 @@ class _Batcher:
         if topic not in self.flushers:
             self.flushers[topic] = asyncio.create_task(self._flush(topic))
         return done
+
+    def _expire(self) -> None:
+        """Fail the futures past their deadline; wake again at the next pending one's."""
+        loop = asyncio.get_running_loop()
+        now, deadlines = loop.time(), self.deadlines
+        while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+            _, done = deadlines.popleft()
+            if not done.done():
+                done.set_exception(TimeoutError())
+        self.expirer = loop.call_at(deadlines[0][0], self._expire) if deadlines else None
 
     async def _flush(self, topic: str) -> None:
         try:
@@ -162,7 +187,7 @@ class Publisher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self._batcher = _Batcher(producer)
+            self._batcher = _Batcher(producer, self.timeout)
             self.producer = producer
             log.info("producer connected to %s", self.settings.bootstrap)
 
@@ -191,6 +216,11 @@ class Publisher:
         if self._batcher is not None:
             for flusher in list(self._batcher.flushers.values()):
                 flusher.cancel()
+            if self._batcher.expirer is not None:
+                self._batcher.expirer.cancel()
+            for _, done in self._batcher.deadlines:  # any left after the producer's own flush
+                if not done.done():
+                    done.set_exception(KafkaError("producer stopped"))
             self._batcher = None
 
     async def publish(self, topic: str, key: str | None, value: bytes) -> float:
@@ -204,10 +234,10 @@ class Publisher:
         started = time.perf_counter()
         try:
             # `asyncio.timeout`, not `wait_for`: the same deadline without a task per produce.
-            async with asyncio.timeout(self.timeout):
-                if key and self._batcher is not None and len(value) < self._batch_bytes:
-                    await self._batcher.add(topic, key.encode(), value)
-                else:  # no key (aiokafka picks a partition at random) or over a batch: aiokafka's send
+            if key and self._batcher is not None and len(value) < self._batch_bytes:
+                await self._batcher.add(topic, key.encode(), value)  # fails with TimeoutError itself
+            else:  # no key (aiokafka picks a partition at random) or over a batch: aiokafka's send
+                async with asyncio.timeout(self.timeout):
                     await (await producer.send(topic, value=value, key=key.encode() if key else None))
         except (KafkaError, TimeoutError, OSError) as exc:
             self.last_failure = time.monotonic()

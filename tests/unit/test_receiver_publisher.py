@@ -4,6 +4,9 @@ partition still land where aiokafka's own `send` would put them, each once, in t
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections import defaultdict
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -11,7 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from app import topics
 from app.broker.embedded import EmbeddedBroker
 from app.kafka import read_records
-from app.receiver.publisher import Publisher
+from app.receiver.publisher import Publisher, PublishUnavailable
 from app.topics import RAW
 from tests.receiver_app import receiver_settings
 
@@ -61,3 +64,44 @@ async def test_concurrent_publishes_land_once_in_order_on_the_default_partitione
             seen[key].append(int(record.value.split(b"|")[1]))
     assert len(records) == 40 * 10 + 2
     assert dict(seen) == {key: list(range(10)) for key in keys}
+
+
+async def test_a_broker_that_stops_answering_fails_each_waiting_publish_at_its_deadline() -> None:
+    """A stalled broker (SIGSTOP): every waiting publish ends as `PublishUnavailable` after the produce
+    timeout, not later and not never; once it answers again, publishing works."""
+    with EmbeddedBroker() as stalled:
+        assert stalled.process is not None
+        settings = receiver_settings(stalled, kseg_topic_partitions=4, kseg_produce_timeout=1.0)
+        await topics.ensure_topics(settings)
+        publisher = Publisher(settings)
+        await publisher.start()
+        try:
+            for _ in range(200):
+                if publisher.ready:
+                    break
+                await asyncio.sleep(0.05)
+            topic = settings.topic(RAW)
+            await publisher.publish(topic, "warm", b"up")  # metadata known, connection open
+            os.kill(stalled.process.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                results = await asyncio.gather(
+                    *(publisher.publish(topic, f"device-{n}", b"v") for n in range(20)),
+                    return_exceptions=True,
+                )
+                waited = time.monotonic() - started
+            finally:
+                os.kill(stalled.process.pid, signal.SIGCONT)
+            assert all(isinstance(r, PublishUnavailable) for r in results), results
+            assert {r.reason for r in results if isinstance(r, PublishUnavailable)} == {"kafka_unavailable"}
+            assert 0.9 <= waited < 3.0, waited
+            for _ in range(100):  # the producer reconnects or retries on its own
+                try:
+                    await publisher.publish(topic, "after", b"again")
+                    break
+                except PublishUnavailable:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("publishing did not recover after the broker resumed")
+        finally:
+            await publisher.stop()
