@@ -100,6 +100,13 @@ def parse_fields(raw: bytes, where: str = "query string") -> dict[str, str]:
         if not field:
             continue
         raw_key, _, raw_value = field.partition(b"=")
+        if b"%" not in field and b"+" not in field:
+            # Nothing to percent-decode (most Kochava fields): the bytes are the text, when UTF-8.
+            try:
+                params[raw_key.decode("utf-8")] = raw_value.decode("utf-8")
+                continue
+            except UnicodeDecodeError:
+                pass  # `_field_text` names the field in its 400
         key = _field_text(raw_key, None, where)
         params[key] = _field_text(raw_value, key, where)
     return params

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
+from prometheus_client import Counter, Histogram
 
 from app.config import Settings
 from app.metrics import CONTENT_TYPE_LATEST, render
@@ -31,6 +33,42 @@ POSTBACK_PATH = "/v1/kochava/postbacks"
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 SETTINGS = web.AppKey("settings", Settings)
+
+
+@dataclass(frozen=True, slots=True)
+class PostbackRoute:
+    """What the postback handler reads on every request, worked out once per app: the settings' token
+    lists and profile map are properties that re-parse their setting on every read, and a labelled
+    metric is a dict lookup under a lock each time it is named."""
+
+    tokens: list[str]
+    #: token -> the name it is recorded under (`token_name`)
+    names: dict[str, str]
+    profiles: dict[str, str]
+    topic: str
+    max_body: int
+    body_timeout: float
+    received: Counter
+    accepted: Counter
+    produce_latency: Histogram
+
+    @classmethod
+    def of(cls, settings: Settings, metrics: ReceiverMetrics) -> PostbackRoute:
+        tokens = settings.postback_tokens
+        return cls(
+            tokens=tokens,
+            names={token: token_name(token, tokens) for token in tokens},
+            profiles=settings.token_profiles,
+            topic=settings.topic(RAW),
+            max_body=settings.kseg_max_body_bytes,
+            body_timeout=settings.kseg_http_body_timeout,
+            received=metrics.received.labels(route="postback"),
+            accepted=metrics.accepted.labels(route="postback"),
+            produce_latency=metrics.produce_latency,
+        )
+
+
+POSTBACK_ROUTE = web.AppKey("postback_route", PostbackRoute)
 
 
 def unavailable(settings: Settings, reason: str) -> web.Response:
@@ -75,19 +113,19 @@ async def json_errors(
 
 
 async def postback(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    metrics = request.app[RECEIVER_METRICS]
-    metrics.received.labels(route="postback").inc()
-    token = check_token(request, settings.postback_tokens)
-    request.app[LIMITER].check("postback", token)
-    params, source = await read_params(request, settings.kseg_max_body_bytes, settings.kseg_http_body_timeout)
+    app = request.app
+    route = app[POSTBACK_ROUTE]
+    route.received.inc()
+    token = check_token(request, route.tokens)
+    app[LIMITER].check("postback", token)
+    params, source = await read_params(request, route.max_body, route.body_timeout)
     key = partition_key(params)
     named = params.get("profile")  # from the query string, or from a JSON / form body
-    profile = str(named) if named else settings.token_profiles.get(token)
-    record = raw_record(request, params, source, profile, token_name(token, settings.postback_tokens))
-    latency = await request.app[PUBLISHER].publish(settings.topic(RAW), key, record.encode())
-    metrics.produce_latency.observe(latency)
-    metrics.accepted.labels(route="postback").inc()
+    profile = str(named) if named else route.profiles.get(token)
+    record = raw_record(request, params, source, profile, route.names[token])
+    latency = await app[PUBLISHER].publish(route.topic, key, record.encode())
+    route.produce_latency.observe(latency)
+    route.accepted.inc()
     return web.Response(body=SUCCESS, content_type="application/json")
 
 
@@ -150,7 +188,8 @@ def build_app(settings: Settings) -> web.Application:
     publisher = Publisher(settings)
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher
-    app[RECEIVER_METRICS] = ReceiverMetrics.on(receiver_registry())
+    app[RECEIVER_METRICS] = metrics = ReceiverMetrics.on(receiver_registry())
+    app[POSTBACK_ROUTE] = PostbackRoute.of(settings, metrics)
     app[LIMITER] = CredentialLimiter(settings.kseg_rate_limit_per_token, settings.kseg_rate_limit_burst)
     app.router.add_route("GET", POSTBACK_PATH, postback)
     app.router.add_route("POST", POSTBACK_PATH, postback)

@@ -126,3 +126,21 @@ async def test_raw_hash_in_the_query_is_a_400_not_a_silently_dropped_fragment(
     )
     assert resp.status == 200
     assert (await stored(settings, "KD-hash2"))["campaign_name"] == "a#b"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b"kochava_device_id=KD&campaign_name=caf\xe9", "campaign_name"),  # raw byte, nothing to unquote
+        (b"kochava_device_id=KD&caf\xe9=x", "caf\\xe9"),  # an undecodable key is named by its bytes
+    ],
+)
+def test_raw_bytes_that_are_not_utf8_are_a_400_naming_the_field(raw: bytes, field: str) -> None:
+    """Fields without `%` or `+` skip percent-decoding; a byte that is not UTF-8 is still refused by name."""
+    with pytest.raises(ClientError) as refused:
+        parse_fields(raw)
+    assert (refused.value.status, refused.value.code, refused.value.details) == (
+        400,
+        "invalid_encoding",
+        {"field": field},
+    )
