@@ -22,6 +22,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
+from bench.profile_breakdown import percent_shares, print_shares
+
 #: Sampling rate (Hz): an odd number, so it does not beat with the processes' own timers.
 PERF_HZ = 499
 
@@ -105,13 +107,7 @@ def samples(lines: Iterable[str]) -> Counter[str]:
 
 def breakdown(lines: Iterable[str]) -> dict[str, float]:
     """Percent of samples per component, largest first, plus the sample count."""
-    counts = samples(lines)
-    total = sum(counts.values())
-    if not total:
-        return {}
-    out = {name: round(100 * count / total, 1) for name, count in counts.most_common()}
-    out["samples"] = float(total)
-    return out
+    return percent_shares(samples(lines))
 
 
 def read(data: Path) -> dict[str, float]:
@@ -157,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print("perf is not installed (apt install linux-perf)", file=sys.stderr)
         return 2
     for path in args.data:
-        print(f"{path}:")
-        for name, share in read(path).items():
-            print(f"  {share:7.1f}{'' if name == 'samples' else ' %'}  {name}")
+        print_shares(path, read(path))
     return 0
 
 

@@ -122,9 +122,8 @@ def parse_raw(lines: Iterable[str]) -> Counter[str]:
     return shares
 
 
-def breakdown(path: Path) -> dict[str, float]:
-    """Percent of non-idle samples per component, largest first, plus the sample count."""
-    samples = parse_raw(path.read_text().splitlines())
+def percent_shares(samples: Counter[str]) -> dict[str, float]:
+    """Percent of the samples per component, largest first, plus the sample count ({} for none)."""
     total = sum(samples.values())
     if not total:
         return {}
@@ -133,14 +132,24 @@ def breakdown(path: Path) -> dict[str, float]:
     return out
 
 
+def breakdown(path: Path) -> dict[str, float]:
+    """Percent of non-idle samples per component, largest first, plus the sample count."""
+    return percent_shares(parse_raw(path.read_text().splitlines()))
+
+
+def print_shares(path: Path, shares: dict[str, float]) -> None:
+    """One profile's shares as the command line shows them (this module's and bench.broker_profile's)."""
+    print(f"{path}:")
+    for name, share in shares.items():
+        print(f"  {share:7.1f}{'' if name == 'samples' else ' %'}  {name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("raw", nargs="+", type=Path, help="py-spy --format raw output files")
     args = parser.parse_args(argv)
     for path in args.raw:
-        print(f"{path}:")
-        for name, share in breakdown(path).items():
-            print(f"  {share:7.1f}{'' if name == 'samples' else ' %'}  {name}")
+        print_shares(path, breakdown(path))
     return 0
 
 

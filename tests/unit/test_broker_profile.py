@@ -5,39 +5,23 @@ from __future__ import annotations
 
 from bench import broker_profile
 
-USER_ONLY = """tansu  4711 35325.1:     2004008 cpu-clock:ppp:
-\t          5a1b2c [unknown] (/usr/bin/tansu)
-\t          5a0000 [unknown] (/usr/bin/tansu)
-"""
-PAGE_FAULT = """tansu  4711 35325.2:     2004008 cpu-clock:ppp:
-\tffffffff81704dc6 clear_page_erms+0x6 ([kernel.kallsyms])
-\tffffffff816f007e handle_mm_fault+0x2e ([kernel.kallsyms])
-\tffffffff816f3970 do_user_addr_fault+0x20 ([kernel.kallsyms])
-\tffffffff816f3cfe asm_exc_page_fault+0x26 ([kernel.kallsyms])
-\t          5a1b2c [unknown] (/usr/bin/tansu)
-"""
-MUNMAP = """tansu  4712 35325.3:     2004008 cpu-clock:ppp:
-\tffffffff81704dc6 unmap_page_range+0x56 ([kernel.kallsyms])
-\tffffffff816d870d __x64_sys_munmap+0x5d ([kernel.kallsyms])
-\tffffffff8223c951 do_syscall_64+0x71 ([kernel.kallsyms])
-\tffffffff81000130 entry_SYSCALL_64_after_hwframe+0x76 ([kernel.kallsyms])
-\t          1019b3 [unknown] (/usr/bin/tansu)
-"""
-FUTEX = """tansu  4712 35325.4:     2004008 cpu-clock:ppp:
-\tffffffff816d870d __x64_sys_futex+0x5d ([kernel.kallsyms])
-\tffffffff8223c951 do_syscall_64+0x71 ([kernel.kallsyms])
-\tffffffff81000130 entry_SYSCALL_64_after_hwframe+0x76 ([kernel.kallsyms])
-"""
-OTHER_SYSCALL = """tansu  4712 35325.5:     2004008 cpu-clock:ppp:
-\tffffffff816d870d __x64_sys_openat+0x5d ([kernel.kallsyms])
-\tffffffff8223c951 do_syscall_64+0x71 ([kernel.kallsyms])
-\tffffffff81000130 entry_SYSCALL_64_after_hwframe+0x76 ([kernel.kallsyms])
-"""
-TIMER = """tansu  4712 35325.6:     2004008 cpu-clock:ppp:
-\tffffffff816d870d __irq_exit_rcu+0x5d ([kernel.kallsyms])
-\tffffffff8223c951 sysvec_apic_timer_interrupt+0x71 ([kernel.kallsyms])
-\t          5a1b2c [unknown] (/usr/bin/tansu)
-"""
+
+def sample(*kernel: str, user: bool = True) -> str:
+    """One sample as `perf script` prints it: a header line, then its frames innermost first (kernel
+    frames, then the broker's own, unnamed in a stripped binary)."""
+    frames = [f"\tffffffff8170{n:04x} {symbol}+0x56 ([kernel.kallsyms])" for n, symbol in enumerate(kernel)]
+    if user:
+        frames.append("\t          5a1b2c [unknown] (/usr/bin/tansu)")
+    return "\n".join(["tansu  4711 35325.1:     2004008 cpu-clock:ppp:", *frames]) + "\n"
+
+
+SYSCALL = ("do_syscall_64", "entry_SYSCALL_64_after_hwframe")
+USER_ONLY = sample()
+PAGE_FAULT = sample("clear_page_erms", "handle_mm_fault", "do_user_addr_fault", "asm_exc_page_fault")
+MUNMAP = sample("unmap_page_range", "__x64_sys_munmap", *SYSCALL)
+FUTEX = sample("__x64_sys_futex", *SYSCALL, user=False)
+OTHER_SYSCALL = sample("__x64_sys_openat", *SYSCALL, user=False)
+TIMER = sample("__irq_exit_rcu", "sysvec_apic_timer_interrupt")
 
 
 def test_each_sample_is_charged_by_its_kernel_frames() -> None:

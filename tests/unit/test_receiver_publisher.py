@@ -13,25 +13,32 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from app import topics
 from app.broker.embedded import EmbeddedBroker
+from app.config import Settings
 from app.kafka import read_records
 from app.receiver.publisher import Publisher, PublishUnavailable
 from app.topics import RAW
 from tests.receiver_app import receiver_settings
 
 
+async def ready_publisher(settings: Settings) -> Publisher:
+    """A started publisher on `settings`' topics, once it is connected (the caller stops it)."""
+    await topics.ensure_topics(settings)
+    publisher = Publisher(settings)
+    await publisher.start()
+    for _ in range(200):
+        if publisher.ready:
+            return publisher
+        await asyncio.sleep(0.05)
+    await publisher.stop()
+    raise AssertionError("the publisher did not connect to the embedded broker within 10 s")
+
+
 async def test_concurrent_publishes_land_once_in_order_on_the_default_partitioners_partition(
     broker: EmbeddedBroker,
 ) -> None:
     settings = receiver_settings(broker, kseg_topic_partitions=8, kseg_data_batch_bytes=2048)
-    await topics.ensure_topics(settings)
-    publisher = Publisher(settings)
-    await publisher.start()
+    publisher = await ready_publisher(settings)
     try:
-        for _ in range(200):
-            if publisher.ready:
-                break
-            await asyncio.sleep(0.05)
-        assert publisher.ready
         topic = settings.topic(RAW)
         keys = [f"device-{n}" for n in range(40)]
 
@@ -72,14 +79,8 @@ async def test_a_broker_that_stops_answering_fails_each_waiting_publish_at_its_d
     with EmbeddedBroker() as stalled:
         assert stalled.process is not None
         settings = receiver_settings(stalled, kseg_topic_partitions=4, kseg_produce_timeout=1.0)
-        await topics.ensure_topics(settings)
-        publisher = Publisher(settings)
-        await publisher.start()
+        publisher = await ready_publisher(settings)
         try:
-            for _ in range(200):
-                if publisher.ready:
-                    break
-                await asyncio.sleep(0.05)
             topic = settings.topic(RAW)
             await publisher.publish(topic, "warm", b"up")  # metadata known, connection open
             os.kill(stalled.process.pid, signal.SIGSTOP)
