@@ -38,3 +38,13 @@ def test_a_checkout_holds_the_commits_tree(tmp_path: Path) -> None:
 def test_an_unknown_commit_is_no_checkout(tmp_path: Path) -> None:
     assert run.checkout("0" * 40, tmp_path / "none") is None
     assert not (tmp_path / "none" / "app").exists()
+
+
+def test_a_run_without_the_today_scenario_has_no_verdict_on_its_target() -> None:
+    figures = {"cpu_ms_per_postback": 1.2, "worker_events_per_s": 900.0}
+    # `--smoke` and `--only` runs without `today`: no verdict for the target it measures; the others stay.
+    smoke = run.check(figures, ["ingest", "pipeline"])
+    assert "cpu_per_postback_vs_today" not in smoke and smoke["worker_events_per_s"] == "missed"
+    # A run that had `today` but got no figure from it (a shallow clone) says the figure is missing.
+    assert run.check(figures, ["pipeline", "today"])["cpu_per_postback_vs_today"] == "missing"
+    assert run.check(figures | {"cpu_per_postback_vs_today": 0.3})["cpu_per_postback_vs_today"] == "met"
