@@ -17,7 +17,8 @@ from tests.emulators.segment_api import SegmentEmulator
 from tests.harness import Pipeline, wait_for
 from tests.integration.test_identity import install, of_type, purchase
 
-#: Devices installed at once: enough that one micro-batch writes many changelog records per partition.
+#: Devices installed before the worker starts: one micro-batch then writes many changelog records per
+#: partition.
 DEVICES = [f"KIBATCH{i:03d}" for i in range(120)]
 
 
@@ -73,9 +74,11 @@ async def campaigns_of_orders(segment: SegmentEmulator, order_base: int, what: s
 async def test_batched_changelogs_recover_exactly_after_a_kill_and_on_another_worker(
     make_isolated_pipeline: Any, segment: SegmentEmulator, dump_logs: list[Pipeline]
 ) -> None:
-    p = await make_isolated_pipeline(segment.url).start()
+    p = make_isolated_pipeline(segment.url)
     dump_logs.append(p)
     expected = {device: f"camp-{i % 7}" for i, device in enumerate(DEVICES)}
+    # Queued before the worker starts, so its first micro-batches (and faust's changelog batches) are full.
+    await p.start_receiver()
     await gather_ok(
         p,
         [
@@ -83,6 +86,7 @@ async def test_batched_changelogs_recover_exactly_after_a_kill_and_on_another_wo
             for i, device in enumerate(DEVICES)
         ],
     )
+    await p.start_worker()
     await wait_for(
         lambda: len(of_type(segment, "track", "Install Attributed")) >= len(DEVICES), 90, "installs"
     )
